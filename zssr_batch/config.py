@@ -1,0 +1,231 @@
+"""Typed, frozen fit settings: defaults, presets, config files, and the config hash.
+
+Defaults are the official ZSSR ``configs.py`` (X2_ONE_JUMP_IDEAL_CONF); every field
+carries the reason for its default. A setting is resolved once, in this order:
+preset -> config file (YAML or TOML) -> command-line flags, then validated.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+import tomllib
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, Mapping
+
+Pair = tuple[float, float]
+
+
+def _knob(default: Any, help: str) -> Any:
+    if isinstance(default, (list, tuple)):
+        return field(default_factory=lambda: default, metadata={"help": help})
+    return field(default=default, metadata={"help": help})
+
+
+@dataclass(frozen=True)
+class FitConfig:
+    # --- what to do ---
+    scale: Pair = _knob((2.0, 2.0), "final (vertical, horizontal) scale; '2' or '2,1.5'")
+    scale_steps: tuple[Pair, ...] = _knob(
+        (), "gradual scales, e.g. '1,1.5;1.5,1;1.5,1.5;1.5,2;2,1.5;2,2'; empty = one jump to --scale")
+    # --- network (authors: 8 layers x 64 channels, no bias, residual) ---
+    depth: int = _knob(8, "number of 3x3 conv layers")
+    width: int = _knob(64, "channels of the hidden layers")
+    init_variance: float = _knob(0.1, "weights ~ N(0, init_variance / fan_in); small because of the residual")
+    # --- optimisation ---
+    learning_rate: float = _knob(1e-3, "initial Adam learning rate")
+    lr_schedule: str = _knob("zssr", "'zssr': the authors' slope rule; 'halving': the article's fixed halving")
+    min_learning_rate: float = _knob(9e-6, "zssr rule: stop once the rate falls below this (three tenfold cuts)")
+    lr_change_ratio: float = _knob(1.5, "zssr rule: cut when -ratio * slope < std(slope)")
+    lr_check_every: int = _knob(60, "zssr rule: consider a cut every N steps")
+    lr_slope_range: int = _knob(256, "zssr rule: fit the line to the tests of the last N steps")
+    test_every: int = _knob(50, "measure the reconstruction error every N steps")
+    lr_halvings: int = _knob(5, "halving rule: number of halvings spread over --max-iters (article: 5)")
+    max_iters: int = _knob(3000, "training steps at most (per scale step)")
+    min_iters: int = _knob(256, "zssr rule: steps between two learning-rate changes at least")
+    crop: int = _knob(128, "side of the square father crop (clamped to the image's smaller side)")
+    noise_std: float = _knob(0.0, "Gaussian noise std added to sons, on [0, 1] (real images: 0.0125)")
+    # --- father augmentation (authors' random_augment) ---
+    p_as_is: float = _knob(0.05, "probability of a plain crop")
+    p_no_interp: float = _knob(0.45, "probability of a crop with 90-degree rotation / mirror only")
+    augment_min_scale: float = _knob(0.5, "affine fathers: smallest scale of the source")
+    augment_max_scale: float = _knob(0.0, "affine fathers: largest scale; 0 = the authors' (1, then each step's)")
+    scale_diff_sigma: float = _knob(0.25, "affine fathers: std of the vertical/horizontal scale difference")
+    shear_sigma: float = _knob(0.1, "affine fathers: std of the shear")
+    rotation: str = _knob("any", "'any' angle (affine), 'right' angles only, or 'none' (non-symmetric kernels)")
+    # --- inference ---
+    ensemble: str = _knob("median", "combine the 8 flips/rotations by 'median' or 'mean'; 'none' = one pass")
+    back_projection_iters: tuple[int, ...] = _knob(
+        (10,), "back-projection steps per scale step (one value for all, or one per step); 0 = off")
+    reinit_each_step: bool = _knob(False, "gradual: start each scale step from a fresh network")
+    kernel: str = _knob("", "downscaling kernel: '' for bicubic, or a .npy / .mat ('Kernel') file")
+    seed: int = _knob(0, "random seed of the weights and the training pairs")
+
+    def __post_init__(self) -> None:
+        problems = []
+        if not all(s > 0 and math.isfinite(s) for s in self.scale):
+            problems.append(f"scale must be positive, got {self.scale}")
+        for st in self.scale_steps:
+            if len(st) != 2 or not all(s > 0 for s in st):
+                problems.append(f"every scale step must be a positive pair, got {st}")
+        if self.scale_steps and tuple(self.scale_steps[-1]) != tuple(self.scale):
+            problems.append(f"the last scale step {self.scale_steps[-1]} must equal scale {self.scale}")
+        n_steps = max(1, len(self.scale_steps))
+        if len(self.back_projection_iters) not in (1, n_steps):
+            problems.append(f"back_projection_iters needs 1 or {n_steps} values, got {self.back_projection_iters}")
+        for name in ("depth", "width", "crop", "lr_check_every", "test_every", "lr_halvings"):
+            if getattr(self, name) < (2 if name == "depth" else 1):
+                problems.append(f"{name} too small: {getattr(self, name)}")
+        if self.max_iters < 0 or self.min_iters < 0:
+            problems.append("max_iters and min_iters must be >= 0")
+        if self.lr_schedule not in ("zssr", "halving"):
+            problems.append(f"lr_schedule must be 'zssr' or 'halving', got {self.lr_schedule!r}")
+        if self.rotation not in ("any", "right", "none"):
+            problems.append(f"rotation must be 'any', 'right' or 'none', got {self.rotation!r}")
+        if self.ensemble not in ("median", "mean", "none"):
+            problems.append(f"ensemble must be 'median', 'mean' or 'none', got {self.ensemble!r}")
+        if not (0 <= self.p_as_is and 0 <= self.p_no_interp and self.p_as_is + self.p_no_interp <= 1):
+            problems.append("p_as_is and p_no_interp must be probabilities summing to at most 1")
+        if self.noise_std < 0 or self.learning_rate <= 0:
+            problems.append("noise_std must be >= 0 and learning_rate > 0")
+        if problems:
+            raise ValueError("invalid settings: " + "; ".join(problems))
+
+    @property
+    def steps(self) -> tuple[Pair, ...]:
+        """The scale steps the fit walks through (one jump unless gradual)."""
+        return tuple(self.scale_steps) or (tuple(self.scale),)  # type: ignore[return-value]
+
+    def bp_iters(self, step: int) -> int:
+        bp = self.back_projection_iters
+        return bp[0] if len(bp) == 1 else bp[step]
+
+    def to_dict(self) -> dict[str, Any]:
+        return json.loads(json.dumps(dataclasses.asdict(self)))
+
+    def hash(self) -> str:
+        """12 hex digits naming what the output depends on (resume keys on it)."""
+        blob = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+
+GRADUAL_X2 = ((1.0, 1.5), (1.5, 1.0), (1.5, 1.5), (1.5, 2.0), (2.0, 1.5), (2.0, 2.0))
+
+# Presets are overrides of the defaults above (the authors' X2_ONE_JUMP_IDEAL_CONF).
+PRESETS: dict[str, dict[str, Any]] = {
+    # configs.py defaults: one jump, bicubic kernel, 8-way median, 10 back-projections.
+    "paper": {},
+    # X2_GRADUAL_IDEAL_CONF: six steps, earlier outputs join the fathers (about +0.3 dB, 6x time).
+    "gradual-x2": {"scale": (2.0, 2.0), "scale_steps": GRADUAL_X2, "back_projection_iters": (6, 6, 8, 10, 10, 12)},
+    # X2_REAL_CONF: mild noise, no rotations (kernels may be asymmetric), no ensemble, no back-projection.
+    "real": {"ensemble": "none", "back_projection_iters": (0,), "noise_std": 0.0125, "rotation": "none",
+             "scale_diff_sigma": 0.0, "shear_sigma": 0.0, "augment_min_scale": 0.75},
+    # The Keras article: crop 96, 1500 steps, fathers downscaled by [0.4, 0.95] with 8-way flips,
+    # fixed halving schedule, no back-projection (noise 30/255 optional via --noise-std 0.1176).
+    "article": {"crop": 96, "max_iters": 1500, "lr_schedule": "halving", "p_as_is": 0.0, "p_no_interp": 0.0,
+                "augment_min_scale": 0.4, "augment_max_scale": 0.95, "scale_diff_sigma": 0.0,
+                "shear_sigma": 0.0, "rotation": "right", "back_projection_iters": (0,)},
+    # Small and quick for CPUs and smoke tests: 200 steps of 48x48 crops.
+    "fast": {"crop": 48, "max_iters": 200},
+}
+
+
+def _field_types() -> dict[str, Any]:
+    return {f.name: f.type for f in fields(FitConfig)}
+
+
+def parse_value(name: str, value: Any) -> Any:
+    """Coerce a CLI string or a YAML/TOML value to the type of field ``name``."""
+    kind = _field_types()[name]
+    if kind in ("Pair",):
+        return _pair(value, name)
+    if kind == "tuple[Pair, ...]":
+        if isinstance(value, str):
+            value = [v for v in value.split(";") if v.strip()]
+        return tuple(_pair(v, name) for v in value)
+    if kind == "tuple[int, ...]":
+        if isinstance(value, str):
+            value = value.split(",")
+        elif isinstance(value, int):
+            value = [value]
+        return tuple(int(v) for v in value)
+    if kind == "bool":
+        if isinstance(value, str):
+            if value.lower() in ("1", "true", "yes", "on"):
+                return True
+            if value.lower() in ("0", "false", "no", "off"):
+                return False
+            raise ValueError(f"{name}: expected true/false, got {value!r}")
+        return bool(value)
+    if kind == "int":
+        if isinstance(value, float) and not value.is_integer():
+            raise ValueError(f"{name}: expected an integer, got {value!r}")
+        return int(value)
+    if kind == "float":
+        return float(value)
+    return str(value)
+
+
+def _pair(value: Any, name: str) -> Pair:
+    if isinstance(value, str):
+        parts = [p for p in value.replace("x", ",").split(",") if p.strip()]
+    elif isinstance(value, (int, float)):
+        parts = [value]
+    else:
+        parts = list(value)
+    try:
+        nums = [float(p) for p in parts]
+    except ValueError:
+        raise ValueError(f"{name}: expected a number or 'V,H', got {value!r}") from None
+    if len(nums) == 1:
+        nums = nums * 2
+    if len(nums) != 2:
+        raise ValueError(f"{name}: expected a number or 'V,H', got {value!r}")
+    return (nums[0], nums[1])
+
+
+def load_config_file(path: str | Path) -> dict[str, Any]:
+    """Read a YAML or TOML file of FitConfig fields (a ``preset`` key is allowed too)."""
+    p = Path(path)
+    text = p.read_text(encoding="utf-8")
+    if p.suffix.lower() == ".toml":
+        data = tomllib.loads(text)
+    elif p.suffix.lower() in (".yaml", ".yml"):
+        import yaml  # only needed for YAML files
+
+        data = yaml.safe_load(text) or {}
+    else:
+        raise ValueError(f"{p}: config files must end in .yaml, .yml or .toml")
+    if not isinstance(data, dict):
+        raise ValueError(f"{p}: expected a mapping of settings at the top level")
+    return {k.replace("-", "_"): v for k, v in data.items()}
+
+
+def resolve(preset: str = "paper", file_values: Mapping[str, Any] | None = None,
+            overrides: Mapping[str, Any] | None = None) -> FitConfig:
+    """preset -> file -> overrides, each value coerced to its field's type, then validated."""
+    merged: dict[str, Any] = {}
+    file_values = dict(file_values or {})
+    preset = file_values.pop("preset", None) if preset is None else preset
+    preset = preset or "paper"
+    if preset not in PRESETS:
+        raise ValueError(f"unknown preset {preset!r}; choose from {', '.join(PRESETS)}")
+    known = _field_types()
+    for source in (PRESETS[preset], file_values, overrides or {}):
+        for key, value in source.items():
+            key = key.replace("-", "_")
+            if key == "preset":
+                continue
+            if key not in known:
+                raise ValueError(f"unknown setting {key!r}")
+            if value is None:
+                continue
+            merged[key] = parse_value(key, value)
+    # A one-jump preset follows --scale; a gradual preset ends at its own last step.
+    if "scale" in (overrides or {}) and "scale_steps" not in (overrides or {}) and merged.get("scale_steps"):
+        raise ValueError(f"preset {preset!r} walks fixed scale steps to {merged['scale']}; "
+                         "give --scale-steps as well to change the scale")
+    return FitConfig(**merged)

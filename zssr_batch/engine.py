@@ -1,0 +1,100 @@
+"""One image in, its ZSSR upscale out: fit through the scale steps, then infer.
+
+No I/O and no Ray here: tensors in, tensors and a log out. In gradual mode each
+step's output joins the pool of fathers for the next step, and the same network
+(and optimizer) keeps training unless ``reinit_each_step`` is set, as in the
+authors' ``ZSSR.run``.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from .config import FitConfig
+from .fit import FitLog, PairHook, Trainer
+from .infer import combine, ensemble_outputs
+from .kernels import shift_kernel
+from .model import ZSSRNet
+
+
+@dataclass
+class SRResult:
+    output: torch.Tensor  # (C, H, W) in [0, 1], on the CPU
+    log: FitLog
+    fit_seconds: float
+    infer_seconds: float
+    state_dict: dict[str, torch.Tensor]
+    variants: dict[str, torch.Tensor] = field(default_factory=dict)  # 'single', 'mean', 'median'
+
+    @property
+    def iterations(self) -> int:
+        return self.log.iterations
+
+
+def pick_device(name: str = "auto") -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError("--device cuda was asked for but no CUDA device is available")
+    return torch.device(name)
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def super_resolve(image: torch.Tensor, cfg: FitConfig, device: torch.device | str = "cpu",
+                  kernel: np.ndarray | None = None, pair_hook: PairHook | None = None,
+                  want_variants: bool = False) -> SRResult:
+    """Fit a ZSSR network on ``image`` (C, h, w) in [0, 1] and upscale it by ``cfg.scale``."""
+    if image.dim() != 3 or image.shape[0] < 1:
+        raise ValueError(f"super_resolve expects an image (C, H, W), got shape {tuple(image.shape)}")
+    device = torch.device(device)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    img = image.to(device=device, dtype=torch.float32)
+    channels = img.shape[0]
+
+    def new_net() -> ZSSRNet:
+        net = ZSSRNet(channels, cfg.depth, cfg.width, cfg.init_variance, generator=gen)
+        if cfg.max_iters == 0:  # untrained = no residual: the bicubic upscale, exactly
+            torch.nn.init.zeros_(net.convs[-1].weight)
+        return net.to(device)
+
+    log = FitLog()
+    net = new_net()
+    trainer = Trainer(net, cfg, gen, log, pair_hook)
+    steps = cfg.steps
+    base_scales = [(1.0, 1.0)] + list(steps)
+    sources = [img]
+    fit_s = infer_s = 0.0
+    variants: dict[str, torch.Tensor] = {}
+    out = img
+    for i, sf in enumerate(steps):
+        k = None
+        if kernel is not None:
+            k = torch.as_tensor(shift_kernel(kernel, sf), dtype=torch.float32, device=device)
+        if i > 0 and cfg.reinit_each_step:
+            net = new_net()
+            trainer = Trainer(net, cfg, gen, log, pair_hook)
+        t0 = time.perf_counter()
+        trainer.train(img, sources, base_scales, sf, k, scale_step=i)
+        _sync(device)
+        t1 = time.perf_counter()
+        net.eval()
+        bp = cfg.bp_iters(i)
+        outs = ensemble_outputs(net, img, sf, cfg.ensemble != "none", bp, k)
+        out = combine(outs, "mean" if cfg.ensemble == "mean" else "median", img, sf, bp, k)
+        if want_variants and i == len(steps) - 1:
+            variants = {"single": outs[0], "mean": combine(outs, "mean", img, sf, bp, k),
+                        "median": combine(outs, "median", img, sf, bp, k)}
+        _sync(device)
+        fit_s += t1 - t0
+        infer_s += time.perf_counter() - t1
+        sources.append(out)
+    state = {name: t.detach().cpu().clone() for name, t in net.state_dict().items()}
+    return SRResult(out.cpu(), log, fit_s, infer_s, state, {n: v.cpu() for n, v in variants.items()})

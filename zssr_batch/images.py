@@ -1,0 +1,221 @@
+"""Decode and encode images: 8/16 bit, gray / gray+alpha / RGB / RGBA / palette, EXIF orientation.
+
+Everything becomes a float32 array (C, H, W) in [0, 1] for the engine, with the
+alpha channel kept apart (it is upscaled on its own, with plain bicubic), and
+comes back out in the input's bit depth and channel layout. Pillow reads and
+writes everything except 16-bit colour, which it silently cuts to 8 bits; those
+files go through OpenCV. Writes are atomic: a temporary file in the target
+folder, fsynced, then renamed over the target.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+# Pillow modes -> what we convert to before reading the pixels.
+_CONVERT = {"1": "L", "P": None, "PA": "RGBA", "La": "LA", "RGBa": "RGBA", "RGBX": "RGB", "CMYK": "RGB",
+            "YCbCr": "RGB", "LAB": "RGB", "HSV": "RGB"}
+_SIXTEEN_BIT_GRAY = ("I;16", "I;16L", "I;16B", "I;16N")
+_NO_16_BIT = {".jpg", ".jpeg", ".bmp", ".webp", ".gif"}
+EXTENSIONS = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp", ".gif")
+
+
+class ImageError(ValueError):
+    """An input that cannot be used; the message is one line naming the cause."""
+
+
+@dataclass
+class Picture:
+    """An image as the engine sees it, plus what is needed to write it back the same way."""
+
+    color: np.ndarray  # (C, H, W) float32 in [0, 1], C = 1 or 3
+    alpha: np.ndarray | None = None  # (1, H, W) float32 in [0, 1]
+    bit_depth: int = 8
+    icc_profile: bytes | None = None
+    notes: list[str] = field(default_factory=list)  # e.g. "first of 12 frames"
+
+    @property
+    def channels(self) -> int:
+        return self.color.shape[0] + (0 if self.alpha is None else 1)
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """(height, width)"""
+        return self.color.shape[1], self.color.shape[2]
+
+
+def _orient(arr: np.ndarray, orientation: int) -> np.ndarray:
+    """Apply an EXIF orientation (1-8) to an (H, W[, C]) array, as ``ImageOps.exif_transpose`` does."""
+    ops = {2: lambda a: a[:, ::-1], 3: lambda a: a[::-1, ::-1], 4: lambda a: a[::-1],
+           5: lambda a: np.swapaxes(a, 0, 1), 6: lambda a: np.rot90(a, -1), 7: lambda a: np.rot90(a, 1)[::-1],
+           8: lambda a: np.rot90(a, 1)}
+    return np.ascontiguousarray(ops[orientation](arr)) if orientation in ops else arr
+
+
+def _is_16bit_color(im: Image.Image) -> bool:
+    if im.mode not in ("RGB", "RGBA"):
+        return False
+    if im.format == "PNG":
+        return im.info.get("bitdepth", None) == 16 or _png_bit_depth(im) == 16
+    if im.format == "TIFF":
+        bits = im.tag_v2.get(258)
+        return bits is not None and max(np.atleast_1d(bits)) == 16
+    return False
+
+
+def _png_bit_depth(im: Image.Image) -> int | None:
+    fp = getattr(im, "fp", None)
+    try:
+        pos = fp.tell()
+        fp.seek(24)
+        depth = fp.read(1)[0]
+        fp.seek(pos)
+        return depth
+    except Exception:  # no seekable file behind the image
+        return None
+
+
+def _split(arr: np.ndarray, scale: float, bit_depth: int, icc: bytes | None, notes: list[str]) -> Picture:
+    a = arr.astype(np.float32) / scale
+    if a.ndim == 2:
+        a = a[..., None]
+    a = np.ascontiguousarray(np.transpose(a, (2, 0, 1)))
+    color, alpha = (a[:-1], a[-1:]) if a.shape[0] in (2, 4) else (a, None)
+    return Picture(color, alpha, bit_depth, icc, notes)
+
+
+def load_image(path: str | os.PathLike, max_pixels: int | None = None) -> Picture:
+    """Read an image file; raises ImageError with a one-line cause for anything unusable."""
+    path = Path(path)
+    try:
+        with Image.open(path) as im:
+            notes = []
+            frames = getattr(im, "n_frames", 1)
+            if frames > 1:
+                notes.append(f"first of {frames} frames")
+            w, h = im.size
+            if max_pixels is not None and w * h > max_pixels:
+                raise ImageError(f"{path}: {w}x{h} exceeds --max-pixels {max_pixels}")
+            icc = im.info.get("icc_profile")
+            orientation = im.getexif().get(0x0112, 1)
+            if _is_16bit_color(im):
+                import cv2
+
+                data = cv2.imdecode(np.fromfile(path, dtype=np.uint8), cv2.IMREAD_UNCHANGED)
+                if data is None or data.dtype != np.uint16:
+                    raise ImageError(f"{path}: could not decode 16-bit colour data")
+                data = cv2.cvtColor(data, cv2.COLOR_BGRA2RGBA if data.shape[-1] == 4 else cv2.COLOR_BGR2RGB)
+                return _split(_orient(data, orientation), 65535.0, 16, icc, notes)
+            im.seek(0)
+            im = ImageOps.exif_transpose(im)
+            mode = im.mode
+            if mode == "P":
+                im = im.convert("RGBA" if "transparency" in im.info else "RGB")
+            elif mode in _CONVERT:
+                im = im.convert(_CONVERT[mode])
+            if im.mode in _SIXTEEN_BIT_GRAY or im.mode == "I":
+                data = np.asarray(im).astype(np.int64)
+                if data.size and (data.min() < 0 or data.max() > 65535):
+                    raise ImageError(f"{path}: 32-bit integer pixels are not supported")
+                return _split(data, 65535.0, 16, icc, notes)
+            if im.mode == "F":
+                raise ImageError(f"{path}: floating-point images are not supported")
+            if im.mode not in ("L", "LA", "RGB", "RGBA"):
+                raise ImageError(f"{path}: unsupported image mode {im.mode}")
+            return _split(np.asarray(im), 255.0, 8, icc, notes)
+    except ImageError:
+        raise
+    except FileNotFoundError:
+        raise ImageError(f"{path}: no such file") from None
+    except PermissionError:
+        raise ImageError(f"{path}: permission denied") from None
+    except IsADirectoryError:
+        raise ImageError(f"{path}: is a directory") from None
+    except UnidentifiedImageError:
+        kind = "empty file" if path.stat().st_size == 0 else "not an image (or an unsupported format)"
+        raise ImageError(f"{path}: {kind}") from None
+    except Image.DecompressionBombError as e:
+        raise ImageError(f"{path}: refused as a decompression bomb ({e})") from None
+    except (OSError, SyntaxError, ValueError, EOFError) as e:
+        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+        if "truncated" in msg.lower() or isinstance(e, EOFError):
+            msg = f"truncated or corrupt file ({msg})"
+        raise ImageError(f"{path}: {msg}") from None
+
+
+def to_array(pic: Picture) -> np.ndarray:
+    """Quantise a Picture to (H, W[, C]) uint8 / uint16 with alpha last."""
+    planes = pic.color if pic.alpha is None else np.concatenate([pic.color, pic.alpha])
+    top = 65535 if pic.bit_depth == 16 else 255
+    q = np.floor(np.clip(planes, 0, 1) * top + 0.5).astype(np.uint16 if top == 65535 else np.uint8)
+    q = np.transpose(q, (1, 2, 0))
+    return q[..., 0] if q.shape[-1] == 1 else q
+
+
+def encode_image(pic: Picture, suffix: str) -> bytes:
+    """Bytes of ``pic`` in the format named by ``suffix`` ('.png', '.jpg', ...)."""
+    suffix = suffix.lower()
+    if suffix not in EXTENSIONS:
+        raise ImageError(f"cannot write '{suffix}' files; use one of {', '.join(EXTENSIONS)}")
+    if pic.bit_depth == 16 and suffix in _NO_16_BIT:
+        pic = Picture(pic.color, pic.alpha, 8, pic.icc_profile)  # the format holds 8 bits only
+    arr = to_array(pic)
+    if pic.bit_depth == 16:
+        import cv2
+
+        if arr.ndim == 3 and arr.shape[-1] == 2:  # no 16-bit gray+alpha writer: store it as RGBA
+            arr = np.concatenate([np.repeat(arr[..., :1], 3, axis=-1), arr[..., 1:]], axis=-1)
+        if arr.ndim == 3:
+            arr = cv2.cvtColor(arr, cv2.COLOR_RGBA2BGRA if arr.shape[-1] == 4 else cv2.COLOR_RGB2BGR)
+        ok, buf = cv2.imencode(suffix, arr)
+        if not ok:
+            raise ImageError(f"OpenCV could not encode a 16-bit '{suffix}' image")
+        return buf.tobytes()
+    if suffix in (".jpg", ".jpeg") and arr.ndim == 3 and arr.shape[-1] in (2, 4):
+        arr = arr[..., :-1]  # JPEG has no alpha
+        arr = arr[..., 0] if arr.shape[-1] == 1 else arr
+    im = Image.fromarray(arr)
+    out = io.BytesIO()
+    fmt = {".jpg": "JPEG", ".jpeg": "JPEG", ".tif": "TIFF", ".tiff": "TIFF", ".png": "PNG", ".bmp": "BMP",
+           ".webp": "WEBP", ".gif": "GIF"}[suffix]
+    opts: dict = {}
+    if pic.icc_profile and fmt in ("JPEG", "PNG", "TIFF", "WEBP"):
+        opts["icc_profile"] = pic.icc_profile
+    if fmt == "JPEG":
+        opts.update(quality=95, subsampling=0)
+    elif fmt == "WEBP":
+        opts.update(lossless=True)
+    elif fmt == "TIFF":
+        opts.update(compression="tiff_deflate")
+    im.save(out, format=fmt, **opts)
+    return out.getvalue()
+
+
+def write_atomic(path: str | os.PathLike, data: bytes) -> None:
+    """Write ``data`` so that ``path`` is either the old file, or the whole new one: never a part."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+
+
+def save_image(path: str | os.PathLike, pic: Picture) -> None:
+    write_atomic(path, encode_image(pic, Path(path).suffix))

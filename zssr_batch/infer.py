@@ -1,0 +1,91 @@
+"""Upscale with a fitted network: geometric self-ensemble and back-projection.
+
+As the authors' ``final_test``: the input is run through the network in 8
+orientations (4 rotations x mirror; only the 4 that keep the axes when the
+vertical and horizontal scales differ), each output is turned back and
+back-projected, the outputs are combined by their median, and the result is
+back-projected once more. Orientations of one shape are batched through the
+network in chunks that fit a memory budget.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+
+from .model import ZSSRNet
+from .resize import imresize
+
+Pair = tuple[float, float]
+
+
+def network_upscale(net: ZSSRNet, lr: torch.Tensor, sf: Pair, out_shape: Sequence[int] | None = None,
+                    max_batch_bytes: int = 2 << 30) -> torch.Tensor:
+    """``lr``: (N, C, h, w) -> network output (N, C, H, W), clipped to [0, 1]."""
+    up = imresize(lr, sf, out_shape)
+    n, c, h, w = up.shape
+    width = max(m.out_channels for m in net.convs)
+    per_image = 2 * width * h * w * up.element_size()  # two live hidden activations
+    chunk = max(1, min(n, max_batch_bytes // max(per_image, 1)))
+    with torch.no_grad():
+        outs = [net(up[i:i + chunk]).clamp(0, 1) for i in range(0, n, chunk)]
+    return torch.cat(outs)
+
+
+def back_project(sr: torch.Tensor, lr: torch.Tensor, sf: Pair, iters: int,
+                 down_kernel: torch.Tensor | None = None) -> torch.Tensor:
+    """Make ``sr`` (..., H, W) consistent with ``lr`` (..., h, w): add the upscaled downscaling error."""
+    inv = (1.0 / sf[0], 1.0 / sf[1])
+    kernel = down_kernel if down_kernel is not None else "cubic"
+    for _ in range(iters):
+        err = lr - imresize(sr, inv, lr.shape[-2:], kernel=kernel)
+        sr = (sr + imresize(err, sf, sr.shape[-2:], kernel="cubic")).clamp(0, 1)
+    return sr
+
+
+def orientations(sf: Pair, use_all: bool) -> list[int]:
+    """The authors' ``range(0, 1 + 7 * flip, 1 + (sf_v != sf_h))``: k < 4 rotates, k >= 4 also mirrors."""
+    return list(range(0, 1 + 7 * int(use_all), 1 + int(sf[0] != sf[1])))
+
+
+def orient(x: torch.Tensor, k: int) -> torch.Tensor:
+    x = torch.rot90(x, k % 4, dims=(-2, -1))
+    return torch.flip(x, dims=(-1,)) if k >= 4 else x
+
+
+def unorient(x: torch.Tensor, k: int) -> torch.Tensor:
+    if k >= 4:
+        x = torch.flip(x, dims=(-1,))
+    return torch.rot90(x, -(k % 4), dims=(-2, -1))
+
+
+def median(stack: torch.Tensor) -> torch.Tensor:
+    """numpy's median over dim 0 (the mean of the two middle values for an even count)."""
+    n = stack.shape[0]
+    vals = stack.sort(dim=0).values
+    return vals[n // 2] if n % 2 else (vals[n // 2 - 1] + vals[n // 2]) / 2
+
+
+def ensemble_outputs(net: ZSSRNet, image: torch.Tensor, sf: Pair, use_all: bool, bp_iters: int,
+                     down_kernel: torch.Tensor | None = None) -> torch.Tensor:
+    """(K, C, H, W): each orientation's output, turned back and back-projected (first = plain pass)."""
+    ks = orientations(sf, use_all)
+    by_shape: dict[tuple[int, ...], list[int]] = {}
+    for k in ks:
+        by_shape.setdefault(tuple(orient(image, k).shape), []).append(k)
+    outs: dict[int, torch.Tensor] = {}
+    for group in by_shape.values():
+        batch = torch.stack([orient(image, k) for k in group])
+        sr = network_upscale(net, batch, sf)
+        for k, o in zip(group, sr):
+            outs[k] = unorient(o, k)
+    stacked = torch.stack([outs[k] for k in ks])
+    return back_project(stacked, image[None], sf, bp_iters, down_kernel)
+
+
+def combine(outputs: torch.Tensor, how: str, image: torch.Tensor, sf: Pair, bp_iters: int,
+            down_kernel: torch.Tensor | None = None) -> torch.Tensor:
+    """Fuse the orientations ('median' as the authors, or 'mean') and back-project the result once more."""
+    fused = outputs.mean(0) if how == "mean" else median(outputs)
+    return back_project(fused, image, sf, bp_iters, down_kernel)

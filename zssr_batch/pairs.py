@@ -1,0 +1,152 @@
+"""Training pairs made from the image itself, as the authors' ``random_augment`` makes them.
+
+father: a crop of the image (or of an earlier, larger output in gradual mode),
+        with probability ``p_as_is`` as it is, ``p_no_interp`` rotated by a right
+        angle and maybe mirrored, otherwise warped by a random affine map (scale,
+        x/y scale difference, any angle, shear, mirror) with bicubic sampling.
+son:    the father shrunk by the scale factor (bicubic, or the given kernel),
+        plus optional Gaussian noise; the network sees it upscaled back to the
+        father's size and must restore the father.
+
+All random draws come from one CPU ``torch.Generator`` per image, so a seed
+gives the same pairs on every device and images never share a stream.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .resize import imresize
+
+Pair = tuple[float, float]
+
+
+@dataclass(frozen=True)
+class Augment:
+    """The father-sampling knobs of FitConfig (see there for their meaning)."""
+
+    crop: int
+    p_as_is: float
+    p_no_interp: float
+    min_scale: float
+    max_scale: float  # 0 = the authors' rule: the base scale of the newest source
+    scale_diff_sigma: float
+    shear_sigma: float
+    rotation: str  # 'any' | 'right' | 'none'
+
+
+class Draw:
+    """Scalar random draws from a CPU generator (uniform [0, 1), normal, integer)."""
+
+    def __init__(self, gen: torch.Generator) -> None:
+        self.gen = gen
+
+    def rand(self) -> float:
+        return float(torch.rand((), generator=self.gen, dtype=torch.float64))
+
+    def randn(self) -> float:
+        return float(torch.randn((), generator=self.gen, dtype=torch.float64))
+
+    def randint(self, n: int) -> int:
+        return int(torch.randint(n, (), generator=self.gen))
+
+
+def father_transform(src_hw: tuple[int, int], crop: int, base_scale: float, scale: float, mode: str,
+                     aug: Augment, draw: Draw) -> np.ndarray:
+    """The 3x3 matrix mapping source pixel (x, y) to crop pixel, composed as the authors compose it.
+
+    Quirk kept on purpose: the crop offset is drawn in ``[0, scale * size - crop]``
+    around an origin that does not follow the scaling, so shrunken fathers can
+    hold empty (zero) margins, as theirs do.
+    """
+    h, w = src_hw
+    to_center = np.array([[1, 0, -w / 2.0], [0, 1, -h / 2.0], [0, 0, 1]])
+    from_center = np.array([[1, 0, w / 2.0], [0, 1, h / 2.0], [0, 0, 1]])
+    if mode != "affine":  # integer shifts keep the crop free of interpolation
+        to_center, from_center = np.round(to_center), np.round(from_center)
+    if mode == "affine":
+        scale = scale / base_scale
+        diff = draw.randn() * aug.scale_diff_sigma
+    else:
+        scale, diff = 1.0, 0.0
+    reflect = 1.0 if (mode == "as_is" or aug.rotation == "none") else float(np.sign(draw.randn()) or 1.0)
+    scale_mat = np.array([[reflect * (scale + diff / 2), 0, 0], [0, scale - diff / 2, 0], [0, 0, 1]])
+    shift_x = draw.rand() * np.clip(scale * w - crop, 0, 9999)
+    shift_y = draw.rand() * np.clip(scale * h - crop, 0, 9999)
+    shift = np.array([[1, 0, -shift_x], [0, 1, -shift_y], [0, 0, 1]])
+    if mode != "affine":
+        shift = np.round(shift)
+    if aug.rotation == "none" or mode == "as_is":
+        theta = 0.0
+    elif mode == "affine" and aug.rotation == "any":
+        theta = draw.rand() * 2 * math.pi
+    else:
+        theta = draw.randint(4) * math.pi / 2
+    rot = np.array([[math.cos(theta), math.sin(theta), 0], [-math.sin(theta), math.cos(theta), 0], [0, 0, 1]])
+    if mode == "affine":
+        shear_x, shear_y = draw.randn() * aug.shear_sigma, draw.randn() * aug.shear_sigma
+    else:
+        shear_x = shear_y = 0.0
+    shear = np.array([[1, shear_x, 0], [shear_y, 1, 0], [0, 0, 1]])
+    return from_center @ shift @ shear @ rot @ scale_mat @ to_center
+
+
+def warp(image: torch.Tensor, matrix: np.ndarray, crop: int, exact: bool) -> torch.Tensor:
+    """Sample a ``crop x crop`` window: crop pixel p takes source ``inv(matrix) @ p``.
+
+    Like OpenCV's ``warpPerspective(..., INTER_CUBIC)`` with a zero border: bicubic
+    (a = -0.75) sampling; ``exact`` (integer maps) gathers pixels without interpolation.
+    """
+    c, h, w = image.shape
+    inv = np.linalg.inv(matrix)
+    ys, xs = np.meshgrid(np.arange(crop, dtype=np.float64), np.arange(crop, dtype=np.float64), indexing="ij")
+    pts = inv @ np.stack([xs.ravel(), ys.ravel(), np.ones(xs.size)])
+    sx, sy = pts[0] / pts[2], pts[1] / pts[2]
+    if exact:
+        ix, iy = np.round(sx).astype(np.int64), np.round(sy).astype(np.int64)
+        inside = (ix >= 0) & (ix < w) & (iy >= 0) & (iy < h)
+        flat = torch.as_tensor(np.where(inside, iy * w + ix, 0), device=image.device)
+        mask = torch.as_tensor(inside, device=image.device, dtype=image.dtype)
+        out = image.reshape(c, -1).index_select(1, flat) * mask
+        return out.reshape(c, crop, crop)
+    grid = np.stack([(2 * sx + 1) / w - 1, (2 * sy + 1) / h - 1], axis=-1).reshape(1, crop, crop, 2)
+    g = torch.as_tensor(grid, dtype=image.dtype, device=image.device)
+    out = F.grid_sample(image[None], g, mode="bicubic", padding_mode="zeros", align_corners=False)
+    return out[0].clamp(0, 1)
+
+
+def sample_father(sources: Sequence[torch.Tensor], base_scales: Sequence[Pair], aug: Augment,
+                  draw: Draw) -> torch.Tensor:
+    """One father ``(C, crop, crop)`` from the current sources (the image, then gradual outputs)."""
+    r = draw.rand()
+    if r < aug.p_as_is:
+        mode = "as_is"
+    elif r < aug.p_as_is + aug.p_no_interp:
+        mode = "no_interp"
+    else:
+        mode = "affine"
+    max_scale = aug.max_scale or min(base_scales[len(sources) - 1])
+    scale = 1.0 if mode == "as_is" else draw.rand() * (max_scale - aug.min_scale) + aug.min_scale
+    # the smallest source that is at least as large as the wanted scale
+    index = next((i for i, b in enumerate(base_scales[: len(sources)]) if min(b) > scale - 1e-6), len(sources) - 1)
+    src = sources[index]
+    h, w = src.shape[-2:]
+    crop = min(aug.crop, h, w)  # a crop larger than the image would only add empty borders
+    matrix = father_transform((h, w), crop, min(base_scales[index]), scale, mode, aug, draw)
+    return warp(src, matrix, crop, exact=mode != "affine")
+
+
+def make_son(father: torch.Tensor, sf: Pair, kernel: torch.Tensor | None, noise_std: float,
+             gen: torch.Generator) -> torch.Tensor:
+    """Shrink a father by ``sf`` (with the kernel if given) and add noise; values clipped to [0, 1]."""
+    son = imresize(father, (1.0 / sf[0], 1.0 / sf[1]), kernel=kernel if kernel is not None else "cubic")
+    if noise_std > 0:
+        noise = torch.randn(son.shape, generator=gen, dtype=son.dtype) * noise_std
+        son = son + noise.to(son.device)
+    return son.clamp(0, 1)

@@ -1,0 +1,114 @@
+"""One file in, one upscaled file out, scored: what ``fit`` does, and what each Ray actor will do.
+
+load -> fit -> infer -> write the output atomically -> score against the
+ground truth (and an optional comparison image such as an EDSR result).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from .config import FitConfig
+from .engine import SRResult, pick_device, super_resolve
+from .images import Picture, load_image, save_image, write_atomic
+from .kernels import load_kernel
+from .metrics import score
+from .resize import imresize, output_size
+from .weights import save_weights
+
+SCORE_KEYS = ("psnr_rgb", "ssim_rgb", "psnr_y", "ssim_y")
+MIN_SIDE = 8  # below this a 3x3 network and an 11x11 SSIM window have nothing to work on
+
+
+@dataclass(frozen=True)
+class Extras:
+    """What to keep besides the output (all beside it, named after it)."""
+
+    save_weights: bool = False
+    save_pairs: int = 0  # every Nth training pair as PNGs; 0 = none
+    save_variants: bool = False  # single pass, mean and median ensembles
+    save_curve: bool = False  # per-step loss and learning rate as CSV
+
+
+def _tensor(a: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(np.ascontiguousarray(a))
+
+
+def curve_csv(result: SRResult) -> str:
+    log = result.log
+    rec = dict(zip(log.test_steps, log.rec_mse))
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    w.writerow(["step", "scale_step", "loss", "lr", "reconstruction_mse"])
+    for i, (loss, lr, st) in enumerate(zip(log.loss, log.lr, log.scale_step)):
+        w.writerow([i, st, f"{loss:.6g}", f"{lr:.3g}", f"{rec[i]:.6g}" if i in rec else ""])
+    return buf.getvalue()
+
+
+def _as_picture(color: torch.Tensor, like: Picture, alpha: torch.Tensor | None) -> Picture:
+    return Picture(color.numpy(), None if alpha is None else alpha.numpy(), like.bit_depth, like.icc_profile)
+
+
+def process_image(input_path: str | Path, output_path: str | Path, cfg: FitConfig, device: str = "auto",
+                  gt_path: str | Path | None = None, compare_path: str | Path | None = None,
+                  extras: Extras = Extras(), max_pixels: int | None = None) -> dict[str, Any]:
+    """Upscale one file; returns a flat record of sizes, scores and timings (scores None without GT)."""
+    input_path, output_path = Path(input_path), Path(output_path)
+    pic = load_image(input_path, max_pixels)
+    h, w = pic.size
+    if min(h, w) < MIN_SIDE:
+        raise ValueError(f"{input_path}: image {w}x{h} is smaller than the minimum {MIN_SIDE}x{MIN_SIDE}")
+    kernel = load_kernel(cfg.kernel) if cfg.kernel else None
+    dev = pick_device(device)
+    stem = output_path.with_suffix("")
+    hook = None
+    if extras.save_pairs > 0:
+        def hook(step: int, father: torch.Tensor, son: torch.Tensor) -> None:
+            if step % extras.save_pairs == 0:
+                for name, t in (("father", father), ("son", son)):
+                    p = Picture(t.detach().cpu().numpy(), None, 8)
+                    save_image(f"{stem}_pairs/step{step:05d}_{name}.png", p)
+
+    color = _tensor(pic.color)
+    result = super_resolve(color, cfg, dev, kernel, hook, extras.save_variants)
+    out_hw = tuple(result.output.shape[-2:])
+    alpha = None
+    if pic.alpha is not None:  # alpha is not super-resolved: plain bicubic, clipped
+        alpha = imresize(_tensor(pic.alpha).double(), cfg.scale, out_hw).clamp(0, 1).float()
+    save_image(output_path, _as_picture(result.output, pic, alpha))
+    if extras.save_variants:
+        for name, v in result.variants.items():
+            save_image(f"{stem}_{name}{output_path.suffix}", _as_picture(v, pic, alpha))
+    if extras.save_weights:
+        save_weights(f"{stem}.safetensors", result.state_dict, cfg, color.shape[0])
+    if extras.save_curve:
+        write_atomic(f"{stem}_curve.csv", curve_csv(result).encode())
+
+    record: dict[str, Any] = {
+        "input": str(input_path), "output": str(output_path), "gt": str(gt_path) if gt_path else None,
+        "scale": "x".join(f"{s:g}" for s in cfg.scale) if cfg.scale[0] != cfg.scale[1] else f"{cfg.scale[0]:g}",
+        "height": h, "width": w, "out_height": out_hw[0], "out_width": out_hw[1],
+        "channels": pic.channels, "bit_depth": pic.bit_depth, "device": str(dev),
+        "iterations": result.iterations, "fit_seconds": round(result.fit_seconds, 3),
+        "infer_seconds": round(result.infer_seconds, 3), "config_hash": cfg.hash(),
+    }
+    for prefix in ("", "bicubic_"):
+        record.update({prefix + k: None for k in SCORE_KEYS})
+    if gt_path:
+        gt = load_image(gt_path, max_pixels)
+        border = int(round(max(cfg.scale)))
+        bicubic = imresize(color.double(), cfg.scale, output_size((h, w), cfg.scale)).float()
+        record.update(score(result.output, gt.color, border))
+        record.update({"bicubic_" + k: v for k, v in score(bicubic, gt.color, border).items()})
+        if compare_path:
+            cmp = load_image(compare_path, max_pixels)
+            record.update({"comparison_" + k: v for k, v in score(cmp.color, gt.color, border).items()})
+            record["psnr_ratio"] = record["psnr_y"] / record["comparison_psnr_y"]
+    return record
