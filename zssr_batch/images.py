@@ -60,26 +60,10 @@ def _orient(arr: np.ndarray, orientation: int) -> np.ndarray:
 
 
 def _is_16bit_color(im: Image.Image) -> bool:
+    """Pillow opens 16-bit colour PNG/TIFF as 8-bit RGB(A); its decoder tile still names the raw 16-bit mode."""
     if im.mode not in ("RGB", "RGBA"):
         return False
-    if im.format == "PNG":
-        return im.info.get("bitdepth", None) == 16 or _png_bit_depth(im) == 16
-    if im.format == "TIFF":
-        bits = im.tag_v2.get(258)
-        return bits is not None and max(np.atleast_1d(bits)) == 16
-    return False
-
-
-def _png_bit_depth(im: Image.Image) -> int | None:
-    fp = getattr(im, "fp", None)
-    try:
-        pos = fp.tell()
-        fp.seek(24)
-        depth = fp.read(1)[0]
-        fp.seek(pos)
-        return depth
-    except Exception:  # no seekable file behind the image
-        return None
+    return any(";16" in str(tile.args) for tile in getattr(im, "tile", []) or [])
 
 
 def _split(arr: np.ndarray, scale: float, bit_depth: int, icc: bytes | None, notes: list[str]) -> Picture:
@@ -96,6 +80,7 @@ def load_image(path: str | os.PathLike, max_pixels: int | None = None) -> Pictur
     path = Path(path)
     try:
         with Image.open(path) as im:
+            sixteen_bit_color = _is_16bit_color(im)  # before anything loads the pixels and clears the tiles
             notes = []
             frames = getattr(im, "n_frames", 1)
             if frames > 1:
@@ -105,7 +90,7 @@ def load_image(path: str | os.PathLike, max_pixels: int | None = None) -> Pictur
                 raise ImageError(f"{path}: {w}x{h} exceeds --max-pixels {max_pixels}")
             icc = im.info.get("icc_profile")
             orientation = im.getexif().get(0x0112, 1)
-            if _is_16bit_color(im):
+            if sixteen_bit_color:
                 import cv2
 
                 data = cv2.imdecode(np.fromfile(path, dtype=np.uint8), cv2.IMREAD_UNCHANGED)

@@ -43,11 +43,15 @@ def psnr(a: np.ndarray, b: np.ndarray, data_range: float = 255.0) -> float:
     return math.inf if mse == 0 else 10.0 * math.log10(data_range**2 / mse)
 
 
-def _gaussian_window(size: int = 11, sigma: float = 1.5) -> torch.Tensor:
+def _gaussian_1d(size: int = 11, sigma: float = 1.5) -> torch.Tensor:
     x = np.arange(size, dtype=np.float64) - (size - 1) / 2
     g = np.exp(-(x**2) / (2 * sigma**2))
-    g /= g.sum()
-    return torch.from_numpy(np.outer(g, g))
+    return torch.from_numpy(g / g.sum())
+
+
+def _filter_valid(x: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+    """'valid' 2-D Gaussian filtering of (N, 1, H, W), as two 1-D passes (the window is separable)."""
+    return F.conv2d(F.conv2d(x, g.view(1, 1, -1, 1)), g.view(1, 1, 1, -1))
 
 
 def ssim(a: np.ndarray, b: np.ndarray, data_range: float = 255.0) -> float:
@@ -57,13 +61,13 @@ def ssim(a: np.ndarray, b: np.ndarray, data_range: float = 255.0) -> float:
     if min(a.shape[:2]) < 11:
         raise ValueError(f"ssim needs images of at least 11x11 pixels, got {a.shape[:2]}")
     c1, c2 = (0.01 * data_range) ** 2, (0.03 * data_range) ** 2
-    win = _gaussian_window()[None, None]
+    g = _gaussian_1d()
     x = torch.from_numpy(np.ascontiguousarray(np.transpose(a, (2, 0, 1)), dtype=np.float64))[:, None]
     y = torch.from_numpy(np.ascontiguousarray(np.transpose(b, (2, 0, 1)), dtype=np.float64))[:, None]
-    mx, my = F.conv2d(x, win), F.conv2d(y, win)
-    vx = F.conv2d(x * x, win) - mx**2
-    vy = F.conv2d(y * y, win) - my**2
-    cxy = F.conv2d(x * y, win) - mx * my
+    mx, my = _filter_valid(x, g), _filter_valid(y, g)
+    vx = _filter_valid(x * x, g) - mx**2
+    vy = _filter_valid(y * y, g) - my**2
+    cxy = _filter_valid(x * y, g) - mx * my
     s = ((2 * mx * my + c1) * (2 * cxy + c2)) / ((mx**2 + my**2 + c1) * (vx + vy + c2))
     return float(s.mean(dim=(1, 2, 3)).mean())
 
