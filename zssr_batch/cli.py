@@ -1,4 +1,4 @@
-"""Command line: ``zssr-batch fit`` (one image) and ``zssr-batch degrade`` (benchmark inputs).
+"""Command line: ``run`` (a dataset), ``fit`` (one image), ``report``, ``degrade`` (benchmark inputs).
 
 Every FitConfig field is a flag (``--max-iters``, ``--crop``, ...), so anything a
 config file can set, the command line can set too, and it wins.
@@ -59,6 +59,59 @@ def cmd_fit(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_run(args: argparse.Namespace) -> int:
+    from functools import lru_cache
+
+    from .driver import RunSettings, run
+    from .sources import ScanOptions, scan
+    from .worker import Extras
+
+    file_values = load_config_file(args.config) if args.config else {}
+    base_preset = args.preset or file_values.pop("preset", None) or "paper"
+    file_values.pop("preset", None)
+    cli = {f.name: getattr(args, f.name) for f in fields(FitConfig) if getattr(args, f.name) is not None}
+    base = resolve(base_preset, file_values, cli)  # fails early on bad settings
+
+    @lru_cache(maxsize=256)
+    def _cfg(preset: str | None, overrides: tuple) -> FitConfig:
+        return resolve(preset or base_preset, file_values, {**cli, **dict(overrides)})
+
+    def config_for(item) -> FitConfig:
+        return _cfg(item.preset, item.overrides)
+
+    out = Path(args.output)
+    exts = tuple("." + e.lower().lstrip(".") for e in args.extensions.split(",")) if args.extensions else None
+    scale = base.scale[0] if base.scale[0] == base.scale[1] else None
+    opts = ScanOptions(output_dir=out, glob=args.glob, recursive=not args.no_recursive, suffix=args.suffix,
+                       ext=args.ext, gt_dir=Path(args.gt) if args.gt else None, scale=scale, degrade=args.degrade)
+    if exts:
+        opts.extensions = exts
+    input_path = Path(args.input)
+    if not input_path.exists():
+        raise FileNotFoundError(f"{input_path}: no such file or folder")
+    settings = RunSettings(
+        output_dir=out, gpus=args.gpus, images_per_gpu=args.images_per_gpu, cpu_workers=args.workers,
+        threads_per_worker=args.threads, address=args.address, retries=args.retries,
+        max_failures=args.max_failures, overwrite=args.overwrite, progress=not args.no_progress,
+        max_pixels=args.max_pixels, degrade=args.degrade,
+        extras=Extras(args.save_weights, 0, False, False), command=" ".join(sys.argv),
+        engine={"preset": base_preset, **base.to_dict(), "config_hash": base.hash()})
+    code = run(lambda: scan(input_path, opts), config_for, settings)
+    for line in opts.skipped[:20]:
+        print(f"zssr-batch: skipped {line}", file=sys.stderr)
+    return code
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from .report import write_summary
+
+    d = Path(args.dir)
+    if not (d / "report.csv").is_file():
+        raise FileNotFoundError(f"{d / 'report.csv'}: no report to summarize")
+    print(write_summary(d))
+    return 0
+
+
 def cmd_degrade(args: argparse.Namespace) -> int:
     from .degrade import degrade_path
 
@@ -85,6 +138,35 @@ def build_parser() -> argparse.ArgumentParser:
     fit.add_argument("--max-pixels", type=int, default=None, help="refuse inputs with more pixels than this")
     add_engine_options(fit)
     fit.set_defaults(func=cmd_fit)
+
+    run = sub.add_parser("run", help="upscale a folder or manifest through Ray actors into a CSV report")
+    run.add_argument("--input", required=True, help="folder (scanned recursively), .csv/.jsonl manifest, or image")
+    run.add_argument("--output", "-o", required=True, help="output folder: images, report.csv, summary.csv, run.json")
+    run.add_argument("--gt", help="folder of ground truth, paired by relative path and stem (any extension)")
+    run.add_argument("--degrade", action="store_true",
+                     help="inputs are ground truth: make LR inputs with MATLAB bicubic, upscale, score")
+    run.add_argument("--glob", help="only inputs whose relative path matches this pattern, e.g. '*.png'")
+    run.add_argument("--extensions", help="comma-separated extensions to pick up (default: all supported)")
+    run.add_argument("--no-recursive", action="store_true", help="do not descend into subfolders")
+    run.add_argument("--suffix", default="", help="appended to each output stem (default none)")
+    run.add_argument("--ext", default=None, help="output format, e.g. png (default: same as the input)")
+    run.add_argument("--gpus", type=int, default=None, help="GPUs to use (default all; 0 = CPU only)")
+    run.add_argument("--images-per-gpu", type=int, default=4, help="fits sharing one GPU (default 4)")
+    run.add_argument("--workers", type=int, default=None, help="CPU actors when no GPU is used (default cores/threads)")
+    run.add_argument("--threads", type=int, default=None, help="torch threads per actor")
+    run.add_argument("--address", default=None, help="Ray cluster to join (default: RAY_ADDRESS, else local Ray)")
+    run.add_argument("--retries", type=int, default=2, help="resubmissions of an image whose worker died")
+    run.add_argument("--max-failures", type=int, default=None, help="stop early after this many failed images")
+    run.add_argument("--overwrite", action="store_true", help="redo images already done with the same settings")
+    run.add_argument("--no-progress", action="store_true", help="log lines instead of a progress bar")
+    run.add_argument("--max-pixels", type=int, default=100_000_000, help="refuse inputs larger than this")
+    run.add_argument("--save-weights", action="store_true", help="keep each fitted network beside its output")
+    add_engine_options(run)
+    run.set_defaults(func=cmd_run)
+
+    rep = sub.add_parser("report", help="rebuild summary.csv (and the printed table) from DIR/report.csv")
+    rep.add_argument("dir", help="a run's output folder")
+    rep.set_defaults(func=cmd_report)
 
     deg = sub.add_parser("degrade", help="crop to a multiple of the scale and MATLAB-bicubic shrink")
     deg.add_argument("input", help="an image or a folder of images")

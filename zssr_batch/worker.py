@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from .config import FitConfig
+from .degrade import degrade_picture
 from .engine import SRResult, pick_device, super_resolve
 from .images import Picture, load_image, save_image, write_atomic
 from .kernels import load_kernel
@@ -58,10 +59,19 @@ def _as_picture(color: torch.Tensor, like: Picture, alpha: torch.Tensor | None) 
 
 def process_image(input_path: str | Path, output_path: str | Path, cfg: FitConfig, device: str = "auto",
                   gt_path: str | Path | None = None, compare_path: str | Path | None = None,
-                  extras: Extras = Extras(), max_pixels: int | None = None) -> dict[str, Any]:
-    """Upscale one file; returns a flat record of sizes, scores and timings (scores None without GT)."""
+                  extras: Extras = Extras(), max_pixels: int | None = None,
+                  degrade_input: bool = False) -> dict[str, Any]:
+    """Upscale one file; returns a flat record of sizes, scores and timings (scores None without GT).
+
+    With ``degrade_input`` the file is ground truth: the input is made from it by
+    the MATLAB-bicubic ``degrade`` and the output is scored against it.
+    """
     input_path, output_path = Path(input_path), Path(output_path)
     pic = load_image(input_path, max_pixels)
+    gt_pic = None
+    if degrade_input:
+        gt_pic = pic
+        pic = degrade_picture(pic, max(cfg.scale))
     h, w = pic.size
     if min(h, w) < MIN_SIDE:
         raise ValueError(f"{input_path}: image {w}x{h} is smaller than the minimum {MIN_SIDE}x{MIN_SIDE}")
@@ -92,7 +102,8 @@ def process_image(input_path: str | Path, output_path: str | Path, cfg: FitConfi
         write_atomic(f"{stem}_curve.csv", curve_csv(result).encode())
 
     record: dict[str, Any] = {
-        "input": str(input_path), "output": str(output_path), "gt": str(gt_path) if gt_path else None,
+        "input": str(input_path), "output": str(output_path),
+        "gt": str(input_path) if degrade_input else (str(gt_path) if gt_path else None),
         "scale": "x".join(f"{s:g}" for s in cfg.scale) if cfg.scale[0] != cfg.scale[1] else f"{cfg.scale[0]:g}",
         "height": h, "width": w, "out_height": out_hw[0], "out_width": out_hw[1],
         "channels": pic.channels, "bit_depth": pic.bit_depth, "device": str(dev),
@@ -101,8 +112,8 @@ def process_image(input_path: str | Path, output_path: str | Path, cfg: FitConfi
     }
     for prefix in ("", "bicubic_"):
         record.update({prefix + k: None for k in SCORE_KEYS})
-    if gt_path:
-        gt = load_image(gt_path, max_pixels)
+    if gt_path or gt_pic is not None:
+        gt = gt_pic if gt_pic is not None else load_image(gt_path, max_pixels)
         border = int(round(max(cfg.scale)))
         bicubic = imresize(color.double(), cfg.scale, output_size((h, w), cfg.scale)).float()
         record.update(score(result.output, gt.color, border))
@@ -111,4 +122,30 @@ def process_image(input_path: str | Path, output_path: str | Path, cfg: FitConfi
             cmp = load_image(compare_path, max_pixels)
             record.update({"comparison_" + k: v for k, v in score(cmp.color, gt.color, border).items()})
             record["psnr_ratio"] = record["psnr_y"] / record["comparison_psnr_y"]
+    return record
+
+
+def one_line(err: BaseException, path: str) -> str:
+    """A failure as one line that names the file and the cause."""
+    msg = " ".join(str(err).split()) or type(err).__name__
+    if isinstance(err, MemoryError) or "out of memory" in msg.lower():
+        msg = f"out of memory ({msg[:200]})"
+    elif not isinstance(err, (ValueError, OSError)):
+        msg = f"{type(err).__name__}: {msg}"
+    return msg if path in msg else f"{path}: {msg}"
+
+
+def run_item(item: dict[str, Any], cfg: FitConfig, device: str, extras: Extras = Extras(),
+             max_pixels: int | None = None, degrade: bool = False) -> dict[str, Any]:
+    """``process_image`` that never raises for a bad image: failures come back as records."""
+    record: dict[str, Any] = {"input": item["input"], "output": item["output"], "gt": item.get("gt"),
+                              "rel": item.get("rel"), "config_hash": cfg.hash(),
+                              "scale": f"{cfg.scale[0]:g}" if cfg.scale[0] == cfg.scale[1] else
+                              "x".join(f"{s:g}" for s in cfg.scale)}
+    try:
+        record.update(process_image(item["input"], item["output"], cfg, device, item.get("gt"), None, extras,
+                                    max_pixels, degrade_input=degrade))
+        record["status"], record["error"] = "ok", None
+    except Exception as e:  # noqa: BLE001 - every per-image failure becomes a row, the run goes on
+        record["status"], record["error"] = "failed", one_line(e, item["input"])
     return record

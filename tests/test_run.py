@@ -1,0 +1,206 @@
+"""``zssr-batch run``: folders, benchmark layout, manifests, --degrade, multi-node Ray, streaming."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from conftest import DATA, needs_data
+from zssr_batch.cli import main
+
+TINY = ["--max-iters", "2", "--crop", "12", "--width", "8", "--back-projection-iters", "1", "--no-progress"]
+
+
+def _rows(out: Path) -> list[dict[str, str]]:
+    with open(out / "report.csv", newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def _img(path: Path, h: int, w: int, seed: int = 0, mode: str = "RGB") -> None:
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:h, 0:w]
+    base = np.stack([np.sin(x / (2 + seed)) , np.cos(y / 3), np.sin((x + y) / 5)], -1) * 0.4 + 0.5
+    arr = np.clip(base + rng.normal(0, 0.02, base.shape), 0, 1)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    im = Image.fromarray((arr * 255).astype(np.uint8))
+    (im if mode == "RGB" else im.convert(mode)).save(path)
+
+
+@needs_data
+def test_set5_benchmark_layout_on_cpu(tmp_path):
+    # The issue's command, with a tiny iteration budget.
+    out = tmp_path / "out"
+    rc = main(["run", "--input", str(DATA / "Set5"), "--output", str(out), "--scale", "2", "--gpus", "0",
+               "--preset", "fast", "--max-iters", "20", "--no-progress"])
+    assert rc == 0
+    rows = _rows(out)
+    assert len(rows) == 5 and all(r["status"] == "ok" for r in rows)
+    for r in rows:
+        lr = Image.open(r["input"])
+        sr = Image.open(r["output"])
+        assert sr.size == (2 * lr.size[0], 2 * lr.size[1])
+        assert Path(r["gt"]).parent.name == "HR"
+        assert np.isfinite(float(r["psnr_y"])) and float(r["psnr_y"]) > float(r["bicubic_psnr_y"])
+    bicubic = np.mean([float(r["bicubic_psnr_y"]) for r in rows])
+    assert 33.6 <= bicubic <= 33.7
+    summary = pd.read_csv(out / "summary.csv")
+    assert summary.iloc[-1]["folder"] == "ALL" and summary.iloc[-1]["ok"] == 5
+    info = json.loads((out / "run.json").read_text())
+    assert info["images"]["ok"] == 5 and info["engine"]["preset"] == "fast" and "torch" in info["versions"]
+    # `report` rebuilds the summary from report.csv alone
+    (out / "summary.csv").unlink()
+    assert main(["report", str(out)]) == 0
+    assert pd.read_csv(out / "summary.csv").equals(summary)
+
+
+def test_manifest_with_per_row_overrides_and_escapes_refused(tmp_path):
+    src = tmp_path / "src"
+    _img(src / "a.png", 20, 24, 1)
+    _img(src / "b.png", 18, 16, 2)
+    (tmp_path / "m.csv").write_text(
+        "input,scale,max_iters,output\n"
+        "src/a.png,2,3,\n"
+        "src/b.png,3,,b_x3.png\n"
+        "src/missing.png,2,,\n"
+        "src/a.png,2,,../escape.png\n")
+    out = tmp_path / "out"
+    rc = main(["run", "--input", str(tmp_path / "m.csv"), "--output", str(out), "--gpus", "0", *TINY])
+    assert rc == 1  # some rows failed
+    rows = {(r["input"], r["output"]): r for r in _rows(out)}
+    by_status = [r["status"] for r in rows.values()]
+    assert by_status.count("ok") == 2 and by_status.count("failed") == 2
+    a = next(r for r in rows.values() if r["input"].endswith("a.png") and r["status"] == "ok")
+    b = next(r for r in rows.values() if r["input"].endswith("b.png"))
+    assert (a["scale"], a["out_height"], a["out_width"], a["iterations"]) == ("2", "40", "48", "3")
+    assert (b["scale"], b["out_height"], b["out_width"], b["iterations"]) == ("3", "54", "48", "2")
+    assert Path(b["output"]) == out / "b_x3.png" and (out / "b_x3.png").is_file()
+    errors = " ".join(r["error"] for r in rows.values() if r["status"] == "failed")
+    assert "no such file" in errors and "escapes the output folder" in errors
+    assert not (tmp_path / "escape.png").exists()
+
+
+def test_jsonl_manifest_and_gt_folder(tmp_path):
+    _img(tmp_path / "lr" / "sub" / "x.png", 16, 16, 3)
+    _img(tmp_path / "hr" / "sub" / "x.jpg", 32, 32, 3)
+    (tmp_path / "m.jsonl").write_text(json.dumps({"input": "lr/sub/x.png", "gt": "hr/sub/x.jpg"}) + "\n")
+    out = tmp_path / "o1"
+    assert main(["run", "--input", str(tmp_path / "m.jsonl"), "--output", str(out), "--gpus", "0", *TINY]) == 0
+    assert _rows(out)[0]["psnr_y"] != ""
+    out2 = tmp_path / "o2"  # --gt DIR pairs by relative path and stem, any extension
+    assert main(["run", "--input", str(tmp_path / "lr"), "--gt", str(tmp_path / "hr"), "--output", str(out2),
+                 "--gpus", "0", "--ext", "webp", *TINY]) == 0
+    row = _rows(out2)[0]
+    assert row["gt"].endswith("x.jpg") and row["output"].endswith("sub/x.webp") and row["psnr_y"] != ""
+
+
+def test_degrade_run_scores_against_the_originals_and_authors_gt_naming(tmp_path):
+    src = tmp_path / "hr"
+    _img(src / "p.png", 33, 26, 4)
+    _img(src / "q.png", 30, 30, 5)
+    out = tmp_path / "out"
+    assert main(["run", "--input", str(src), "--output", str(out), "--degrade", "--scale", "2", "--gpus", "0",
+                 *TINY]) == 0
+    rows = {Path(r["input"]).name: r for r in _rows(out)}
+    assert (rows["p.png"]["height"], rows["p.png"]["width"]) == ("16", "13")
+    assert (rows["p.png"]["out_height"], rows["p.png"]["out_width"]) == ("32", "26")
+    assert all(r["gt"] == r["input"] and float(r["psnr_y"]) > 15 for r in rows.values())
+    # The authors' layout: NAME_gt.png beside NAME.png is ground truth, not an input.
+    d = tmp_path / "authors"
+    _img(d / "im.png", 16, 16, 6)
+    _img(d / "im_gt.png", 32, 32, 6)
+    out2 = tmp_path / "out2"
+    assert main(["run", "--input", str(d), "--output", str(out2), "--gpus", "0", *TINY]) == 0
+    rows2 = _rows(out2)
+    assert len(rows2) == 1 and rows2[0]["gt"].endswith("im_gt.png") and rows2[0]["psnr_y"] != ""
+
+
+def _max_overlap(rows: list[dict[str, str]]) -> int:
+    ev = []
+    for r in rows:
+        ev.append((pd.Timestamp(r["started_at"]).value, 1))
+        ev.append((pd.Timestamp(r["finished_at"]).value, -1))
+    live = peak = 0
+    for _, d in sorted(ev, key=lambda e: (e[0], e[1])):
+        live += d
+        peak = max(peak, live)
+    return peak
+
+
+@pytest.mark.slow
+def test_two_node_cluster_uses_both_nodes_and_caps_concurrency(tmp_path):
+    import ray
+    from ray.cluster_utils import Cluster
+
+    src = tmp_path / "src"
+    for i in range(12):
+        _img(src / f"{i:02d}.png", 20, 20, i)
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "num_gpus": 2})
+    cluster.add_node(num_cpus=1, num_gpus=2)
+    cluster.wait_for_nodes()
+    try:
+        ray.init(address=cluster.address)
+        out = tmp_path / "out"
+        rc = main(["run", "--input", str(src), "--output", str(out), "--gpus", "4", "--images-per-gpu", "1",
+                   "--threads", "1", "--address", cluster.address, *TINY])
+        assert rc == 0
+        rows = _rows(out)
+        assert len(rows) == 12 and len({r["node"] for r in rows}) == 2
+        out2 = tmp_path / "out2"
+        rc = main(["run", "--input", str(src), "--output", str(out2), "--gpus", "2", "--images-per-gpu", "2",
+                   "--threads", "1", "--address", cluster.address, "--max-iters", "30", *TINY[2:]])
+        assert rc == 0
+        rows2 = _rows(out2)
+        assert len(rows2) == 12
+        assert 1 < _max_overlap(rows2) <= 4
+    finally:
+        ray.shutdown()
+        cluster.shutdown()
+
+
+@pytest.mark.slow
+def test_streaming_2000_images_keeps_driver_memory_flat_and_rows_arrive_during_the_run(tmp_path):
+    import psutil
+
+    src = tmp_path / "src"
+    rng = np.random.default_rng(0)
+    for i in range(2000):
+        d = src / f"d{i // 500}"
+        d.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)).save(d / f"{i:04d}.png")
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "zssr_batch", "run", "--input", str(src), "--output", str(out), "--gpus", "0",
+           "--workers", "2", "--threads", "1", "--max-iters", "0", "--ensemble", "none",
+           "--back-projection-iters", "0", "--no-progress"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    ps = psutil.Process(proc.pid)
+    samples = []  # (rows in the report, driver RSS in MB)
+    while proc.poll() is None:
+        try:
+            rss = ps.memory_info().rss / 2**20
+        except psutil.NoSuchProcess:
+            break
+        n = 0
+        if (out / "report.csv").exists():
+            with open(out / "report.csv", "rb") as f:
+                n = max(0, f.read().count(b"\n") - 1)
+        samples.append((n, rss))
+        time.sleep(0.2)
+    assert proc.returncode == 0
+    assert len(_rows(out)) == 2000
+    during = [n for n, _ in samples if 0 < n < 2000]
+    assert len(set(during)) >= 5, "the report should grow while the run goes"
+    # Flat memory: RSS once the pipeline is warm (200 rows) vs the largest RSS after it.
+    # A driver that kept every result or ref would grow with the row count; we allow
+    # 40 MB for allocator noise and Ray's own caches.
+    warm = [rss for n, rss in samples if n >= 200]
+    assert warm and max(warm) - warm[0] < 40, (warm[0], max(warm))

@@ -1,0 +1,360 @@
+"""The Ray driver: streams WorkItems to fit actors, a bounded window in flight, rows as results land.
+
+The only module that imports Ray. With no address it starts a local Ray sized
+to the machine and shuts it down at the end; with one it joins the cluster.
+Each actor holds ``1 / images_per_gpu`` of a GPU (or some CPU cores) and fits
+one image at a time; at most two tasks wait per actor, so the driver never
+holds more than ``2 x actors`` object refs however long the input list is.
+An actor that dies (segfault, SIGKILL, node loss) is restarted by Ray and its
+image resubmitted, up to ``retries`` times.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import signal
+import socket
+import sys
+import time
+from collections import deque
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import ray
+from ray.exceptions import GetTimeoutError, RayActorError, RayTaskError, WorkerCrashedError
+
+from . import __version__
+from .config import FitConfig
+from .report import ReportWriter, read_rows, write_summary
+from .sources import WorkItem
+from .worker import Extras, run_item
+
+# Exit codes (documented in the README).
+EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE, EXIT_TOO_MANY_FAILURES, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
+DEPTH = 2  # tasks queued per actor: one running, one ready to start
+
+
+@dataclass
+class RunSettings:
+    output_dir: Path
+    gpus: int | None = None  # None: every GPU there is
+    images_per_gpu: int = 4
+    cpu_workers: int | None = None  # --gpus 0: how many CPU actors (default: cores / threads)
+    threads_per_worker: int | None = None
+    address: str | None = None
+    retries: int = 2
+    max_failures: int | None = None
+    overwrite: bool = False
+    progress: bool = True
+    max_pixels: int | None = None
+    degrade: bool = False
+    extras: Extras = field(default_factory=Extras)
+    command: str = ""
+    engine: dict[str, Any] = field(default_factory=dict)  # resolved base settings, for run.json
+
+
+@ray.remote(max_restarts=-1, max_task_retries=0)
+class FitActor:
+    """Fits one image per call; heavy state (torch, CUDA context) lives here, not in the driver."""
+
+    def __init__(self, threads: int) -> None:
+        import torch
+
+        torch.set_num_threads(max(1, threads))
+        self.gpu_ids = [str(g) for g in ray.get_gpu_ids()]
+        self.device = "cuda" if self.gpu_ids and torch.cuda.is_available() else "cpu"
+
+    def where(self) -> dict[str, Any]:
+        return {"node": ray.get_runtime_context().get_node_id()[:12], "host": socket.gethostname(),
+                "gpu": ",".join(self.gpu_ids), "pid": os.getpid()}
+
+    def process(self, item: dict[str, Any], cfg: dict[str, Any], settings: dict[str, Any]) -> dict[str, Any]:
+        started = time.time()
+        record = run_item(item, FitConfig(**cfg), self.device, Extras(**settings["extras"]),
+                          settings["max_pixels"], settings["degrade"])
+        record.update(self.where())
+        record["started_at"] = _iso(started)
+        record["finished_at"] = _iso(time.time())
+        return record
+
+
+def _iso(t: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(t)) + f".{int(t % 1 * 1000):03d}"
+
+
+def _cfg_payload(cfg: FitConfig) -> dict[str, Any]:
+    d = asdict(cfg)
+    d["scale"] = tuple(d["scale"])
+    d["scale_steps"] = tuple(tuple(s) for s in d["scale_steps"])
+    d["back_projection_iters"] = tuple(d["back_projection_iters"])
+    return d
+
+
+def start_ray(address: str | None) -> bool:
+    """Join ``address`` (or RAY_ADDRESS), else start a local Ray; returns True if we started it."""
+    address = address or os.environ.get("RAY_ADDRESS")
+    if ray.is_initialized():
+        return False
+    if address:
+        ray.init(address=address, log_to_driver=False)
+        return False
+    gpus = 0
+    try:
+        import torch
+
+        gpus = torch.cuda.device_count()
+    except Exception:  # noqa: BLE001 - no torch/CUDA in the driver is fine: CPU only
+        gpus = 0
+    ray.init(num_cpus=os.cpu_count() or 1, num_gpus=gpus, include_dashboard=False, log_to_driver=False,
+             configure_logging=False)
+    return True
+
+
+def plan_actors(settings: RunSettings) -> tuple[int, dict[str, float], int]:
+    """(number of actors, resources per actor, torch threads per actor) for this cluster."""
+    res = ray.cluster_resources()
+    have_gpus = int(res.get("GPU", 0))
+    cpus = int(res.get("CPU", 1))
+    gpus = have_gpus if settings.gpus is None else min(settings.gpus, have_gpus)
+    if settings.gpus and settings.gpus > have_gpus:
+        print(f"zssr-batch: asked for {settings.gpus} GPUs, the cluster has {have_gpus}; using {gpus}",
+              file=sys.stderr)
+    if gpus > 0:
+        k = max(1, settings.images_per_gpu)
+        return gpus * k, {"num_gpus": 1.0 / k, "num_cpus": 0}, max(1, settings.threads_per_worker or 2)
+    threads = settings.threads_per_worker or min(4, cpus)
+    n = settings.cpu_workers or max(1, cpus // threads)
+    return n, {"num_cpus": min(threads, cpus)}, threads
+
+
+class Interrupt:
+    """First Ctrl-C: stop cleanly (report flushed); second: stop at once."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self.old = None
+
+    def __enter__(self) -> "Interrupt":
+        def handler(signum, frame):  # noqa: ARG001
+            if self.requested:
+                print("\nzssr-batch: second Ctrl-C, stopping now", file=sys.stderr)
+                os._exit(EXIT_INTERRUPTED)
+            self.requested = True
+            print("\nzssr-batch: stopping after cleanup (Ctrl-C again to stop at once)", file=sys.stderr)
+
+        self.old = signal.signal(signal.SIGINT, handler)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        signal.signal(signal.SIGINT, self.old)
+
+
+def is_done(row: dict[str, str] | None, cfg_hash: str) -> bool:
+    return bool(row) and row.get("status") == "ok" and row.get("config_hash") == cfg_hash \
+        and bool(row.get("output")) and Path(row["output"]).is_file()
+
+
+def run(items: Callable[[], Iterator[WorkItem]], config_for: Callable[[WorkItem], FitConfig],
+        settings: RunSettings) -> int:
+    """Process everything ``items()`` yields; returns the exit code. ``items`` is called twice (count, work)."""
+    out = settings.output_dir
+    out.mkdir(parents=True, exist_ok=True)
+    report_path = out / "report.csv"
+    t_start = time.time()
+
+    # Pass 1 (names only): count the work and find old rows that this run replaces, so
+    # that the compacted report keeps exactly one row per input at every moment.
+    old = {} if settings.overwrite else read_rows(report_path)
+    total = 0
+    keep = dict(old)
+    for item in items():
+        total += 1
+        if item.error:
+            keep.pop(item.input, None)
+            continue
+        try:
+            h = config_for(item).hash()
+        except ValueError:
+            keep.pop(item.input, None)
+            continue
+        if not is_done(old.get(item.input), h):
+            keep.pop(item.input, None)
+    writer = ReportWriter(report_path, keep.values())
+    done_before = set(keep)
+    del old, keep
+
+    started_ray = start_ray(settings.address)
+    n_actors, resources, threads = plan_actors(settings)
+    actors = [FitActor.options(**resources).remote(threads) for _ in range(n_actors)]
+    where = {}
+    payload_settings = {"extras": asdict(settings.extras), "max_pixels": settings.max_pixels,
+                        "degrade": settings.degrade}
+    counts = {"ok": 0, "failed": 0, "skipped": 0}
+    gains: list[float] = []
+    pending: dict[Any, tuple[WorkItem, dict[str, Any], int, int]] = {}  # ref -> item, cfg, actor, attempt
+    load = [0] * n_actors
+    retry: deque[tuple[WorkItem, dict[str, Any], int]] = deque()
+    source = iter(items())
+    exhausted = False
+    stop_reason = None
+    bar = _progress(total, settings.progress)
+    log = (lambda msg: None) if settings.progress else (lambda msg: print(msg, file=sys.stderr, flush=True))
+
+    def emit(record: dict[str, Any]) -> None:
+        writer.write(record)
+        status = record.get("status")
+        counts["ok" if status == "ok" else "failed"] += 1
+        if status == "ok" and record.get("psnr_y") is not None and record.get("bicubic_psnr_y") is not None:
+            gains.append(record["psnr_y"] - record["bicubic_psnr_y"])
+        if bar is not None:
+            bar.update(1)
+            post = {"ok": counts["ok"], "failed": counts["failed"]}
+            if gains:
+                post["gain"] = f"{sum(gains) / len(gains):+.2f}dB"
+            bar.set_postfix(post, refresh=False)
+        extra = f" ({record.get('error')})" if status != "ok" else \
+            f" psnr_y={record['psnr_y']:.2f}" if record.get("psnr_y") is not None else ""
+        log(f"finished {record.get('rel') or record['input']}: {status} on node {record.get('node', '-')} "
+            f"gpu {record.get('gpu') or '-'} in {record.get('fit_seconds') or 0:.1f}+"
+            f"{record.get('infer_seconds') or 0:.1f} s{extra}")
+
+    def submit(item: WorkItem, cfg: dict[str, Any], attempt: int) -> None:
+        a = min(range(n_actors), key=lambda i: load[i])
+        ref = actors[a].process.remote(asdict(item), cfg, payload_settings)
+        pending[ref] = (item, cfg, a, attempt)
+        load[a] += 1
+        info = where.get(a)
+        log(f"started {item.rel or item.input} on actor {a}" + (f" (node {info['node']})" if info else "")
+            + (f", attempt {attempt}" if attempt > 1 else ""))
+
+    def next_item() -> tuple[WorkItem, dict[str, Any], int] | None:
+        nonlocal exhausted
+        if retry:
+            return retry.popleft()
+        while not exhausted:
+            try:
+                item = next(source)
+            except StopIteration:
+                exhausted = True
+                return None
+            base = {"input": item.input, "output": item.output, "gt": item.gt, "rel": item.rel,
+                    "attempts": 0, "preset": item.preset}
+            if item.error:
+                emit({**base, "status": "failed", "error": item.error})
+                continue
+            try:
+                cfg = config_for(item)
+            except ValueError as e:
+                emit({**base, "status": "failed", "error": f"{item.input}: {e}"})
+                continue
+            if item.input in done_before:
+                counts["skipped"] += 1
+                if bar is not None:
+                    bar.update(1)
+                continue
+            return item, _cfg_payload(cfg), 1
+        return None
+
+    exit_code = EXIT_OK
+    with Interrupt() as interrupt:
+        try:
+            for i, a in enumerate(actors):  # where each actor landed, for the log
+                try:
+                    where[i] = ray.get(a.where.remote(), timeout=120)
+                except (GetTimeoutError, RayActorError):
+                    pass
+            while True:
+                if interrupt.requested:
+                    stop_reason = "interrupted"
+                if settings.max_failures is not None and counts["failed"] >= settings.max_failures and not stop_reason:
+                    stop_reason = f"--max-failures {settings.max_failures} reached"
+                    log(f"zssr-batch: {stop_reason}; finishing the images in flight")
+                while not stop_reason and len(pending) < DEPTH * n_actors:
+                    nxt = next_item()
+                    if nxt is None:
+                        break
+                    submit(*nxt)
+                if not pending or stop_reason == "interrupted":
+                    break
+                ready, _ = ray.wait(list(pending), num_returns=1, timeout=0.5)
+                for ref in ready:
+                    item, cfg, a, attempt = pending.pop(ref)
+                    load[a] -= 1
+                    try:
+                        record = ray.get(ref)
+                        record["attempts"] = attempt
+                        record["preset"] = item.preset or settings.engine.get("preset")
+                        emit(record)
+                    except (RayActorError, WorkerCrashedError, RayTaskError) as e:
+                        cause = " ".join(str(e).split())[:200]
+                        if attempt <= settings.retries:
+                            log(f"worker died on {item.rel or item.input} (attempt {attempt}); retrying")
+                            retry.append((item, cfg, attempt + 1))
+                        else:
+                            emit({"input": item.input, "output": item.output, "gt": item.gt, "rel": item.rel,
+                                  "status": "failed", "attempts": attempt, "preset": item.preset,
+                                  "config_hash": FitConfig(**cfg).hash(),
+                                  "error": f"{item.input}: worker died {attempt} times ({cause})"})
+        except KeyboardInterrupt:
+            stop_reason = "interrupted"
+        finally:
+            for ref in list(pending):
+                ray.cancel(ref, force=True)
+            for a in actors:
+                ray.kill(a)
+            writer.close()
+            if started_ray:
+                ray.shutdown()
+            if bar is not None:
+                bar.close()
+
+    if stop_reason == "interrupted":
+        exit_code = EXIT_INTERRUPTED
+    elif stop_reason:
+        exit_code = EXIT_TOO_MANY_FAILURES
+    elif counts["failed"]:
+        exit_code = EXIT_SOME_FAILED
+    table = write_summary(out)
+    t_end = time.time()
+    write_run_json(out, settings, counts, total, t_start, t_end, n_actors, resources, stop_reason)
+    print(table)
+    print(f"zssr-batch: {counts['ok']} ok, {counts['failed']} failed, {counts['skipped']} already done "
+          f"of {total} in {t_end - t_start:.1f} s; report: {report_path}"
+          + (f" (stopped: {stop_reason})" if stop_reason else ""))
+    return exit_code
+
+
+def _progress(total: int, enabled: bool):
+    if not enabled:
+        return None
+    from tqdm import tqdm
+
+    return tqdm(total=total, unit="img", dynamic_ncols=True, smoothing=0.05)
+
+
+def write_run_json(out: Path, settings: RunSettings, counts: dict[str, int], total: int, t_start: float,
+                   t_end: float, n_actors: int, resources: dict[str, float], stop_reason: str | None) -> None:
+    import numpy
+    import torch
+
+    info = {
+        "command": settings.command,
+        "engine": settings.engine,
+        "run": {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(settings).items()
+                if k not in ("engine", "command")},
+        "versions": {"zssr_batch": __version__, "python": platform.python_version(), "torch": torch.__version__,
+                     "ray": ray.__version__, "numpy": numpy.__version__},
+        "machine": {"host": socket.gethostname(), "platform": platform.platform(),
+                    "cuda": torch.cuda.is_available(),
+                    "gpus": [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]},
+        "actors": {"count": n_actors, "resources": resources},
+        "images": {"total": total, **counts},
+        "stopped": stop_reason,
+        "started_at": _iso(t_start), "finished_at": _iso(t_end), "wall_seconds": round(t_end - t_start, 3),
+    }
+    from .images import write_atomic
+
+    write_atomic(out / "run.json", json.dumps(info, indent=2).encode())

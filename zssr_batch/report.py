@@ -1,0 +1,127 @@
+"""The run's report: ``report.csv`` row by row as images finish, then ``summary.csv`` and a table.
+
+``report.csv`` is append-only while a run goes: each row is written whole,
+flushed and fsynced, so a crash loses at most the row being written. On the
+next start it is compacted (last row per input wins, a torn last line
+dropped) and rewritten atomically, so it always holds one row per input.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+import os
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+from .images import write_atomic
+
+COLUMNS = [
+    "input", "output", "gt", "status", "error", "scale", "height", "width", "out_height", "out_width",
+    "psnr_rgb", "ssim_rgb", "psnr_y", "ssim_y",
+    "bicubic_psnr_rgb", "bicubic_ssim_rgb", "bicubic_psnr_y", "bicubic_ssim_y",
+    "iterations", "fit_seconds", "infer_seconds", "node", "gpu", "attempts", "config_hash",
+    "host", "device", "channels", "bit_depth", "preset", "started_at", "finished_at", "rel",
+]
+SCORES = ["psnr_rgb", "ssim_rgb", "psnr_y", "ssim_y", "bicubic_psnr_rgb", "bicubic_ssim_rgb",
+          "bicubic_psnr_y", "bicubic_ssim_y"]
+
+
+def _cell(v: Any) -> str:
+    if v is None:
+        return ""
+    if isinstance(v, float):
+        return "" if math.isnan(v) else repr(v) if math.isinf(v) else f"{v:.6g}"
+    return str(v)
+
+
+def read_rows(path: Path) -> dict[str, dict[str, str]]:
+    """input -> its last complete row (a row cut short by a crash is ignored)."""
+    rows: dict[str, dict[str, str]] = {}
+    if not path.exists():
+        return rows
+    with open(path, newline="", encoding="utf-8") as f:
+        text = f.read()
+    if text and not text.endswith("\n"):
+        text = text[: text.rfind("\n") + 1]  # torn last line
+    reader = csv.DictReader(io.StringIO(text))
+    for row in reader:
+        if row.get("input") and None not in row and len(row) == len(reader.fieldnames or []):
+            rows[row["input"]] = row
+    return rows
+
+
+class ReportWriter:
+    """Appends one row per finished image to ``report.csv``."""
+
+    def __init__(self, path: Path, keep: Iterable[Mapping[str, str]] = ()) -> None:
+        self.path = path
+        buf = io.StringIO()
+        w = csv.DictWriter(buf, COLUMNS, extrasaction="ignore", lineterminator="\n")
+        w.writeheader()
+        for row in keep:
+            w.writerow({k: row.get(k, "") for k in COLUMNS})
+        write_atomic(path, buf.getvalue().encode())  # compacted copy of what is kept
+        self.f = open(path, "a", newline="", encoding="utf-8")
+        self.w = csv.DictWriter(self.f, COLUMNS, extrasaction="ignore", lineterminator="\n")
+
+    def write(self, record: Mapping[str, Any]) -> None:
+        buf = io.StringIO()
+        csv.DictWriter(buf, COLUMNS, extrasaction="ignore", lineterminator="\n").writerow(
+            {k: _cell(record.get(k)) for k in COLUMNS})
+        self.f.write(buf.getvalue())  # one write per row: a crash cannot interleave two rows
+        self.f.flush()
+        os.fsync(self.f.fileno())
+
+    def close(self) -> None:
+        self.f.close()
+
+
+def summarize(report_csv: Path):
+    """Means per input folder and overall: a pandas DataFrame (folder 'ALL' last)."""
+    import pandas as pd
+
+    df = pd.read_csv(report_csv, dtype={"input": str, "rel": str, "error": str})
+    if df.empty:
+        return pd.DataFrame(columns=["folder", "images", "ok", "failed"])
+    for c in SCORES + ["fit_seconds", "infer_seconds", "iterations"]:
+        df[c] = pd.to_numeric(df[c], errors="coerce")
+    rel = df["rel"].fillna(df["input"]).astype(str)
+    df["folder"] = rel.map(lambda r: str(Path(r).parent) if str(Path(r).parent) != "." else "(top)")
+    df["ok"] = df["status"].eq("ok")
+    df["gain_psnr_y"] = df["psnr_y"] - df["bicubic_psnr_y"]
+    df["gain_ssim_y"] = df["ssim_y"] - df["bicubic_ssim_y"]
+
+    def agg(g) -> dict[str, Any]:
+        ok = g[g["ok"]]
+        out: dict[str, Any] = {"images": len(g), "ok": int(g["ok"].sum()), "failed": int((~g["ok"]).sum())}
+        for c in ["psnr_y", "bicubic_psnr_y", "gain_psnr_y", "ssim_y", "bicubic_ssim_y", "gain_ssim_y",
+                  "psnr_rgb", "bicubic_psnr_rgb", "ssim_rgb", "bicubic_ssim_rgb", "iterations", "fit_seconds",
+                  "infer_seconds"]:
+            out[c] = ok[c].mean() if ok[c].notna().any() else float("nan")
+        return out
+
+    rows = [{"folder": name, **agg(g)} for name, g in df.groupby("folder", sort=True)]
+    rows.append({"folder": "ALL", **agg(df)})
+    return pd.DataFrame(rows)
+
+
+def write_summary(out_dir: Path) -> str:
+    """Write ``summary.csv`` from ``report.csv``; returns the printable table."""
+    table = summarize(out_dir / "report.csv")
+    write_atomic(out_dir / "summary.csv", table.to_csv(index=False, float_format="%.6g").encode())
+    return format_table(table)
+
+
+def format_table(table) -> str:
+    if table.empty:
+        return "no images"
+    cols = ["folder", "images", "ok", "failed", "psnr_y", "bicubic_psnr_y", "gain_psnr_y", "ssim_y",
+            "bicubic_ssim_y", "fit_seconds"]
+    fmt = {"psnr_y": "{:.2f}", "bicubic_psnr_y": "{:.2f}", "gain_psnr_y": "{:+.2f}", "ssim_y": "{:.4f}",
+           "bicubic_ssim_y": "{:.4f}", "fit_seconds": "{:.1f}"}
+    show = table[cols].copy()
+    for c, f in fmt.items():
+        show[c] = show[c].map(lambda v, f=f: "-" if v != v else f.format(v))
+    return show.to_string(index=False)

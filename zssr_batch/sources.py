@@ -1,0 +1,211 @@
+"""What to upscale: a folder scan or a CSV/JSONL manifest, streamed as WorkItems.
+
+Nothing here reads pixels. A folder is walked in sorted order (so reruns see
+the same order), hidden files and folders skipped, symlinked folders followed
+once (loops are cut), and the output folder never scanned even when it lies
+inside the input folder. Ground truth is found three ways: ``--gt DIR`` by
+relative path and stem (any extension), the authors' ``NAME_gt.png`` beside
+``NAME.png``, and the benchmark layout ``HR/`` beside ``LR_bicubic/X<s>/``.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+from .images import EXTENSIONS
+
+# Manifest columns that are not engine settings.
+ITEM_COLUMNS = ("input", "gt", "output", "preset")
+
+
+@dataclass(frozen=True)
+class WorkItem:
+    input: str  # path of the image to upscale (with --degrade: the ground truth it is made from)
+    output: str  # where the upscaled image goes
+    gt: str | None = None
+    rel: str = ""  # the input's path relative to the input root, for folders and reports
+    preset: str | None = None
+    overrides: tuple[tuple[str, Any], ...] = ()  # per-item engine settings (manifest columns)
+    error: str | None = None  # set when the item is refused before any work (bad manifest row)
+
+
+@dataclass
+class ScanOptions:
+    output_dir: Path
+    glob: str | None = None
+    extensions: tuple[str, ...] = EXTENSIONS
+    recursive: bool = True
+    suffix: str = ""
+    ext: str | None = None  # output extension, e.g. ".png"; None = the input's
+    gt_dir: Path | None = None
+    scale: float | None = None  # picks LR_bicubic/X<s> in a benchmark folder
+    degrade: bool = False
+    skipped: list[str] = field(default_factory=list)  # what the scan passed over, and why
+
+
+def output_for(rel: str, opts: ScanOptions) -> Path:
+    p = Path(rel)
+    ext = opts.ext if opts.ext else p.suffix
+    if ext and not ext.startswith("."):
+        ext = "." + ext
+    return opts.output_dir / p.parent / f"{p.stem}{opts.suffix}{ext}"
+
+
+def _is_image(name: str, opts: ScanOptions) -> bool:
+    return name.lower().endswith(tuple(e.lower() for e in opts.extensions))
+
+
+def walk_images(root: Path, opts: ScanOptions) -> Iterator[Path]:
+    """Image files under ``root`` in sorted order; hidden entries, the output folder and loops skipped."""
+    out_real = os.path.realpath(opts.output_dir)
+    seen: set[str] = set()
+
+    def visit(d: Path) -> Iterator[Path]:
+        real = os.path.realpath(d)
+        if real in seen:
+            opts.skipped.append(f"{d}: symlink loop, not followed again")
+            return
+        if real == out_real:
+            return
+        seen.add(real)
+        try:
+            entries = sorted(os.scandir(d), key=lambda e: e.name)
+        except OSError as e:
+            opts.skipped.append(f"{d}: cannot list folder ({e.strerror})")
+            return
+        for entry in entries:
+            if entry.name.startswith("."):
+                continue
+            path = Path(entry.path)
+            try:
+                is_dir = entry.is_dir()  # follows symlinks
+            except OSError:
+                is_dir = False
+            if is_dir:
+                if opts.recursive:
+                    yield from visit(path)
+            elif _is_image(entry.name, opts):
+                if opts.glob and not path.relative_to(root).match(opts.glob):
+                    continue
+                yield path
+
+    yield from visit(root)
+
+
+def _find_by_stem(folder: Path, rel: Path) -> Path | None:
+    d = folder / rel.parent
+    if not d.is_dir():
+        return None
+    for cand in sorted(d.glob(f"{glob_escape(rel.stem)}.*")):
+        if cand.suffix.lower() in EXTENSIONS and cand.is_file():
+            return cand
+    return None
+
+
+def glob_escape(s: str) -> str:
+    return re.sub(r"([*?\[])", r"[\1]", s)
+
+
+def benchmark_layout(root: Path, scale: float | None) -> tuple[Path, Path] | None:
+    """(LR folder, HR folder) when ``root`` is a benchmark set (``HR/`` + ``LR_bicubic/X<s>/``)."""
+    if scale is None or not float(scale).is_integer():
+        return None
+    lr = root / "LR_bicubic" / f"X{int(scale)}"
+    hr = root / "HR"
+    return (lr, hr) if lr.is_dir() and hr.is_dir() else None
+
+
+def scan_folder(root: Path, opts: ScanOptions) -> Iterator[WorkItem]:
+    bench = None if opts.degrade else benchmark_layout(root, opts.scale)
+    if opts.degrade and (root / "HR").is_dir() and (root / "LR_bicubic").is_dir():
+        walk_root = root / "HR"  # degrade a benchmark set: its HR folder is the ground truth
+    else:
+        walk_root = bench[0] if bench else root
+    for path in walk_images(walk_root, opts):
+        rel = path.relative_to(root).as_posix()
+        if path.stem.endswith("_gt") and _find_by_stem(path.parent, Path(path.stem[:-3] + path.suffix)):
+            continue  # the authors' NAME_gt.png is the ground truth of NAME.png, not an input
+        gt: Path | None = None
+        if opts.degrade:
+            gt = path
+        elif bench:
+            s = int(opts.scale)  # type: ignore[arg-type]
+            stem = path.stem[: -len(f"x{s}")] if path.stem.endswith(f"x{s}") else path.stem
+            gt = _find_by_stem(bench[1], Path(stem + path.suffix))
+        elif opts.gt_dir:
+            gt = _find_by_stem(opts.gt_dir, path.relative_to(root))
+        else:
+            gt = _find_by_stem(path.parent, Path(path.stem + "_gt" + path.suffix))
+        yield WorkItem(str(path), str(output_for(rel, opts)), str(gt) if gt else None, rel)
+
+
+def _coerce(v: Any) -> Any:
+    if isinstance(v, str):
+        v = v.strip()
+        return None if v == "" else v
+    return v
+
+
+def read_manifest(path: Path, opts: ScanOptions) -> Iterator[WorkItem]:
+    """Rows of a .csv (header row) or .jsonl manifest; relative paths are relative to the manifest."""
+    from .config import FitConfig
+
+    knobs = set(FitConfig.__dataclass_fields__)
+    base = path.parent
+    if path.suffix.lower() == ".csv":
+        f = open(path, newline="", encoding="utf-8")
+        rows: Iterator[dict[str, Any]] = csv.DictReader(f)
+    else:
+        f = open(path, encoding="utf-8")
+        rows = (json.loads(line) for line in f if line.strip())
+    with f:
+        for n, row in enumerate(rows, start=2 if path.suffix.lower() == ".csv" else 1):
+            row = {str(k).strip(): _coerce(v) for k, v in row.items() if k is not None}
+            where = f"{path.name} line {n}"
+            src = row.get("input")
+            if not src:
+                yield WorkItem(f"{where}", "", error=f"{where}: no 'input' column value")
+                continue
+            src_path = Path(src) if Path(src).is_absolute() else base / src
+            unknown = [k for k in row if k not in knobs and k not in ITEM_COLUMNS]
+            if unknown:
+                yield WorkItem(str(src_path), "", error=f"{where}: unknown column(s) {', '.join(unknown)}")
+                continue
+            rel = Path(src).name if Path(src).is_absolute() else Path(src).as_posix()
+            out = row.get("output")
+            if out:
+                if Path(out).is_absolute() or ".." in Path(out).parts:
+                    yield WorkItem(str(src_path), "", error=f"{where}: output {out!r} escapes the output folder")
+                    continue
+                out_path = opts.output_dir / out
+            else:
+                if ".." in Path(rel).parts:
+                    rel = Path(src).name
+                out_path = output_for(str(rel), opts)
+            gt = row.get("gt")
+            gt_path = None if not gt else (Path(gt) if Path(gt).is_absolute() else base / gt)
+            if opts.degrade and not gt_path:
+                gt_path = src_path
+            overrides = tuple(sorted((k, v) for k, v in row.items() if k in knobs and v is not None))
+            error = None if src_path.exists() else f"{src_path}: no such file"
+            yield WorkItem(str(src_path), str(out_path), str(gt_path) if gt_path else None, str(rel),
+                           row.get("preset"), overrides, error)
+
+
+def scan(input_path: Path, opts: ScanOptions) -> Iterator[WorkItem]:
+    """Stream the work: a folder, a manifest, or one image file."""
+    if input_path.is_dir():
+        yield from scan_folder(input_path, opts)
+    elif input_path.suffix.lower() in (".csv", ".jsonl"):
+        yield from read_manifest(input_path, opts)
+    elif input_path.is_file():
+        gt = str(input_path) if opts.degrade else None
+        yield WorkItem(str(input_path), str(output_for(input_path.name, opts)), gt, input_path.name)
+    else:
+        raise FileNotFoundError(f"{input_path}: no such file or folder")
