@@ -112,6 +112,15 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_samples(args: argparse.Namespace) -> int:
+    from .samples import write_samples
+
+    paths = write_samples(args.dir, args.size)
+    print(f"wrote {len(paths)} sample images to {args.dir}; try: zssr-batch run --input {args.dir} "
+          f"--degrade --scale 2 --preset fast --output out/")
+    return 0
+
+
 def cmd_degrade(args: argparse.Namespace) -> int:
     from .degrade import degrade_path
 
@@ -167,6 +176,11 @@ def build_parser() -> argparse.ArgumentParser:
     rep = sub.add_parser("report", help="rebuild summary.csv (and the printed table) from DIR/report.csv")
     rep.add_argument("dir", help="a run's output folder")
     rep.set_defaults(func=cmd_report)
+
+    smp = sub.add_parser("samples", help="write a few generated sample images to try a run on")
+    smp.add_argument("dir", help="folder to write them to")
+    smp.add_argument("--size", type=int, default=128, help="side in pixels (default 128)")
+    smp.set_defaults(func=cmd_samples)
 
     deg = sub.add_parser("degrade", help="crop to a multiple of the scale and MATLAB-bicubic shrink")
     deg.add_argument("input", help="an image or a folder of images")
