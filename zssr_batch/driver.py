@@ -301,10 +301,8 @@ def run(items: Callable[[], Iterator[WorkItem]], config_for: Callable[[WorkItem]
         except KeyboardInterrupt:
             stop_reason = "interrupted"
         finally:
-            for ref in list(pending):
-                ray.cancel(ref, force=True)
-            for a in actors:
-                ray.kill(a)
+            for a in actors:  # also drops whatever was still queued on them
+                ray.kill(a, no_restart=True)
             writer.close()
             if started_ray:
                 ray.shutdown()

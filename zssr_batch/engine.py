@@ -16,7 +16,7 @@ import torch
 
 from .config import FitConfig
 from .fit import FitLog, PairHook, Trainer
-from .infer import combine, ensemble_outputs
+from .infer import MemoryPlan, combine, ensemble_outputs
 from .kernels import shift_kernel
 from .model import ZSSRNet
 
@@ -50,7 +50,7 @@ def _sync(device: torch.device) -> None:
 
 def super_resolve(image: torch.Tensor, cfg: FitConfig, device: torch.device | str = "cpu",
                   kernel: np.ndarray | None = None, pair_hook: PairHook | None = None,
-                  want_variants: bool = False) -> SRResult:
+                  want_variants: bool = False, plan: MemoryPlan = MemoryPlan()) -> SRResult:
     """Fit a ZSSR network on ``image`` (C, h, w) in [0, 1] and upscale it by ``cfg.scale``."""
     if image.dim() != 3 or image.shape[0] < 1:
         raise ValueError(f"super_resolve expects an image (C, H, W), got shape {tuple(image.shape)}")
@@ -67,7 +67,7 @@ def super_resolve(image: torch.Tensor, cfg: FitConfig, device: torch.device | st
 
     log = FitLog()
     net = new_net()
-    trainer = Trainer(net, cfg, gen, log, pair_hook)
+    trainer = Trainer(net, cfg, gen, log, pair_hook, plan)
     steps = cfg.steps
     base_scales = [(1.0, 1.0)] + list(steps)
     sources = [img]
@@ -80,14 +80,14 @@ def super_resolve(image: torch.Tensor, cfg: FitConfig, device: torch.device | st
             k = torch.as_tensor(shift_kernel(kernel, sf), dtype=torch.float32, device=device)
         if i > 0 and cfg.reinit_each_step:
             net = new_net()
-            trainer = Trainer(net, cfg, gen, log, pair_hook)
+            trainer = Trainer(net, cfg, gen, log, pair_hook, plan)
         t0 = time.perf_counter()
         trainer.train(img, sources, base_scales, sf, k, scale_step=i)
         _sync(device)
         t1 = time.perf_counter()
         net.eval()
         bp = cfg.bp_iters(i)
-        outs = ensemble_outputs(net, img, sf, cfg.ensemble != "none", bp, k)
+        outs = ensemble_outputs(net, img, sf, cfg.ensemble != "none", bp, k, plan)
         out = combine(outs, "mean" if cfg.ensemble == "mean" else "median", img, sf, bp, k)
         if want_variants and i == len(steps) - 1:
             variants = {"single": outs[0], "mean": combine(outs, "mean", img, sf, bp, k),

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from .config import FitConfig
+from .infer import MemoryPlan, network_upscale
 from .model import ZSSRNet
 from .pairs import Augment, Draw, make_son, sample_father
 from .resize import imresize
@@ -68,8 +69,8 @@ class Trainer:
     """Trains one network on one image through one or more scale steps."""
 
     def __init__(self, net: ZSSRNet, cfg: FitConfig, gen: torch.Generator, log: FitLog,
-                 pair_hook: PairHook | None = None) -> None:
-        self.net, self.cfg, self.gen, self.log = net, cfg, gen, log
+                 pair_hook: PairHook | None = None, plan: MemoryPlan = MemoryPlan()) -> None:
+        self.net, self.cfg, self.gen, self.log, self.plan = net, cfg, gen, log, plan
         self.draw = Draw(gen)
         self.pair_hook = pair_hook
         self.opt = torch.optim.Adam(net.parameters(), lr=cfg.learning_rate, betas=(0.9, 0.999), eps=1e-8)
@@ -80,7 +81,7 @@ class Trainer:
         """How well the net restores the image from its own downscaled copy (the rule's signal)."""
         with torch.no_grad():
             son = make_son(image, sf, kernel, self.cfg.noise_std, self.gen)
-            rec = self.net(imresize(son, sf, image.shape[-2:])[None])[0].clamp(0, 1)
+            rec = network_upscale(self.net, son[None], sf, image.shape[-2:], self.plan)[0]
             return float(((image - rec) ** 2).mean())
 
     def train(self, image: torch.Tensor, sources: list[torch.Tensor], base_scales: Sequence[Pair], sf: Pair,

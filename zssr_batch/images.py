@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -78,6 +79,8 @@ def _split(arr: np.ndarray, scale: float, bit_depth: int, icc: bytes | None, not
 def load_image(path: str | os.PathLike, max_pixels: int | None = None) -> Picture:
     """Read an image file; raises ImageError with a one-line cause for anything unusable."""
     path = Path(path)
+    if max_pixels is not None:  # our limit replaces Pillow's bomb guard where ours is looser
+        Image.MAX_IMAGE_PIXELS = max(Image.MAX_IMAGE_PIXELS or 0, max_pixels)
     try:
         with Image.open(path) as im:
             sixteen_bit_color = _is_16bit_color(im)  # before anything loads the pixels and clears the tiles
@@ -127,7 +130,10 @@ def load_image(path: str | os.PathLike, max_pixels: int | None = None) -> Pictur
         kind = "empty file" if path.stat().st_size == 0 else "not an image (or an unsupported format)"
         raise ImageError(f"{path}: {kind}") from None
     except Image.DecompressionBombError as e:
-        raise ImageError(f"{path}: refused as a decompression bomb ({e})") from None
+        found = re.search(r"\((\d+) pixels\)", str(e))
+        size = f"{found.group(1)} pixels" if found else "its declared size"
+        limit = f"--max-pixels {max_pixels}" if max_pixels is not None else f"{Image.MAX_IMAGE_PIXELS} pixels"
+        raise ImageError(f"{path}: {size} exceeds {limit} (decompression bomb?)") from None
     except (OSError, SyntaxError, ValueError, EOFError) as e:
         msg = str(e).splitlines()[0] if str(e) else type(e).__name__
         if "truncated" in msg.lower() or isinstance(e, EOFError):

@@ -5,11 +5,12 @@ orientations (4 rotations x mirror; only the 4 that keep the axes when the
 vertical and horizontal scales differ), each output is turned back and
 back-projected, the outputs are combined by their median, and the result is
 back-projected once more. Orientations of one shape are batched through the
-network in chunks that fit a memory budget.
+network in chunks that fit a memory budget, large images in seamless tiles.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Sequence
 
 import torch
@@ -20,17 +21,51 @@ from .resize import imresize
 Pair = tuple[float, float]
 
 
-def network_upscale(net: ZSSRNet, lr: torch.Tensor, sf: Pair, out_shape: Sequence[int] | None = None,
-                    max_batch_bytes: int = 2 << 30) -> torch.Tensor:
-    """``lr``: (N, C, h, w) -> network output (N, C, H, W), clipped to [0, 1]."""
-    up = imresize(lr, sf, out_shape)
-    n, c, h, w = up.shape
+@dataclass(frozen=True)
+class MemoryPlan:
+    """How much of an image goes through the network at once.
+
+    ``tile``: side of the square tiles the upscaled image is cut into (with a
+    margin of ``depth`` pixels, the network's reach, so tiles join without
+    seams); ``max_batch_bytes``: budget for the hidden activations of one batch.
+    """
+
+    tile: int = 1024
+    max_batch_bytes: int = 2 << 30
+
+    def smaller(self) -> "MemoryPlan | None":
+        """The next plan to try after running out of memory, or None when there is none left."""
+        if self.tile <= 128:
+            return None
+        return MemoryPlan(self.tile // 2, max(self.max_batch_bytes // 4, 64 << 20))
+
+
+def _run_net(net: ZSSRNet, up: torch.Tensor, plan: MemoryPlan) -> torch.Tensor:
+    n, _, h, w = up.shape
     width = max(m.out_channels for m in net.convs)
     per_image = 2 * width * h * w * up.element_size()  # two live hidden activations
-    chunk = max(1, min(n, max_batch_bytes // max(per_image, 1)))
+    chunk = max(1, min(n, plan.max_batch_bytes // max(per_image, 1)))
+    return torch.cat([net(up[i:i + chunk]).clamp(0, 1) for i in range(0, n, chunk)])
+
+
+def network_upscale(net: ZSSRNet, lr: torch.Tensor, sf: Pair, out_shape: Sequence[int] | None = None,
+                    plan: MemoryPlan = MemoryPlan()) -> torch.Tensor:
+    """``lr``: (N, C, h, w) -> network output (N, C, H, W), clipped to [0, 1], tiled when large."""
+    up = imresize(lr, sf, out_shape)
+    h, w = up.shape[-2:]
     with torch.no_grad():
-        outs = [net(up[i:i + chunk]).clamp(0, 1) for i in range(0, n, chunk)]
-    return torch.cat(outs)
+        if h <= plan.tile and w <= plan.tile:
+            return _run_net(net, up, plan)
+        margin = len(net.convs)  # each 3x3 layer reaches one pixel further
+        out = torch.empty_like(up)
+        for y0 in range(0, h, plan.tile):
+            for x0 in range(0, w, plan.tile):
+                y1, x1 = min(h, y0 + plan.tile), min(w, x0 + plan.tile)
+                ya, xa = max(0, y0 - margin), max(0, x0 - margin)
+                yb, xb = min(h, y1 + margin), min(w, x1 + margin)
+                o = _run_net(net, up[:, :, ya:yb, xa:xb], plan)
+                out[:, :, y0:y1, x0:x1] = o[:, :, y0 - ya:y1 - ya, x0 - xa:x1 - xa]
+        return out
 
 
 def back_project(sr: torch.Tensor, lr: torch.Tensor, sf: Pair, iters: int,
@@ -68,7 +103,7 @@ def median(stack: torch.Tensor) -> torch.Tensor:
 
 
 def ensemble_outputs(net: ZSSRNet, image: torch.Tensor, sf: Pair, use_all: bool, bp_iters: int,
-                     down_kernel: torch.Tensor | None = None) -> torch.Tensor:
+                     down_kernel: torch.Tensor | None = None, plan: MemoryPlan = MemoryPlan()) -> torch.Tensor:
     """(K, C, H, W): each orientation's output, turned back and back-projected (first = plain pass)."""
     ks = orientations(sf, use_all)
     by_shape: dict[tuple[int, ...], list[int]] = {}
@@ -77,7 +112,7 @@ def ensemble_outputs(net: ZSSRNet, image: torch.Tensor, sf: Pair, use_all: bool,
     outs: dict[int, torch.Tensor] = {}
     for group in by_shape.values():
         batch = torch.stack([orient(image, k) for k in group])
-        sr = network_upscale(net, batch, sf)
+        sr = network_upscale(net, batch, sf, plan=plan)
         for k, o in zip(group, sr):
             outs[k] = unorient(o, k)
     stacked = torch.stack([outs[k] for k in ks])

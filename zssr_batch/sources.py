@@ -51,7 +51,8 @@ class ScanOptions:
 
 def output_for(rel: str, opts: ScanOptions) -> Path:
     p = Path(rel)
-    ext = opts.ext if opts.ext else p.suffix
+    # GIF holds 256 colours: an upscaled GIF is written as PNG unless --ext says otherwise
+    ext = opts.ext if opts.ext else (".png" if p.suffix.lower() == ".gif" else p.suffix)
     if ext and not ext.startswith("."):
         ext = "." + ext
     return opts.output_dir / p.parent / f"{p.stem}{opts.suffix}{ext}"

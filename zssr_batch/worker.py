@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import csv
 import io
+import os
+import signal
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,6 +20,7 @@ import torch
 from .config import FitConfig
 from .degrade import degrade_picture
 from .engine import SRResult, pick_device, super_resolve
+from .infer import MemoryPlan
 from .images import Picture, load_image, save_image, write_atomic
 from .kernels import load_kernel
 from .metrics import score
@@ -60,7 +63,7 @@ def _as_picture(color: torch.Tensor, like: Picture, alpha: torch.Tensor | None) 
 def process_image(input_path: str | Path, output_path: str | Path, cfg: FitConfig, device: str = "auto",
                   gt_path: str | Path | None = None, compare_path: str | Path | None = None,
                   extras: Extras = Extras(), max_pixels: int | None = None,
-                  degrade_input: bool = False) -> dict[str, Any]:
+                  degrade_input: bool = False, plan: MemoryPlan = MemoryPlan()) -> dict[str, Any]:
     """Upscale one file; returns a flat record of sizes, scores and timings (scores None without GT).
 
     With ``degrade_input`` the file is ground truth: the input is made from it by
@@ -78,16 +81,18 @@ def process_image(input_path: str | Path, output_path: str | Path, cfg: FitConfi
     kernel = load_kernel(cfg.kernel) if cfg.kernel else None
     dev = pick_device(device)
     stem = output_path.with_suffix("")
-    hook = None
-    if extras.save_pairs > 0:
-        def hook(step: int, father: torch.Tensor, son: torch.Tensor) -> None:
-            if step % extras.save_pairs == 0:
-                for name, t in (("father", father), ("son", son)):
-                    p = Picture(t.detach().cpu().numpy(), None, 8)
-                    save_image(f"{stem}_pairs/step{step:05d}_{name}.png", p)
+    fault = injected_fault(str(input_path))
+
+    def hook(step: int, father: torch.Tensor, son: torch.Tensor) -> None:
+        if fault and step == 1:
+            fault(plan)
+        if extras.save_pairs > 0 and step % extras.save_pairs == 0:
+            for name, t in (("father", father), ("son", son)):
+                save_image(f"{stem}_pairs/step{step:05d}_{name}.png", Picture(t.detach().cpu().numpy(), None, 8))
 
     color = _tensor(pic.color)
-    result = super_resolve(color, cfg, dev, kernel, hook, extras.save_variants)
+    use_hook = fault is not None or extras.save_pairs > 0
+    result = super_resolve(color, cfg, dev, kernel, hook if use_hook else None, extras.save_variants, plan)
     out_hw = tuple(result.output.shape[-2:])
     alpha = None
     if pic.alpha is not None:  # alpha is not super-resolved: plain bicubic, clipped
@@ -125,11 +130,39 @@ def process_image(input_path: str | Path, output_path: str | Path, cfg: FitConfi
     return record
 
 
+def injected_fault(path: str):
+    """Fault injection for the robustness tests, off unless ZSSR_BATCH_FAULT is set.
+
+    ``oom:SUBSTR`` raises an out-of-memory error mid-fit for inputs whose path
+    contains SUBSTR while the memory plan still has tiles of 512 or more;
+    ``kill:SUBSTR:MARKER`` SIGKILLs the worker process mid-fit the first time
+    (while the file MARKER does not exist yet), as a segfault or node loss would.
+    """
+    spec = os.environ.get("ZSSR_BATCH_FAULT", "")
+    kind, _, rest = spec.partition(":")
+    substr, _, marker = rest.partition(":")
+    if not spec or not substr or substr not in path:
+        return None
+
+    def fault(plan: MemoryPlan) -> None:
+        if kind == "oom" and plan.tile >= 512:
+            raise torch.OutOfMemoryError("CUDA out of memory (injected)")
+        if kind == "kill" and marker and not os.path.exists(marker):
+            open(marker, "w").close()
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    return fault
+
+
+def is_out_of_memory(err: BaseException) -> bool:
+    return isinstance(err, (MemoryError, torch.OutOfMemoryError)) or "out of memory" in str(err).lower()
+
+
 def one_line(err: BaseException, path: str) -> str:
     """A failure as one line that names the file and the cause."""
     msg = " ".join(str(err).split()) or type(err).__name__
-    if isinstance(err, MemoryError) or "out of memory" in msg.lower():
-        msg = f"out of memory ({msg[:200]})"
+    if is_out_of_memory(err):
+        msg = f"out of memory even with {msg}"
     elif not isinstance(err, (ValueError, OSError)):
         msg = f"{type(err).__name__}: {msg}"
     return msg if path in msg else f"{path}: {msg}"
@@ -137,15 +170,30 @@ def one_line(err: BaseException, path: str) -> str:
 
 def run_item(item: dict[str, Any], cfg: FitConfig, device: str, extras: Extras = Extras(),
              max_pixels: int | None = None, degrade: bool = False) -> dict[str, Any]:
-    """``process_image`` that never raises for a bad image: failures come back as records."""
+    """``process_image`` that never raises for a bad image: failures come back as records.
+
+    Out of memory (CUDA or host) is retried with smaller tiles and batches
+    (1024 -> 512 -> 256 -> 128 pixel tiles) before the image is given up.
+    """
     record: dict[str, Any] = {"input": item["input"], "output": item["output"], "gt": item.get("gt"),
                               "rel": item.get("rel"), "config_hash": cfg.hash(),
                               "scale": f"{cfg.scale[0]:g}" if cfg.scale[0] == cfg.scale[1] else
                               "x".join(f"{s:g}" for s in cfg.scale)}
-    try:
-        record.update(process_image(item["input"], item["output"], cfg, device, item.get("gt"), None, extras,
-                                    max_pixels, degrade_input=degrade))
-        record["status"], record["error"] = "ok", None
-    except Exception as e:  # noqa: BLE001 - every per-image failure becomes a row, the run goes on
-        record["status"], record["error"] = "failed", one_line(e, item["input"])
-    return record
+    plan = MemoryPlan()
+    while True:
+        try:
+            record.update(process_image(item["input"], item["output"], cfg, device, item.get("gt"), None, extras,
+                                        max_pixels, degrade_input=degrade, plan=plan))
+            record["status"], record["error"], record["tile"] = "ok", None, plan.tile
+            return record
+        except Exception as e:  # noqa: BLE001 - every per-image failure becomes a row, the run goes on
+            if is_out_of_memory(e):
+                if torch.cuda.is_available():
+                    torch.cuda.empty_cache()
+                smaller = plan.smaller()
+                if smaller is not None:
+                    plan = smaller
+                    continue
+                e = MemoryError(f"{plan.tile}-pixel tiles ({' '.join(str(e).split())[:160]})")
+            record["status"], record["error"] = "failed", one_line(e, item["input"])
+            return record

@@ -1,0 +1,250 @@
+"""Overnight safety: bad inputs become rows, resume after SIGKILL or Ctrl-C, worker deaths, out of memory."""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+import signal
+import struct
+import subprocess
+import sys
+import time
+import zlib
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from PIL import Image
+
+from zssr_batch.cli import main
+
+TINY = ["--max-iters", "2", "--crop", "12", "--width", "8", "--back-projection-iters", "1", "--no-progress",
+        "--gpus", "0"]
+
+
+def _rows(out: Path) -> list[dict[str, str]]:
+    with open(out / "report.csv", newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def _photo(h: int, w: int, seed: int = 0) -> np.ndarray:
+    y, x = np.mgrid[0:h, 0:w]
+    rgb = np.stack([np.sin(x / (2 + seed)), np.cos(y / 3), np.sin((x + y) / 5)], -1) * 0.4 + 0.5
+    return (rgb * 255).astype(np.uint8)
+
+
+def _bomb_png(path: Path, w: int, h: int) -> None:
+    """A tiny PNG whose header declares a huge size."""
+    buf = io.BytesIO()
+    Image.fromarray(_photo(8, 8)).save(buf, "PNG")
+    data = bytearray(buf.getvalue())
+    ihdr = struct.pack(">II", w, h) + bytes(data[24:29])
+    data[16:29] = ihdr
+    data[29:33] = struct.pack(">I", zlib.crc32(b"IHDR" + ihdr) & 0xFFFFFFFF)
+    path.write_bytes(bytes(data))
+
+
+def _corpus(d: Path) -> dict[str, tuple[str, str]]:
+    """Writes the inputs; returns relative path -> (expected status, error fragment or output check)."""
+    d.mkdir(parents=True)
+    exp: dict[str, tuple[str, str]] = {}
+    rgb = _photo(20, 24)
+    (d / "empty.png").write_bytes(b""); exp["empty.png"] = ("failed", "empty file")
+    full = io.BytesIO(); Image.fromarray(_photo(64, 64)).save(full, "PNG")
+    (d / "cut.png").write_bytes(full.getvalue()[:300]); exp["cut.png"] = ("failed", "truncated")
+    jpg = io.BytesIO(); Image.fromarray(_photo(64, 64)).save(jpg, "JPEG")
+    (d / "cut.jpg").write_bytes(jpg.getvalue()[:400]); exp["cut.jpg"] = ("failed", "truncated")
+    (d / "notes.png").write_text("this is a text file"); exp["notes.png"] = ("failed", "not an image")
+    _bomb_png(d / "bomb.png", 100000, 100000); exp["bomb.png"] = ("failed", "exceeds --max-pixels 100000000")
+    Image.fromarray(_photo(1, 1)).save(d / "one.png"); exp["one.png"] = ("failed", "image 1x1 is smaller than the minimum 8x8")
+    Image.fromarray(_photo(5, 7)).save(d / "small.png"); exp["small.png"] = ("failed", "image 7x5 is smaller than the minimum 8x8")
+    Image.fromarray(_photo(10, 11)).save(d / "below_crop.png"); exp["below_crop.png"] = ("ok", "RGB")
+    Image.fromarray(rgb[..., 0]).save(d / "gray.png"); exp["gray.png"] = ("ok", "L")
+    Image.fromarray(np.dstack([rgb[..., 0], rgb[..., 1]]), "LA").save(d / "gray_alpha.png"); exp["gray_alpha.png"] = ("ok", "LA")
+    Image.fromarray(np.dstack([rgb, rgb[..., :1]])).save(d / "rgba.png"); exp["rgba.png"] = ("ok", "RGBA")
+    Image.fromarray(rgb).quantize(32).save(d / "palette.png"); exp["palette.png"] = ("ok", "RGB")
+    Image.fromarray(rgb).convert("CMYK").save(d / "cmyk.jpg"); exp["cmyk.jpg"] = ("ok", "RGB")
+    g16 = rgb[..., 0].astype(np.uint16) * 256 + 7
+    Image.fromarray(g16).save(d / "gray16.png"); exp["gray16.png"] = ("ok", "16-gray")
+    Image.fromarray(g16).save(d / "gray16.tif"); exp["gray16.tif"] = ("ok", "16-gray")
+    c16 = rgb.astype(np.uint16) * 256 + 7
+    cv2.imwrite(str(d / "rgb16.png"), c16[..., ::-1]); exp["rgb16.png"] = ("ok", "16-rgb")
+    cv2.imwrite(str(d / "rgb16.tif"), c16[..., ::-1]); exp["rgb16.tif"] = ("ok", "16-rgb")
+    im = Image.fromarray(rgb); ex = im.getexif(); ex[0x0112] = 6
+    im.save(d / "rotated.jpg", exif=ex); exp["rotated.jpg"] = ("ok", "upright")
+    frames = [Image.fromarray(_photo(20, 24, s)) for s in range(3)]
+    frames[0].save(d / "anim.gif", save_all=True, append_images=frames[1:]); exp["anim.gif"] = ("ok", "P->png")
+    Image.fromarray(rgb).save(d / "with space ü.png"); exp["with space ü.png"] = ("ok", "RGB")
+    for sub in ("a", "b"):
+        (d / sub).mkdir()
+        Image.fromarray(_photo(16, 16, 1 if sub == "a" else 2)).save(d / sub / "same.png")
+        exp[f"{sub}/same.png"] = ("ok", "RGB")
+    os.symlink("..", d / "a" / "loop")  # a symlink loop: followed once, never forever
+    (d / ".hidden.png").write_bytes(full.getvalue())  # hidden: not an input
+    return exp
+
+
+def _check_output(path: Path, kind: str, src: Path) -> None:
+    if kind.startswith("16-"):
+        raw = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+        assert raw.dtype == np.uint16 and raw.ndim == (2 if kind == "16-gray" else 3), path
+        return
+    im = Image.open(path)
+    w, h = Image.open(src).size
+    if kind == "upright":
+        assert im.size == (2 * h, 2 * w)  # EXIF orientation 6: the picture stands up
+    elif kind == "P->png":
+        assert path.suffix == ".png" and im.size == (2 * w, 2 * h)
+    else:
+        assert im.mode == kind and im.size == (2 * w, 2 * h), (path, im.mode, im.size)
+
+
+def test_corpus_of_bad_and_odd_inputs(tmp_path):
+    src = tmp_path / "in"
+    exp = _corpus(src)
+    out = src / "out"  # the output folder inside the input folder: never picked up as input
+    for attempt in range(2):
+        rc = main(["run", "--input", str(src), "--output", str(out), "--scale", "2", *TINY])
+        assert rc == 1  # some images failed, and the exit code says so
+        rows = _rows(out)
+        rels = [r["rel"] for r in rows]
+        assert sorted(rels) == sorted(exp), attempt  # exactly one row per input, no output re-read
+    for r in rows:
+        status, what = exp[r["rel"]]
+        assert r["status"] == status, (r["rel"], r["error"])
+        if status == "failed":
+            assert what in r["error"] and r["rel"].split("/")[-1] in r["error"], r["error"]
+            assert "\n" not in r["error"]
+        else:
+            _check_output(Path(r["output"]), what, Path(r["input"]))
+    produced = sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file())
+    expected = sorted(Path(r["output"]).relative_to(out).as_posix() for r in rows if r["status"] == "ok")
+    assert produced == sorted(expected + ["report.csv", "run.json", "summary.csv"])
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root reads files whatever their permissions")
+def test_unreadable_file_is_a_failed_row(tmp_path):
+    src = tmp_path / "in"
+    src.mkdir()
+    Image.fromarray(_photo(16, 16)).save(src / "locked.png")
+    os.chmod(src / "locked.png", 0)
+    assert main(["run", "--input", str(src), "--output", str(tmp_path / "out"), *TINY]) == 1
+    assert "permission denied" in _rows(tmp_path / "out")[0]["error"]
+
+
+def _make_inputs(d: Path, n: int) -> None:
+    d.mkdir(parents=True, exist_ok=True)
+    for i in range(n):
+        Image.fromarray(_photo(24, 24, i % 7)).save(d / f"{i:03d}.png")
+
+
+def _cmd(src: Path, out: Path, *more: str) -> list[str]:
+    return [sys.executable, "-m", "zssr_batch", "run", "--input", str(src), "--output", str(out), "--workers", "1",
+            "--threads", "1", "--max-iters", "30", "--crop", "16", "--width", "16", "--back-projection-iters", "1",
+            "--no-progress", "--gpus", "0", *more]
+
+
+def _wait_rows(out: Path, n: int, proc: subprocess.Popen, limit: float = 120) -> None:
+    t0 = time.time()
+    while time.time() - t0 < limit and proc.poll() is None:
+        if (out / "report.csv").exists() and len(_rows(out)) >= n:
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"no {n} rows after {limit} s")
+
+
+@pytest.mark.slow
+def test_driver_sigkill_then_rerun_is_exactly_once(tmp_path):
+    src, out = tmp_path / "in", tmp_path / "out"
+    _make_inputs(src, 12)
+    proc = subprocess.Popen(_cmd(src, out), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    _wait_rows(out, 3, proc)
+    os.killpg(proc.pid, signal.SIGKILL)  # the driver and whatever it started, at once
+    proc.wait()
+    done = {r["input"]: r for r in _rows(out) if r["status"] == "ok"}
+    assert 3 <= len(done) < 12
+    stamps = {p: os.stat(p).st_mtime_ns for p in (r["output"] for r in done.values())}
+    rerun = subprocess.run(_cmd(src, out), capture_output=True, text=True)
+    assert rerun.returncode == 0, rerun.stderr
+    rows = _rows(out)
+    assert sorted(r["input"] for r in rows) == sorted(str(p) for p in src.glob("*.png"))  # one row each
+    assert all(r["status"] == "ok" for r in rows)
+    assert f"{len(done)} already done" in rerun.stdout  # finished images were not fitted again
+    assert all(os.stat(p).st_mtime_ns == t for p, t in stamps.items())
+    for r in rows:
+        assert Image.open(r["output"]).size == (48, 48)
+    assert not [p for p in out.rglob("*.part")]
+
+
+@pytest.mark.slow
+def test_worker_killed_mid_fit_is_retried_once(tmp_path):
+    src, out = tmp_path / "in", tmp_path / "out"
+    _make_inputs(src, 4)
+    env = {**os.environ, "ZSSR_BATCH_FAULT": f"kill:002.png:{tmp_path / 'killed'}"}
+    res = subprocess.run(_cmd(src, out), capture_output=True, text=True, env=env)
+    assert res.returncode == 0, res.stderr
+    assert (tmp_path / "killed").exists()  # the worker really died
+    rows = {Path(r["input"]).name: r for r in _rows(out)}
+    assert len(rows) == 4 and all(r["status"] == "ok" for r in rows.values())
+    assert rows["002.png"]["attempts"] == "2" and rows["001.png"]["attempts"] == "1"
+    assert "worker died" in res.stderr
+
+
+def test_out_of_memory_retries_with_smaller_tiles(tmp_path, monkeypatch):
+    from zssr_batch.config import resolve
+    from zssr_batch.worker import run_item
+
+    Image.fromarray(_photo(24, 24)).save(tmp_path / "big.png")
+    monkeypatch.setenv("ZSSR_BATCH_FAULT", "oom:big.png")
+    cfg = resolve("fast", overrides={"max_iters": 3, "crop": 12, "width": 8})
+    item = {"input": str(tmp_path / "big.png"), "output": str(tmp_path / "o.png")}
+    rec = run_item(item, cfg, "cpu")
+    assert rec["status"] == "ok" and rec["tile"] == 256  # 1024 and 512 ran out of memory
+    monkeypatch.setenv("ZSSR_BATCH_FAULT", "")
+    assert run_item(item, cfg, "cpu")["tile"] == 1024
+
+
+def test_tiled_inference_has_no_seams():
+    import torch
+
+    from zssr_batch.infer import MemoryPlan, network_upscale
+    from zssr_batch.metrics import psnr
+    from zssr_batch.model import ZSSRNet
+
+    net = ZSSRNet(3, 8, 16, 0.5, torch.Generator().manual_seed(0)).eval()  # a strong residual shows seams
+    img = torch.rand(2, 3, 70, 90)
+    whole = network_upscale(net, img, (2.0, 2.0), plan=MemoryPlan(tile=4096))
+    tiled = network_upscale(net, img, (2.0, 2.0), plan=MemoryPlan(tile=48))
+    assert psnr(whole.numpy() * 255, tiled.numpy() * 255) >= 50  # the issue's bar; in fact equal to float noise
+    assert float((whole - tiled).abs().max()) < 1e-5
+
+
+@pytest.mark.slow
+def test_ctrl_c_stops_cleanly_and_rerun_completes(tmp_path):
+    src, out = tmp_path / "in", tmp_path / "out"
+    _make_inputs(src, 10)
+    proc = subprocess.Popen(_cmd(src, out), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    _wait_rows(out, 2, proc)
+    proc.send_signal(signal.SIGINT)
+    stdout, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 130, stderr
+    assert "stopping" in stderr
+    partial = _rows(out)
+    assert 2 <= len(partial) < 10 and len({r["input"] for r in partial}) == len(partial)
+    rerun = subprocess.run(_cmd(src, out), capture_output=True, text=True)
+    assert rerun.returncode == 0
+    rows = _rows(out)
+    assert len(rows) == 10 and len({r["input"] for r in rows}) == 10 and all(r["status"] == "ok" for r in rows)
+
+
+def test_max_failures_stops_early(tmp_path):
+    src = tmp_path / "in"
+    src.mkdir()
+    for i in range(6):
+        (src / f"bad{i}.png").write_bytes(b"nope")
+    rc = main(["run", "--input", str(src), "--output", str(tmp_path / "out"), "--max-failures", "2", *TINY])
+    assert rc == 3
+    assert 2 <= len(_rows(tmp_path / "out")) < 6
