@@ -199,8 +199,10 @@ def test_streaming_2000_images_keeps_driver_memory_flat_and_rows_arrive_during_t
     assert len(_rows(out)) == 2000
     during = [n for n, _ in samples if 0 < n < 2000]
     assert len(set(during)) >= 5, "the report should grow while the run goes"
-    # Flat memory: RSS once the pipeline is warm (200 rows) vs the largest RSS after it.
-    # A driver that kept every result or ref would grow with the row count; we allow
-    # 40 MB for allocator noise and Ray's own caches.
-    warm = [rss for n, rss in samples if n >= 200]
+    # Flat memory while images stream: RSS once the pipeline is warm (200 rows) vs the
+    # largest RSS until the last row (the summary and HTML report after it load pandas,
+    # which is not per-image memory). A driver that kept every result or ref would grow
+    # with the row count; we allow 40 MB for allocator noise and Ray's own caches.
+    warm = [rss for n, rss in samples if 200 <= n < 2000]
+    print(f"driver RSS: {warm[0]:.1f} MB at 200 rows, at most {max(warm):.1f} MB until 2000")
     assert warm and max(warm) - warm[0] < 40, (warm[0], max(warm))

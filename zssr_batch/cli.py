@@ -94,7 +94,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         threads_per_worker=args.threads, address=args.address, retries=args.retries,
         max_failures=args.max_failures, overwrite=args.overwrite, progress=not args.no_progress,
         max_pixels=args.max_pixels, degrade=args.degrade,
-        extras=Extras(args.save_weights, 0, False, False), command=" ".join(sys.argv),
+        extras=Extras(args.save_weights, report_dir=None if args.no_report_images else str(out)),
+        command=" ".join(sys.argv),
         engine={"preset": base_preset, **base.to_dict(), "config_hash": base.hash()})
     code = run(lambda: scan(input_path, opts), config_for, settings)
     for line in opts.skipped[:20]:
@@ -103,12 +104,14 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
+    from .html_report import write_html_report
     from .report import write_summary
 
     d = Path(args.dir)
     if not (d / "report.csv").is_file():
         raise FileNotFoundError(f"{d / 'report.csv'}: no report to summarize")
     print(write_summary(d))
+    print(f"zssr-batch: wrote {write_html_report(d)}")
     return 0
 
 
@@ -170,10 +173,12 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--no-progress", action="store_true", help="log lines instead of a progress bar")
     run.add_argument("--max-pixels", type=int, default=100_000_000, help="refuse inputs larger than this")
     run.add_argument("--save-weights", action="store_true", help="keep each fitted network beside its output")
+    run.add_argument("--no-report-images", action="store_true",
+                     help="skip the thumbnails, crops and curves of report.html (thumbs/, curves/)")
     add_engine_options(run)
     run.set_defaults(func=cmd_run)
 
-    rep = sub.add_parser("report", help="rebuild summary.csv (and the printed table) from DIR/report.csv")
+    rep = sub.add_parser("report", help="rebuild summary.csv, the printed table and report.html from DIR/report.csv")
     rep.add_argument("dir", help="a run's output folder")
     rep.set_defaults(func=cmd_report)
 

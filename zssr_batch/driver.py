@@ -73,7 +73,8 @@ class FitActor:
 
     def process(self, item: dict[str, Any], cfg: dict[str, Any], settings: dict[str, Any]) -> dict[str, Any]:
         started = time.time()
-        record = run_item(item, FitConfig(**cfg), self.device, Extras(**settings["extras"]),
+        extras = Extras(**{**settings["extras"], "rel": item.get("rel") or None})
+        record = run_item(item, FitConfig(**cfg), self.device, extras,
                           settings["max_pixels"], settings["degrade"])
         record.update(self.where())
         record["started_at"] = _iso(started)
@@ -318,6 +319,9 @@ def run(items: Callable[[], Iterator[WorkItem]], config_for: Callable[[WorkItem]
     table = write_summary(out)
     t_end = time.time()
     write_run_json(out, settings, counts, total, t_start, t_end, n_actors, resources, stop_reason)
+    from .html_report import write_html_report
+
+    write_html_report(out)
     print(table)
     print(f"zssr-batch: {counts['ok']} ok, {counts['failed']} failed, {counts['skipped']} already done "
           f"of {total} in {t_end - t_start:.1f} s; report: {report_path}"

@@ -24,7 +24,9 @@ from .infer import MemoryPlan
 from .images import Picture, load_image, save_image, write_atomic
 from .kernels import load_kernel
 from .metrics import score
-from .resize import imresize, output_size
+from .plots import lines
+from .resize import imresize
+from .thumbs import write_thumbs
 from .weights import save_weights
 
 SCORE_KEYS = ("psnr_rgb", "ssim_rgb", "psnr_y", "ssim_y")
@@ -39,10 +41,17 @@ class Extras:
     save_pairs: int = 0  # every Nth training pair as PNGs; 0 = none
     save_variants: bool = False  # single pass, mean and median ensembles
     save_curve: bool = False  # per-step loss and learning rate as CSV
+    rel: str | None = None  # the input's relative path, set per item by the run
+    report_dir: str | None = None  # a run's folder: curves/<rel>.csv|svg and thumbs/<rel>/ for report.html
 
 
 def _tensor(a: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(a))
+
+
+def report_name(input_path: Path, extras: Extras) -> str:
+    """The input's path relative to the run (its ``rel``), naming its curve and thumbnails."""
+    return extras.rel or input_path.name
 
 
 def curve_csv(result: SRResult) -> str:
@@ -54,6 +63,16 @@ def curve_csv(result: SRResult) -> str:
     for i, (loss, lr, st) in enumerate(zip(log.loss, log.lr, log.scale_step)):
         w.writerow([i, st, f"{loss:.6g}", f"{lr:.3g}", f"{rec[i]:.6g}" if i in rec else ""])
     return buf.getvalue()
+
+
+def curve_svg(result: SRResult) -> str:
+    log = result.log
+    steps = list(range(len(log.loss)))
+    loss = lines([("L1 loss", steps, log.loss), ("reconstruction MSE", log.test_steps, log.rec_mse)],
+                 w=300, h=150, xlabel="step", log_y=True, title="loss")
+    rate = lines([("learning rate", steps, log.lr)], w=300, h=110, xlabel="step", log_y=True, title="learning rate")
+    body = loss.replace("<svg ", '<svg y="0" ', 1) + rate.replace("<svg ", '<svg y="150" ', 1)
+    return f'<svg xmlns="http://www.w3.org/2000/svg" width="300" height="260" viewBox="0 0 300 260">{body}</svg>'
 
 
 def _as_picture(color: torch.Tensor, like: Picture, alpha: torch.Tensor | None) -> Picture:
@@ -105,6 +124,14 @@ def process_image(input_path: str | Path, output_path: str | Path, cfg: FitConfi
         save_weights(f"{stem}.safetensors", result.state_dict, cfg, color.shape[0])
     if extras.save_curve:
         write_atomic(f"{stem}_curve.csv", curve_csv(result).encode())
+    bicubic = imresize(color.double(), cfg.scale, out_hw).float()
+    gt = gt_pic if gt_pic is not None else (load_image(gt_path, max_pixels) if gt_path else None)
+    if extras.report_dir:
+        rel = report_name(input_path, extras)
+        write_atomic(Path(extras.report_dir) / "curves" / f"{rel}.csv", curve_csv(result).encode())
+        write_atomic(Path(extras.report_dir) / "curves" / f"{rel}.svg", curve_svg(result).encode())
+        write_thumbs(Path(extras.report_dir) / "thumbs" / rel, color, bicubic, result.output,
+                     None if gt is None else _tensor(gt.color))
 
     record: dict[str, Any] = {
         "input": str(input_path), "output": str(output_path),
@@ -117,10 +144,8 @@ def process_image(input_path: str | Path, output_path: str | Path, cfg: FitConfi
     }
     for prefix in ("", "bicubic_"):
         record.update({prefix + k: None for k in SCORE_KEYS})
-    if gt_path or gt_pic is not None:
-        gt = gt_pic if gt_pic is not None else load_image(gt_path, max_pixels)
+    if gt is not None:
         border = int(round(max(cfg.scale)))
-        bicubic = imresize(color.double(), cfg.scale, output_size((h, w), cfg.scale)).float()
         record.update(score(result.output, gt.color, border))
         record.update({"bicubic_" + k: v for k, v in score(bicubic, gt.color, border).items()})
         if compare_path:
