@@ -28,12 +28,17 @@ def add_engine_options(p: argparse.ArgumentParser) -> None:
                        help=f.metadata.get("help"))
 
 
-def engine_config(args: argparse.Namespace) -> FitConfig:
+def engine_sources(args: argparse.Namespace) -> tuple[str, dict[str, Any], dict[str, Any]]:
+    """(preset, config-file values, command-line values): the flag's preset wins over the file's."""
     file_values = load_config_file(args.config) if args.config else {}
     preset = args.preset or file_values.pop("preset", None) or "paper"
     file_values.pop("preset", None)
-    overrides = {f.name: getattr(args, f.name) for f in fields(FitConfig) if getattr(args, f.name) is not None}
-    return resolve(preset, file_values, overrides)
+    flags = {f.name: getattr(args, f.name) for f in fields(FitConfig) if getattr(args, f.name) is not None}
+    return preset, file_values, flags
+
+
+def engine_config(args: argparse.Namespace) -> FitConfig:
+    return resolve(*engine_sources(args))
 
 
 def _json_safe(v: Any) -> Any:
@@ -66,10 +71,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from .sources import ScanOptions, scan
     from .worker import Extras
 
-    file_values = load_config_file(args.config) if args.config else {}
-    base_preset = args.preset or file_values.pop("preset", None) or "paper"
-    file_values.pop("preset", None)
-    cli = {f.name: getattr(args, f.name) for f in fields(FitConfig) if getattr(args, f.name) is not None}
+    base_preset, file_values, cli = engine_sources(args)
     base = resolve(base_preset, file_values, cli)  # fails early on bad settings
 
     @lru_cache(maxsize=256)

@@ -107,8 +107,14 @@ class FitConfig:
         return json.loads(json.dumps(dataclasses.asdict(self)))
 
     def hash(self) -> str:
-        """12 hex digits naming what the output depends on (resume keys on it)."""
-        blob = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
+        """12 hex digits naming what the output depends on (resume keys on it).
+
+        A kernel file counts by its content, not its name: editing it redoes the images.
+        """
+        d = self.to_dict()
+        if self.kernel and Path(self.kernel).is_file():
+            d["kernel"] = hashlib.sha256(Path(self.kernel).read_bytes()).hexdigest()
+        blob = json.dumps(d, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
 
@@ -206,15 +212,15 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
 
 def resolve(preset: str = "paper", file_values: Mapping[str, Any] | None = None,
             overrides: Mapping[str, Any] | None = None) -> FitConfig:
-    """preset -> file -> overrides, each value coerced to its field's type, then validated."""
+    """preset -> file -> overrides, each value coerced to its field's type, then validated.
+
+    A ``preset`` key inside ``file_values`` is the caller's to honour (see ``cli``); it is ignored here.
+    """
     merged: dict[str, Any] = {}
-    file_values = dict(file_values or {})
-    preset = file_values.pop("preset", None) if preset is None else preset
-    preset = preset or "paper"
     if preset not in PRESETS:
         raise ValueError(f"unknown preset {preset!r}; choose from {', '.join(PRESETS)}")
     known = _field_types()
-    for source in (PRESETS[preset], file_values, overrides or {}):
+    for source in (PRESETS[preset], file_values or {}, overrides or {}):
         for key, value in source.items():
             key = key.replace("-", "_")
             if key == "preset":

@@ -48,6 +48,28 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+def upscale_with(net: ZSSRNet, img: torch.Tensor, cfg: FitConfig, step: int, kernel: torch.Tensor | None,
+                 plan: MemoryPlan, want_variants: bool = False) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """The fitted net's final output for scale step ``step`` (and the single/mean/median variants if asked)."""
+    net.eval()
+    sf, bp = cfg.steps[step], cfg.bp_iters(step)
+    outs = ensemble_outputs(net, img, sf, cfg.ensemble != "none", bp, kernel, plan)
+    out = combine(outs, "mean" if cfg.ensemble == "mean" else "median", img, sf, bp, kernel)
+    variants = {}
+    if want_variants:
+        variants = {"single": outs[0], "mean": combine(outs, "mean", img, sf, bp, kernel),
+                    "median": combine(outs, "median", img, sf, bp, kernel)}
+    return out, variants
+
+
+def new_network(cfg: FitConfig, channels: int, gen: torch.Generator, device: torch.device) -> ZSSRNet:
+    """A fresh network drawn from the image's own random stream (the first draws of that stream)."""
+    net = ZSSRNet(channels, cfg.depth, cfg.width, cfg.init_variance, generator=gen)
+    if cfg.max_iters == 0:  # untrained = no residual: the bicubic upscale, exactly
+        torch.nn.init.zeros_(net.convs[-1].weight)
+    return net.to(device)
+
+
 def super_resolve(image: torch.Tensor, cfg: FitConfig, device: torch.device | str = "cpu",
                   kernel: np.ndarray | None = None, pair_hook: PairHook | None = None,
                   want_variants: bool = False, plan: MemoryPlan = MemoryPlan()) -> SRResult:
@@ -59,39 +81,26 @@ def super_resolve(image: torch.Tensor, cfg: FitConfig, device: torch.device | st
     img = image.to(device=device, dtype=torch.float32)
     channels = img.shape[0]
 
-    def new_net() -> ZSSRNet:
-        net = ZSSRNet(channels, cfg.depth, cfg.width, cfg.init_variance, generator=gen)
-        if cfg.max_iters == 0:  # untrained = no residual: the bicubic upscale, exactly
-            torch.nn.init.zeros_(net.convs[-1].weight)
-        return net.to(device)
-
     log = FitLog()
-    net = new_net()
+    net = new_network(cfg, channels, gen, device)
     trainer = Trainer(net, cfg, gen, log, pair_hook, plan)
     steps = cfg.steps
     base_scales = [(1.0, 1.0)] + list(steps)
     sources = [img]
     fit_s = infer_s = 0.0
-    variants: dict[str, torch.Tensor] = {}
     out = img
     for i, sf in enumerate(steps):
         k = None
         if kernel is not None:
             k = torch.as_tensor(shift_kernel(kernel, sf), dtype=torch.float32, device=device)
         if i > 0 and cfg.reinit_each_step:
-            net = new_net()
+            net = new_network(cfg, channels, gen, device)
             trainer = Trainer(net, cfg, gen, log, pair_hook, plan)
         t0 = time.perf_counter()
         trainer.train(img, sources, base_scales, sf, k, scale_step=i)
         _sync(device)
         t1 = time.perf_counter()
-        net.eval()
-        bp = cfg.bp_iters(i)
-        outs = ensemble_outputs(net, img, sf, cfg.ensemble != "none", bp, k, plan)
-        out = combine(outs, "mean" if cfg.ensemble == "mean" else "median", img, sf, bp, k)
-        if want_variants and i == len(steps) - 1:
-            variants = {"single": outs[0], "mean": combine(outs, "mean", img, sf, bp, k),
-                        "median": combine(outs, "median", img, sf, bp, k)}
+        out, variants = upscale_with(net, img, cfg, i, k, plan, want_variants and i == len(steps) - 1)
         _sync(device)
         fit_s += t1 - t0
         infer_s += time.perf_counter() - t1

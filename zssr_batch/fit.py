@@ -65,6 +65,63 @@ def legacy_slope_std(xs: Sequence[float], ys: Sequence[float]) -> tuple[float, f
     return slope, math.sqrt(resid / dof / sxx)
 
 
+def reconstruction_mse(net: ZSSRNet, image: torch.Tensor, sf: Pair, kernel: torch.Tensor | None, noise_std: float,
+                       gen: torch.Generator, plan: MemoryPlan = MemoryPlan()) -> float:
+    """How well the net restores the image from its own downscaled copy (the rule's signal)."""
+    with torch.no_grad():
+        son = make_son(image, sf, kernel, noise_std, gen)
+        rec = network_upscale(net, son[None], sf, image.shape[-2:], plan)[0]
+        return float(((image - rec) ** 2).mean())
+
+
+def augment_of(cfg: FitConfig) -> Augment:
+    return Augment(cfg.crop, cfg.p_as_is, cfg.p_no_interp, cfg.augment_min_scale, cfg.augment_max_scale,
+                   cfg.scale_diff_sigma, cfg.shear_sigma, cfg.rotation)
+
+
+class Schedule:
+    """One image's learning rate through one scale step: the authors' rule, or the article's halving."""
+
+    def __init__(self, cfg: FitConfig) -> None:
+        self.cfg = cfg
+        self.lr = cfg.learning_rate
+        self.changes = [0]
+        self.tests: list[int] = []
+        self.rec: list[float] = []
+        self.n_fit = max(1, cfg.lr_slope_range // cfg.test_every)
+        self.drop_every = max(1, math.ceil(cfg.max_iters / cfg.lr_halvings))
+
+    def rate(self, it: int) -> float:
+        """The learning rate of step ``it``."""
+        if self.cfg.lr_schedule == "halving":
+            self.lr = self.cfg.learning_rate * 0.5 ** math.floor((1 + it) / self.drop_every)
+        return self.lr
+
+    def wants_test(self, it: int) -> bool:
+        return self.cfg.lr_schedule == "zssr" and it % self.cfg.test_every == 0
+
+    def add_test(self, it: int, rec_mse: float) -> None:
+        self.tests.append(it)
+        self.rec.append(rec_mse)
+
+    def after_step(self, it: int) -> bool:
+        """Apply the rule after step ``it``; True when the rate was cut."""
+        cfg = self.cfg
+        if cfg.lr_schedule != "zssr":
+            return False
+        if (1 + it) % cfg.lr_check_every == 0 and it - self.changes[-1] > cfg.min_iters:
+            slope, std = legacy_slope_std(self.tests[-self.n_fit:], self.rec[-self.n_fit:])
+            if -cfg.lr_change_ratio * slope < std:
+                self.lr /= 10
+                self.changes.append(it)
+                return True
+        return False
+
+    @property
+    def finished(self) -> bool:
+        return self.cfg.lr_schedule == "zssr" and self.lr < self.cfg.min_learning_rate
+
+
 class Trainer:
     """Trains one network on one image through one or more scale steps."""
 
@@ -74,30 +131,19 @@ class Trainer:
         self.draw = Draw(gen)
         self.pair_hook = pair_hook
         self.opt = torch.optim.Adam(net.parameters(), lr=cfg.learning_rate, betas=(0.9, 0.999), eps=1e-8)
-        self.aug = Augment(cfg.crop, cfg.p_as_is, cfg.p_no_interp, cfg.augment_min_scale, cfg.augment_max_scale,
-                           cfg.scale_diff_sigma, cfg.shear_sigma, cfg.rotation)
+        self.aug = augment_of(cfg)
 
     def reconstruction_mse(self, image: torch.Tensor, sf: Pair, kernel: torch.Tensor | None) -> float:
-        """How well the net restores the image from its own downscaled copy (the rule's signal)."""
-        with torch.no_grad():
-            son = make_son(image, sf, kernel, self.cfg.noise_std, self.gen)
-            rec = network_upscale(self.net, son[None], sf, image.shape[-2:], self.plan)[0]
-            return float(((image - rec) ** 2).mean())
+        return reconstruction_mse(self.net, image, sf, kernel, self.cfg.noise_std, self.gen, self.plan)
 
     def train(self, image: torch.Tensor, sources: list[torch.Tensor], base_scales: Sequence[Pair], sf: Pair,
               kernel: torch.Tensor | None, scale_step: int = 0) -> None:
         cfg, log = self.cfg, self.log
-        lr = cfg.learning_rate
-        changes = [0]
-        local_tests: list[int] = []
-        local_rec: list[float] = []
-        n_fit = max(1, cfg.lr_slope_range // cfg.test_every)
-        drop_every = max(1, math.ceil(cfg.max_iters / cfg.lr_halvings))
+        sched = Schedule(cfg)
         losses = []  # device scalars: no host sync per step
         self.net.train()
         for it in range(cfg.max_iters):
-            if cfg.lr_schedule == "halving":
-                lr = cfg.learning_rate * 0.5 ** math.floor((1 + it) / drop_every)
+            lr = sched.rate(it)
             for group in self.opt.param_groups:
                 group["lr"] = lr
             father = sample_father(sources, base_scales, self.aug, self.draw)
@@ -112,19 +158,13 @@ class Trainer:
             losses.append(loss.detach())
             log.lr.append(lr)
             log.scale_step.append(scale_step)
-
-            if cfg.lr_schedule == "zssr":
-                if it % cfg.test_every == 0:
-                    local_tests.append(it)
-                    local_rec.append(self.reconstruction_mse(image, sf, kernel))
-                    log.test_steps.append(log.iterations + len(losses) - 1)
-                    log.rec_mse.append(local_rec[-1])
-                if (1 + it) % cfg.lr_check_every == 0 and it - changes[-1] > cfg.min_iters:
-                    slope, std = legacy_slope_std(local_tests[-n_fit:], local_rec[-n_fit:])
-                    if -cfg.lr_change_ratio * slope < std:
-                        lr /= 10
-                        changes.append(it)
-                        log.lr_changes.append(log.iterations + len(losses) - 1)
-                if lr < cfg.min_learning_rate:
-                    break
+            step = log.iterations + it  # counted across scale steps
+            if sched.wants_test(it):
+                sched.add_test(it, self.reconstruction_mse(image, sf, kernel))
+                log.test_steps.append(step)
+                log.rec_mse.append(sched.rec[-1])
+            if sched.after_step(it):
+                log.lr_changes.append(step)
+            if sched.finished:
+                break
         log.loss.extend(torch.stack(losses).cpu().tolist() if losses else [])

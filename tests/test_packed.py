@@ -1,0 +1,73 @@
+"""Packed fits (K networks in grouped convolutions) equal fitting each image alone."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import have_data, hr_path
+from zssr_batch.config import resolve
+from zssr_batch.engine import super_resolve
+from zssr_batch.images import load_image
+from zssr_batch.packed import Job, PackedAdam, fit_packed
+
+
+def _crops() -> list[torch.Tensor]:
+    if have_data():
+        img = torch.from_numpy(load_image(hr_path("Set5", "baby")).color)
+        return [img[:, 40:70, 50:84], img[:, 200:240, 100:128], img[:, 300:336, 300:336]]
+    gen = torch.Generator().manual_seed(0)
+    return [torch.rand(3, 30, 34, generator=gen), torch.rand(3, 40, 28, generator=gen),
+            torch.rand(3, 36, 36, generator=gen)]
+
+
+def test_packed_adam_matches_torch_adam_per_slot():
+    torch.manual_seed(0)
+    w = torch.randn(3, 4, 5)
+    ref = [torch.nn.Parameter(w[i].clone()) for i in range(3)]
+    opts = [torch.optim.Adam([p], lr=lr) for p, lr in zip(ref, (1e-3, 1e-4, 5e-3))]
+    packed = torch.nn.Parameter(w.clone())
+    popt = PackedAdam([packed], 3)
+    for step in range(7):
+        g = torch.randn(3, 4, 5)
+        active = torch.tensor([True, step % 2 == 0, step < 4])
+        for i in range(3):
+            if active[i]:
+                ref[i].grad = g[i].clone()
+                opts[i].step()
+        packed.grad = g.clone()
+        popt.step(torch.tensor([1e-3, 1e-4, 5e-3], dtype=torch.float64), active)
+    for i in range(3):
+        assert torch.allclose(packed[i].detach(), ref[i].detach(), atol=1e-6)
+
+
+def test_packed_fits_equal_single_fits_with_their_own_streams_and_stopping_points():
+    # 20 steps (the issue's check), one image stopping early so that a later image
+    # takes its slot mid-run (continuous batching), seeds differing per image.
+    cfgs = [resolve("fast", overrides={"max_iters": 20, "crop": 24, "width": 16, "seed": 3}),
+            resolve("fast", overrides={"max_iters": 9, "crop": 24, "width": 16, "seed": 4}),
+            resolve("fast", overrides={"max_iters": 20, "crop": 24, "width": 16, "seed": 5, "test_every": 5})]
+    imgs = _crops()
+    jobs = [Job(i, img, cfg) for i, (img, cfg) in enumerate(zip(imgs, cfgs))]
+    packed = dict(fit_packed(jobs, k=2))
+    assert sorted(packed) == [0, 1, 2]
+    for i, (img, cfg) in enumerate(zip(imgs, cfgs)):
+        alone = super_resolve(img, cfg)
+        p = packed[i]
+        assert p.iterations == alone.iterations == cfg.max_iters
+        for name, w in alone.state_dict.items():
+            assert torch.allclose(p.state_dict[name], w, atol=2e-5, rtol=1e-4), (i, name)
+        assert np.allclose(p.log.loss, alone.log.loss, atol=1e-5)
+        assert p.log.test_steps == alone.log.test_steps
+        assert torch.allclose(p.output, alone.output, atol=1e-4)
+
+
+def test_unpackable_jobs_are_fitted_alone():
+    cfg = resolve("fast", overrides={"max_iters": 3, "crop": 24, "width": 8})
+    small = torch.rand(3, 16, 20)  # smaller than the crop
+    gray = torch.rand(1, 30, 30)
+    rgb = torch.rand(3, 30, 30)
+    out = dict(fit_packed([Job("rgb", rgb, cfg), Job("small", small, cfg), Job("gray", gray, cfg)], k=2))
+    assert out["small"].output.shape == (3, 32, 40) and out["gray"].output.shape == (1, 60, 60)
+    assert torch.equal(out["gray"].output, super_resolve(gray, cfg).output)
