@@ -149,7 +149,7 @@ def _make_inputs(d: Path, n: int) -> None:
 def _cmd(src: Path, out: Path, *more: str) -> list[str]:
     return [sys.executable, "-m", "zssr_batch", "run", "--input", str(src), "--output", str(out), "--workers", "1",
             "--threads", "1", "--max-iters", "30", "--crop", "16", "--width", "16", "--back-projection-iters", "1",
-            "--no-progress", "--gpus", "0", *more]
+            "--no-progress", "--gpus", "0", "--pack", "2", "--batch", "2", *more]  # packed, rows every 2 images
 
 
 def _wait_rows(out: Path, n: int, proc: subprocess.Popen, limit: float = 120) -> None:
@@ -187,16 +187,22 @@ def test_driver_sigkill_then_rerun_is_exactly_once(tmp_path):
 
 @pytest.mark.slow
 def test_worker_killed_mid_fit_is_retried_once(tmp_path):
-    src, out = tmp_path / "in", tmp_path / "out"
+    src = tmp_path / "in"
     _make_inputs(src, 4)
-    env = {**os.environ, "ZSSR_BATCH_FAULT": f"kill:002.png:{tmp_path / 'killed'}"}
-    res = subprocess.run(_cmd(src, out), capture_output=True, text=True, env=env)
-    assert res.returncode == 0, res.stderr
-    assert (tmp_path / "killed").exists()  # the worker really died
-    rows = {Path(r["input"]).name: r for r in _rows(out)}
-    assert len(rows) == 4 and all(r["status"] == "ok" for r in rows.values())
-    assert rows["002.png"]["attempts"] == "2" and rows["001.png"]["attempts"] == "1"
-    assert "worker died" in res.stderr
+    for mode in ("packed", "single"):
+        out = tmp_path / mode
+        marker = tmp_path / f"killed-{mode}"
+        env = {**os.environ, "ZSSR_BATCH_FAULT": f"kill:002.png:{marker}"}
+        more = ["--pack", "1"] if mode == "single" else []
+        res = subprocess.run(_cmd(src, out, *more), capture_output=True, text=True, env=env)
+        assert res.returncode == 0, res.stderr
+        assert marker.exists()  # the worker really died
+        rows = {Path(r["input"]).name: r for r in _rows(out)}
+        assert len(rows) == 4 and all(r["status"] == "ok" for r in rows.values())
+        assert rows["002.png"]["attempts"] == "2"
+        assert "worker died" in res.stderr
+        if mode == "single":  # one image per call: only the image that was in the dead worker is redone
+            assert rows["001.png"]["attempts"] == "1"
 
 
 def test_out_of_memory_retries_with_smaller_tiles(tmp_path, monkeypatch):
@@ -249,8 +255,10 @@ def test_ctrl_c_stops_cleanly_and_rerun_completes(tmp_path):
 def test_max_failures_stops_early(tmp_path):
     src = tmp_path / "in"
     src.mkdir()
-    for i in range(6):
-        (src / f"bad{i}.png").write_bytes(b"nope")
-    rc = main(["run", "--input", str(src), "--output", str(tmp_path / "out"), "--max-failures", "2", *TINY])
+    for i in range(12):
+        (src / f"bad{i:02d}.png").write_bytes(b"nope")
+    # batches of 2: the run stops once 2 have failed, with at most the batches in flight (2 per actor) after it
+    rc = main(["run", "--input", str(src), "--output", str(tmp_path / "out"), "--max-failures", "2", "--pack", "2",
+               "--batch", "2", "--workers", "1", *TINY])
     assert rc == 3
-    assert 2 <= len(_rows(tmp_path / "out")) < 6
+    assert 2 <= len(_rows(tmp_path / "out")) <= 6

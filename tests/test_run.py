@@ -150,14 +150,14 @@ def test_two_node_cluster_uses_both_nodes_and_caps_concurrency(tmp_path):
     try:
         ray.init(address=cluster.address)
         out = tmp_path / "out"
-        rc = main(["run", "--input", str(src), "--output", str(out), "--gpus", "4", "--images-per-gpu", "1",
-                   "--threads", "1", "--address", cluster.address, *TINY])
+        rc = main(["run", "--input", str(src), "--output", str(out), "--gpus", "4", "--batch", "2",
+                   "--threads", "1", "--address", cluster.address, *TINY])  # packed (default), one actor per GPU
         assert rc == 0
         rows = _rows(out)
         assert len(rows) == 12 and len({r["node"] for r in rows}) == 2
         out2 = tmp_path / "out2"
         rc = main(["run", "--input", str(src), "--output", str(out2), "--gpus", "2", "--images-per-gpu", "2",
-                   "--threads", "1", "--address", cluster.address, "--max-iters", "30", *TINY[2:]])
+                   "--threads", "1", "--address", cluster.address, "--pack", "1", "--max-iters", "30", *TINY[2:]])
         assert rc == 0
         rows2 = _rows(out2)
         assert len(rows2) == 12

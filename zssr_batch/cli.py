@@ -92,7 +92,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     if not input_path.exists():
         raise FileNotFoundError(f"{input_path}: no such file or folder")
     settings = RunSettings(
-        output_dir=out, gpus=args.gpus, images_per_gpu=args.images_per_gpu, cpu_workers=args.workers,
+        output_dir=out, gpus=args.gpus, images_per_gpu=args.images_per_gpu, pack=args.pack, batch=args.batch,
+        cpu_workers=args.workers,
         threads_per_worker=args.threads, address=args.address, retries=args.retries,
         max_failures=args.max_failures, overwrite=args.overwrite, progress=not args.no_progress,
         max_pixels=args.max_pixels, degrade=args.degrade,
@@ -165,7 +166,12 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--suffix", default="", help="appended to each output stem (default none)")
     run.add_argument("--ext", default=None, help="output format, e.g. png (default: same as the input)")
     run.add_argument("--gpus", type=int, default=None, help="GPUs to use (default all; 0 = CPU only)")
-    run.add_argument("--images-per-gpu", type=int, default=4, help="fits sharing one GPU (default 4)")
+    run.add_argument("--pack", type=int, default=0,
+                     help="fits trained together in one pack (default 0: from GPU memory, 4 on a CPU); "
+                          "1 = one image per actor call, no packing")
+    run.add_argument("--batch", type=int, default=None, help="images per actor call when packing (default 4 x pack)")
+    run.add_argument("--images-per-gpu", type=int, default=None,
+                     help="actors sharing one GPU (default 1 when packing, 4 with --pack 1)")
     run.add_argument("--workers", type=int, default=None, help="CPU actors when no GPU is used (default cores/threads)")
     run.add_argument("--threads", type=int, default=None, help="torch threads per actor")
     run.add_argument("--address", default=None, help="Ray cluster to join (default: RAY_ADDRESS, else local Ray)")

@@ -2,9 +2,11 @@
 
 The only module that imports Ray. With no address it starts a local Ray sized
 to the machine and shuts it down at the end; with one it joins the cluster.
-Each actor holds ``1 / images_per_gpu`` of a GPU (or some CPU cores) and fits
-one image at a time; at most two tasks wait per actor, so the driver never
-holds more than ``2 x actors`` object refs however long the input list is.
+By default each actor gets batches of images and fits them in packs (see
+``packed``): one actor per GPU, or per few CPU cores. With ``--pack 1`` each
+call is one image and each actor holds ``1 / images_per_gpu`` of a GPU. At most
+two calls wait per actor, so the driver never holds more than ``2 x actors``
+object refs however long the input list is.
 An actor that dies (segfault, SIGKILL, node loss) is restarted by Ray and its
 image resubmitted, up to ``retries`` times.
 """
@@ -30,7 +32,7 @@ from . import __version__
 from .config import FitConfig
 from .report import ReportWriter, read_rows, write_summary
 from .sources import WorkItem
-from .worker import Extras, run_item
+from .worker import Extras, run_item, run_packed
 
 # Exit codes (documented in the README).
 EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE, EXIT_TOO_MANY_FAILURES, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
@@ -41,7 +43,9 @@ DEPTH = 2  # tasks queued per actor: one running, one ready to start
 class RunSettings:
     output_dir: Path
     gpus: int | None = None  # None: every GPU there is
-    images_per_gpu: int = 4
+    images_per_gpu: int | None = None  # actors per GPU; default 4 fitting one image each, 1 when packing
+    pack: int = 0  # fits per pack: 0 = from memory (4 on a CPU); 1 = one image per actor call, no packing
+    batch: int | None = None  # images sent to an actor per call when packing (default 4 x pack, or 16)
     cpu_workers: int | None = None  # --gpus 0: how many CPU actors (default: cores / threads)
     threads_per_worker: int | None = None
     address: str | None = None
@@ -71,15 +75,25 @@ class FitActor:
         return {"node": ray.get_runtime_context().get_node_id()[:12], "host": socket.gethostname(),
                 "gpu": ",".join(self.gpu_ids), "pid": os.getpid()}
 
-    def process(self, item: dict[str, Any], cfg: dict[str, Any], settings: dict[str, Any]) -> dict[str, Any]:
+    def process(self, items: list[dict[str, Any]], cfgs: list[dict[str, Any]],
+                settings: dict[str, Any]) -> list[dict[str, Any]]:
+        """One image alone, or a batch fitted in packs (continuous batching); one record per item."""
         started = time.time()
-        extras = Extras(**{**settings["extras"], "rel": item.get("rel") or None})
-        record = run_item(item, FitConfig(**cfg), self.device, extras,
-                          settings["max_pixels"], settings["degrade"])
-        record.update(self.where())
-        record["started_at"] = _iso(started)
-        record["finished_at"] = _iso(time.time())
-        return record
+        configs = [FitConfig(**c) for c in cfgs]
+        if len(items) == 1 or settings["pack"] == 1:
+            records = []
+            for item, cfg in zip(items, configs):
+                extras = Extras(**{**settings["extras"], "rel": item.get("rel") or None})
+                records.append(run_item(item, cfg, self.device, extras, settings["max_pixels"], settings["degrade"]))
+        else:
+            records = run_packed(items, configs, self.device, Extras(**settings["extras"]), settings["max_pixels"],
+                                 settings["degrade"], settings["pack"])
+        where = self.where()
+        for record in records:
+            record.update(where)
+            record["started_at"] = _iso(started)
+            record["finished_at"] = _iso(time.time())
+        return records
 
 
 def _iso(t: float) -> str:
@@ -124,7 +138,7 @@ def plan_actors(settings: RunSettings) -> tuple[int, dict[str, float], int]:
         print(f"zssr-batch: asked for {settings.gpus} GPUs, the cluster has {have_gpus}; using {gpus}",
               file=sys.stderr)
     if gpus > 0:
-        k = max(1, settings.images_per_gpu)
+        k = max(1, settings.images_per_gpu or (4 if settings.pack == 1 else 1))
         return gpus * k, {"num_gpus": 1.0 / k, "num_cpus": 0}, max(1, settings.threads_per_worker or 2)
     threads = settings.threads_per_worker or min(4, cpus)
     n = settings.cpu_workers or max(1, cpus // threads)
@@ -192,12 +206,14 @@ def run(items: Callable[[], Iterator[WorkItem]], config_for: Callable[[WorkItem]
     actors = [FitActor.options(**resources).remote(threads) for _ in range(n_actors)]
     where = {}
     payload_settings = {"extras": asdict(settings.extras), "max_pixels": settings.max_pixels,
-                        "degrade": settings.degrade}
+                        "degrade": settings.degrade, "pack": settings.pack}
+    batch_size = 1 if settings.pack == 1 else (settings.batch or (4 * settings.pack if settings.pack else 16))
     counts = {"ok": 0, "failed": 0, "skipped": 0}
     gains: list[float] = []
-    pending: dict[Any, tuple[WorkItem, dict[str, Any], int, int]] = {}  # ref -> item, cfg, actor, attempt
+    Entry = tuple[WorkItem, dict[str, Any], int]  # item, settings, attempt
+    pending: dict[Any, tuple[list[Entry], int]] = {}  # ref -> the batch it carries, actor
     load = [0] * n_actors
-    retry: deque[tuple[WorkItem, dict[str, Any], int]] = deque()
+    retry: deque[Entry] = deque()
     source = iter(items())
     exhausted = False
     stop_reason = None
@@ -222,19 +238,30 @@ def run(items: Callable[[], Iterator[WorkItem]], config_for: Callable[[WorkItem]
             f"gpu {record.get('gpu') or '-'} in {record.get('fit_seconds') or 0:.1f}+"
             f"{record.get('infer_seconds') or 0:.1f} s{extra}")
 
-    def submit(item: WorkItem, cfg: dict[str, Any], attempt: int) -> None:
+    def submit(batch: list[Entry]) -> None:
         a = min(range(n_actors), key=lambda i: load[i])
-        ref = actors[a].process.remote(asdict(item), cfg, payload_settings)
-        pending[ref] = (item, cfg, a, attempt)
+        ref = actors[a].process.remote([asdict(e[0]) for e in batch], [e[1] for e in batch], payload_settings)
+        pending[ref] = (batch, a)
         load[a] += 1
         info = where.get(a)
-        log(f"started {item.rel or item.input} on actor {a}" + (f" (node {info['node']})" if info else "")
-            + (f", attempt {attempt}" if attempt > 1 else ""))
+        for item, _, attempt in batch:
+            log(f"started {item.rel or item.input} on actor {a}" + (f" (node {info['node']})" if info else "")
+                + (f", attempt {attempt}" if attempt > 1 else ""))
 
-    def next_item() -> tuple[WorkItem, dict[str, Any], int] | None:
-        nonlocal exhausted
+    def next_batch() -> list[Entry]:
+        """Up to ``batch_size`` new images; an image being retried goes alone (a poison image hurts no other)."""
         if retry:
-            return retry.popleft()
+            return [retry.popleft()]
+        batch: list[Entry] = []
+        while len(batch) < batch_size:
+            nxt = next_item()
+            if nxt is None:
+                break
+            batch.append(nxt)
+        return batch
+
+    def next_item() -> Entry | None:
+        nonlocal exhausted
         while not exhausted:
             try:
                 item = next(source)
@@ -274,31 +301,34 @@ def run(items: Callable[[], Iterator[WorkItem]], config_for: Callable[[WorkItem]
                     stop_reason = f"--max-failures {settings.max_failures} reached"
                     log(f"zssr-batch: {stop_reason}; finishing the images in flight")
                 while not stop_reason and len(pending) < DEPTH * n_actors:
-                    nxt = next_item()
-                    if nxt is None:
+                    batch = next_batch()
+                    if not batch:
                         break
-                    submit(*nxt)
+                    submit(batch)
                 if not pending or stop_reason == "interrupted":
                     break
                 ready, _ = ray.wait(list(pending), num_returns=1, timeout=0.5)
                 for ref in ready:
-                    item, cfg, a, attempt = pending.pop(ref)
+                    batch, a = pending.pop(ref)
                     load[a] -= 1
                     try:
-                        record = ray.get(ref)
+                        records = ray.get(ref)
+                    except (RayActorError, WorkerCrashedError, RayTaskError) as e:
+                        cause = " ".join(str(e).split())[:200]
+                        for item, cfg, attempt in batch:
+                            if attempt <= settings.retries:
+                                log(f"worker died on {item.rel or item.input} (attempt {attempt}); retrying")
+                                retry.append((item, cfg, attempt + 1))
+                            else:
+                                emit({"input": item.input, "output": item.output, "gt": item.gt, "rel": item.rel,
+                                      "status": "failed", "attempts": attempt, "preset": item.preset,
+                                      "config_hash": FitConfig(**cfg).hash(),
+                                      "error": f"{item.input}: worker died {attempt} times ({cause})"})
+                        continue
+                    for (item, _, attempt), record in zip(batch, records):
                         record["attempts"] = attempt
                         record["preset"] = item.preset or settings.engine.get("preset")
                         emit(record)
-                    except (RayActorError, WorkerCrashedError, RayTaskError) as e:
-                        cause = " ".join(str(e).split())[:200]
-                        if attempt <= settings.retries:
-                            log(f"worker died on {item.rel or item.input} (attempt {attempt}); retrying")
-                            retry.append((item, cfg, attempt + 1))
-                        else:
-                            emit({"input": item.input, "output": item.output, "gt": item.gt, "rel": item.rel,
-                                  "status": "failed", "attempts": attempt, "preset": item.preset,
-                                  "config_hash": FitConfig(**cfg).hash(),
-                                  "error": f"{item.input}: worker died {attempt} times ({cause})"})
         except KeyboardInterrupt:
             stop_reason = "interrupted"
         finally:

@@ -36,6 +36,17 @@ from .pairs import Draw, make_son, sample_father
 from .resize import imresize
 
 
+def auto_pack_size(cfg: FitConfig, device: torch.device | str) -> int:
+    """How many fits to pack: on a GPU, what half its free memory holds; on a CPU, 4 (measured, see BENCHMARKS)."""
+    device = torch.device(device)
+    if device.type != "cuda":
+        return 4
+    free, _ = torch.cuda.mem_get_info(device)
+    # forward activations kept for backward (~depth x width x crop^2 floats), gradients, pair buffers: ~3x
+    per_slot = 3 * cfg.depth * cfg.width * cfg.crop**2 * 4
+    return int(max(1, min(128, (free // 2) // per_slot)))
+
+
 @dataclass
 class Job:
     key: Any  # the caller's handle on the image (e.g. its work item)
@@ -70,11 +81,16 @@ class PackedNets(nn.Module):
                 fresh = torch.empty(w.shape[1:]).normal_(0.0, math.sqrt(init_variance / fan_in), generator=gen)
                 w[slot].copy_(fresh)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """``x``: (K, C, H, W), slot k's input in row k -> (K, C, H, W)."""
+    def forward(self, x: torch.Tensor, slots: torch.Tensor | None = None) -> torch.Tensor:
+        """``x``: (N, C, H, W), row n the input of slot ``slots[n]`` (default: all K slots) -> (N, C, H, W).
+
+        Only the listed slots are computed: a pack that is draining costs only what is left in it.
+        """
         k, c, h, w = x.shape
         y = x.reshape(1, k * c, h, w)
         for i, wt in enumerate(self.weights):
+            if slots is not None:
+                wt = wt.index_select(0, slots)
             y = F.conv2d(y, wt.reshape(-1, *wt.shape[2:]), padding=1, groups=k)
             if i < len(self.weights) - 1:
                 y = torch.relu(y)
@@ -179,25 +195,31 @@ def fit_packed(jobs: Iterable[Job], k: int, device: torch.device | str = "cpu",
     while any(s is not None for s in slots):
         assert nets is not None and opt is not None
         c, crop = sig[0], sig[3]
-        x = torch.zeros(k, c, crop, crop, device=device)
+        live = [i for i, s in enumerate(slots) if s is not None]
+        x = torch.zeros(len(live), c, crop, crop, device=device)
         target = torch.zeros_like(x)
         lr = torch.zeros(k, dtype=torch.float64)
         active = torch.zeros(k, dtype=torch.bool)
-        for i, s in enumerate(slots):
-            if s is None:
-                continue
+        for row, i in enumerate(live):
+            s = slots[i]
             cfg = s.job.cfg
             lr[i] = s.sched.rate(s.it)
             father = sample_father([s.image], [(1.0, 1.0), cfg.scale], augment_of(cfg), s.draw)
             son = make_son(father, cfg.scale, s.kernel, cfg.noise_std, s.gen)
-            x[i] = imresize(son, cfg.scale, father.shape[-2:])
-            target[i] = father
+            x[row] = imresize(son, cfg.scale, father.shape[-2:])
+            target[row] = father
             active[i] = True
-        per_image = (nets(x) - target).abs().mean(dim=(1, 2, 3))
-        loss = (per_image * active.to(device, per_image.dtype)).sum()
+        index = None if len(live) == k else torch.tensor(live, device=device)
+        rows = (nets(x, index) - target).abs().mean(dim=(1, 2, 3))  # each image's own L1 mean
+        per_image = torch.zeros(k, device=device, dtype=rows.dtype).index_put((torch.tensor(live, device=device),),
+                                                                             rows)
+        loss = rows.sum()
         for w in nets.weights:
             w.grad = None
         loss.backward()
+        for w in nets.weights:  # slots that sat out have no gradient at all
+            if w.grad is None:
+                w.grad = torch.zeros_like(w)
         opt.step(lr, active)
         per_image = per_image.detach()
         for i, s in enumerate(slots):

@@ -79,16 +79,22 @@ def _as_picture(color: torch.Tensor, like: Picture, alpha: torch.Tensor | None) 
     return Picture(color.numpy(), None if alpha is None else alpha.numpy(), like.bit_depth, like.icc_profile)
 
 
-def process_image(input_path: str | Path, output_path: str | Path, cfg: FitConfig, device: str = "auto",
-                  gt_path: str | Path | None = None, compare_path: str | Path | None = None,
-                  extras: Extras = Extras(), max_pixels: int | None = None,
-                  degrade_input: bool = False, plan: MemoryPlan = MemoryPlan()) -> dict[str, Any]:
-    """Upscale one file; returns a flat record of sizes, scores and timings (scores None without GT).
+@dataclass
+class Prepared:
+    """An input read and checked, ready to fit: what ``finish`` needs to write and score it."""
 
-    With ``degrade_input`` the file is ground truth: the input is made from it by
-    the MATLAB-bicubic ``degrade`` and the output is scored against it.
-    """
-    input_path, output_path = Path(input_path), Path(output_path)
+    input_path: Path
+    pic: Picture  # the LR input
+    gt: Picture | None
+    gt_path: str | None
+    color: torch.Tensor  # (C, h, w) the engine's input
+    kernel: np.ndarray | None
+
+
+def prepare(input_path: str | Path, cfg: FitConfig, gt_path: str | Path | None = None,
+            max_pixels: int | None = None, degrade_input: bool = False) -> Prepared:
+    """Read (and with ``degrade_input`` make) the input and its ground truth; raises on bad input."""
+    input_path = Path(input_path)
     pic = load_image(input_path, max_pixels)
     gt_pic = None
     if degrade_input:
@@ -97,21 +103,20 @@ def process_image(input_path: str | Path, output_path: str | Path, cfg: FitConfi
     h, w = pic.size
     if min(h, w) < MIN_SIDE:
         raise ValueError(f"{input_path}: image {w}x{h} is smaller than the minimum {MIN_SIDE}x{MIN_SIDE}")
+    if gt_pic is None and gt_path:
+        gt_pic = load_image(gt_path, max_pixels)
     kernel = load_kernel(cfg.kernel) if cfg.kernel else None
-    dev = pick_device(device)
+    gt_name = str(input_path) if degrade_input else (str(gt_path) if gt_path else None)
+    return Prepared(input_path, pic, gt_pic, gt_name, _tensor(pic.color), kernel)
+
+
+def finish(prep: Prepared, result: SRResult, output_path: str | Path, cfg: FitConfig, device: torch.device | str,
+           extras: Extras = Extras(), compare_path: str | Path | None = None,
+           max_pixels: int | None = None) -> dict[str, Any]:
+    """Write the output (and what ``extras`` asks for), score it; returns the image's record."""
+    output_path = Path(output_path)
     stem = output_path.with_suffix("")
-    fault = injected_fault(str(input_path))
-
-    def hook(step: int, father: torch.Tensor, son: torch.Tensor) -> None:
-        if fault and step == 1:
-            fault(plan)
-        if extras.save_pairs > 0 and step % extras.save_pairs == 0:
-            for name, t in (("father", father), ("son", son)):
-                save_image(f"{stem}_pairs/step{step:05d}_{name}.png", Picture(t.detach().cpu().numpy(), None, 8))
-
-    color = _tensor(pic.color)
-    use_hook = fault is not None or extras.save_pairs > 0
-    result = super_resolve(color, cfg, dev, kernel, hook if use_hook else None, extras.save_variants, plan)
+    pic, color = prep.pic, prep.color
     out_hw = tuple(result.output.shape[-2:])
     alpha = None
     if pic.alpha is not None:  # alpha is not super-resolved: plain bicubic, clipped
@@ -125,20 +130,19 @@ def process_image(input_path: str | Path, output_path: str | Path, cfg: FitConfi
     if extras.save_curve:
         write_atomic(f"{stem}_curve.csv", curve_csv(result).encode())
     bicubic = imresize(color.double(), cfg.scale, out_hw).float()
-    gt = gt_pic if gt_pic is not None else (load_image(gt_path, max_pixels) if gt_path else None)
+    gt = prep.gt
     if extras.report_dir:
-        rel = report_name(input_path, extras)
+        rel = report_name(prep.input_path, extras)
         write_atomic(Path(extras.report_dir) / "curves" / f"{rel}.csv", curve_csv(result).encode())
         write_atomic(Path(extras.report_dir) / "curves" / f"{rel}.svg", curve_svg(result).encode())
         write_thumbs(Path(extras.report_dir) / "thumbs" / rel, color, bicubic, result.output,
                      None if gt is None else _tensor(gt.color))
-
+    h, w = pic.size
     record: dict[str, Any] = {
-        "input": str(input_path), "output": str(output_path),
-        "gt": str(input_path) if degrade_input else (str(gt_path) if gt_path else None),
+        "input": str(prep.input_path), "output": str(output_path), "gt": prep.gt_path,
         "scale": "x".join(f"{s:g}" for s in cfg.scale) if cfg.scale[0] != cfg.scale[1] else f"{cfg.scale[0]:g}",
         "height": h, "width": w, "out_height": out_hw[0], "out_width": out_hw[1],
-        "channels": pic.channels, "bit_depth": pic.bit_depth, "device": str(dev),
+        "channels": pic.channels, "bit_depth": pic.bit_depth, "device": str(device),
         "iterations": result.iterations, "fit_seconds": round(result.fit_seconds, 3),
         "infer_seconds": round(result.infer_seconds, 3), "config_hash": cfg.hash(),
     }
@@ -153,6 +157,32 @@ def process_image(input_path: str | Path, output_path: str | Path, cfg: FitConfi
             record.update({"comparison_" + k: v for k, v in score(cmp.color, gt.color, border).items()})
             record["psnr_ratio"] = record["psnr_y"] / record["comparison_psnr_y"]
     return record
+
+
+def process_image(input_path: str | Path, output_path: str | Path, cfg: FitConfig, device: str = "auto",
+                  gt_path: str | Path | None = None, compare_path: str | Path | None = None,
+                  extras: Extras = Extras(), max_pixels: int | None = None,
+                  degrade_input: bool = False, plan: MemoryPlan = MemoryPlan()) -> dict[str, Any]:
+    """Upscale one file; returns a flat record of sizes, scores and timings (scores None without GT).
+
+    With ``degrade_input`` the file is ground truth: the input is made from it by
+    the MATLAB-bicubic ``degrade`` and the output is scored against it.
+    """
+    prep = prepare(input_path, cfg, gt_path, max_pixels, degrade_input)
+    dev = pick_device(device)
+    stem = Path(output_path).with_suffix("")
+    fault = injected_fault(str(input_path))
+
+    def hook(step: int, father: torch.Tensor, son: torch.Tensor) -> None:
+        if fault and step == 1:
+            fault(plan)
+        if extras.save_pairs > 0 and step % extras.save_pairs == 0:
+            for name, t in (("father", father), ("son", son)):
+                save_image(f"{stem}_pairs/step{step:05d}_{name}.png", Picture(t.detach().cpu().numpy(), None, 8))
+
+    use_hook = fault is not None or extras.save_pairs > 0
+    result = super_resolve(prep.color, cfg, dev, prep.kernel, hook if use_hook else None, extras.save_variants, plan)
+    return finish(prep, result, output_path, cfg, dev, extras, compare_path, max_pixels)
 
 
 def injected_fault(path: str):
@@ -193,6 +223,17 @@ def one_line(err: BaseException, path: str) -> str:
     return msg if path in msg else f"{path}: {msg}"
 
 
+def _base_record(item: dict[str, Any], cfg: FitConfig) -> dict[str, Any]:
+    return {"input": item["input"], "output": item["output"], "gt": item.get("gt"), "rel": item.get("rel"),
+            "config_hash": cfg.hash(),
+            "scale": f"{cfg.scale[0]:g}" if cfg.scale[0] == cfg.scale[1] else "x".join(f"{s:g}" for s in cfg.scale)}
+
+
+def _failed(record: dict[str, Any], err: BaseException) -> dict[str, Any]:
+    record["status"], record["error"] = "failed", one_line(err, record["input"])
+    return record
+
+
 def run_item(item: dict[str, Any], cfg: FitConfig, device: str, extras: Extras = Extras(),
              max_pixels: int | None = None, degrade: bool = False) -> dict[str, Any]:
     """``process_image`` that never raises for a bad image: failures come back as records.
@@ -200,10 +241,7 @@ def run_item(item: dict[str, Any], cfg: FitConfig, device: str, extras: Extras =
     Out of memory (CUDA or host) is retried with smaller tiles and batches
     (1024 -> 512 -> 256 -> 128 pixel tiles) before the image is given up.
     """
-    record: dict[str, Any] = {"input": item["input"], "output": item["output"], "gt": item.get("gt"),
-                              "rel": item.get("rel"), "config_hash": cfg.hash(),
-                              "scale": f"{cfg.scale[0]:g}" if cfg.scale[0] == cfg.scale[1] else
-                              "x".join(f"{s:g}" for s in cfg.scale)}
+    record = _base_record(item, cfg)
     plan = MemoryPlan()
     while True:
         try:
@@ -220,5 +258,52 @@ def run_item(item: dict[str, Any], cfg: FitConfig, device: str, extras: Extras =
                     plan = smaller
                     continue
                 e = MemoryError(f"{plan.tile}-pixel tiles ({' '.join(str(e).split())[:160]})")
-            record["status"], record["error"] = "failed", one_line(e, item["input"])
-            return record
+            return _failed(record, e)
+
+
+def run_packed(items: list[dict[str, Any]], cfgs: list[FitConfig], device: str, extras: Extras = Extras(),
+               max_pixels: int | None = None, degrade: bool = False, pack: int = 0) -> list[dict[str, Any]]:
+    """Fit a batch of images K at a time (see ``packed``); one record per item, in order.
+
+    If the pack runs out of memory, the images it had not finished are fitted
+    one by one with ``run_item``, which has the smaller-tiles plan.
+    """
+    from .packed import Job, auto_pack_size, fit_packed
+
+    dev = pick_device(device)
+    records = [_base_record(item, cfg) for item, cfg in zip(items, cfgs)]
+    preps: dict[int, Prepared] = {}
+    jobs = []
+    for i, (item, cfg) in enumerate(zip(items, cfgs)):
+        try:
+            preps[i] = prepare(item["input"], cfg, item.get("gt"), max_pixels, degrade)
+            jobs.append(Job(i, preps[i].color, cfg, preps[i].kernel))
+        except Exception as e:  # noqa: BLE001
+            _failed(records[i], e)
+    done: set[int] = set()
+    try:
+        for i in preps:
+            fault = injected_fault(items[i]["input"])
+            if fault:
+                fault(MemoryPlan())
+        k = pack or min(auto_pack_size(cfgs[0], dev), max(1, len(jobs)))
+        for i, result in fit_packed(jobs, k, dev):
+            done.add(i)
+            item_extras = Extras(**{**extras.__dict__, "rel": items[i].get("rel") or None})
+            try:
+                records[i].update(finish(preps[i], result, items[i]["output"], cfgs[i], dev, item_extras,
+                                         None, max_pixels))
+                records[i]["status"], records[i]["error"], records[i]["tile"] = "ok", None, MemoryPlan().tile
+                records[i]["pack"] = k
+            except Exception as e:  # noqa: BLE001
+                _failed(records[i], e)
+    except Exception as e:  # noqa: BLE001
+        if not is_out_of_memory(e):
+            raise
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+        for i in preps:
+            if i not in done:
+                item_extras = Extras(**{**extras.__dict__, "rel": items[i].get("rel") or None})
+                records[i] = run_item(items[i], cfgs[i], device, item_extras, max_pixels, degrade)
+    return records

@@ -1,0 +1,37 @@
+"""The benchmark scripts run (tiny modes) and print what docs/BENCHMARKS.md quotes."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from conftest import DATA, needs_data
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@needs_data
+def test_throughput_tiny_on_cpu_prints_the_comparison():
+    out = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "throughput.py"), "--device", "cpu", "--tiny",
+                          "--set", str(DATA / "BSD100")], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    for key in ("device", "torch", "images", "baseline_images_per_hour", "fast_images_per_hour", "speedup",
+                "baseline_psnr_y", "fast_psnr_y"):
+        assert key in result
+    assert result["images"] == 4 and result["device"] == "cpu"
+    # same fits, packed or not: the quality must agree (float differences only)
+    assert abs(result["baseline_psnr_y"] - result["fast_psnr_y"]) < 0.05
+
+
+@needs_data
+def test_quality_benchmark_runs_on_one_image():
+    out = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "quality.py"), "--sets", "Set5", "--limit", "1",
+                          "--preset", "fast", "--max-iters", "5", "--device", "cpu", "--data", str(DATA)],
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    row = json.loads(out.stdout.strip().splitlines()[-1])
+    assert row["set"] == "Set5" and row["images"] == 1 and row["psnr_y"] > row["bicubic_psnr_y"]
+    assert "| Set5 | x2 | 1 |" in out.stdout and "37.37" in out.stdout
