@@ -140,6 +140,25 @@ def test_unreadable_file_is_a_failed_row(tmp_path):
     assert "permission denied" in _rows(tmp_path / "out")[0]["error"]
 
 
+def test_permission_denied_becomes_a_clear_failed_row(tmp_path, monkeypatch):
+    # Root (as in CI) reads any file, so the real chmod case above cannot run there:
+    # here the decoder meets the PermissionError a non-root user would get.
+    from PIL import Image as PILImage
+
+    from zssr_batch.config import resolve
+    from zssr_batch.worker import run_item
+
+    PILImage.fromarray(_photo(16, 16)).save(tmp_path / "locked.png")
+
+    def denied(*args, **kwargs):
+        raise PermissionError(13, "Permission denied", str(tmp_path / "locked.png"))
+
+    monkeypatch.setattr("zssr_batch.images.Image.open", denied)
+    rec = run_item({"input": str(tmp_path / "locked.png"), "output": str(tmp_path / "o.png")},
+                   resolve("fast", overrides={"max_iters": 1}), "cpu")
+    assert rec["status"] == "failed" and rec["error"] == f"{tmp_path / 'locked.png'}: permission denied"
+
+
 def _make_inputs(d: Path, n: int) -> None:
     d.mkdir(parents=True, exist_ok=True)
     for i in range(n):

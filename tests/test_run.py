@@ -206,3 +206,21 @@ def test_streaming_2000_images_keeps_driver_memory_flat_and_rows_arrive_during_t
     warm = [rss for n, rss in samples if 200 <= n < 2000]
     print(f"driver RSS: {warm[0]:.1f} MB at 200 rows, at most {max(warm):.1f} MB until 2000")
     assert warm and max(warm) - warm[0] < 40, (warm[0], max(warm))
+
+
+def test_scan_filters_suffix_and_hidden_files(tmp_path):
+    src = tmp_path / "src"
+    _img(src / "a.png", 16, 16, 1)
+    _img(src / "b.jpg", 16, 16, 2)
+    _img(src / "sub" / "c.png", 16, 16, 3)
+    _img(src / ".hidden" / "d.png", 16, 16, 4)
+    _img(src / ".e.png", 16, 16, 5)
+    out = tmp_path / "o1"
+    assert main(["run", "--input", str(src), "--output", str(out), "--gpus", "0", "--extensions", "png",
+                 "--suffix", "_x2", *TINY]) == 0
+    assert sorted(r["rel"] for r in _rows(out)) == ["a.png", "sub/c.png"]
+    assert (out / "a_x2.png").is_file() and (out / "sub" / "c_x2.png").is_file()
+    out2 = tmp_path / "o2"
+    assert main(["run", "--input", str(src), "--output", str(out2), "--gpus", "0", "--no-recursive", "--glob", "*.jpg",
+                 *TINY]) == 0
+    assert [r["rel"] for r in _rows(out2)] == ["b.jpg"]

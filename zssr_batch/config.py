@@ -8,6 +8,7 @@ preset -> config file (YAML or TOML) -> command-line flags, then validated.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import math
@@ -111,6 +112,10 @@ class FitConfig:
 
         A kernel file counts by its content, not its name: editing it redoes the images.
         """
+        return self._hash
+
+    @functools.cached_property
+    def _hash(self) -> str:  # computed once per config: a run asks for it once per image
         d = self.to_dict()
         if self.kernel and Path(self.kernel).is_file():
             d["kernel"] = hashlib.sha256(Path(self.kernel).read_bytes()).hexdigest()

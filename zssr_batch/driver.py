@@ -187,15 +187,11 @@ def run(items: Callable[[], Iterator[WorkItem]], config_for: Callable[[WorkItem]
     keep = dict(old)
     for item in items():
         total += 1
-        if item.error:
-            keep.pop(item.input, None)
-            continue
         try:
-            h = config_for(item).hash()
+            h = None if item.error else config_for(item).hash()
         except ValueError:
-            keep.pop(item.input, None)
-            continue
-        if not is_done(old.get(item.input), h):
+            h = None
+        if h is None or not is_done(old.get(item.input), h):
             keep.pop(item.input, None)
     writer = ReportWriter(report_path, keep.values())
     done_before = set(keep)
@@ -209,7 +205,7 @@ def run(items: Callable[[], Iterator[WorkItem]], config_for: Callable[[WorkItem]
                         "degrade": settings.degrade, "pack": settings.pack}
     batch_size = 1 if settings.pack == 1 else (settings.batch or (4 * settings.pack if settings.pack else 16))
     counts = {"ok": 0, "failed": 0, "skipped": 0}
-    gains: list[float] = []
+    gain = {"sum": 0.0, "n": 0}  # running mean of the PSNR-Y gain, for the progress bar
     Entry = tuple[WorkItem, dict[str, Any], int]  # item, settings, attempt
     pending: dict[Any, tuple[list[Entry], int]] = {}  # ref -> the batch it carries, actor
     load = [0] * n_actors
@@ -225,12 +221,13 @@ def run(items: Callable[[], Iterator[WorkItem]], config_for: Callable[[WorkItem]
         status = record.get("status")
         counts["ok" if status == "ok" else "failed"] += 1
         if status == "ok" and record.get("psnr_y") is not None and record.get("bicubic_psnr_y") is not None:
-            gains.append(record["psnr_y"] - record["bicubic_psnr_y"])
+            gain["sum"] += record["psnr_y"] - record["bicubic_psnr_y"]
+            gain["n"] += 1
         if bar is not None:
             bar.update(1)
             post = {"ok": counts["ok"], "failed": counts["failed"]}
-            if gains:
-                post["gain"] = f"{sum(gains) / len(gains):+.2f}dB"
+            if gain["n"]:
+                post["gain"] = f"{gain['sum'] / gain['n']:+.2f}dB"
             bar.set_postfix(post, refresh=False)
         extra = f" ({record.get('error')})" if status != "ok" else \
             f" psnr_y={record['psnr_y']:.2f}" if record.get("psnr_y") is not None else ""
