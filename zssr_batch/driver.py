@@ -3,7 +3,8 @@
 The only module that imports Ray. With no address it starts a local Ray sized
 to the machine and shuts it down at the end; with one it joins the cluster.
 By default each actor gets batches of images and fits them in packs (see
-``packed``): one actor per GPU, or per few CPU cores. With ``--pack 1`` each
+``packed``): one actor per GPU, or per few CPU cores. Actor calls are Ray
+streaming generators, so each record comes back the moment its image is done. With ``--pack 1`` each
 call is one image and each actor holds ``1 / images_per_gpu`` of a GPU. At most
 two calls wait per actor, so the driver never holds more than ``2 x actors``
 object refs however long the input list is.
@@ -76,24 +77,29 @@ class FitActor:
                 "gpu": ",".join(self.gpu_ids), "pid": os.getpid()}
 
     def process(self, items: list[dict[str, Any]], cfgs: list[dict[str, Any]],
-                settings: dict[str, Any]) -> list[dict[str, Any]]:
-        """One image alone, or a batch fitted in packs (continuous batching); one record per item."""
+                settings: dict[str, Any]) -> Iterator[tuple[int, dict[str, Any]]]:
+        """A Ray streaming generator: (index in the batch, record) for each image as soon as it is done.
+
+        One image at a time, or the batch fitted in packs (continuous batching).
+        """
         started = time.time()
         configs = [FitConfig(**c) for c in cfgs]
         if len(items) == 1 or settings["pack"] == 1:
-            records = []
-            for item, cfg in zip(items, configs):
-                extras = Extras(**{**settings["extras"], "rel": item.get("rel") or None})
-                records.append(run_item(item, cfg, self.device, extras, settings["max_pixels"], settings["degrade"]))
+            def one_by_one() -> Iterator[tuple[int, dict[str, Any]]]:
+                for i, (item, cfg) in enumerate(zip(items, configs)):
+                    extras = Extras(**{**settings["extras"], "rel": item.get("rel") or None})
+                    yield i, run_item(item, cfg, self.device, extras, settings["max_pixels"], settings["degrade"])
+            results = one_by_one()
         else:
-            records = run_packed(items, configs, self.device, Extras(**settings["extras"]), settings["max_pixels"],
+            results = run_packed(items, configs, self.device, Extras(**settings["extras"]), settings["max_pixels"],
                                  settings["degrade"], settings["pack"])
         where = self.where()
-        for record in records:
+        for i, record in results:
             record.update(where)
             record["started_at"] = _iso(started)
             record["finished_at"] = _iso(time.time())
-        return records
+            started = time.time()
+            yield i, record
 
 
 def _iso(t: float) -> str:
@@ -207,7 +213,8 @@ def run(items: Callable[[], Iterator[WorkItem]], config_for: Callable[[WorkItem]
     counts = {"ok": 0, "failed": 0, "skipped": 0}
     gain = {"sum": 0.0, "n": 0}  # running mean of the PSNR-Y gain, for the progress bar
     Entry = tuple[WorkItem, dict[str, Any], int]  # item, settings, attempt
-    pending: dict[Any, tuple[list[Entry], int]] = {}  # ref -> the batch it carries, actor
+    # generator -> (the batch it carries, by index: what has not come back yet), actor
+    pending: dict[Any, tuple[dict[int, Entry], int]] = {}
     load = [0] * n_actors
     retry: deque[Entry] = deque()
     source = iter(items())
@@ -237,8 +244,8 @@ def run(items: Callable[[], Iterator[WorkItem]], config_for: Callable[[WorkItem]
 
     def submit(batch: list[Entry]) -> None:
         a = min(range(n_actors), key=lambda i: load[i])
-        ref = actors[a].process.remote([asdict(e[0]) for e in batch], [e[1] for e in batch], payload_settings)
-        pending[ref] = (batch, a)
+        gen = actors[a].process.remote([asdict(e[0]) for e in batch], [e[1] for e in batch], payload_settings)
+        pending[gen] = (dict(enumerate(batch)), a)
         load[a] += 1
         info = where.get(a)
         for item, _, attempt in batch:
@@ -305,14 +312,19 @@ def run(items: Callable[[], Iterator[WorkItem]], config_for: Callable[[WorkItem]
                 if not pending or stop_reason == "interrupted":
                     break
                 ready, _ = ray.wait(list(pending), num_returns=1, timeout=0.5)
-                for ref in ready:
-                    batch, a = pending.pop(ref)
-                    load[a] -= 1
+                for gen in ready:
+                    left, a = pending[gen]
                     try:
-                        records = ray.get(ref)
+                        i, record = ray.get(next(gen))
+                    except StopIteration:  # the batch is done
+                        del pending[gen]
+                        load[a] -= 1
+                        continue
                     except (RayActorError, WorkerCrashedError, RayTaskError) as e:
+                        del pending[gen]
+                        load[a] -= 1
                         cause = " ".join(str(e).split())[:200]
-                        for item, cfg, attempt in batch:
+                        for item, cfg, attempt in left.values():  # only what had not come back
                             if attempt <= settings.retries:
                                 log(f"worker died on {item.rel or item.input} (attempt {attempt}); retrying")
                                 retry.append((item, cfg, attempt + 1))
@@ -322,10 +334,10 @@ def run(items: Callable[[], Iterator[WorkItem]], config_for: Callable[[WorkItem]
                                       "config_hash": FitConfig(**cfg).hash(),
                                       "error": f"{item.input}: worker died {attempt} times ({cause})"})
                         continue
-                    for (item, _, attempt), record in zip(batch, records):
-                        record["attempts"] = attempt
-                        record["preset"] = item.preset or settings.engine.get("preset")
-                        emit(record)
+                    item, _, attempt = left.pop(i)
+                    record["attempts"] = attempt
+                    record["preset"] = item.preset or settings.engine.get("preset")
+                    emit(record)
         except KeyboardInterrupt:
             stop_reason = "interrupted"
         finally:

@@ -12,7 +12,7 @@ import os
 import signal
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 import torch
@@ -262,8 +262,9 @@ def run_item(item: dict[str, Any], cfg: FitConfig, device: str, extras: Extras =
 
 
 def run_packed(items: list[dict[str, Any]], cfgs: list[FitConfig], device: str, extras: Extras = Extras(),
-               max_pixels: int | None = None, degrade: bool = False, pack: int = 0) -> list[dict[str, Any]]:
-    """Fit a batch of images K at a time (see ``packed``); one record per item, in order.
+               max_pixels: int | None = None, degrade: bool = False,
+               pack: int = 0) -> Iterator[tuple[int, dict[str, Any]]]:
+    """Fit a batch of images K at a time (see ``packed``); yields (index, record) as each one is done.
 
     If the pack runs out of memory, the images it had not finished are fitted
     one by one with ``run_item``, which has the smaller-tiles plan.
@@ -271,15 +272,18 @@ def run_packed(items: list[dict[str, Any]], cfgs: list[FitConfig], device: str, 
     from .packed import Job, auto_pack_size, fit_packed
 
     dev = pick_device(device)
-    records = [_base_record(item, cfg) for item, cfg in zip(items, cfgs)]
     preps: dict[int, Prepared] = {}
     jobs = []
     for i, (item, cfg) in enumerate(zip(items, cfgs)):
         try:
             preps[i] = prepare(item["input"], cfg, item.get("gt"), max_pixels, degrade)
             jobs.append(Job(i, preps[i].color, cfg, preps[i].kernel))
-        except Exception as e:  # noqa: BLE001
-            _failed(records[i], e)
+        except Exception as e:  # noqa: BLE001 - a bad input is a row, the batch goes on
+            yield i, _failed(_base_record(item, cfg), e)
+
+    def item_extras(i: int) -> Extras:
+        return Extras(**{**extras.__dict__, "rel": items[i].get("rel") or None})
+
     done: set[int] = set()
     try:
         for i in preps:
@@ -289,14 +293,14 @@ def run_packed(items: list[dict[str, Any]], cfgs: list[FitConfig], device: str, 
         k = pack or min(auto_pack_size(cfgs[0], dev), max(1, len(jobs)))
         for i, result in fit_packed(jobs, k, dev):
             done.add(i)
-            item_extras = Extras(**{**extras.__dict__, "rel": items[i].get("rel") or None})
+            record = _base_record(items[i], cfgs[i])
             try:
-                records[i].update(finish(preps[i], result, items[i]["output"], cfgs[i], dev, item_extras,
-                                         None, max_pixels))
-                records[i]["status"], records[i]["error"], records[i]["tile"] = "ok", None, MemoryPlan().tile
-                records[i]["pack"] = k
+                record.update(finish(preps[i], result, items[i]["output"], cfgs[i], dev, item_extras(i), None,
+                                     max_pixels))
+                record.update(status="ok", error=None, tile=MemoryPlan().tile, pack=k)
             except Exception as e:  # noqa: BLE001
-                _failed(records[i], e)
+                _failed(record, e)
+            yield i, record
     except Exception as e:  # noqa: BLE001
         if not is_out_of_memory(e):
             raise
@@ -304,6 +308,4 @@ def run_packed(items: list[dict[str, Any]], cfgs: list[FitConfig], device: str, 
             torch.cuda.empty_cache()
         for i in preps:
             if i not in done:
-                item_extras = Extras(**{**extras.__dict__, "rel": items[i].get("rel") or None})
-                records[i] = run_item(items[i], cfgs[i], device, item_extras, max_pixels, degrade)
-    return records
+                yield i, run_item(items[i], cfgs[i], device, item_extras(i), max_pixels, degrade)
