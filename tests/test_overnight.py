@@ -86,7 +86,7 @@ def _corpus(d: Path) -> dict[str, tuple[str, str]]:
     return exp
 
 
-def _check_output(path: Path, kind: str, src: Path) -> None:
+def _check_output(path: Path, kind: str, src: Path, row_notes: str = "") -> None:
     if kind.startswith("16-"):
         raw = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
         assert raw.dtype == np.uint16 and raw.ndim == (2 if kind == "16-gray" else 3), path
@@ -97,6 +97,7 @@ def _check_output(path: Path, kind: str, src: Path) -> None:
         assert im.size == (2 * h, 2 * w)  # EXIF orientation 6: the picture stands up
     elif kind == "P->png":
         assert path.suffix == ".png" and im.size == (2 * w, 2 * h)
+        assert row_notes == "first of 3 frames"
     else:
         assert im.mode == kind and im.size == (2 * w, 2 * h), (path, im.mode, im.size)
 
@@ -118,7 +119,7 @@ def test_corpus_of_bad_and_odd_inputs(tmp_path):
             assert what in r["error"] and r["rel"].split("/")[-1] in r["error"], r["error"]
             assert "\n" not in r["error"]
         else:
-            _check_output(Path(r["output"]), what, Path(r["input"]))
+            _check_output(Path(r["output"]), what, Path(r["input"]), r["notes"])
     produced = sorted(p.relative_to(out).as_posix() for p in out.rglob("*")
                       if p.is_file() and p.relative_to(out).parts[0] not in ("thumbs", "curves"))
     expected = sorted(Path(r["output"]).relative_to(out).as_posix() for r in rows if r["status"] == "ok")

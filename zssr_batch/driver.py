@@ -106,14 +106,6 @@ def _iso(t: float) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(t)) + f".{int(t % 1 * 1000):03d}"
 
 
-def _cfg_payload(cfg: FitConfig) -> dict[str, Any]:
-    d = asdict(cfg)
-    d["scale"] = tuple(d["scale"])
-    d["scale_steps"] = tuple(tuple(s) for s in d["scale_steps"])
-    d["back_projection_iters"] = tuple(d["back_projection_iters"])
-    return d
-
-
 def start_ray(address: str | None) -> bool:
     """Join ``address`` (or RAY_ADDRESS), else start a local Ray; returns True if we started it."""
     address = address or os.environ.get("RAY_ADDRESS")
@@ -287,7 +279,7 @@ def run(items: Callable[[], Iterator[WorkItem]], config_for: Callable[[WorkItem]
                 if bar is not None:
                     bar.update(1)
                 continue
-            return item, _cfg_payload(cfg), 1
+            return item, asdict(cfg), 1  # asdict keeps tuples as tuples
         return None
 
     exit_code = EXIT_OK

@@ -32,7 +32,7 @@ from .fit import FitLog, Schedule, augment_of, reconstruction_mse
 from .infer import MemoryPlan
 from .kernels import shift_kernel
 from .model import ZSSRNet
-from .pairs import Draw, make_son, sample_father
+from .pairs import Augment, Draw, make_son, sample_father
 from .resize import imresize
 
 
@@ -145,6 +145,7 @@ class _Slot:
     gen: torch.Generator
     draw: Draw
     sched: Schedule
+    aug: Augment
     kernel: torch.Tensor | None
     it: int = 0
     losses: list = field(default_factory=list)
@@ -186,7 +187,7 @@ def fit_packed(jobs: Iterable[Job], k: int, device: torch.device | str = "cpu",
             kern = None
             if job.kernel is not None:
                 kern = torch.as_tensor(shift_kernel(job.kernel, job.cfg.scale), dtype=torch.float32, device=device)
-            slots[slot] = _Slot(job, job.image.to(device, torch.float32), gen, Draw(gen), Schedule(job.cfg), kern,
+            slots[slot] = _Slot(job, job.image.to(device, torch.float32), gen, Draw(gen), Schedule(job.cfg), augment_of(job.cfg), kern,
                                 started=time.perf_counter())
             return
 
@@ -204,7 +205,7 @@ def fit_packed(jobs: Iterable[Job], k: int, device: torch.device | str = "cpu",
             s = slots[i]
             cfg = s.job.cfg
             lr[i] = s.sched.rate(s.it)
-            father = sample_father([s.image], [(1.0, 1.0), cfg.scale], augment_of(cfg), s.draw)
+            father = sample_father([s.image], [(1.0, 1.0), cfg.scale], s.aug, s.draw)
             son = make_son(father, cfg.scale, s.kernel, cfg.noise_std, s.gen)
             x[row] = imresize(son, cfg.scale, father.shape[-2:])
             target[row] = father

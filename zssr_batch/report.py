@@ -22,7 +22,7 @@ COLUMNS = [
     "psnr_rgb", "ssim_rgb", "psnr_y", "ssim_y",
     "bicubic_psnr_rgb", "bicubic_ssim_rgb", "bicubic_psnr_y", "bicubic_ssim_y",
     "iterations", "fit_seconds", "infer_seconds", "node", "gpu", "attempts", "config_hash",
-    "host", "device", "channels", "bit_depth", "preset", "started_at", "finished_at", "rel", "tile", "pack",
+    "host", "device", "channels", "bit_depth", "preset", "started_at", "finished_at", "rel", "tile", "pack", "notes",
 ]
 SCORES = ["psnr_rgb", "ssim_rgb", "psnr_y", "ssim_y", "bicubic_psnr_rgb", "bicubic_ssim_rgb",
           "bicubic_psnr_y", "bicubic_ssim_y"]

@@ -142,7 +142,7 @@ def finish(prep: Prepared, result: SRResult, output_path: str | Path, cfg: FitCo
         "input": str(prep.input_path), "output": str(output_path), "gt": prep.gt_path,
         "scale": "x".join(f"{s:g}" for s in cfg.scale) if cfg.scale[0] != cfg.scale[1] else f"{cfg.scale[0]:g}",
         "height": h, "width": w, "out_height": out_hw[0], "out_width": out_hw[1],
-        "channels": pic.channels, "bit_depth": pic.bit_depth, "device": str(device),
+        "channels": pic.channels, "bit_depth": pic.bit_depth, "device": str(device), "notes": "; ".join(pic.notes),
         "iterations": result.iterations, "fit_seconds": round(result.fit_seconds, 3),
         "infer_seconds": round(result.infer_seconds, 3), "config_hash": cfg.hash(),
     }
