@@ -84,15 +84,13 @@ class FitActor:
         """
         started = time.time()
         configs = [FitConfig(**c) for c in cfgs]
+        extras = Extras(**settings["extras"])
         if len(items) == 1 or settings["pack"] == 1:
-            def one_by_one() -> Iterator[tuple[int, dict[str, Any]]]:
-                for i, (item, cfg) in enumerate(zip(items, configs)):
-                    extras = Extras(**{**settings["extras"], "rel": item.get("rel") or None})
-                    yield i, run_item(item, cfg, self.device, extras, settings["max_pixels"], settings["degrade"])
-            results = one_by_one()
+            results = ((i, run_item(item, cfg, self.device, extras.for_item(item), settings["max_pixels"],
+                                    settings["degrade"])) for i, (item, cfg) in enumerate(zip(items, configs)))
         else:
-            results = run_packed(items, configs, self.device, Extras(**settings["extras"]), settings["max_pixels"],
-                                 settings["degrade"], settings["pack"])
+            results = run_packed(items, configs, self.device, extras, settings["max_pixels"], settings["degrade"],
+                                 settings["pack"])
         where = self.where()
         for i, record in results:
             record.update(where)

@@ -7,6 +7,7 @@ ground truth (and an optional comparison image such as an EDSR result).
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import os
 import signal
@@ -43,6 +44,16 @@ class Extras:
     save_curve: bool = False  # per-step loss and learning rate as CSV
     rel: str | None = None  # the input's relative path, set per item by the run
     report_dir: str | None = None  # a run's folder: curves/<rel>.csv|svg and thumbs/<rel>/ for report.html
+
+    def for_item(self, item: dict[str, Any]) -> "Extras":
+        """These extras for one work item (its ``rel`` names its curve and thumbnails)."""
+        return dataclasses.replace(self, rel=item.get("rel") or None)
+
+
+def scale_label(cfg: FitConfig) -> str:
+    """'2' for a uniform scale, '2x1.5' (vertical x horizontal) otherwise: the report's ``scale``."""
+    sv, sh = cfg.scale
+    return f"{sv:g}" if sv == sh else f"{sv:g}x{sh:g}"
 
 
 def _tensor(a: np.ndarray) -> torch.Tensor:
@@ -127,20 +138,21 @@ def finish(prep: Prepared, result: SRResult, output_path: str | Path, cfg: FitCo
             save_image(f"{stem}_{name}{output_path.suffix}", _as_picture(v, pic, alpha))
     if extras.save_weights:
         save_weights(f"{stem}.safetensors", result.state_dict, cfg, color.shape[0])
+    curve = curve_csv(result).encode() if extras.save_curve or extras.report_dir else b""
     if extras.save_curve:
-        write_atomic(f"{stem}_curve.csv", curve_csv(result).encode())
+        write_atomic(f"{stem}_curve.csv", curve)
     bicubic = imresize(color.double(), cfg.scale, out_hw).float()
     gt = prep.gt
     if extras.report_dir:
         rel = report_name(prep.input_path, extras)
-        write_atomic(Path(extras.report_dir) / "curves" / f"{rel}.csv", curve_csv(result).encode())
+        write_atomic(Path(extras.report_dir) / "curves" / f"{rel}.csv", curve)
         write_atomic(Path(extras.report_dir) / "curves" / f"{rel}.svg", curve_svg(result).encode())
         write_thumbs(Path(extras.report_dir) / "thumbs" / rel, color, bicubic, result.output,
                      None if gt is None else _tensor(gt.color))
     h, w = pic.size
     record: dict[str, Any] = {
         "input": str(prep.input_path), "output": str(output_path), "gt": prep.gt_path,
-        "scale": "x".join(f"{s:g}" for s in cfg.scale) if cfg.scale[0] != cfg.scale[1] else f"{cfg.scale[0]:g}",
+        "scale": scale_label(cfg),
         "height": h, "width": w, "out_height": out_hw[0], "out_width": out_hw[1],
         "channels": pic.channels, "bit_depth": pic.bit_depth, "device": str(device), "notes": "; ".join(pic.notes),
         "iterations": result.iterations, "fit_seconds": round(result.fit_seconds, 3),
@@ -225,8 +237,7 @@ def one_line(err: BaseException, path: str) -> str:
 
 def _base_record(item: dict[str, Any], cfg: FitConfig) -> dict[str, Any]:
     return {"input": item["input"], "output": item["output"], "gt": item.get("gt"), "rel": item.get("rel"),
-            "config_hash": cfg.hash(),
-            "scale": f"{cfg.scale[0]:g}" if cfg.scale[0] == cfg.scale[1] else "x".join(f"{s:g}" for s in cfg.scale)}
+            "config_hash": cfg.hash(), "scale": scale_label(cfg)}
 
 
 def _failed(record: dict[str, Any], err: BaseException) -> dict[str, Any]:
@@ -281,9 +292,6 @@ def run_packed(items: list[dict[str, Any]], cfgs: list[FitConfig], device: str, 
         except Exception as e:  # noqa: BLE001 - a bad input is a row, the batch goes on
             yield i, _failed(_base_record(item, cfg), e)
 
-    def item_extras(i: int) -> Extras:
-        return Extras(**{**extras.__dict__, "rel": items[i].get("rel") or None})
-
     done: set[int] = set()
     try:
         for i in preps:
@@ -295,7 +303,7 @@ def run_packed(items: list[dict[str, Any]], cfgs: list[FitConfig], device: str, 
             done.add(i)
             record = _base_record(items[i], cfgs[i])
             try:
-                record.update(finish(preps[i], result, items[i]["output"], cfgs[i], dev, item_extras(i), None,
+                record.update(finish(preps[i], result, items[i]["output"], cfgs[i], dev, extras.for_item(items[i]), None,
                                      max_pixels))
                 record.update(status="ok", error=None, tile=MemoryPlan().tile, pack=k)
             except Exception as e:  # noqa: BLE001
@@ -308,4 +316,4 @@ def run_packed(items: list[dict[str, Any]], cfgs: list[FitConfig], device: str, 
             torch.cuda.empty_cache()
         for i in preps:
             if i not in done:
-                yield i, run_item(items[i], cfgs[i], device, item_extras(i), max_pixels, degrade)
+                yield i, run_item(items[i], cfgs[i], device, extras.for_item(items[i]), max_pixels, degrade)
