@@ -1,10 +1,15 @@
 """Images per hour: one fit at a time (the baseline) vs packed fits, on the same images, in one process.
 
     python benchmarks/throughput.py --set ../shared/data/BSD100 --scale 2 --preset paper --device cuda
-    python benchmarks/throughput.py --device cpu --tiny          # about a minute on a 2-core CPU
+    python benchmarks/throughput.py --device cpu --tiny          # seconds on a 2-core CPU
 
-Prints a table, then one JSON line with device, torch, images, both rates, the
-speedup and both mean PSNR-Y values (the fast path must not cost quality).
+The baseline is ``super_resolve`` image by image (eager, pairs made per step,
+the reference for quality); ``--baseline-limit N`` times it on the first N
+images only (it is slow). Each ``--variants`` entry is a packed run over all the
+images: ``bf16`` or ``fp32``, optionally ``:K`` (pack size, default from memory)
+and ``:eager`` (no CUDA graph). Prints a table, then one JSON line with device,
+torch, images, both rates, the speedup and the mean PSNR-Y of the baseline and
+of the first variant over the baseline's images (and over all images).
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ from zssr_batch.config import resolve
 from zssr_batch.engine import pick_device, super_resolve
 from zssr_batch.images import load_image
 from zssr_batch.metrics import score
-from zssr_batch.packed import Job, auto_pack_size, fit_packed
+from zssr_batch.packed import Job, PackOptions, auto_pack_size, fit_packed
 
 DEFAULT_SET = Path(__file__).resolve().parents[2] / "shared" / "data" / "BSD100"
 
@@ -41,6 +46,14 @@ def load_set(folder: Path, scale: int, limit: int | None, side: int | None) -> l
     return out
 
 
+def parse_variant(text: str) -> tuple[str, int | None, PackOptions]:
+    parts = text.split(":")
+    if parts[0] not in ("bf16", "fp32"):
+        raise SystemExit(f"variant {text!r}: start with bf16 or fp32")
+    k = next((int(p) for p in parts[1:] if p.isdigit()), None)
+    return text, k, PackOptions(graphs="eager" not in parts, bf16=parts[0] == "bf16")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--set", type=Path, default=DEFAULT_SET)
@@ -48,7 +61,9 @@ def main() -> None:
     ap.add_argument("--preset", default="paper")
     ap.add_argument("--limit", type=int, default=None)
     ap.add_argument("--device", default="auto")
-    ap.add_argument("--pack", type=int, default=None, help="fits per pack (default: from memory)")
+    ap.add_argument("--variants", nargs="+", default=["fp32"], help="packed runs, e.g. bf16 fp32 bf16:64 fp32:eager")
+    ap.add_argument("--baseline-limit", type=int, default=None, help="time the baseline on the first N images")
+    ap.add_argument("--time-budget", type=float, default=None, help="start no further variant after this many s")
     ap.add_argument("--tiny", action="store_true", help="4 centre crops of 48x48, 40 steps of 24x24 crops")
     args = ap.parse_args()
     device = pick_device(args.device)
@@ -59,35 +74,74 @@ def main() -> None:
         limit, side = limit or 4, 48
     cfg = resolve(args.preset, overrides=overrides)
     images = load_set(args.set, args.scale, limit, side)
-    k = args.pack or min(auto_pack_size(cfg, device), len(images))
-
-    def timed(fn):
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        t0 = time.perf_counter()
-        res = fn()
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        return res, time.perf_counter() - t0
-
-    base, base_s = timed(lambda: {n: super_resolve(lr, cfg, device) for n, lr, _ in images})
-    fast, fast_s = timed(lambda: dict(fit_packed((Job(n, lr, cfg) for n, lr, _ in images), k, device)))
-    border = args.scale
-    base_psnr = float(np.mean([score(base[n].output, hr, border)["psnr_y"] for n, _, hr in images]))
-    fast_psnr = float(np.mean([score(fast[n].output, hr, border)["psnr_y"] for n, _, hr in images]))
     n = len(images)
+    nb = min(n, args.baseline_limit or n)
+    border = args.scale
+    t_start = time.perf_counter()
+
+    def sync() -> None:
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+
+    def psnrs(results: dict) -> dict[str, float]:
+        return {name: score(results[name].output, hr, border)["psnr_y"] for name, _, hr in images if name in results}
+
+    sync()
+    t0 = time.perf_counter()
+    base = {name: super_resolve(lr, cfg, device) for name, lr, _ in images[:nb]}
+    sync()
+    base_s = time.perf_counter() - t0
+    base_psnr = psnrs(base)
+    base_names = list(base_psnr)
+    rows = [("one fit at a time", nb, base_s, float(np.mean(list(base_psnr.values()))), None,
+             float(np.mean([r.iterations for r in base.values()])))]
+    print(f"baseline: {nb} images in {base_s:.1f} s", flush=True)
+    variants = {}
+    for text in args.variants:
+        if args.time_budget and time.perf_counter() - t_start > args.time_budget:
+            print(f"skipping variant {text}: past the time budget", flush=True)
+            continue
+        name, k, options = parse_variant(text)
+        k = k or min(auto_pack_size(cfg, device), n)
+        sync()
+        t0 = time.perf_counter()
+        stats: dict = {}
+        fast = dict(fit_packed((Job(nm, lr, cfg) for nm, lr, _ in images), k, device, options=options, stats=stats))
+        sync()
+        secs = time.perf_counter() - t0
+        p = psnrs(fast)
+        on_base = float(np.mean([p[nm] for nm in base_names]))
+        variants[name] = {"pack": k, "seconds": round(secs, 2), "images_per_hour": round(3600 * n / secs, 1),
+                          "psnr_y_all": round(float(np.mean(list(p.values()))), 3),
+                          "psnr_y_on_baseline_images": round(on_base, 3),
+                          "mean_iterations": float(np.mean([r.iterations for r in fast.values()])),
+                          "pack_steps": stats["steps"], "graph_replays": stats["replays"],
+                          "graph_failed": stats["graph_failed"],
+                          "per_image_psnr_y": {nm: round(v, 3) for nm, v in p.items()}}
+        rows.append((f"packed x{k} {name}", n, secs, on_base, float(np.mean(list(p.values()))),
+                     variants[name]["mean_iterations"]))
+        print(f"variant {name}: {n} images in {secs:.1f} s; "
+              f"{json.dumps({x: y for x, y in variants[name].items() if x != 'per_image_psnr_y'})}", flush=True)
+    print("| path | images | seconds | images / hour | mean PSNR-Y (baseline's images) | mean PSNR-Y (all) "
+          "| mean steps |\n|---|---|---|---|---|---|---|")
+    for label, count, secs, on_base, on_all, steps in rows:
+        all_txt = f"{on_all:.3f}" if on_all is not None else "-"
+        print(f"| {label} | {count} | {secs:.1f} | {3600 * count / secs:.0f} | {on_base:.3f} | {all_txt} "
+              f"| {steps:.0f} |")
+    base_rate = 3600 * nb / base_s
+    first = next(iter(variants.values()), None)
     result = {
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
-        "torch": torch.__version__, "images": n, "preset": args.preset, "pack": k,
-        "baseline_images_per_hour": round(3600 * n / base_s, 1), "fast_images_per_hour": round(3600 * n / fast_s, 1),
-        "speedup": round(base_s / fast_s, 3), "baseline_psnr_y": round(base_psnr, 3), "fast_psnr_y": round(fast_psnr, 3),
-        "baseline_mean_iterations": float(np.mean([r.iterations for r in base.values()])),
-        "fast_mean_iterations": float(np.mean([r.iterations for r in fast.values()])),
-        "date": time.strftime("%Y-%m-%d"),
+        "torch": torch.__version__, "images": n, "baseline_images": nb, "preset": args.preset,
+        "baseline_images_per_hour": round(base_rate, 1),
+        "fast_images_per_hour": first["images_per_hour"] if first else None,
+        "speedup": round(first["images_per_hour"] / base_rate, 3) if first else None,
+        "baseline_psnr_y": round(rows[0][3], 3),
+        "fast_psnr_y": first["psnr_y_on_baseline_images"] if first else None,
+        "fast_psnr_y_all": first["psnr_y_all"] if first else None,
+        "baseline_per_image_psnr_y": {nm: round(v, 3) for nm, v in base_psnr.items()},
+        "variants": variants, "date": time.strftime("%Y-%m-%d"),
     }
-    print(f"| path | images | seconds | images / hour | mean PSNR-Y |\n|---|---|---|---|---|\n"
-          f"| one fit at a time | {n} | {base_s:.1f} | {result['baseline_images_per_hour']:.0f} | {base_psnr:.3f} |\n"
-          f"| packed x{k} | {n} | {fast_s:.1f} | {result['fast_images_per_hour']:.0f} | {fast_psnr:.3f} |")
     print(json.dumps(result))
 
 

@@ -36,8 +36,7 @@ def test_packed_adam_matches_torch_adam_per_slot():
             if active[i]:
                 ref[i].grad = g[i].clone()
                 opts[i].step()
-        packed.grad = g.clone()
-        popt.step(torch.tensor([1e-3, 1e-4, 5e-3], dtype=torch.float64), active)
+        popt.step([g.clone()], torch.tensor([1e-3, 1e-4, 5e-3], dtype=torch.float64), active)
     for i in range(3):
         assert torch.allclose(packed[i].detach(), ref[i].detach(), atol=1e-6)
 
@@ -61,6 +60,27 @@ def test_packed_fits_equal_single_fits_with_their_own_streams_and_stopping_point
         assert np.allclose(p.log.loss, alone.log.loss, atol=1e-5)
         assert p.log.test_steps == alone.log.test_steps
         assert torch.allclose(p.output, alone.output, atol=1e-4)
+
+
+def test_packed_fits_follow_the_learning_rate_rule_and_noise_of_each_image():
+    # The rule reads each image's test errors lazily in a pack; cuts and stops must land on the
+    # same steps as alone. Noise exercises the per-image noise draws interleaved with the pairs.
+    rule = {"max_iters": 40, "crop": 24, "width": 16, "test_every": 2, "lr_check_every": 3, "min_iters": 4,
+            "lr_slope_range": 8, "noise_std": 0.02, "learning_rate": 0.01}
+    cfgs = [resolve("fast", overrides={**rule, "seed": s}) for s in (7, 8, 9)]
+    imgs = _crops()
+    packed = dict(fit_packed([Job(i, img, cfg) for i, (img, cfg) in enumerate(zip(imgs, cfgs))], k=2))
+    cut = 0
+    for i, (img, cfg) in enumerate(zip(imgs, cfgs)):
+        alone = super_resolve(img, cfg)
+        p = packed[i]
+        cut += len(alone.log.lr_changes)
+        assert p.log.lr_changes == alone.log.lr_changes and p.iterations == alone.iterations
+        assert np.allclose(p.log.rec_mse, alone.log.rec_mse, rtol=1e-4, atol=1e-7)
+        for name, w in alone.state_dict.items():
+            assert torch.allclose(p.state_dict[name], w, atol=2e-5, rtol=1e-4), (i, name)
+        assert torch.allclose(p.output, alone.output, atol=1e-4)
+    assert cut > 0  # the rule did act, so the lazy reads were exercised
 
 
 def test_unpackable_jobs_are_fitted_alone():

@@ -169,7 +169,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--pack", type=int, default=0,
                      help="fits trained together in one pack (default 0: from GPU memory, 4 on a CPU); "
                           "1 = one image per actor call, no packing")
-    run.add_argument("--batch", type=int, default=None, help="images per actor call when packing (default 4 x pack)")
+    run.add_argument("--batch", type=int, default=None,
+                     help="images per actor call when packing (default 4 x pack; 256 on a GPU, 16 on CPUs)")
     run.add_argument("--images-per-gpu", type=int, default=None,
                      help="actors sharing one GPU (default 1 when packing, 4 with --pack 1)")
     run.add_argument("--workers", type=int, default=None, help="CPU actors when no GPU is used (default cores/threads)")

@@ -65,13 +65,19 @@ def legacy_slope_std(xs: Sequence[float], ys: Sequence[float]) -> tuple[float, f
     return slope, math.sqrt(resid / dof / sxx)
 
 
-def reconstruction_mse(net: ZSSRNet, image: torch.Tensor, sf: Pair, kernel: torch.Tensor | None, noise_std: float,
-                       gen: torch.Generator, plan: MemoryPlan = MemoryPlan()) -> float:
-    """How well the net restores the image from its own downscaled copy (the rule's signal)."""
+def reconstruction_error(net: ZSSRNet, image: torch.Tensor, sf: Pair, kernel: torch.Tensor | None,
+                         noise_std: float, gen: torch.Generator, plan: MemoryPlan = MemoryPlan()) -> torch.Tensor:
+    """How well the net restores the image from its own downscaled copy (the rule's signal), as a
+    0-d tensor on the image's device: a packed fit reads it back later, without stalling the GPU."""
     with torch.no_grad():
         son = make_son(image, sf, kernel, noise_std, gen)
         rec = network_upscale(net, son[None], sf, image.shape[-2:], plan)[0]
-        return float(((image - rec) ** 2).mean())
+        return ((image - rec) ** 2).mean()
+
+
+def reconstruction_mse(net: ZSSRNet, image: torch.Tensor, sf: Pair, kernel: torch.Tensor | None, noise_std: float,
+                       gen: torch.Generator, plan: MemoryPlan = MemoryPlan()) -> float:
+    return float(reconstruction_error(net, image, sf, kernel, noise_std, gen, plan))
 
 
 def augment_of(cfg: FitConfig) -> Augment:
@@ -104,14 +110,16 @@ class Schedule:
         self.tests.append(it)
         self.rec.append(rec_mse)
 
+    def check_due(self, it: int) -> bool:
+        """Whether the rule looks at the tests after step ``it`` (the only time it needs their values)."""
+        cfg = self.cfg
+        return cfg.lr_schedule == "zssr" and (1 + it) % cfg.lr_check_every == 0 and it - self.changes[-1] > cfg.min_iters
+
     def after_step(self, it: int) -> bool:
         """Apply the rule after step ``it``; True when the rate was cut."""
-        cfg = self.cfg
-        if cfg.lr_schedule != "zssr":
-            return False
-        if (1 + it) % cfg.lr_check_every == 0 and it - self.changes[-1] > cfg.min_iters:
+        if self.check_due(it):
             slope, std = legacy_slope_std(self.tests[-self.n_fit:], self.rec[-self.n_fit:])
-            if -cfg.lr_change_ratio * slope < std:
+            if -self.cfg.lr_change_ratio * slope < std:
                 self.lr /= 10
                 self.changes.append(it)
                 return True

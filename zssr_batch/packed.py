@@ -10,14 +10,29 @@ loss is the sum of the per-image L1 means, so no image's gradient touches
 another's weights. When an image's schedule ends, its output is made and the
 slot takes the next image (continuous batching): stragglers never hold a pack.
 
+What keeps a GPU busy:
+- the random choices of each pair (crop, rotation, affine map) are drawn on the
+  host from the image's own stream, but the K fathers and sons are made on the
+  device in a few batched ops, from one small upload per step;
+- with every slot busy, the whole step (pairs, forward, backward, Adam) is one
+  CUDA graph replay; a draining pack runs eagerly on its live slots only;
+- the host never waits for the device inside the loop: losses, test errors and
+  outputs come back through pinned buffers and events, and are read only when
+  needed (the learning-rate rule reads a test at least 9 steps after it ran);
+- optionally the networks run in bfloat16 (master weights and Adam in float32).
+
 Images that cannot share a pack (gradual scale steps, ``max_iters`` 0, another
-channel count, network shape or crop) are fitted on their own by ``engine``.
+channel count, network shape, crop, scale or kernel) are fitted on their own by
+``engine``.
 """
 
 from __future__ import annotations
 
+import hashlib
 import math
 import time
+import warnings
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Iterator
 
@@ -27,17 +42,26 @@ import torch.nn.functional as F
 from torch import nn
 
 from .config import FitConfig
-from .engine import SRResult, _sync, super_resolve, upscale_with
-from .fit import FitLog, Schedule, augment_of, reconstruction_mse
+from .engine import SRResult, super_resolve, upscale_with
+from .fit import FitLog, Schedule, augment_of, reconstruction_error
 from .infer import MemoryPlan
 from .kernels import shift_kernel
 from .model import ZSSRNet
-from .pairs import Augment, Draw, make_son, sample_father
-from .resize import imresize
+from .pairs import Augment, Draw, draw_father, warp_batch
+from .resize import imresize, output_size
+
+
+@dataclass(frozen=True)
+class PackOptions:
+    """How a pack runs on a GPU; a CPU always runs float32 eagerly (what measures best there)."""
+
+    graphs: bool = True  # record the full-pack training step once as a CUDA graph, then replay it
+    bf16: bool = False  # run the networks in bfloat16 (see docs/BENCHMARKS.md for what it costs)
+    channels_last: bool = True  # NHWC activations: the layout tensor-core convolutions want
 
 
 def auto_pack_size(cfg: FitConfig, device: torch.device | str) -> int:
-    """How many fits to pack: on a GPU, what half its free memory holds; on a CPU, 4 (measured, see BENCHMARKS)."""
+    """How many fits to pack: on a GPU, what half its free memory holds (at most 128); on a CPU, 4 (measured)."""
     device = torch.device(device)
     if device.type != "cuda":
         return 4
@@ -60,7 +84,45 @@ def signature(job: Job) -> tuple | None:
     cfg, (c, h, w) = job.cfg, job.image.shape
     if cfg.scale_steps and len(cfg.steps) > 1 or cfg.max_iters == 0 or min(h, w) < cfg.crop:
         return None
-    return (c, cfg.depth, cfg.width, cfg.crop)
+    kernel = None
+    if job.kernel is not None:
+        k = np.ascontiguousarray(job.kernel, dtype=np.float64)
+        kernel = hashlib.sha1(k.tobytes() + str(k.shape).encode()).hexdigest()
+    return (c, cfg.depth, cfg.width, cfg.crop, tuple(cfg.scale), kernel, cfg.noise_std > 0)
+
+
+def _upload(t: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """Host tensor to ``device`` without making the host wait (pinned memory, asynchronous copy)."""
+    if device.type != "cuda":
+        return t.to(device)
+    return t.pin_memory().to(device, non_blocking=True)
+
+
+class _Readback:
+    """Device values copied to the host asynchronously; ``get`` waits only for that copy."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.cuda = device.type == "cuda"
+
+    def push(self, t: torch.Tensor) -> tuple[torch.Tensor, Any]:
+        t = t.detach()
+        if not self.cuda:
+            return t.clone(), None
+        host = torch.empty(t.shape, dtype=t.dtype, pin_memory=True)
+        host.copy_(t, non_blocking=True)
+        event = torch.cuda.Event()
+        event.record()
+        return host, event
+
+    @staticmethod
+    def ready(handle: tuple[torch.Tensor, Any]) -> bool:
+        return handle[1] is None or handle[1].query()
+
+    @staticmethod
+    def get(handle: tuple[torch.Tensor, Any]) -> torch.Tensor:
+        if handle[1] is not None:
+            handle[1].synchronize()
+        return handle[0]
 
 
 class PackedNets(nn.Module):
@@ -79,39 +141,34 @@ class PackedNets(nn.Module):
             for w in self.weights:
                 fan_in = w.shape[2] * 9
                 fresh = torch.empty(w.shape[1:]).normal_(0.0, math.sqrt(init_variance / fan_in), generator=gen)
-                w[slot].copy_(fresh)
+                w[slot].copy_(_upload(fresh, w.device))
 
-    def forward(self, x: torch.Tensor, slots: torch.Tensor | None = None) -> torch.Tensor:
-        """``x``: (N, C, H, W), row n the input of slot ``slots[n]`` (default: all K slots) -> (N, C, H, W).
-
-        Only the listed slots are computed: a pack that is draining costs only what is left in it.
-        """
-        k, c, h, w = x.shape
-        y = x.reshape(1, k * c, h, w)
+    def forward(self, x: torch.Tensor, slots: torch.Tensor | None = None,
+                channels_last: bool = False) -> torch.Tensor:
+        """``x``: (N, C, H, W), row n the input of slot ``slots[n]`` (default: all K slots) -> (N, C, H, W)."""
+        n, c, h, w = x.shape
+        y = x.reshape(1, n * c, h, w)
+        fmt = torch.channels_last if channels_last else torch.contiguous_format
+        y = y.contiguous(memory_format=fmt)
         for i, wt in enumerate(self.weights):
-            if slots is not None:
+            if slots is not None:  # a draining pack computes only its live slots
                 wt = wt.index_select(0, slots)
-            y = F.conv2d(y, wt.reshape(-1, *wt.shape[2:]), padding=1, groups=k)
+            wt = wt.reshape(-1, *wt.shape[2:]).contiguous(memory_format=fmt)
+            y = F.conv2d(y, wt, padding=1, groups=n)
             if i < len(self.weights) - 1:
                 y = torch.relu(y)
-        return x + y.reshape(k, c, h, w)
-
-    def slot_net(self, slot: int) -> ZSSRNet:
-        net = ZSSRNet(self.channels, len(self.weights), self.weights[0].shape[1], 0.1)
-        with torch.no_grad():
-            for conv, w in zip(net.convs, self.weights):
-                conv.weight.copy_(w[slot])
-        return net.to(self.weights[0].device)
+        return x + y.reshape(n, c, h, w).to(x.dtype)
 
 
 class PackedAdam:
-    """Adam with a step count and a learning rate per slot (torch's Adam, applied slot-wise)."""
+    """torch's Adam applied slot-wise: a step count and a learning rate per slot, all on the device."""
 
     def __init__(self, params: list[nn.Parameter], k: int, betas=(0.9, 0.999), eps: float = 1e-8) -> None:
         self.params, self.betas, self.eps = params, betas, eps
+        dev = params[0].device
         self.m = [torch.zeros_like(p) for p in params]
         self.v = [torch.zeros_like(p) for p in params]
-        self.t = torch.zeros(k, dtype=torch.float64)
+        self.t = torch.zeros(k, dtype=torch.float64, device=dev)
 
     def reset(self, slot: int) -> None:
         for m, v in zip(self.m, self.v):
@@ -120,22 +177,133 @@ class PackedAdam:
         self.t[slot] = 0
 
     @torch.no_grad()
-    def step(self, lr: torch.Tensor, active: torch.Tensor) -> None:
-        """``lr``: (K,) float64 rates; ``active``: (K,) bool, the slots that took this step."""
+    def step(self, grads: Iterable[torch.Tensor], lr: torch.Tensor, active: torch.Tensor) -> None:
+        """``lr``: (K,) float64 rates; ``active``: (K,) bool, the slots that took this step (others stay put)."""
         b1, b2 = self.betas
         self.t += active.double()
         t = self.t.clamp(min=1)
         step_size = torch.where(active, lr / (1 - b1 ** t), torch.zeros_like(lr))
         bc2_sqrt = (1 - b2 ** t).sqrt()
-        dev = self.params[0].device
-        for p, m, v in zip(self.params, self.m, self.v):
+        for p, g, m, v in zip(self.params, grads, self.m, self.v):
             shape = (-1,) + (1,) * (p.dim() - 1)
-            g = p.grad
-            keep = active.to(dev).view(shape)
+            keep = active.view(shape)
             m.copy_(torch.where(keep, m.lerp(g, 1 - b1), m))
             v.copy_(torch.where(keep, v * b2 + (1 - b2) * g * g, v))
-            denom = v.sqrt() / bc2_sqrt.to(dev, p.dtype).view(shape) + self.eps
-            p.sub_(step_size.to(dev, p.dtype).view(shape) * m / denom)
+            denom = v.sqrt() / bc2_sqrt.to(p.dtype).view(shape) + self.eps
+            p.sub_(step_size.to(p.dtype).view(shape) * m / denom)
+
+
+class _Pack:
+    """The device side of a pack: networks, optimizer, per-slot buffers, and the recorded step."""
+
+    def __init__(self, k: int, first: Job, device: torch.device, options: PackOptions) -> None:
+        cfg = first.cfg
+        c = first.image.shape[0]
+        self.k, self.device, self.crop = k, device, cfg.crop
+        self.sf: tuple[float, float] = tuple(cfg.scale)  # type: ignore[assignment]
+        cuda = device.type == "cuda"
+        self.use_graphs = options.graphs and cuda
+        self.bf16 = options.bf16 and cuda
+        self.channels_last = options.channels_last and cuda
+        self.nets = PackedNets(k, c, cfg.depth, cfg.width).to(device)
+        self.opt = PackedAdam(list(self.nets.weights), k)
+        self.probe = ZSSRNet(c, cfg.depth, cfg.width).to(device)  # one slot's network, for tests and outputs
+        self.kernel = None
+        if first.kernel is not None:
+            self.kernel = torch.as_tensor(shift_kernel(first.kernel, cfg.scale), dtype=torch.float32, device=device)
+        side = max(first.image.shape[-2:])
+        self.src = torch.zeros(k, c, side, side, device=device)  # image k in the top-left corner, zeros around
+        self.params = torch.zeros(k, 10, dtype=torch.float64, device=device)  # inverse father map, exact flag
+        self.son_shape = (c, *output_size((self.crop, self.crop), (1 / self.sf[0], 1 / self.sf[1])))
+        self.noise = torch.zeros(k, *self.son_shape, device=device) if cfg.noise_std > 0 else None
+        self.lr = torch.zeros(k, dtype=torch.float64, device=device)
+        self.active = torch.zeros(k, dtype=torch.bool, device=device)
+        self.graph: Any = None
+        self.graph_rows: torch.Tensor | None = None
+        self._live: tuple[tuple[int, ...], torch.Tensor] | None = None
+
+    def place(self, slot: int, job: Job, gen: torch.Generator) -> torch.Tensor:
+        """Start ``job`` in ``slot``: fresh weights from its stream, fresh Adam state; its image on the device."""
+        self.nets.init_slot(slot, job.cfg.init_variance, gen)
+        self.opt.reset(slot)
+        img = _upload(job.image.to(torch.float32).contiguous(), self.device)
+        h, w = img.shape[-2:]
+        if max(h, w) > self.src.shape[-1]:  # a larger image than any so far: grow the buffer, record again
+            grown = torch.zeros(*self.src.shape[:2], max(h, w), max(h, w), device=self.device)
+            grown[:, :, : self.src.shape[2], : self.src.shape[3]] = self.src
+            self.src, self.graph, self.graph_rows = grown, None, None
+        self.src[slot].zero_()
+        self.src[slot, :, :h, :w] = img
+        self.lr[slot] = job.cfg.learning_rate
+        self.active[slot] = True
+        return img
+
+    def set_rate(self, slot: int, rate: float) -> None:
+        self.lr[slot] = rate  # a fill on the device; the host does not wait
+
+    def upload(self, params: np.ndarray, noise: torch.Tensor | None) -> None:
+        self.params.copy_(_upload(torch.from_numpy(params), self.device))
+        if self.noise is not None and noise is not None:
+            self.noise.copy_(_upload(noise, self.device))
+
+    def _train_step(self, live: torch.Tensor | None) -> torch.Tensor:
+        pick = (lambda t: t) if live is None else (lambda t: t.index_select(0, live))
+        params = pick(self.params)
+        father = warp_batch(pick(self.src), params[:, :9].reshape(-1, 3, 3), params[:, 9] > 0.5, self.crop)
+        son = imresize(father, (1 / self.sf[0], 1 / self.sf[1]), kernel=self.kernel if self.kernel is not None
+                       else "cubic")
+        if self.noise is not None:
+            son = son + pick(self.noise)
+        x = imresize(son.clamp(0, 1), self.sf, (self.crop, self.crop))
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16, cache_enabled=False):
+            out = self.nets(x, live, self.channels_last)
+        rows = (out.float() - father).abs().mean(dim=(1, 2, 3))  # each image's own L1 mean
+        grads = torch.autograd.grad(rows.sum(), list(self.nets.weights))
+        self.opt.step(grads, self.lr, self.active)
+        return rows.detach()
+
+    def _record(self) -> None:
+        """Record the full-pack step as a CUDA graph; warm-up steps run with no slot active, so they change nothing."""
+        saved = self.active.clone()
+        try:
+            self.active.zero_()
+            side = torch.cuda.Stream(self.device)
+            side.wait_stream(torch.cuda.current_stream(self.device))
+            with torch.cuda.stream(side):
+                for _ in range(3):
+                    self._train_step(None)
+            torch.cuda.current_stream(self.device).wait_stream(side)
+            graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(graph, capture_error_mode="thread_local"):  # readers/writers run beside
+                rows = self._train_step(None)
+            self.graph, self.graph_rows = graph, rows
+        except Exception as e:  # noqa: BLE001 - an eager pack is slower, not wrong
+            warnings.warn(f"zssr-batch: recording the training step as a CUDA graph failed ({e}); running eagerly")
+            self.use_graphs = False
+        finally:
+            self.active.copy_(saved)
+
+    def step(self, live: list[int]) -> torch.Tensor:
+        """One training step of the live slots; returns their per-image losses (in ``live`` order)."""
+        if len(live) == self.k:
+            if self.use_graphs and self.graph is None:
+                self._record()
+            if self.graph is not None:
+                self.graph.replay()
+                assert self.graph_rows is not None
+                return self.graph_rows
+            return self._train_step(None)
+        key = tuple(live)
+        if self._live is None or self._live[0] != key:
+            self._live = (key, _upload(torch.tensor(live), self.device))
+        return self._train_step(self._live[1])
+
+    def load_probe(self, slot: int) -> ZSSRNet:
+        """The single network of ``slot`` (weights copied on the device, in stream order)."""
+        with torch.no_grad():
+            for conv, w in zip(self.probe.convs, self.nets.weights):
+                conv.weight.copy_(w[slot])
+        return self.probe
 
 
 @dataclass
@@ -146,27 +314,60 @@ class _Slot:
     draw: Draw
     sched: Schedule
     aug: Augment
-    kernel: torch.Tensor | None
+    first_step: int  # the pack's step count when this image started
+    started: float
+    hw: tuple[int, int] = (0, 0)
+    rate: float = -1.0  # the learning rate last set on the device
     it: int = 0
-    losses: list = field(default_factory=list)
+    tests: list = field(default_factory=list)  # (step, readback handle) not yet given to the schedule
     log: FitLog = field(default_factory=FitLog)
-    started: float = 0.0
+
+    def resolve_tests(self) -> None:
+        for it, handle in self.tests:
+            self.sched.add_test(it, float(_Readback.get(handle)))
+            self.log.test_steps.append(it)
+            self.log.rec_mse.append(self.sched.rec[-1])
+        self.tests.clear()
 
 
-def fit_packed(jobs: Iterable[Job], k: int, device: torch.device | str = "cpu",
-               plan: MemoryPlan = MemoryPlan()) -> Iterator[tuple[Any, SRResult]]:
-    """Fit every job, K at a time in one pack; yields (key, result) as each image finishes."""
+@dataclass
+class _Finished:
+    key: Any
+    slot: int
+    log: FitLog
+    steps: range  # the pack steps this image trained in
+    fit_seconds: float
+    finished_at: float
+    output: tuple
+    state: dict[str, tuple]
+
+
+def fit_packed(jobs: Iterable[Job], k: int, device: torch.device | str = "cpu", plan: MemoryPlan = MemoryPlan(),
+               options: PackOptions = PackOptions(), stats: dict | None = None) -> Iterator[tuple[Any, SRResult]]:
+    """Fit every job, K at a time in one pack; yields (key, result) as each image's output reaches the host.
+
+    ``fit_seconds`` of a result is the image's wall time in the pack (K images
+    shared it, as they share the device). ``stats``, if given, receives the
+    number of pack steps, how many of them were graph replays, and whether
+    recording the graph failed (for benchmarks).
+    """
+    stats = {} if stats is None else stats
+    stats.update(steps=0, replays=0, graph_failed=False)
     device = torch.device(device)
     pending = iter(jobs)
-    nets: PackedNets | None = None
-    opt: PackedAdam | None = None
+    pack: _Pack | None = None
     sig = None
     slots: list[_Slot | None] = [None] * k
     exhausted = False
+    step = 0
+    upcoming = 0  # the pack step a slot filled now trains first
+    readback = _Readback(device)
+    rows_log: dict[int, tuple[tuple, np.ndarray]] = {}  # pack step -> (losses handle, row of each slot or -1)
+    finished: deque[_Finished] = deque()
 
     def fill(slot: int) -> Iterator[tuple[Any, SRResult]]:
         """Put the next packable job into ``slot``; jobs that cannot share the pack are fitted alone."""
-        nonlocal nets, opt, sig, exhausted
+        nonlocal pack, sig, exhausted
         while not exhausted:
             try:
                 job = next(pending)
@@ -177,80 +378,83 @@ def fit_packed(jobs: Iterable[Job], k: int, device: torch.device | str = "cpu",
             if s is None or (sig is not None and s != sig):
                 yield job.key, super_resolve(job.image, job.cfg, device, job.kernel, plan=plan)
                 continue
-            if nets is None:
-                sig = s
-                nets = PackedNets(k, *s[:3]).to(device)
-                opt = PackedAdam(list(nets.weights), k)
+            if pack is None:
+                sig, pack = s, _Pack(k, job, device, options)
             gen = torch.Generator().manual_seed(job.cfg.seed)
-            nets.init_slot(slot, job.cfg.init_variance, gen)
-            opt.reset(slot)
-            kern = None
-            if job.kernel is not None:
-                kern = torch.as_tensor(shift_kernel(job.kernel, job.cfg.scale), dtype=torch.float32, device=device)
-            slots[slot] = _Slot(job, job.image.to(device, torch.float32), gen, Draw(gen), Schedule(job.cfg), augment_of(job.cfg), kern,
-                                started=time.perf_counter())
+            image = pack.place(slot, job, gen)
+            slots[slot] = _Slot(job, image, gen, Draw(gen), Schedule(job.cfg), augment_of(job.cfg),
+                                first_step=upcoming, started=time.perf_counter(), hw=tuple(image.shape[-2:]))
             return
+
+    def result(done: _Finished) -> SRResult:
+        losses = []
+        for g in done.steps:
+            handle, rows = rows_log[g]
+            losses.append(float(_Readback.get(handle)[rows[done.slot]]))
+        done.log.loss.extend(losses)
+        out = _Readback.get(done.output)
+        state = {name: _Readback.get(h) for name, h in done.state.items()}
+        return SRResult(out, done.log, done.fit_seconds, time.perf_counter() - done.finished_at, state)
 
     for i in range(k):
         yield from fill(i)
     while any(s is not None for s in slots):
-        assert nets is not None and opt is not None
-        c, crop = sig[0], sig[3]
+        assert pack is not None
+        upcoming = step
         live = [i for i, s in enumerate(slots) if s is not None]
-        x = torch.zeros(len(live), c, crop, crop, device=device)
-        target = torch.zeros_like(x)
-        lr = torch.zeros(k, dtype=torch.float64)
-        active = torch.zeros(k, dtype=torch.bool)
-        for row, i in enumerate(live):
+        params = np.zeros((k, 10))
+        matrices = np.tile(np.eye(3), (k, 1, 1))
+        noise = torch.zeros(k, *pack.son_shape) if pack.noise is not None else None
+        for i in live:
+            s = slots[i]
+            rate = s.sched.rate(s.it)
+            if rate != s.rate:
+                pack.set_rate(i, rate)
+                s.rate = rate
+            _, matrices[i], _, exact = draw_father([s.hw], [(1.0, 1.0), pack.sf], s.aug, s.draw)
+            params[i, 9] = exact
+            if noise is not None and s.job.cfg.noise_std > 0:  # drawn where make_son draws it, from the same stream
+                noise[i] = torch.randn(pack.son_shape, generator=s.gen) * s.job.cfg.noise_std
+        params[:, :9] = np.linalg.inv(matrices).reshape(k, 9)
+        pack.upload(params, noise)
+        row_of = np.full(k, -1)
+        row_of[live] = np.arange(len(live))
+        rows_log[step] = (readback.push(pack.step(live)), row_of)
+        stats["steps"] += 1
+        stats["replays"] += pack.graph is not None and len(live) == k
+        stats["graph_failed"] = options.graphs and device.type == "cuda" and not pack.use_graphs
+        upcoming = step + 1
+        for i in live:
             s = slots[i]
             cfg = s.job.cfg
-            lr[i] = s.sched.rate(s.it)
-            father = sample_father([s.image], [(1.0, 1.0), cfg.scale], s.aug, s.draw)
-            son = make_son(father, cfg.scale, s.kernel, cfg.noise_std, s.gen)
-            x[row] = imresize(son, cfg.scale, father.shape[-2:])
-            target[row] = father
-            active[i] = True
-        index = None if len(live) == k else torch.tensor(live, device=device)
-        rows = (nets(x, index) - target).abs().mean(dim=(1, 2, 3))  # each image's own L1 mean
-        per_image = torch.zeros(k, device=device, dtype=rows.dtype).index_put((torch.tensor(live, device=device),),
-                                                                             rows)
-        loss = rows.sum()
-        for w in nets.weights:
-            w.grad = None
-        loss.backward()
-        for w in nets.weights:  # slots that sat out have no gradient at all
-            if w.grad is None:
-                w.grad = torch.zeros_like(w)
-        opt.step(lr, active)
-        per_image = per_image.detach()
-        for i, s in enumerate(slots):
-            if s is None:
-                continue
-            cfg = s.job.cfg
-            s.losses.append(per_image[i])
-            s.log.lr.append(float(lr[i]))
+            s.log.lr.append(s.rate)
             s.log.scale_step.append(0)
             if s.sched.wants_test(s.it):
-                net = nets.slot_net(i)
-                s.sched.add_test(s.it, reconstruction_mse(net, s.image, cfg.scale, s.kernel, cfg.noise_std, s.gen,
-                                                          plan))
-                s.log.test_steps.append(s.it)
-                s.log.rec_mse.append(s.sched.rec[-1])
+                err = reconstruction_error(pack.load_probe(i), s.image, pack.sf, pack.kernel, cfg.noise_std, s.gen, plan)
+                s.tests.append((s.it, readback.push(err)))
+            if s.sched.check_due(s.it):
+                s.resolve_tests()  # ran >= 9 steps ago with the defaults: no stall
             if s.sched.after_step(s.it):
                 s.log.lr_changes.append(s.it)
             s.it += 1
             if s.sched.finished or s.it >= cfg.max_iters:
-                yield s.job.key, _finish(nets.slot_net(i), s, plan, device)
+                s.resolve_tests()
+                out, _ = upscale_with(pack.load_probe(i), s.image, cfg, 0, pack.kernel, plan)
+                state = {f"convs.{n}.weight": readback.push(w[i]) for n, w in enumerate(pack.nets.weights)}
+                pack.active[i] = False
+                now = time.perf_counter()
+                finished.append(_Finished(s.job.key, i, s.log, range(s.first_step, step + 1), now - s.started, now,
+                                          readback.push(out), state))
                 slots[i] = None
                 yield from fill(i)
-
-
-def _finish(net: ZSSRNet, s: _Slot, plan: MemoryPlan, device: torch.device) -> SRResult:
-    _sync(device)
-    t1 = time.perf_counter()
-    s.log.loss.extend(torch.stack(s.losses).cpu().tolist())
-    out, _ = upscale_with(net, s.image, s.job.cfg, 0, s.kernel, plan)
-    _sync(device)
-    state = {n: t.detach().cpu().clone() for n, t in net.state_dict().items()}
-    # fit time is the slot's wall time: K images shared it, as they share the GPU
-    return SRResult(out.cpu(), s.log, t1 - s.started, time.perf_counter() - t1, state)
+        step += 1
+        while finished and _Readback.ready(finished[0].output):
+            done = finished.popleft()
+            yield done.key, result(done)
+        if step % 64 == 0:  # forget the losses no image still needs
+            oldest = min([s.first_step for s in slots if s is not None] + [f.steps.start for f in finished] + [step])
+            for g in [g for g in rows_log if g < oldest]:
+                del rows_log[g]
+    while finished:
+        done = finished.popleft()
+        yield done.key, result(done)

@@ -121,9 +121,12 @@ def warp(image: torch.Tensor, matrix: np.ndarray, crop: int, exact: bool) -> tor
     return out[0].clamp(0, 1)
 
 
-def sample_father(sources: Sequence[torch.Tensor], base_scales: Sequence[Pair], aug: Augment,
-                  draw: Draw) -> torch.Tensor:
-    """One father ``(C, crop, crop)`` from the current sources (the image, then gradual outputs)."""
+def draw_father(sizes: Sequence[tuple[int, int]], base_scales: Sequence[Pair], aug: Augment,
+                draw: Draw) -> tuple[int, np.ndarray, int, bool]:
+    """The random choices of one father: (source index, 3x3 matrix, crop side, exact?).
+
+    ``sizes`` are the (h, w) of the current sources (the image, then gradual outputs).
+    """
     r = draw.rand()
     if r < aug.p_as_is:
         mode = "as_is"
@@ -131,15 +134,44 @@ def sample_father(sources: Sequence[torch.Tensor], base_scales: Sequence[Pair], 
         mode = "no_interp"
     else:
         mode = "affine"
-    max_scale = aug.max_scale or min(base_scales[len(sources) - 1])
+    max_scale = aug.max_scale or min(base_scales[len(sizes) - 1])
     scale = 1.0 if mode == "as_is" else draw.rand() * (max_scale - aug.min_scale) + aug.min_scale
     # the smallest source that is at least as large as the wanted scale
-    index = next((i for i, b in enumerate(base_scales[: len(sources)]) if min(b) > scale - 1e-6), len(sources) - 1)
-    src = sources[index]
-    h, w = src.shape[-2:]
+    index = next((i for i, b in enumerate(base_scales[: len(sizes)]) if min(b) > scale - 1e-6), len(sizes) - 1)
+    h, w = sizes[index]
     crop = min(aug.crop, h, w)  # a crop larger than the image would only add empty borders
     matrix = father_transform((h, w), crop, min(base_scales[index]), scale, mode, aug, draw)
-    return warp(src, matrix, crop, exact=mode != "affine")
+    return index, matrix, crop, mode != "affine"
+
+
+def sample_father(sources: Sequence[torch.Tensor], base_scales: Sequence[Pair], aug: Augment,
+                  draw: Draw) -> torch.Tensor:
+    """One father ``(C, crop, crop)`` from the current sources (the image, then gradual outputs)."""
+    index, matrix, crop, exact = draw_father([tuple(s.shape[-2:]) for s in sources], base_scales, aug, draw)
+    return warp(sources[index], matrix, crop, exact)
+
+
+def warp_batch(sources: torch.Tensor, inverses: torch.Tensor, exact: torch.Tensor, crop: int) -> torch.Tensor:
+    """``warp`` for K images at once, all on the device (no host copies: it can sit in a CUDA graph).
+
+    ``sources``: (K, C, S, S), image k in its top-left corner and zeros around it,
+    which is what ``warp``'s zero border reads there too; ``inverses``: (K, 3, 3)
+    float64, crop pixel -> source pixel; ``exact``: (K,) bool, gather instead of
+    bicubic sampling.
+    """
+    k, c, sh, sw = sources.shape
+    ys, xs = torch.meshgrid(torch.arange(crop, dtype=torch.float64, device=sources.device),
+                            torch.arange(crop, dtype=torch.float64, device=sources.device), indexing="ij")
+    pts = inverses @ torch.stack([xs.reshape(-1), ys.reshape(-1), torch.ones_like(xs).reshape(-1)])  # (K, 3, P)
+    sx, sy = pts[:, 0] / pts[:, 2], pts[:, 1] / pts[:, 2]
+    grid = torch.stack([(2 * sx + 1) / sw - 1, (2 * sy + 1) / sh - 1], dim=-1).reshape(k, crop, crop, 2)
+    smooth = F.grid_sample(sources, grid.to(sources.dtype), mode="bicubic", padding_mode="zeros",
+                           align_corners=False).clamp(0, 1)
+    ix, iy = sx.round().long(), sy.round().long()
+    inside = (ix >= 0) & (ix < sw) & (iy >= 0) & (iy < sh)
+    flat = torch.where(inside, iy * sw + ix, 0)[:, None].expand(k, c, -1)
+    gathered = sources.reshape(k, c, -1).gather(2, flat) * inside[:, None].to(sources.dtype)
+    return torch.where(exact.view(k, 1, 1, 1), gathered.reshape(k, c, crop, crop), smooth)
 
 
 def make_son(father: torch.Tensor, sf: Pair, kernel: torch.Tensor | None, noise_std: float,

@@ -116,14 +116,21 @@ def output_size(in_hw: Sequence[int], scale: ScaleLike) -> tuple[int, int]:
     return tuple(max(1, int(math.ceil(n * s - 1e-9))) for n, s in zip(in_hw, (sv, sh)))  # type: ignore[return-value]
 
 
+@lru_cache(maxsize=512)
+def _device_contributions(in_len: int, out_len: int, scale: float, method: str, antialias: bool,
+                          device: torch.device, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    """``contributions`` as tensors on ``device``, made once: a copy from host memory per call
+    would make a GPU wait for the host at every resize (and cannot be recorded in a CUDA graph)."""
+    w, idx = contributions(in_len, out_len, scale, method, antialias)
+    return torch.as_tensor(w, dtype=dtype, device=device), torch.as_tensor(idx.reshape(-1), device=device)
+
+
 def resize_dim(x: torch.Tensor, dim: int, out_len: int, scale: float, method: str = "cubic",
                antialias: bool = True) -> torch.Tensor:
     """Resize ``x`` along ``dim`` (-2 for rows/height, -1 for columns/width)."""
     in_len = x.shape[dim]
-    w, idx = contributions(in_len, out_len, float(scale), method, antialias)
-    k = w.shape[1]
-    weights = torch.as_tensor(w, dtype=x.dtype, device=x.device)
-    index = torch.as_tensor(idx.reshape(-1), device=x.device)
+    weights, index = _device_contributions(in_len, out_len, float(scale), method, antialias, x.device, x.dtype)
+    k = weights.shape[1]
     if dim in (-1, x.dim() - 1):
         g = x.index_select(-1, index).unflatten(-1, (out_len, k))  # (..., H, out, k)
         return (g * weights).sum(-1)
@@ -181,22 +188,32 @@ def kernel_downscale(x: torch.Tensor, kernel: Union[torch.Tensor, np.ndarray], s
 
     Rows kept: ``round(linspace(0, H - 1/scale, out_h))`` (numpy's half-to-even rounding).
     """
-    k = torch.as_tensor(np.asarray(kernel), dtype=x.dtype, device=x.device)
+    if isinstance(kernel, torch.Tensor):  # np.asarray would fail on a GPU tensor
+        k = kernel.to(x.device, x.dtype)
+    else:
+        k = torch.as_tensor(np.asarray(kernel), dtype=x.dtype, device=x.device)
     if k.dim() != 2:
         raise ValueError(f"downscaling kernel must be 2-D, got shape {tuple(k.shape)}")
     sv, sh = _as_pair(scale, "scale")
     h, w = x.shape[-2:]
-    kh, kw = k.shape
-    # scipy.ndimage.correlate centres a kernel of size n at n // 2; 'reflect' repeats the edge pixel.
-    rows = torch.as_tensor(_symmetric_index(h, kh // 2, kh - 1 - kh // 2), device=x.device)
-    cols = torch.as_tensor(_symmetric_index(w, kw // 2, kw - 1 - kw // 2), device=x.device)
+    rows, cols, ri, ci = _kernel_indices(h, w, *k.shape, sv, sh, int(out_shape[0]), int(out_shape[1]), x.device)
     lead = x.shape[:-2]
     flat = x.reshape(-1, 1, h, w).index_select(-2, rows).index_select(-1, cols)
     filtered = F.conv2d(flat, k[None, None])  # conv2d is a correlation, like scipy's
-    ri = np.round(np.linspace(0, h - 1 / sv, int(out_shape[0]))).astype(np.int64)
-    ci = np.round(np.linspace(0, w - 1 / sh, int(out_shape[1]))).astype(np.int64)
-    out = filtered[:, :, torch.as_tensor(ri, device=x.device)][:, :, :, torch.as_tensor(ci, device=x.device)]
+    out = filtered.index_select(-2, ri).index_select(-1, ci)
     return out.reshape(*lead, len(ri), len(ci))
+
+
+@lru_cache(maxsize=256)
+def _kernel_indices(h: int, w: int, kh: int, kw: int, sv: float, sh: float, out_h: int, out_w: int,
+                    device: torch.device) -> tuple[torch.Tensor, ...]:
+    """Padding and subsampling indices of ``kernel_downscale``, made once per geometry and device."""
+    # scipy.ndimage.correlate centres a kernel of size n at n // 2; 'reflect' repeats the edge pixel.
+    rows = _symmetric_index(h, kh // 2, kh - 1 - kh // 2)
+    cols = _symmetric_index(w, kw // 2, kw - 1 - kw // 2)
+    ri = np.round(np.linspace(0, h - 1 / sv, out_h)).astype(np.int64)
+    ci = np.round(np.linspace(0, w - 1 / sh, out_w)).astype(np.int64)
+    return tuple(torch.as_tensor(a, device=device) for a in (rows, cols, ri, ci))
 
 
 def _symmetric_index(n: int, before: int, after: int) -> np.ndarray:

@@ -10,7 +10,10 @@ import csv
 import dataclasses
 import io
 import os
+import queue
 import signal
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
@@ -275,45 +278,82 @@ def run_item(item: dict[str, Any], cfg: FitConfig, device: str, extras: Extras =
 def run_packed(items: list[dict[str, Any]], cfgs: list[FitConfig], device: str, extras: Extras = Extras(),
                max_pixels: int | None = None, degrade: bool = False,
                pack: int = 0) -> Iterator[tuple[int, dict[str, Any]]]:
-    """Fit a batch of images K at a time (see ``packed``); yields (index, record) as each one is done.
+    """Fit a batch of images K at a time (see ``packed``); yields (index, record) as each one is written.
 
+    The pack runs in its own thread; inputs are decoded by two threads ahead of
+    it and each finished image is written and scored by another, so the device
+    never waits on files and a row is yielded the moment its image is written.
     If the pack runs out of memory, the images it had not finished are fitted
     one by one with ``run_item``, which has the smaller-tiles plan.
     """
     from .packed import Job, auto_pack_size, fit_packed
 
     dev = pick_device(device)
-    preps: dict[int, Prepared] = {}
-    jobs = []
-    for i, (item, cfg) in enumerate(zip(items, cfgs)):
-        try:
-            preps[i] = prepare(item["input"], cfg, item.get("gt"), max_pixels, degrade)
-            jobs.append(Job(i, preps[i].color, cfg, preps[i].kernel))
-        except Exception as e:  # noqa: BLE001 - a bad input is a row, the batch goes on
-            yield i, _failed(_base_record(item, cfg), e)
+    readers, writer = ThreadPoolExecutor(2), ThreadPoolExecutor(1)
+    decoding = {i: readers.submit(prepare, item["input"], cfg, item.get("gt"), max_pixels, degrade)
+                for i, (item, cfg) in enumerate(zip(items, cfgs))}
+    events: queue.Queue = queue.Queue()  # ("row", i, record) | ("end", error or None)
+    stop = threading.Event()
+    k = pack or min(auto_pack_size(cfgs[0], dev), max(1, len(items)))
 
-    done: set[int] = set()
-    try:
-        for i in preps:
+    def jobs() -> Iterator[Job]:
+        for i, fut in decoding.items():
+            if stop.is_set():
+                return
+            try:
+                prep = fut.result()
+            except Exception as e:  # noqa: BLE001 - a bad input is a row, the batch goes on
+                events.put(("row", i, _failed(_base_record(items[i], cfgs[i]), e)))
+                continue
             fault = injected_fault(items[i]["input"])
             if fault:
                 fault(MemoryPlan())
-        k = pack or min(auto_pack_size(cfgs[0], dev), max(1, len(jobs)))
-        for i, result in fit_packed(jobs, k, dev):
-            done.add(i)
-            record = _base_record(items[i], cfgs[i])
-            try:
-                record.update(finish(preps[i], result, items[i]["output"], cfgs[i], dev, extras.for_item(items[i]), None,
-                                     max_pixels))
-                record.update(status="ok", error=None, tile=MemoryPlan().tile, pack=k)
-            except Exception as e:  # noqa: BLE001
-                _failed(record, e)
-            yield i, record
-    except Exception as e:  # noqa: BLE001
-        if not is_out_of_memory(e):
-            raise
-        if torch.cuda.is_available():
-            torch.cuda.empty_cache()
-        for i in preps:
-            if i not in done:
-                yield i, run_item(items[i], cfgs[i], device, extras.for_item(items[i]), max_pixels, degrade)
+            yield Job((i, prep), prep.color, cfgs[i], prep.kernel)
+
+    def write(i: int, prep: Prepared, result: SRResult) -> None:
+        record = _base_record(items[i], cfgs[i])
+        try:
+            record.update(finish(prep, result, items[i]["output"], cfgs[i], dev, extras.for_item(items[i]), None,
+                                 max_pixels))
+            record.update(status="ok", error=None, tile=MemoryPlan().tile, pack=k)
+        except Exception as e:  # noqa: BLE001
+            _failed(record, e)
+        events.put(("row", i, record))
+
+    def fit_all() -> None:
+        try:
+            for (i, prep), result in fit_packed(jobs(), k, dev):
+                writer.submit(write, i, prep, result)
+            events.put(("end", None))
+        except BaseException as e:  # noqa: BLE001 - handed to the caller's thread
+            events.put(("end", e))
+
+    fitter = threading.Thread(target=fit_all, name="zssr-pack", daemon=True)
+    fitter.start()
+    answered: set[int] = set()
+    try:
+        while True:
+            event = events.get()
+            if event[0] == "row":
+                answered.add(event[1])
+                yield event[1], event[2]
+            elif event[0] == "end":
+                error = event[1]
+                writer.shutdown(wait=True)  # every fitted image's row is queued after this
+                while not events.empty():
+                    _, i, record = events.get()
+                    answered.add(i)
+                    yield i, record
+                break
+        if error is not None:
+            if not is_out_of_memory(error):
+                raise error
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+            for i in range(len(items)):
+                if i not in answered:
+                    yield i, run_item(items[i], cfgs[i], device, extras.for_item(items[i]), max_pixels, degrade)
+    finally:
+        stop.set()
+        readers.shutdown(wait=False, cancel_futures=True)
+        writer.shutdown(wait=False)

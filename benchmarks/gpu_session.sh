@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Every GPU measurement of a session in one call (see ../shared/device/README.md):
+#   here:   bash benchmarks/gpu_session.sh --stage     (copies the data the run needs into .device/)
+#   device: bash benchmarks/gpu_session.sh             (logs to $OUT, or ./artifacts without it)
+set -uo pipefail
+if [ "${1:-}" = "--stage" ]; then
+  src=${2:-../shared/data}
+  rm -rf .device/data && mkdir -p .device/data
+  for s in Set5 Set14 BSD100; do
+    mkdir -p .device/data/$s/LR_bicubic
+    cp -r "$src/$s/HR" .device/data/$s/ && cp -r "$src/$s/LR_bicubic/X2" .device/data/$s/LR_bicubic/
+  done
+  du -sh .device
+  exit 0
+fi
+out=${OUT:-artifacts}
+mkdir -p "$out"
+export PYTHONUNBUFFERED=1 PYTHONPATH=$PWD
+D=.device/data
+{ date -u; nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv;
+  python3 -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda, 'cudnn', torch.backends.cudnn.version())"; } 2>&1 | tee "$out/env.txt"
+timeout 90 python3 benchmarks/gpu_check.py --data $D 2>&1 | tee "$out/check.log"
+timeout 60 python3 -m pytest -q -p no:cacheprovider -m gpu tests/test_engine.py tests/test_resize.py 2>&1 | tee -a "$out/check.log"
+timeout ${THROUGHPUT_S:-300} python3 benchmarks/throughput.py --set $D/BSD100 --scale 2 --preset paper --device cuda \
+  --baseline-limit ${BASELINE_N:-4} --variants ${VARIANTS:-bf16 fp32} --time-budget ${BUDGET_S:-170} 2>&1 | tee "$out/throughput.log"
+timeout ${QUALITY_S:-120} python3 benchmarks/quality.py --data $D --sets Set5 Set14 --scale 2 --preset paper \
+  --device cuda --pack 14 2>&1 | tee "$out/quality.log"
+date -u | tee -a "$out/env.txt"
