@@ -45,6 +45,54 @@ def worst(a: dict, b: dict) -> tuple[float, float, float]:
     return dw, do, dl
 
 
+def step_probe(data: Path) -> dict[str, float]:
+    """Milliseconds per full-pack training step (paper network, 128x128 crops), device-bound: no host work
+    between steps. Also the host's microseconds to draw one father, the per-slot cost a pack pays each step."""
+    import time
+
+    import numpy as np
+
+    from zssr_batch.fit import augment_of
+    from zssr_batch.packed import _Pack
+    from zssr_batch.pairs import Draw, draw_father
+
+    cfg = resolve("paper")
+    f = data / "BSD100" / "LR_bicubic" / "X2" / "101085x2.png"
+    img = torch.from_numpy(load_image(f).color) if f.is_file() else torch.rand(3, 160, 240)
+    flops = 6 * cfg.crop**2 * 9 * (2 * 3 * cfg.width + (cfg.depth - 2) * cfg.width**2)  # fwd + bwd per slot
+    res: dict[str, float] = {}
+    for k in (32, 100):
+        for bf16 in (False, True):
+            for graphs in (True, False):
+                pack = _Pack(k, Job(0, img, cfg), torch.device("cuda"), PackOptions(graphs=graphs, bf16=bf16))
+                for i in range(k):
+                    pack.place(i, Job(i, img, cfg), torch.Generator().manual_seed(i))
+                params = np.zeros((k, 10))
+                params[:, :9] = np.eye(3).ravel()
+                pack.upload(params, None)
+                live = list(range(k))
+                for _ in range(3):
+                    pack.step(live)
+                torch.cuda.synchronize()
+                t0 = time.perf_counter()
+                for _ in range(20):
+                    pack.step(live)
+                torch.cuda.synchronize()
+                ms = (time.perf_counter() - t0) / 20 * 1e3
+                name = f"k{k}_{'bf16' if bf16 else 'fp32'}_{'graph' if graphs and pack.graph is not None else 'eager'}"
+                res[name] = round(ms, 2)
+                print(f"step probe {name}: {ms:.2f} ms/step, {k * flops / ms / 1e9:.0f} TFLOP/s", flush=True)
+                del pack
+                torch.cuda.empty_cache()
+    draw, aug = Draw(torch.Generator().manual_seed(0)), augment_of(cfg)
+    t0 = time.perf_counter()
+    for _ in range(2000):
+        draw_father([(160, 240)], [(1.0, 1.0), (2.0, 2.0)], aug, draw)
+    res["host_us_per_father"] = round((time.perf_counter() - t0) / 2000 * 1e6, 1)
+    print(f"host: {res['host_us_per_father']} us to draw one father", flush=True)
+    return res
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", type=Path, default=Path(__file__).resolve().parents[2] / "shared" / "data")
@@ -70,6 +118,7 @@ def main() -> None:
     # Graph replays run the eager step's kernels: near-equal weights. Packed vs alone on a GPU: TF32 rounding
     # differs between grouped and plain convolutions, and Adam's first steps move every weight by ~lr whatever
     # the size of its gradient, so compare what the weights do (losses, outputs), not the weights themselves.
+    res["step_probe"] = step_probe(args.data)
     ok = (res["graph_replays"] > 0 and res["graph_vs_eager"]["weights"] < 1e-4
           and res["graph_vs_alone"]["loss"] < 1e-3 and res["graph_vs_alone"]["output"] < 1e-2)
     res["ok"] = ok

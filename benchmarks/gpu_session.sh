@@ -20,9 +20,9 @@ D=.device/data
 { date -u; nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv;
   python3 -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda, 'cudnn', torch.backends.cudnn.version())"; } 2>&1 | tee "$out/env.txt"
 timeout 90 python3 benchmarks/gpu_check.py --data $D 2>&1 | tee "$out/check.log"
-timeout 60 python3 -m pytest -q -p no:cacheprovider -m gpu tests/test_engine.py tests/test_resize.py 2>&1 | tee -a "$out/check.log"
+[ -n "${SKIP_PYTEST:-}" ] || timeout 60 python3 -m pytest -q -p no:cacheprovider -m gpu tests/test_engine.py tests/test_resize.py 2>&1 | tee -a "$out/check.log"
 timeout ${THROUGHPUT_S:-300} python3 benchmarks/throughput.py --set $D/BSD100 --scale 2 --preset paper --device cuda \
   --baseline-limit ${BASELINE_N:-4} --variants ${VARIANTS:-bf16 fp32} --time-budget ${BUDGET_S:-170} 2>&1 | tee "$out/throughput.log"
-timeout ${QUALITY_S:-120} python3 benchmarks/quality.py --data $D --sets Set5 Set14 --scale 2 --preset paper \
+[ -n "${SKIP_QUALITY:-}" ] || timeout ${QUALITY_S:-120} python3 benchmarks/quality.py --data $D --sets Set5 Set14 --scale 2 --preset paper \
   --device cuda --pack 14 2>&1 | tee "$out/quality.log"
 date -u | tee -a "$out/env.txt"

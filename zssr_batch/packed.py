@@ -205,6 +205,8 @@ class _Pack:
         self.use_graphs = options.graphs and cuda
         self.bf16 = options.bf16 and cuda
         self.channels_last = options.channels_last and cuda
+        self.shape = (c, cfg.depth, cfg.width)
+        self.columns = list(range(k))  # position -> the slot's column in the loss history (see compact)
         self.nets = PackedNets(k, c, cfg.depth, cfg.width).to(device)
         self.opt = PackedAdam(list(self.nets.weights), k)
         self.probe = ZSSRNet(c, cfg.depth, cfg.width).to(device)  # one slot's network, for tests and outputs
@@ -284,19 +286,42 @@ class _Pack:
             self.active.copy_(saved)
 
     def step(self, live: list[int]) -> torch.Tensor:
-        """One training step of the live slots; returns their per-image losses (in ``live`` order)."""
+        """One training step of the live slots; returns every position's loss, (K,) (0 where no slot is live).
+
+        With graphs, empty positions ride along masked (Adam leaves them alone) and
+        ``compact`` keeps them under half the pack; without, only live slots are computed.
+        """
+        if self.use_graphs and self.graph is None:
+            self._record()
+        if self.graph is not None:
+            self.graph.replay()
+            assert self.graph_rows is not None
+            return self.graph_rows
         if len(live) == self.k:
-            if self.use_graphs and self.graph is None:
-                self._record()
-            if self.graph is not None:
-                self.graph.replay()
-                assert self.graph_rows is not None
-                return self.graph_rows
             return self._train_step(None)
         key = tuple(live)
         if self._live is None or self._live[0] != key:
             self._live = (key, _upload(torch.tensor(live), self.device))
-        return self._train_step(self._live[1])
+        rows = self._train_step(self._live[1])
+        return torch.zeros(self.k, device=self.device, dtype=rows.dtype).index_copy_(0, self._live[1], rows)
+
+    def compact(self, keep: list[int]) -> None:
+        """Shrink the pack to the positions ``keep`` (a draining pack), so a recorded step computes no empty slots."""
+        idx = _upload(torch.tensor(keep), self.device)
+        k = len(keep)
+        nets = PackedNets(k, *self.shape).to(self.device)
+        opt = PackedAdam(list(nets.weights), k)
+        with torch.no_grad():
+            for new, old in zip(list(nets.weights) + opt.m + opt.v, list(self.nets.weights) + self.opt.m + self.opt.v):
+                new.copy_(old.index_select(0, idx))
+            opt.t.copy_(self.opt.t.index_select(0, idx))
+        self.graph = self.graph_rows = self._live = None  # release the old recording before the next
+        self.nets, self.opt, self.k = nets, opt, k
+        self.src, self.params, self.lr, self.active = (t.index_select(0, idx) for t in
+                                                       (self.src, self.params, self.lr, self.active))
+        if self.noise is not None:
+            self.noise = self.noise.index_select(0, idx)
+        self.columns = [self.columns[i] for i in keep]
 
     def load_probe(self, slot: int) -> ZSSRNet:
         """The single network of ``slot`` (weights copied on the device, in stream order)."""
@@ -304,6 +329,52 @@ class _Pack:
             for conv, w in zip(self.probe.convs, self.nets.weights):
                 conv.weight.copy_(w[slot])
         return self.probe
+
+
+class _LossHistory:
+    """Every slot's loss at every step, kept on the device and brought back a chunk at a time.
+
+    Rows are pack positions; ``columns`` names the slot at each position (a slot's
+    column is its position before any ``compact``), so a slot's curve survives
+    the pack shrinking under it.
+    """
+
+    def __init__(self, k: int, device: torch.device, readback: _Readback, chunk: int = 64) -> None:
+        self.device, self.readback, self.chunk = device, readback, chunk
+        self.buf = torch.zeros(chunk, k, device=device)
+        self.columns = list(range(k))
+        self.start = self.n = 0  # first step of the open chunk, steps in it
+        self.chunks: list[tuple[int, int, tuple, dict[int, int]]] = []  # (first step, steps, handle, column->row)
+
+    def record(self, rows: torch.Tensor) -> None:
+        self.buf[self.n].copy_(rows)
+        self.n += 1
+        if self.n == self.chunk:
+            self.flush()
+
+    def flush(self) -> None:
+        """Send the open chunk to the host (in stream order: later writes to the buffer come after the copy)."""
+        if self.n:
+            pos = {c: p for p, c in enumerate(self.columns)}
+            self.chunks.append((self.start, self.n, self.readback.push(self.buf[: self.n]), pos))
+        self.start += self.n
+        self.n = 0
+
+    def regroup(self, columns: list[int]) -> None:
+        self.flush()
+        self.columns = columns
+        self.buf = torch.zeros(self.chunk, len(columns), device=self.device)
+
+    def losses(self, column: int, steps: range) -> list[float]:
+        out: list[float] = []
+        for start, n, handle, pos in self.chunks:
+            lo, hi = max(steps.start, start), min(steps.stop, start + n)
+            if lo < hi:
+                out.extend(_Readback.get(handle)[lo - start:hi - start, pos[column]].tolist())
+        return out
+
+    def forget(self, before: int) -> None:
+        self.chunks = [c for c in self.chunks if c[0] + c[1] > before]
 
 
 @dataclass
@@ -316,6 +387,7 @@ class _Slot:
     aug: Augment
     first_step: int  # the pack's step count when this image started
     started: float
+    column: int  # its column in the loss history
     hw: tuple[int, int] = (0, 0)
     rate: float = -1.0  # the learning rate last set on the device
     it: int = 0
@@ -333,7 +405,7 @@ class _Slot:
 @dataclass
 class _Finished:
     key: Any
-    slot: int
+    column: int
     log: FitLog
     steps: range  # the pack steps this image trained in
     fit_seconds: float
@@ -347,27 +419,29 @@ def fit_packed(jobs: Iterable[Job], k: int, device: torch.device | str = "cpu", 
     """Fit every job, K at a time in one pack; yields (key, result) as each image's output reaches the host.
 
     ``fit_seconds`` of a result is the image's wall time in the pack (K images
-    shared it, as they share the device). ``stats``, if given, receives the
-    number of pack steps, how many of them were graph replays, and whether
-    recording the graph failed (for benchmarks).
+    shared it, as they share the device). ``stats``, if given, receives counts
+    (pack steps, graph replays, compactions, whether recording failed) and the
+    host's seconds per phase, for benchmarks.
     """
     stats = {} if stats is None else stats
-    stats.update(steps=0, replays=0, graph_failed=False)
+    stats.update(steps=0, replays=0, compactions=0, graph_failed=False, host_draw_s=0.0, host_step_s=0.0,
+                 host_book_s=0.0, host_test_s=0.0, host_finish_s=0.0, host_wait_s=0.0)
     device = torch.device(device)
     pending = iter(jobs)
     pack: _Pack | None = None
+    history: _LossHistory | None = None
     sig = None
     slots: list[_Slot | None] = [None] * k
     exhausted = False
     step = 0
     upcoming = 0  # the pack step a slot filled now trains first
     readback = _Readback(device)
-    rows_log: dict[int, tuple[tuple, np.ndarray]] = {}  # pack step -> (losses handle, row of each slot or -1)
     finished: deque[_Finished] = deque()
+    clock = time.perf_counter
 
     def fill(slot: int) -> Iterator[tuple[Any, SRResult]]:
         """Put the next packable job into ``slot``; jobs that cannot share the pack are fitted alone."""
-        nonlocal pack, sig, exhausted
+        nonlocal pack, history, sig, exhausted
         while not exhausted:
             try:
                 job = next(pending)
@@ -380,31 +454,40 @@ def fit_packed(jobs: Iterable[Job], k: int, device: torch.device | str = "cpu", 
                 continue
             if pack is None:
                 sig, pack = s, _Pack(k, job, device, options)
+                history = _LossHistory(k, device, readback)
             gen = torch.Generator().manual_seed(job.cfg.seed)
             image = pack.place(slot, job, gen)
             slots[slot] = _Slot(job, image, gen, Draw(gen), Schedule(job.cfg), augment_of(job.cfg),
-                                first_step=upcoming, started=time.perf_counter(), hw=tuple(image.shape[-2:]))
+                                first_step=upcoming, started=clock(), column=pack.columns[slot],
+                                hw=tuple(image.shape[-2:]))
             return
 
     def result(done: _Finished) -> SRResult:
-        losses = []
-        for g in done.steps:
-            handle, rows = rows_log[g]
-            losses.append(float(_Readback.get(handle)[rows[done.slot]]))
-        done.log.loss.extend(losses)
+        t0 = clock()
+        assert history is not None
+        done.log.loss.extend(history.losses(done.column, done.steps))
         out = _Readback.get(done.output)
         state = {name: _Readback.get(h) for name, h in done.state.items()}
-        return SRResult(out, done.log, done.fit_seconds, time.perf_counter() - done.finished_at, state)
+        stats["host_wait_s"] += clock() - t0
+        return SRResult(out, done.log, done.fit_seconds, clock() - done.finished_at, state)
 
     for i in range(k):
         yield from fill(i)
     while any(s is not None for s in slots):
-        assert pack is not None
+        assert pack is not None and history is not None
         upcoming = step
         live = [i for i, s in enumerate(slots) if s is not None]
-        params = np.zeros((k, 10))
-        matrices = np.tile(np.eye(3), (k, 1, 1))
-        noise = torch.zeros(k, *pack.son_shape) if pack.noise is not None else None
+        if pack.use_graphs and exhausted and len(live) <= pack.k // 2:
+            pack.compact(live)  # a draining pack: keep the recorded step free of empty slots
+            history.regroup(pack.columns)
+            slots[:] = [slots[i] for i in live]
+            live = list(range(len(live)))
+            stats["compactions"] += 1
+        t0 = clock()
+        k_now = pack.k
+        params = np.zeros((k_now, 10))
+        matrices = np.tile(np.eye(3), (k_now, 1, 1))
+        noise = torch.zeros(k_now, *pack.son_shape) if pack.noise is not None else None
         for i in live:
             s = slots[i]
             rate = s.sched.rate(s.it)
@@ -415,13 +498,15 @@ def fit_packed(jobs: Iterable[Job], k: int, device: torch.device | str = "cpu", 
             params[i, 9] = exact
             if noise is not None and s.job.cfg.noise_std > 0:  # drawn where make_son draws it, from the same stream
                 noise[i] = torch.randn(pack.son_shape, generator=s.gen) * s.job.cfg.noise_std
-        params[:, :9] = np.linalg.inv(matrices).reshape(k, 9)
+        params[:, :9] = np.linalg.inv(matrices).reshape(k_now, 9)
+        t1 = clock()
         pack.upload(params, noise)
-        row_of = np.full(k, -1)
-        row_of[live] = np.arange(len(live))
-        rows_log[step] = (readback.push(pack.step(live)), row_of)
+        history.record(pack.step(live))
+        t2 = clock()
+        stats["host_draw_s"] += t1 - t0
+        stats["host_step_s"] += t2 - t1
         stats["steps"] += 1
-        stats["replays"] += pack.graph is not None and len(live) == k
+        stats["replays"] += pack.graph is not None
         stats["graph_failed"] = options.graphs and device.type == "cuda" and not pack.use_graphs
         upcoming = step + 1
         for i in live:
@@ -430,31 +515,38 @@ def fit_packed(jobs: Iterable[Job], k: int, device: torch.device | str = "cpu", 
             s.log.lr.append(s.rate)
             s.log.scale_step.append(0)
             if s.sched.wants_test(s.it):
+                t3 = clock()
                 err = reconstruction_error(pack.load_probe(i), s.image, pack.sf, pack.kernel, cfg.noise_std, s.gen, plan)
                 s.tests.append((s.it, readback.push(err)))
+                stats["host_test_s"] += clock() - t3
             if s.sched.check_due(s.it):
+                t3 = clock()
                 s.resolve_tests()  # ran >= 9 steps ago with the defaults: no stall
+                stats["host_wait_s"] += clock() - t3
             if s.sched.after_step(s.it):
                 s.log.lr_changes.append(s.it)
             s.it += 1
             if s.sched.finished or s.it >= cfg.max_iters:
+                t3 = clock()
                 s.resolve_tests()
+                history.flush()  # its last losses travel ahead of its output
                 out, _ = upscale_with(pack.load_probe(i), s.image, cfg, 0, pack.kernel, plan)
                 state = {f"convs.{n}.weight": readback.push(w[i]) for n, w in enumerate(pack.nets.weights)}
                 pack.active[i] = False
-                now = time.perf_counter()
-                finished.append(_Finished(s.job.key, i, s.log, range(s.first_step, step + 1), now - s.started, now,
-                                          readback.push(out), state))
+                now = clock()
+                finished.append(_Finished(s.job.key, s.column, s.log, range(s.first_step, step + 1),
+                                          now - s.started, now, readback.push(out), state))
                 slots[i] = None
+                stats["host_finish_s"] += now - t3
                 yield from fill(i)
+        stats["host_book_s"] += clock() - t2
         step += 1
         while finished and _Readback.ready(finished[0].output):
             done = finished.popleft()
             yield done.key, result(done)
         if step % 64 == 0:  # forget the losses no image still needs
-            oldest = min([s.first_step for s in slots if s is not None] + [f.steps.start for f in finished] + [step])
-            for g in [g for g in rows_log if g < oldest]:
-                del rows_log[g]
+            history.forget(min([s.first_step for s in slots if s is not None] + [f.steps.start for f in finished]
+                               + [step]))
     while finished:
         done = finished.popleft()
         yield done.key, result(done)
