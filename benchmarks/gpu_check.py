@@ -103,8 +103,8 @@ def main() -> None:
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         stats: dict = {}
-        graph = dict(fit_packed(jobs(), 3, "cuda", options=PackOptions(graphs=True), stats=stats))
-    eager = dict(fit_packed(jobs(), 3, "cuda", options=PackOptions(graphs=False)))
+        graph = dict(fit_packed(jobs(), 3, "cuda", options=PackOptions(graphs=True, bf16=False), stats=stats))
+    eager = dict(fit_packed(jobs(), 3, "cuda", options=PackOptions(graphs=False, bf16=False)))
     alone = {i: super_resolve(im, c, "cuda") for i, (im, c) in enumerate(zip(imgs, cfgs))}
     cpu = {i: super_resolve(im, c, "cpu") for i, (im, c) in enumerate(zip(imgs, cfgs))}
     bf16 = dict(fit_packed(jobs(), 3, "cuda", options=PackOptions(bf16=True)))

@@ -35,7 +35,8 @@ def packed_records(files: list[Path], gts: dict[str, Path], cfg, args) -> list[d
     device = pick_device(args.device)
     lrs = {f.stem: torch.from_numpy(load_image(f).color) for f in files}
     jobs = (Job(name, lr, cfg) for name, lr in lrs.items())
-    out = dict(fit_packed(jobs, min(args.pack, len(files)), device, options=PackOptions(bf16=args.bf16)))
+    options = PackOptions(bf16=args.precision == "bf16")
+    out = dict(fit_packed(jobs, min(args.pack, len(files)), device, options=options))
     recs = []
     for f in files:
         hr, lr, res = load_image(gts[f.stem]).color, lrs[f.stem], out[f.stem]
@@ -56,7 +57,7 @@ def main() -> None:
     ap.add_argument("--limit", type=int, default=None, help="first N images of each set")
     ap.add_argument("--max-iters", type=int, default=None)
     ap.add_argument("--pack", type=int, default=0, help="fit K images at once (packed); 0 = one at a time")
-    ap.add_argument("--bf16", action="store_true", help="packed networks in bfloat16")
+    ap.add_argument("--precision", choices=("bf16", "fp32"), default="bf16", help="packed networks on a GPU")
     args = ap.parse_args()
     overrides = {"scale": args.scale}
     if args.max_iters is not None:
@@ -86,7 +87,7 @@ def main() -> None:
                    "seconds_per_image": wall / max(1, len(recs)),
                    "mean_iterations": float(np.mean([r["iterations"] for r in recs])),
                    "device": recs[0]["device"] if recs else args.device, "preset": args.preset,
-                   "pack": args.pack, "bf16": args.bf16}
+                   "pack": args.pack, "precision": args.precision}
             rows.append(row)
     print(markdown_table(rows))
     for r in rows:

@@ -61,7 +61,8 @@ def main() -> None:
     ap.add_argument("--preset", default="paper")
     ap.add_argument("--limit", type=int, default=None)
     ap.add_argument("--device", default="auto")
-    ap.add_argument("--variants", nargs="+", default=["fp32"], help="packed runs, e.g. bf16 fp32 bf16:64 fp32:eager")
+    ap.add_argument("--variants", nargs="+", default=None,
+                    help="packed runs, e.g. bf16 fp32 bf16:64 fp32:eager (default: bf16 on a GPU, fp32 on a CPU)")
     ap.add_argument("--baseline-limit", type=int, default=None, help="time the baseline on the first N images")
     ap.add_argument("--time-budget", type=float, default=None, help="start no further variant after this many s")
     ap.add_argument("--tiny", action="store_true", help="4 centre crops of 48x48, 40 steps of 24x24 crops")
@@ -97,7 +98,7 @@ def main() -> None:
              float(np.mean([r.iterations for r in base.values()])))]
     print(f"baseline: {nb} images in {base_s:.1f} s", flush=True)
     variants = {}
-    for text in args.variants:
+    for text in args.variants or (["bf16"] if device.type == "cuda" else ["fp32"]):
         if args.time_budget and time.perf_counter() - t_start > args.time_budget:
             print(f"skipping variant {text}: past the time budget", flush=True)
             continue

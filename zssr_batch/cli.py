@@ -93,6 +93,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         raise FileNotFoundError(f"{input_path}: no such file or folder")
     settings = RunSettings(
         output_dir=out, gpus=args.gpus, images_per_gpu=args.images_per_gpu, pack=args.pack, batch=args.batch,
+        precision=args.precision,
         cpu_workers=args.workers,
         threads_per_worker=args.threads, address=args.address, retries=args.retries,
         max_failures=args.max_failures, overwrite=args.overwrite, progress=not args.no_progress,
@@ -169,6 +170,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--pack", type=int, default=0,
                      help="fits trained together in one pack (default 0: from GPU memory, 4 on a CPU); "
                           "1 = one image per actor call, no packing")
+    run.add_argument("--precision", choices=("bf16", "fp32"), default="bf16",
+                     help="packed networks on a GPU (default bf16: faster, -0.03 dB measured); CPUs run fp32")
     run.add_argument("--batch", type=int, default=None,
                      help="images per actor call when packing (default 4 x pack; 256 on a GPU, 16 on CPUs)")
     run.add_argument("--images-per-gpu", type=int, default=None,

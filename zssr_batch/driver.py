@@ -46,6 +46,7 @@ class RunSettings:
     gpus: int | None = None  # None: every GPU there is
     images_per_gpu: int | None = None  # actors per GPU; default 4 fitting one image each, 1 when packing
     pack: int = 0  # fits per pack: 0 = from memory (4 on a CPU); 1 = one image per actor call, no packing
+    precision: str = "bf16"  # packed networks on a GPU: 'bf16' or 'fp32' (CPUs always run fp32)
     batch: int | None = None  # images per actor call when packing (4 x pack; else 256 on a GPU, 16 on CPUs)
     cpu_workers: int | None = None  # --gpus 0: how many CPU actors (default: cores / threads)
     threads_per_worker: int | None = None
@@ -90,7 +91,7 @@ class FitActor:
                                     settings["degrade"])) for i, (item, cfg) in enumerate(zip(items, configs)))
         else:
             results = run_packed(items, configs, self.device, extras, settings["max_pixels"], settings["degrade"],
-                                 settings["pack"])
+                                 settings["pack"], settings["precision"])
         where = self.where()
         for i, record in results:
             record.update(where)
@@ -198,7 +199,7 @@ def run(items: Callable[[], Iterator[WorkItem]], config_for: Callable[[WorkItem]
     actors = [FitActor.options(**resources).remote(threads) for _ in range(n_actors)]
     where = {}
     payload_settings = {"extras": asdict(settings.extras), "max_pixels": settings.max_pixels,
-                        "degrade": settings.degrade, "pack": settings.pack}
+                        "degrade": settings.degrade, "pack": settings.pack, "precision": settings.precision}
     # A GPU pack holds up to 128 fits; a batch twice that keeps its slots refilled instead of draining.
     default_batch = 256 if resources.get("num_gpus") else 16
     batch_size = 1 if settings.pack == 1 else (settings.batch or (4 * settings.pack if settings.pack else default_batch))

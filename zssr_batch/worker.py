@@ -276,8 +276,8 @@ def run_item(item: dict[str, Any], cfg: FitConfig, device: str, extras: Extras =
 
 
 def run_packed(items: list[dict[str, Any]], cfgs: list[FitConfig], device: str, extras: Extras = Extras(),
-               max_pixels: int | None = None, degrade: bool = False,
-               pack: int = 0) -> Iterator[tuple[int, dict[str, Any]]]:
+               max_pixels: int | None = None, degrade: bool = False, pack: int = 0,
+               precision: str = "bf16") -> Iterator[tuple[int, dict[str, Any]]]:
     """Fit a batch of images K at a time (see ``packed``); yields (index, record) as each one is written.
 
     The pack runs in its own thread; inputs are decoded by two threads ahead of
@@ -286,7 +286,7 @@ def run_packed(items: list[dict[str, Any]], cfgs: list[FitConfig], device: str, 
     If the pack runs out of memory, the images it had not finished are fitted
     one by one with ``run_item``, which has the smaller-tiles plan.
     """
-    from .packed import Job, auto_pack_size, fit_packed
+    from .packed import Job, PackOptions, auto_pack_size, fit_packed
 
     dev = pick_device(device)
     readers, writer = ThreadPoolExecutor(2), ThreadPoolExecutor(1)
@@ -322,7 +322,7 @@ def run_packed(items: list[dict[str, Any]], cfgs: list[FitConfig], device: str, 
 
     def fit_all() -> None:
         try:
-            for (i, prep), result in fit_packed(jobs(), k, dev):
+            for (i, prep), result in fit_packed(jobs(), k, dev, options=PackOptions(bf16=precision == "bf16")):
                 writer.submit(write, i, prep, result)
             events.put(("end", None))
         except BaseException as e:  # noqa: BLE001 - handed to the caller's thread
