@@ -28,6 +28,7 @@ channel count, network shape, crop, scale or kernel) are fitted on their own by
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import math
 import time
@@ -60,6 +61,9 @@ class PackOptions:
     # -0.02/-0.03 dB of BSD100 mean PSNR-Y (docs/BENCHMARKS.md); --precision fp32 turns it off.
     bf16: bool = True
     channels_last: bool = True  # NHWC activations: the layout tensor-core convolutions want
+    # Let cuDNN time its algorithms for the pack's one training shape (off: not measured yet; the
+    # grouped convolutions are what bounds a pack, see docs/BENCHMARKS.md).
+    tune: bool = False
 
 
 def auto_pack_size(cfg: FitConfig, device: torch.device | str) -> int:
@@ -207,6 +211,7 @@ class _Pack:
         self.use_graphs = options.graphs and cuda
         self.bf16 = options.bf16 and cuda
         self.channels_last = options.channels_last and cuda
+        self.tune = options.tune and cuda
         self.shape = (c, cfg.depth, cfg.width)
         self.columns = list(range(k))  # position -> the slot's column in the loss history (see compact)
         self.nets = PackedNets(k, c, cfg.depth, cfg.width).to(device)
@@ -259,10 +264,14 @@ class _Pack:
         if self.noise is not None:
             son = son + pick(self.noise)
         x = imresize(son.clamp(0, 1), self.sf, (self.crop, self.crop))
-        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16, cache_enabled=False):
-            out = self.nets(x, live, self.channels_last)
-        rows = (out.float() - father).abs().mean(dim=(1, 2, 3))  # each image's own L1 mean
-        grads = torch.autograd.grad(rows.sum(), list(self.nets.weights))
+        cudnn = torch.backends.cudnn
+        tuned = (cudnn.flags(enabled=cudnn.enabled, benchmark=True, deterministic=cudnn.deterministic,
+                             allow_tf32=cudnn.allow_tf32) if self.tune else contextlib.nullcontext())
+        with tuned:
+            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16, cache_enabled=False):
+                out = self.nets(x, live, self.channels_last)
+            rows = (out.float() - father).abs().mean(dim=(1, 2, 3))  # each image's own L1 mean
+            grads = torch.autograd.grad(rows.sum(), list(self.nets.weights))
         self.opt.step(grads, self.lr, self.active)
         return rows.detach()
 
