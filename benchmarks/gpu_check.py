@@ -61,29 +61,31 @@ def step_probe(data: Path) -> dict[str, float]:
     img = torch.from_numpy(load_image(f).color) if f.is_file() else torch.rand(3, 160, 240)
     flops = 6 * cfg.crop**2 * 9 * (2 * 3 * cfg.width + (cfg.depth - 2) * cfg.width**2)  # fwd + bwd per slot
     res: dict[str, float] = {}
+    variants = [PackOptions(graphs=g, bf16=b) for b in (False, True) for g in (True, False)]
+    variants += [PackOptions(tune=True), PackOptions(conv="bmm")]  # bf16, graph: candidates not yet measured
     for k in (32, 100):
-        for bf16 in (False, True):
-            for graphs in (True, False):
-                pack = _Pack(k, Job(0, img, cfg), torch.device("cuda"), PackOptions(graphs=graphs, bf16=bf16))
-                for i in range(k):
-                    pack.place(i, Job(i, img, cfg), torch.Generator().manual_seed(i))
-                params = np.zeros((k, 10))
-                params[:, :9] = np.eye(3).ravel()
-                pack.upload(params, None)
-                live = list(range(k))
-                for _ in range(3):
-                    pack.step(live)
-                torch.cuda.synchronize()
-                t0 = time.perf_counter()
-                for _ in range(20):
-                    pack.step(live)
-                torch.cuda.synchronize()
-                ms = (time.perf_counter() - t0) / 20 * 1e3
-                name = f"k{k}_{'bf16' if bf16 else 'fp32'}_{'graph' if graphs and pack.graph is not None else 'eager'}"
-                res[name] = round(ms, 2)
-                print(f"step probe {name}: {ms:.2f} ms/step, {k * flops / ms / 1e9:.0f} TFLOP/s", flush=True)
-                del pack
-                torch.cuda.empty_cache()
+        for options in variants:
+            pack = _Pack(k, Job(0, img, cfg), torch.device("cuda"), options)
+            for i in range(k):
+                pack.place(i, Job(i, img, cfg), torch.Generator().manual_seed(i))
+            params = np.zeros((k, 10))
+            params[:, :9] = np.eye(3).ravel()
+            pack.upload(params, None)
+            live = list(range(k))
+            for _ in range(3):
+                pack.step(live)
+            torch.cuda.synchronize()
+            t0 = time.perf_counter()
+            for _ in range(20):
+                pack.step(live)
+            torch.cuda.synchronize()
+            ms = (time.perf_counter() - t0) / 20 * 1e3
+            name = (f"k{k}_{'bf16' if options.bf16 else 'fp32'}_{'graph' if pack.graph is not None else 'eager'}"
+                    + ("_tune" if options.tune else "") + ("_bmm" if options.conv == "bmm" else ""))
+            res[name] = round(ms, 2)
+            print(f"step probe {name}: {ms:.2f} ms/step, {k * flops / ms / 1e9:.0f} TFLOP/s", flush=True)
+            del pack
+            torch.cuda.empty_cache()
     draw, aug = Draw(torch.Generator().manual_seed(0)), augment_of(cfg)
     t0 = time.perf_counter()
     for _ in range(2000):

@@ -7,7 +7,8 @@ The baseline is ``super_resolve`` image by image (eager, pairs made per step,
 the reference for quality); ``--baseline-limit N`` times it on the first N
 images only (it is slow). Each ``--variants`` entry is a packed run over all the
 images: ``bf16`` or ``fp32``, optionally ``:K`` (pack size, default from memory)
-``:eager`` (no CUDA graph) and ``:tune`` (cuDNN picks its algorithms by timing them). Prints a table, then one JSON line with device,
+``:eager`` (no CUDA graph), ``:tune`` (cuDNN picks its algorithms by timing them) and
+``:bmm`` (the K convolutions as im2col and batched matrix products). Prints a table, then one JSON line with device,
 torch, images, both rates, the speedup and the mean PSNR-Y of the baseline and
 of the first variant over the baseline's images (and over all images).
 """
@@ -51,7 +52,8 @@ def parse_variant(text: str) -> tuple[str, int | None, PackOptions]:
     if parts[0] not in ("bf16", "fp32"):
         raise SystemExit(f"variant {text!r}: start with bf16 or fp32")
     k = next((int(p) for p in parts[1:] if p.isdigit()), None)
-    return text, k, PackOptions(graphs="eager" not in parts, bf16=parts[0] == "bf16", tune="tune" in parts)
+    return text, k, PackOptions(graphs="eager" not in parts, bf16=parts[0] == "bf16", tune="tune" in parts,
+                                conv="bmm" if "bmm" in parts else "grouped")
 
 
 def main() -> None:

@@ -124,6 +124,30 @@ def test_a_draining_pack_shrinks_and_still_equals_single_fits(monkeypatch):
             assert torch.allclose(out[i].state_dict[name], w, atol=1e-2), (i, name)
 
 
+def test_batched_matmul_convolutions_equal_grouped_ones():
+    # The 'bmm' formulation (im2col + one batched product per layer) must be the same networks.
+    from zssr_batch.packed import PackedNets, PackOptions
+
+    gen = torch.Generator().manual_seed(2)
+    nets = PackedNets(3, 3, 4, 8)
+    for s in range(3):
+        nets.init_slot(s, 0.5, gen)
+    x = torch.rand(2, 3, 20, 18, generator=gen)
+    slots = torch.tensor([2, 0])
+    grouped, bmm = nets(x, slots), nets(x, slots, conv="bmm")
+    assert torch.allclose(grouped, bmm, atol=1e-6)
+    g1 = torch.autograd.grad(grouped.square().sum(), list(nets.weights))
+    g2 = torch.autograd.grad(bmm.square().sum(), list(nets.weights))
+    assert all(torch.allclose(a, b, atol=1e-5, rtol=1e-4) for a, b in zip(g1, g2))
+    assert float(g1[0][1].abs().sum()) == 0 and float(g1[0][2].abs().sum()) > 0  # slot 1 sat out
+    cfg = resolve("fast", overrides={"max_iters": 12, "crop": 24, "width": 16})
+    imgs = [torch.rand(3, 30, 32, generator=gen) for _ in range(2)]
+    a = dict(fit_packed([Job(i, im, cfg) for i, im in enumerate(imgs)], 2))
+    b = dict(fit_packed([Job(i, im, cfg) for i, im in enumerate(imgs)], 2, options=PackOptions(conv="bmm")))
+    for i in range(2):
+        assert np.allclose(a[i].log.loss, b[i].log.loss, atol=1e-5)
+
+
 def test_unpackable_jobs_are_fitted_alone():
     cfg = resolve("fast", overrides={"max_iters": 3, "crop": 24, "width": 8})
     small = torch.rand(3, 16, 20)  # smaller than the crop

@@ -64,6 +64,9 @@ class PackOptions:
     # Let cuDNN time its algorithms for the pack's one training shape (off: not measured yet; the
     # grouped convolutions are what bounds a pack, see docs/BENCHMARKS.md).
     tune: bool = False
+    # How the K convolutions run: 'grouped' (one grouped cuDNN convolution per layer, measured) or
+    # 'bmm' (im2col and one batched matrix product per layer; not measured on a GPU yet).
+    conv: str = "grouped"
 
 
 def auto_pack_size(cfg: FitConfig, device: torch.device | str) -> int:
@@ -149,9 +152,11 @@ class PackedNets(nn.Module):
                 fresh = torch.empty(w.shape[1:]).normal_(0.0, math.sqrt(init_variance / fan_in), generator=gen)
                 w[slot].copy_(_upload(fresh, w.device))
 
-    def forward(self, x: torch.Tensor, slots: torch.Tensor | None = None,
-                channels_last: bool = False) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, slots: torch.Tensor | None = None, channels_last: bool = False,
+                conv: str = "grouped") -> torch.Tensor:
         """``x``: (N, C, H, W), row n the input of slot ``slots[n]`` (default: all K slots) -> (N, C, H, W)."""
+        if conv == "bmm":
+            return self._forward_bmm(x, slots)
         n, c, h, w = x.shape
         y = x.reshape(1, n * c, h, w)
         fmt = torch.channels_last if channels_last else torch.contiguous_format
@@ -164,6 +169,19 @@ class PackedNets(nn.Module):
             if i < len(self.weights) - 1:
                 y = torch.relu(y)
         return x + y.reshape(n, c, h, w).to(x.dtype)
+
+    def _forward_bmm(self, x: torch.Tensor, slots: torch.Tensor | None) -> torch.Tensor:
+        """The same networks as im2col and batched matrix products: row n's 3x3 neighbourhoods
+        (C*9, H*W), in ``unfold``'s channel-major order, times slot n's (out, C*9) weights."""
+        n, c, h, w = x.shape
+        y = x
+        for i, wt in enumerate(self.weights):
+            if slots is not None:
+                wt = wt.index_select(0, slots)
+            y = torch.bmm(wt.reshape(n, wt.shape[1], -1), F.unfold(y, 3, padding=1)).view(n, -1, h, w)
+            if i < len(self.weights) - 1:
+                y = torch.relu(y)
+        return x + y.to(x.dtype)
 
 
 class PackedAdam:
@@ -212,6 +230,9 @@ class _Pack:
         self.bf16 = options.bf16 and cuda
         self.channels_last = options.channels_last and cuda
         self.tune = options.tune and cuda
+        if options.conv not in ("grouped", "bmm"):
+            raise ValueError(f"PackOptions.conv must be 'grouped' or 'bmm', got {options.conv!r}")
+        self.conv = options.conv
         self.shape = (c, cfg.depth, cfg.width)
         self.columns = list(range(k))  # position -> the slot's column in the loss history (see compact)
         self.nets = PackedNets(k, c, cfg.depth, cfg.width).to(device)
@@ -269,7 +290,7 @@ class _Pack:
                              allow_tf32=cudnn.allow_tf32) if self.tune else contextlib.nullcontext())
         with tuned:
             with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16, cache_enabled=False):
-                out = self.nets(x, live, self.channels_last)
+                out = self.nets(x, live, self.channels_last, self.conv)
             rows = (out.float() - father).abs().mean(dim=(1, 2, 3))  # each image's own L1 mean
             grads = torch.autograd.grad(rows.sum(), list(self.nets.weights))
         self.opt.step(grads, self.lr, self.active)
