@@ -290,16 +290,22 @@ def run_packed(items: list[dict[str, Any]], cfgs: list[FitConfig], device: str, 
 
     dev = pick_device(device)
     readers, writer = ThreadPoolExecutor(2), ThreadPoolExecutor(1)
-    decoding = {i: readers.submit(prepare, item["input"], cfg, item.get("gt"), max_pixels, degrade)
-                for i, (item, cfg) in enumerate(zip(items, cfgs))}
     events: queue.Queue = queue.Queue()  # ("row", i, record) | ("end", error or None)
     stop = threading.Event()
     k = pack or min(auto_pack_size(cfgs[0], dev), max(1, len(items)))
 
+    def read(i: int):
+        return readers.submit(prepare, items[i]["input"], cfgs[i], items[i].get("gt"), max_pixels, degrade)
+
     def jobs() -> Iterator[Job]:
-        for i, fut in decoding.items():
+        ahead = k + 4  # decoded images wait in host memory: enough to refill the pack, no more
+        decoding = {i: read(i) for i in range(min(ahead, len(items)))}
+        for i in range(len(items)):
             if stop.is_set():
                 return
+            fut = decoding.pop(i)
+            if i + ahead < len(items):
+                decoding[i + ahead] = read(i + ahead)
             try:
                 prep = fut.result()
             except Exception as e:  # noqa: BLE001 - a bad input is a row, the batch goes on
