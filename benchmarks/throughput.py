@@ -105,7 +105,8 @@ def main() -> None:
             print(f"skipping variant {text}: past the time budget", flush=True)
             continue
         name, k, options = parse_variant(text)
-        k = k or min(auto_pack_size(cfg, device), n)
+        largest = max((tuple(lr.shape[-2:]) for _, lr, _ in images), key=lambda hw: hw[0] * hw[1])
+        k = k or min(auto_pack_size(cfg, device, largest), n)
         sync()
         t0 = time.perf_counter()
         stats: dict = {}

@@ -148,6 +148,28 @@ def test_batched_matmul_convolutions_equal_grouped_ones():
         assert np.allclose(a[i].log.loss, b[i].log.loss, atol=1e-5)
 
 
+def test_pack_size_follows_gpu_memory_and_image_size(monkeypatch, tmp_path):
+    # The formula is host arithmetic on the free memory CUDA reports; here a 40 GiB card is pretended.
+    from PIL import Image
+
+    from zssr_batch.packed import auto_pack_size
+    from zssr_batch.worker import largest_input
+
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (40 << 30, 80 << 30))
+    cfg = resolve("paper")
+    assert auto_pack_size(cfg, "cpu") == 4
+    assert auto_pack_size(cfg, "cuda") == 128  # 100 MB a slot: memory is not what limits
+    assert 100 <= auto_pack_size(cfg, "cuda", (160, 240)) <= 128  # BSD100 inputs barely count
+    big = auto_pack_size(cfg, "cuda", (3000, 4000))  # 12-megapixel inputs: their buffers do
+    assert 10 <= big < 64
+    Image.new("RGB", (400, 300)).save(tmp_path / "a.png")
+    Image.new("RGB", (200, 100)).save(tmp_path / "b.png")
+    (tmp_path / "bad.png").write_bytes(b"not an image")
+    items = [{"input": str(tmp_path / n)} for n in ("b.png", "bad.png", "a.png")]
+    assert largest_input(items, cfg) == (300, 400)
+    assert largest_input(items, cfg, degrade=True) == (150, 200)
+
+
 def test_unpackable_jobs_are_fitted_alone():
     cfg = resolve("fast", overrides={"max_iters": 3, "crop": 24, "width": 8})
     small = torch.rand(3, 16, 20)  # smaller than the crop

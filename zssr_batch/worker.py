@@ -10,6 +10,7 @@ import csv
 import dataclasses
 import io
 import os
+import math
 import queue
 import signal
 import threading
@@ -20,6 +21,7 @@ from typing import Any, Iterator
 
 import numpy as np
 import torch
+from PIL import Image as PILImage
 
 from .config import FitConfig
 from .degrade import degrade_picture
@@ -275,6 +277,23 @@ def run_item(item: dict[str, Any], cfg: FitConfig, device: str, extras: Extras =
             return _failed(record, e)
 
 
+def largest_input(items: list[dict[str, Any]], cfg: FitConfig, degrade: bool = False) -> tuple[int, int] | None:
+    """The largest (h, w) among the inputs, from their headers only (files that cannot be read are skipped:
+    they fail with their own row later); with ``degrade`` the size after shrinking."""
+    best = None
+    for item in items:
+        try:
+            with PILImage.open(item["input"]) as im:
+                w, h = im.size
+        except Exception:  # noqa: BLE001
+            continue
+        if degrade:
+            h, w = math.ceil(h / cfg.scale[0]), math.ceil(w / cfg.scale[1])
+        if best is None or h * w > best[0] * best[1]:
+            best = (h, w)
+    return best
+
+
 def run_packed(items: list[dict[str, Any]], cfgs: list[FitConfig], device: str, extras: Extras = Extras(),
                max_pixels: int | None = None, degrade: bool = False, pack: int = 0,
                precision: str = "bf16") -> Iterator[tuple[int, dict[str, Any]]]:
@@ -292,7 +311,7 @@ def run_packed(items: list[dict[str, Any]], cfgs: list[FitConfig], device: str, 
     readers, writer = ThreadPoolExecutor(2), ThreadPoolExecutor(1)
     events: queue.Queue = queue.Queue()  # ("row", i, record) | ("end", error or None)
     stop = threading.Event()
-    k = pack or min(auto_pack_size(cfgs[0], dev), max(1, len(items)))
+    k = pack or min(auto_pack_size(cfgs[0], dev, largest_input(items, cfgs[0], degrade)), max(1, len(items)))
 
     def read(i: int):
         return readers.submit(prepare, items[i]["input"], cfgs[i], items[i].get("gt"), max_pixels, degrade)
