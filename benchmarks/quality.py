@@ -16,35 +16,13 @@ import time
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from zssr_batch.config import resolve
-from zssr_batch.engine import pick_device
-from zssr_batch.images import load_image
-from zssr_batch.metrics import score
-from zssr_batch.packed import Job, PackOptions, fit_packed
 from zssr_batch.published import markdown_table
-from zssr_batch.resize import imresize
-from zssr_batch.worker import process_image
+from zssr_batch.sources import ScanOptions, scan_folder
+from zssr_batch.worker import process_image, run_packed
 
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
-
-
-def packed_records(files: list[Path], gts: dict[str, Path], cfg, args) -> list[dict]:
-    """Scores of the set fitted in packs of ``args.pack`` (the fast path), in file order."""
-    device = pick_device(args.device)
-    lrs = {f.stem: torch.from_numpy(load_image(f).color) for f in files}
-    jobs = (Job(name, lr, cfg) for name, lr in lrs.items())
-    options = PackOptions(bf16=args.precision == "bf16")
-    out = dict(fit_packed(jobs, min(args.pack, len(files)), device, options=options))
-    recs = []
-    for f in files:
-        hr, lr, res = load_image(gts[f.stem]).color, lrs[f.stem], out[f.stem]
-        bicubic = imresize(lr.double(), cfg.scale, res.output.shape[-2:]).float()
-        rec = score(res.output, hr, args.scale)
-        rec.update({"bicubic_" + k: v for k, v in score(bicubic, hr, args.scale).items()})
-        recs.append({**rec, "iterations": res.iterations, "device": str(device)})
-    return recs
 
 
 def main() -> None:
@@ -66,16 +44,20 @@ def main() -> None:
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for set_name in args.sets:
-            lr_dir = args.data / set_name / "LR_bicubic" / f"X{args.scale}"
-            files = sorted(lr_dir.glob("*.png"))[: args.limit]
-            recs = []
+            # the benchmark layout pairs LR_bicubic/X<s>/NAMEx<s>.png with HR/NAME.png, as `run` does
+            scan = ScanOptions(output_dir=Path(tmp) / set_name, scale=args.scale)
+            items = [vars(it) for it in scan_folder(args.data / set_name, scan)][: args.limit]
+            files = [Path(it["input"]) for it in items]
             t0 = time.perf_counter()
-            gts = {f.stem: args.data / set_name / "HR" / (f.stem[: -len(f"x{args.scale}")] + ".png") for f in files}
-            if args.pack:
-                recs = packed_records(files, gts, cfg, args)
-            for f in files if not args.pack else []:
-                rec = process_image(f, Path(tmp) / f.name, cfg, args.device, gts[f.stem])
-                recs.append(rec)
+            if args.pack:  # the fast path, written and scored as `run` writes and scores it
+                done = dict(run_packed(items, [cfg] * len(items), args.device, pack=min(args.pack, len(items)),
+                                       precision=args.precision))
+                recs = [done[i] for i in range(len(items))]
+            else:
+                recs = [process_image(it["input"], it["output"], cfg, args.device, it["gt"]) for it in items]
+            failed = [r["error"] for r in recs if r.get("status") == "failed"]
+            if failed:
+                raise SystemExit("; ".join(failed))
             for f, rec in zip(files, recs):
                 print(f"{set_name} {f.stem}: psnr_y {rec['psnr_y']:.2f} (bicubic {rec['bicubic_psnr_y']:.2f}) "
                       f"{rec['iterations']} steps", flush=True)

@@ -28,22 +28,24 @@ from zssr_batch.engine import pick_device, super_resolve
 from zssr_batch.images import load_image
 from zssr_batch.metrics import score
 from zssr_batch.packed import Job, PackOptions, auto_pack_size, fit_packed
+from zssr_batch.sources import ScanOptions, scan_folder
 
 DEFAULT_SET = Path(__file__).resolve().parents[2] / "shared" / "data" / "BSD100"
 
 
 def load_set(folder: Path, scale: int, limit: int | None, side: int | None) -> list[tuple[str, torch.Tensor, np.ndarray]]:
-    lr_dir = folder / "LR_bicubic" / f"X{scale}"
+    # the benchmark layout pairs LR_bicubic/X<s>/NAMEx<s>.png with HR/NAME.png, as `run` does
+    items = list(scan_folder(folder, ScanOptions(output_dir=folder / "unused", scale=scale)))[:limit]
     out = []
-    for f in sorted(lr_dir.glob("*.png"))[:limit]:
-        lr = torch.from_numpy(load_image(f).color)
-        hr = load_image(folder / "HR" / (f.stem[: -len(f"x{scale}")] + ".png")).color
+    for item in items:
+        lr = torch.from_numpy(load_image(item.input).color)
+        hr = load_image(item.gt).color
         if side:  # tiny mode: a centre crop, and the matching ground truth
             h, w = lr.shape[-2:]
             y, x = (h - side) // 2, (w - side) // 2
             lr = lr[:, y:y + side, x:x + side]
             hr = hr[:, y * scale:(y + side) * scale, x * scale:(x + side) * scale]
-        out.append((f.stem, lr, hr))
+        out.append((Path(item.input).stem, lr, hr))
     return out
 
 
