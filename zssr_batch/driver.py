@@ -64,7 +64,7 @@ class RunSettings:
 
 @ray.remote(max_restarts=-1, max_task_retries=0)
 class FitActor:
-    """Fits one image per call; heavy state (torch, CUDA context) lives here, not in the driver."""
+    """Fits a batch of images per call, one by one or packed; heavy state (torch, CUDA context) lives here."""
 
     def __init__(self, threads: int) -> None:
         import torch

@@ -76,6 +76,15 @@ def _split(arr: np.ndarray, scale: float, bit_depth: int, icc: bytes | None, not
     return Picture(color, alpha, bit_depth, icc, notes)
 
 
+def image_size(path: str | os.PathLike) -> tuple[int, int] | None:
+    """(h, w) from the file's header alone (no pixels decoded); None for what cannot be read."""
+    try:
+        with Image.open(path) as im:
+            return im.size[1], im.size[0]
+    except Exception:  # noqa: BLE001 - such a file fails later with its own one-line cause
+        return None
+
+
 def load_image(path: str | os.PathLike, max_pixels: int | None = None) -> Picture:
     """Read an image file; raises ImageError with a one-line cause for anything unusable."""
     path = Path(path)

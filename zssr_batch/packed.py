@@ -14,12 +14,13 @@ What keeps a GPU busy:
 - the random choices of each pair (crop, rotation, affine map) are drawn on the
   host from the image's own stream, but the K fathers and sons are made on the
   device in a few batched ops, from one small upload per step;
-- with every slot busy, the whole step (pairs, forward, backward, Adam) is one
-  CUDA graph replay; a draining pack runs eagerly on its live slots only;
+- the whole step (pairs, forward, backward, Adam) is one CUDA graph replay;
+  finished slots ride along masked, and a draining pack compacts itself once
+  half of them are empty (without graphs, only the live slots are computed);
 - the host never waits for the device inside the loop: losses, test errors and
   outputs come back through pinned buffers and events, and are read only when
   needed (the learning-rate rule reads a test at least 9 steps after it ran);
-- optionally the networks run in bfloat16 (master weights and Adam in float32).
+- the networks run in bfloat16 by default (master weights and Adam in float32).
 
 Images that cannot share a pack (gradual scale steps, ``max_iters`` 0, another
 channel count, network shape, crop, scale or kernel) are fitted on their own by
@@ -152,7 +153,6 @@ class PackedNets(nn.Module):
     def __init__(self, k: int, channels: int, depth: int, width: int) -> None:
         super().__init__()
         sizes = [channels] + [width] * (depth - 1) + [channels]
-        self.k, self.channels = k, channels
         self.weights = nn.ParameterList(
             nn.Parameter(torch.zeros(k, cout, cin, 3, 3)) for cin, cout in zip(sizes[:-1], sizes[1:]))
 
@@ -551,7 +551,6 @@ def fit_packed(jobs: Iterable[Job], k: int, device: torch.device | str = "cpu", 
         stats["host_step_s"] += t2 - t1
         stats["steps"] += 1
         stats["replays"] += pack.graph is not None
-        stats["graph_failed"] = options.graphs and device.type == "cuda" and not pack.use_graphs
         upcoming = step + 1
         for i in live:
             s = slots[i]
@@ -591,6 +590,7 @@ def fit_packed(jobs: Iterable[Job], k: int, device: torch.device | str = "cpu", 
         if step % 64 == 0:  # forget the losses no image still needs
             history.forget(min([s.first_step for s in slots if s is not None] + [f.steps.start for f in finished]
                                + [step]))
+    stats["graph_failed"] = pack is not None and options.graphs and device.type == "cuda" and not pack.use_graphs
     while finished:
         done = finished.popleft()
         yield done.key, result(done)

@@ -9,8 +9,8 @@ from __future__ import annotations
 import csv
 import dataclasses
 import io
-import os
 import math
+import os
 import queue
 import signal
 import threading
@@ -21,13 +21,12 @@ from typing import Any, Iterator
 
 import numpy as np
 import torch
-from PIL import Image as PILImage
 
 from .config import FitConfig
 from .degrade import degrade_picture
 from .engine import SRResult, pick_device, super_resolve
 from .infer import MemoryPlan
-from .images import Picture, load_image, save_image, write_atomic
+from .images import Picture, image_size, load_image, save_image, write_atomic
 from .kernels import load_kernel
 from .metrics import score
 from .plots import lines
@@ -282,11 +281,10 @@ def largest_input(items: list[dict[str, Any]], cfg: FitConfig, degrade: bool = F
     they fail with their own row later); with ``degrade`` the size after shrinking."""
     best = None
     for item in items:
-        try:
-            with PILImage.open(item["input"]) as im:
-                w, h = im.size
-        except Exception:  # noqa: BLE001
+        size = image_size(item["input"])
+        if size is None:
             continue
+        h, w = size
         if degrade:
             h, w = math.ceil(h / cfg.scale[0]), math.ceil(w / cfg.scale[1])
         if best is None or h * w > best[0] * best[1]:
