@@ -7,8 +7,9 @@ The baseline is ``super_resolve`` image by image (eager, pairs made per step,
 the reference for quality); ``--baseline-limit N`` times it on the first N
 images only (it is slow). Each ``--variants`` entry is a packed run over all the
 images: ``bf16`` or ``fp32``, optionally ``:K`` (pack size, default from memory)
-``:eager`` (no CUDA graph), ``:tune`` (cuDNN picks its algorithms by timing them) and
-``:bmm`` (the K convolutions as im2col and batched matrix products). Prints a table, then one JSON line with device,
+``:eager`` (no CUDA graph), ``:tune`` (cuDNN picks its algorithms by timing them),
+``:bmm`` (the K convolutions as im2col and batched matrix products) and ``:drainNN``
+(a draining pack compacts at NN% live; default 75). Prints a table, then one JSON line with device,
 torch, images, both rates, the speedup and the mean PSNR-Y of the baseline and
 of the first variant over the baseline's images (and over all images).
 """
@@ -54,8 +55,9 @@ def parse_variant(text: str) -> tuple[str, int | None, PackOptions]:
     if parts[0] not in ("bf16", "fp32"):
         raise SystemExit(f"variant {text!r}: start with bf16 or fp32")
     k = next((int(p) for p in parts[1:] if p.isdigit()), None)
+    drain = next((int(p[5:]) / 100 for p in parts[1:] if p.startswith("drain") and p[5:].isdigit()), 0.75)
     return text, k, PackOptions(graphs="eager" not in parts, bf16=parts[0] == "bf16", tune="tune" in parts,
-                                conv="bmm" if "bmm" in parts else "grouped")
+                                conv="bmm" if "bmm" in parts else "grouped", compact_below=drain)
 
 
 def main() -> None:
@@ -122,12 +124,15 @@ def main() -> None:
                           "psnr_y_on_baseline_images": round(on_base, 3),
                           "mean_iterations": float(np.mean([r.iterations for r in fast.values()])),
                           "pack_steps": stats["steps"], "graph_replays": stats["replays"],
-                          "graph_failed": stats["graph_failed"],
-                          "per_image_psnr_y": {nm: round(v, 3) for nm, v in p.items()}}
+                          "graph_failed": stats["graph_failed"], "compactions": stats["compactions"],
+                          # the share of computed slot-steps that trained a live image (a draining pack's waste)
+                          "slot_use": round(stats["live_slot_steps"] / max(1, stats["slot_steps"]), 3),
+                          "per_image_psnr_y": {nm: round(v, 3) for nm, v in p.items()},
+                          "per_image_steps": {nm: r.iterations for nm, r in fast.items()}}
         rows.append((f"packed x{k} {name}", n, secs, on_base, float(np.mean(list(p.values()))),
                      variants[name]["mean_iterations"]))
         print(f"variant {name}: {n} images in {secs:.1f} s; "
-              f"{json.dumps({x: y for x, y in variants[name].items() if x != 'per_image_psnr_y'})}", flush=True)
+              f"{json.dumps({x: y for x, y in variants[name].items() if not x.startswith('per_image')})}", flush=True)
     print("| path | images | seconds | images / hour | mean PSNR-Y (baseline's images) | mean PSNR-Y (all) "
           "| mean steps |\n|---|---|---|---|---|---|---|")
     for label, count, secs, on_base, on_all, steps in rows:

@@ -16,7 +16,7 @@ What keeps a GPU busy:
   device in a few batched ops, from one small upload per step;
 - the whole step (pairs, forward, backward, Adam) is one CUDA graph replay;
   finished slots ride along masked, and a draining pack compacts itself once
-  half of them are empty (without graphs, only the live slots are computed);
+  a quarter of them are empty (without graphs, only the live slots are computed);
 - the host never waits for the device inside the loop: losses, test errors and
   outputs come back through pinned buffers and events, and are read only when
   needed (the learning-rate rule reads a test at least 9 steps after it ran);
@@ -68,6 +68,12 @@ class PackOptions:
     # How the K convolutions run: 'grouped' (one grouped cuDNN convolution per layer, measured) or
     # 'bmm' (im2col and one batched matrix product per layer; not measured on a GPU yet).
     conv: str = "grouped"
+    # A draining pack (no job left to fill its empty slots) is compacted once its live slots are
+    # at most this fraction of its positions; each compaction records the step again (a few
+    # eager steps). 0.75 rather than 0.5: with the step times measured on an H200 and the step
+    # counts the paper rule gives, a 100-image pack of 100 spends ~12% less time draining (a
+    # simulation over measured figures; docs/BENCHMARKS.md).
+    compact_below: float = 0.75
 
 
 def auto_pack_size(cfg: FitConfig, device: torch.device | str, largest: tuple[int, int] | None = None,
@@ -464,11 +470,13 @@ def fit_packed(jobs: Iterable[Job], k: int, device: torch.device | str = "cpu", 
 
     ``fit_seconds`` of a result is the image's wall time in the pack (K images
     shared it, as they share the device). ``stats``, if given, receives counts
-    (pack steps, graph replays, compactions, whether recording failed) and the
-    host's seconds per phase, for benchmarks.
+    (pack steps, graph replays, compactions, whether recording failed, slot-steps
+    computed and how many of them trained a live image) and the host's seconds
+    per phase, for benchmarks.
     """
     stats = {} if stats is None else stats
-    stats.update(steps=0, replays=0, compactions=0, graph_failed=False, host_draw_s=0.0, host_step_s=0.0,
+    stats.update(steps=0, replays=0, compactions=0, slot_steps=0, live_slot_steps=0, graph_failed=False,
+                 host_draw_s=0.0, host_step_s=0.0,
                  host_book_s=0.0, host_test_s=0.0, host_finish_s=0.0, host_wait_s=0.0)
     device = torch.device(device)
     pending = iter(jobs)
@@ -521,7 +529,7 @@ def fit_packed(jobs: Iterable[Job], k: int, device: torch.device | str = "cpu", 
         assert pack is not None and history is not None
         upcoming = step
         live = [i for i, s in enumerate(slots) if s is not None]
-        if pack.use_graphs and exhausted and len(live) <= pack.k // 2:
+        if pack.use_graphs and exhausted and len(live) < pack.k and len(live) <= pack.k * options.compact_below:
             pack.compact(live)  # a draining pack: keep the recorded step free of empty slots
             history.regroup(pack.columns)
             slots[:] = [slots[i] for i in live]
@@ -551,6 +559,8 @@ def fit_packed(jobs: Iterable[Job], k: int, device: torch.device | str = "cpu", 
         stats["host_step_s"] += t2 - t1
         stats["steps"] += 1
         stats["replays"] += pack.graph is not None
+        stats["slot_steps"] += pack.k if pack.graph is not None or len(live) == pack.k else len(live)  # computed
+        stats["live_slot_steps"] += len(live)  # of which a live image's step
         upcoming = step + 1
         for i in live:
             s = slots[i]
