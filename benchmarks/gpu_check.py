@@ -50,10 +50,8 @@ def step_probe(data: Path) -> dict[str, float]:
     between steps. Also the host's microseconds to draw one father, the per-slot cost a pack pays each step."""
     import time
 
-    import numpy as np
-
     from zssr_batch.fit import augment_of
-    from zssr_batch.packed import _Pack
+    from zssr_batch.pack_size import time_pack_step
     from zssr_batch.pairs import Draw, draw_father
 
     cfg = resolve("paper")
@@ -65,27 +63,15 @@ def step_probe(data: Path) -> dict[str, float]:
     variants += [PackOptions(tune=True), PackOptions(conv="bmm")]  # bf16, graph: candidates not yet measured
     for k in (32, 100):
         for options in variants:
-            pack = _Pack(k, Job(0, img, cfg), torch.device("cuda"), options)
-            for i in range(k):
-                pack.place(i, Job(i, img, cfg), torch.Generator().manual_seed(i))
-            params = np.zeros((k, 10))
-            params[:, :9] = np.eye(3).ravel()
-            pack.upload(params, None)
-            live = list(range(k))
-            for _ in range(3):
-                pack.step(live)
-            torch.cuda.synchronize()
-            t0 = time.perf_counter()
-            for _ in range(20):
-                pack.step(live)
-            torch.cuda.synchronize()
-            ms = (time.perf_counter() - t0) / 20 * 1e3
-            name = (f"k{k}_{'bf16' if options.bf16 else 'fp32'}_{'graph' if pack.graph is not None else 'eager'}"
+            ms = time_pack_step(cfg, "cuda", k, options, img, repeats=20)
+            name = (f"k{k}_{'bf16' if options.bf16 else 'fp32'}_{'graph' if options.graphs else 'eager'}"
                     + ("_tune" if options.tune else "") + ("_bmm" if options.conv == "bmm" else ""))
             res[name] = round(ms, 2)
             print(f"step probe {name}: {ms:.2f} ms/step, {k * flops / ms / 1e9:.0f} TFLOP/s", flush=True)
-            del pack
-            torch.cuda.empty_cache()
+    for k in (16, 64, 128):  # the sizes run's own pack-size probe times, at the default options
+        ms = time_pack_step(cfg, "cuda", k, PackOptions(), img, repeats=20)
+        res[f"k{k}_bf16_graph"] = round(ms, 2)
+        print(f"step probe k{k}_bf16_graph: {ms:.2f} ms/step, {k * flops / ms / 1e9:.0f} TFLOP/s", flush=True)
     draw, aug = Draw(torch.Generator().manual_seed(0)), augment_of(cfg)
     t0 = time.perf_counter()
     for _ in range(2000):

@@ -6,7 +6,7 @@
 The baseline is ``super_resolve`` image by image (eager, pairs made per step,
 the reference for quality); ``--baseline-limit N`` times it on the first N
 images only (it is slow). Each ``--variants`` entry is a packed run over all the
-images: ``bf16`` or ``fp32``, optionally ``:K`` (pack size, default from memory)
+images: ``bf16`` or ``fp32``, optionally ``:K`` (pack size, default as `run` picks it: measured within memory)
 ``:eager`` (no CUDA graph), ``:tune`` (cuDNN picks its algorithms by timing them),
 ``:bmm`` (the K convolutions as im2col and batched matrix products) and ``:drainNN``
 (a draining pack compacts at NN% live; default 75). Prints a table, then one JSON line with device,
@@ -28,7 +28,8 @@ from zssr_batch.config import resolve
 from zssr_batch.engine import pick_device, super_resolve
 from zssr_batch.images import load_image
 from zssr_batch.metrics import score
-from zssr_batch.packed import Job, PackOptions, auto_pack_size, fit_packed
+from zssr_batch.pack_size import auto_pack_size
+from zssr_batch.packed import Job, PackOptions, fit_packed
 from zssr_batch.sources import ScanOptions, scan_folder
 
 DEFAULT_SET = Path(__file__).resolve().parents[2] / "shared" / "data" / "BSD100"
@@ -110,7 +111,7 @@ def main() -> None:
             continue
         name, k, options = parse_variant(text)
         largest = max((tuple(lr.shape[-2:]) for _, lr, _ in images), key=lambda hw: hw[0] * hw[1])
-        k = k or min(auto_pack_size(cfg, device, largest), n)
+        k = k or auto_pack_size(cfg, device, largest, n, options)  # as `run` chooses it
         sync()
         t0 = time.perf_counter()
         stats: dict = {}

@@ -156,15 +156,15 @@ def test_pack_size_follows_gpu_memory_and_image_size(monkeypatch, tmp_path):
     # The formula is host arithmetic on the free memory CUDA reports; here a 40 GiB card is pretended.
     from PIL import Image
 
-    from zssr_batch.packed import auto_pack_size
+    from zssr_batch.pack_size import auto_pack_size, memory_pack_size
     from zssr_batch.worker import largest_input
 
     monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (40 << 30, 80 << 30))
     cfg = resolve("paper")
-    assert auto_pack_size(cfg, "cpu") == 4
-    assert auto_pack_size(cfg, "cuda") == 128  # 100 MB a slot: memory is not what limits
-    assert 100 <= auto_pack_size(cfg, "cuda", (160, 240)) <= 128  # BSD100 inputs barely count
-    big = auto_pack_size(cfg, "cuda", (3000, 4000))  # 12-megapixel inputs: their buffers do
+    assert auto_pack_size(cfg, "cpu") == 4 and auto_pack_size(cfg, "cpu", images=3) == 3
+    assert memory_pack_size(cfg, "cuda") == 128  # 100 MB a slot: memory is not what limits
+    assert 100 <= memory_pack_size(cfg, "cuda", (160, 240)) <= 128  # BSD100 inputs barely count
+    big = memory_pack_size(cfg, "cuda", (3000, 4000))  # 12-megapixel inputs: their buffers do
     assert 10 <= big < 64
     Image.new("RGB", (400, 300)).save(tmp_path / "a.png")
     Image.new("RGB", (200, 100)).save(tmp_path / "b.png")
@@ -172,6 +172,38 @@ def test_pack_size_follows_gpu_memory_and_image_size(monkeypatch, tmp_path):
     items = [{"input": str(tmp_path / n)} for n in ("b.png", "bad.png", "a.png")]
     assert largest_input(items, cfg) == (300, 400)
     assert largest_input(items, cfg, degrade=True) == (150, 200)
+
+
+def test_pack_size_is_the_measured_cheapest_per_image_within_memory(monkeypatch):
+    from zssr_batch import pack_size
+    from zssr_batch.pack_size import auto_pack_size, choose_pack_size, memory_pack_size, time_pack_step
+
+    # The H200's figures (docs/BENCHMARKS.md): 32 slots cost 0.241 ms each, 100 cost 0.262.
+    assert choose_pack_size({32: 7.72, 100: 26.23}) == 32
+    assert choose_pack_size({16: 3.9, 32: 7.72}) == 16  # 1% dearer per slot: the smaller pack drains sooner
+    assert choose_pack_size({16: 5.0, 32: 7.72, 64: 14.0}) == 64
+    # The probe times the real pack step; on this CPU, eight small networks cost more than one.
+    cfg = resolve("fast", overrides={"crop": 32, "width": 16})
+    one, eight = (time_pack_step(cfg, "cpu", k, repeats=3) for k in (1, 8))
+    assert 0 < one < eight
+    # On a GPU: a pretended card whose step costs 0.3 ms a slot, 0.2 at 64; measured once per process.
+    calls = []
+
+    def fake_step(cfg, device, k, options, image, repeats=10):
+        calls.append((k, tuple(image.shape)))
+        return k * (0.2 if k == 64 else 0.3)
+
+    monkeypatch.setattr(pack_size, "time_pack_step", fake_step)
+    monkeypatch.setattr(pack_size, "_step_ms", {})
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (40 << 30, 80 << 30))
+    paper = resolve("paper")
+    assert auto_pack_size(paper, "cuda", (160, 240), images=100) == 64
+    assert sorted(k for k, _ in calls) == [16, 32, 64, 128] and calls[0][1] == (3, 240, 240)
+    assert auto_pack_size(paper, "cuda", (160, 240), images=40) == 40  # no more than the batch has
+    assert len(calls) == 4  # the timings were kept
+    # 12-megapixel inputs: memory caps the pack below 64, so 64 is not tried; the rest cost the same a slot
+    big = auto_pack_size(paper, "cuda", (3000, 4000), images=100)
+    assert calls[-1][0] == memory_pack_size(paper, "cuda", (3000, 4000)) < 64 and big == 16
 
 
 def test_unpackable_jobs_are_fitted_alone():

@@ -76,29 +76,6 @@ class PackOptions:
     compact_below: float = 0.75
 
 
-def auto_pack_size(cfg: FitConfig, device: torch.device | str, largest: tuple[int, int] | None = None,
-                   channels: int = 3) -> int:
-    """How many fits to pack: on a CPU, 4 (measured); on a GPU, what half its free memory holds, at most 128.
-
-    Per slot: the training step's activations kept for backward (~3x depth x width x crop^2
-    floats with gradients and pair buffers) and the slot's image in the pack's square source
-    buffer, sized by ``largest`` (h, w), the largest input. One image's inference at a time
-    comes off the top: its 8 orientations at the output size, two hidden activations each.
-    """
-    device = torch.device(device)
-    if device.type != "cuda":
-        return 4
-    free, _ = torch.cuda.mem_get_info(device)
-    per_slot = 3 * cfg.depth * cfg.width * cfg.crop**2 * 4
-    inference = 0
-    if largest is not None:
-        side = max(largest)
-        per_slot += 2 * channels * side * side * 4  # the source buffer, and the image's own copy
-        out_px = largest[0] * largest[1] * cfg.scale[0] * cfg.scale[1]
-        inference = int(min(8 * 2 * cfg.width * out_px * 4, 2 << 30))  # MemoryPlan caps a batch at 2 GiB
-    return int(max(1, min(128, (free // 2 - inference) // per_slot)))
-
-
 @dataclass
 class Job:
     key: Any  # the caller's handle on the image (e.g. its work item)

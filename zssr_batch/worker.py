@@ -303,13 +303,15 @@ def run_packed(items: list[dict[str, Any]], cfgs: list[FitConfig], device: str, 
     If the pack runs out of memory, the images it had not finished are fitted
     one by one with ``run_item``, which has the smaller-tiles plan.
     """
-    from .packed import Job, PackOptions, auto_pack_size, fit_packed
+    from .pack_size import auto_pack_size
+    from .packed import Job, PackOptions, fit_packed
 
     dev = pick_device(device)
     readers, writer = ThreadPoolExecutor(2), ThreadPoolExecutor(1)
     events: queue.Queue = queue.Queue()  # ("row", i, record) | ("end", error or None)
     stop = threading.Event()
-    k = pack or min(auto_pack_size(cfgs[0], dev, largest_input(items, cfgs[0], degrade)), max(1, len(items)))
+    options = PackOptions(bf16=precision == "bf16")
+    k = pack or auto_pack_size(cfgs[0], dev, largest_input(items, cfgs[0], degrade), len(items), options)
 
     def read(i: int):
         return readers.submit(prepare, items[i]["input"], cfgs[i], items[i].get("gt"), max_pixels, degrade)
@@ -345,7 +347,7 @@ def run_packed(items: list[dict[str, Any]], cfgs: list[FitConfig], device: str, 
 
     def fit_all() -> None:
         try:
-            for (i, prep), result in fit_packed(jobs(), k, dev, options=PackOptions(bf16=precision == "bf16")):
+            for (i, prep), result in fit_packed(jobs(), k, dev, options=options):
                 writer.submit(write, i, prep, result)
             events.put(("end", None))
         except BaseException as e:  # noqa: BLE001 - handed to the caller's thread

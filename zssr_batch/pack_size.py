@@ -1,0 +1,120 @@
+"""How many fits to pack on a device: what its memory holds, then what its step times favour.
+
+Memory gives the ceiling. Below it, a GPU's pack size is measured: a full-pack
+training step is timed at a few sizes (synthetic images, the real recorded step)
+and the size that trains the most images per second wins, the smaller one when
+two are within a few percent (a smaller pack drains sooner at the end of a batch
+and leaves memory to inference). An H200 gave 0.24 ms per slot at 32 and
+0.26 ms at 100 (docs/BENCHMARKS.md), so bigger is not always faster. The
+timings are kept for the life of the process: an actor measures once.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+
+import numpy as np
+import torch
+
+from .config import FitConfig
+from .packed import Job, PackOptions, _Pack
+
+CPU_PACK = 4  # on a 2-core CPU packing 2-4 fits is a little faster than one at a time (docs/BENCHMARKS.md)
+MAX_PACK = 128
+PROBE_SIZES = (16, 32, 64, 128)
+SLACK = 0.03  # per-slot costs this close count as equal (the timing noise of 10 replays is ~1%)
+
+_step_ms: dict[tuple, float] = {}  # (device, network, options, pack size) -> ms per full-pack step
+
+
+def memory_pack_size(cfg: FitConfig, device: torch.device | str, largest: tuple[int, int] | None = None,
+                     channels: int = 3) -> int:
+    """The most fits half of a GPU's free memory holds, at most ``MAX_PACK``.
+
+    Per slot: the training step's activations kept for backward (~3x depth x width x crop^2
+    floats with gradients and pair buffers) and the slot's image in the pack's square source
+    buffer, sized by ``largest`` (h, w), the largest input. One image's inference at a time
+    comes off the top: its 8 orientations at the output size, two hidden activations each.
+    """
+    free, _ = torch.cuda.mem_get_info(torch.device(device))
+    per_slot = 3 * cfg.depth * cfg.width * cfg.crop**2 * 4
+    inference = 0
+    if largest is not None:
+        side = max(largest)
+        per_slot += 2 * channels * side * side * 4  # the source buffer, and the image's own copy
+        out_px = largest[0] * largest[1] * cfg.scale[0] * cfg.scale[1]
+        inference = int(min(8 * 2 * cfg.width * out_px * 4, 2 << 30))  # MemoryPlan caps a batch at 2 GiB
+    return int(max(1, min(MAX_PACK, (free // 2 - inference) // per_slot)))
+
+
+def time_pack_step(cfg: FitConfig, device: torch.device | str, k: int, options: PackOptions = PackOptions(),
+                   image: torch.Tensor | None = None, repeats: int = 10) -> float:
+    """Milliseconds per training step of a full pack of ``k`` (pairs to Adam, recorded as a graph where
+    ``options`` say so), with no host work between steps: what the device alone needs."""
+    device = torch.device(device)
+    img = image if image is not None else torch.rand(3, cfg.crop + 32, cfg.crop + 32)
+    pack = _Pack(k, Job(None, img, cfg), device, options)
+    for i in range(k):
+        pack.place(i, Job(i, img, cfg), torch.Generator().manual_seed(i))
+    params = np.zeros((k, 10))
+    params[:, :9] = np.eye(3).ravel()  # every father the top-left crop, unwarped
+    pack.upload(params, None)
+    live = list(range(k))
+
+    def sync() -> None:
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+
+    for _ in range(3):  # the recording, and the first replays
+        pack.step(live)
+    sync()
+    t0 = time.perf_counter()
+    for _ in range(repeats):
+        pack.step(live)
+    sync()
+    ms = (time.perf_counter() - t0) / repeats * 1e3
+    del pack
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+    return ms
+
+
+def choose_pack_size(step_ms: dict[int, float], slack: float = SLACK) -> int:
+    """The smallest pack whose time per slot is within ``slack`` of the cheapest."""
+    per_slot = {k: ms / k for k, ms in step_ms.items()}
+    best = min(per_slot.values())
+    return min(k for k, c in per_slot.items() if c <= best * (1 + slack))
+
+
+def measured_step_times(cfg: FitConfig, device: torch.device | str, cap: int, options: PackOptions,
+                        side: int, channels: int = 3) -> dict[int, float]:
+    """ms per full-pack step at each probe size up to ``cap`` (and at ``cap``), timed once per process."""
+    net = (str(torch.device(device)), channels, cfg.depth, cfg.width, cfg.crop, tuple(cfg.scale),
+           cfg.noise_std > 0, options)
+    sizes = sorted({s for s in PROBE_SIZES if s < cap} | {cap})
+    missing = [k for k in sizes if (net, k) not in _step_ms]
+    if missing:
+        img = torch.rand(channels, max(side, cfg.crop), max(side, cfg.crop))
+        for k in missing:
+            _step_ms[(net, k)] = time_pack_step(cfg, device, k, options, img)
+        times = ", ".join(f"{k}: {_step_ms[(net, k)]:.1f}" for k in sizes)
+        print(f"zssr-batch: ms per pack step by pack size on {device}: {times}", file=sys.stderr, flush=True)
+    return {k: _step_ms[(net, k)] for k in sizes}
+
+
+def auto_pack_size(cfg: FitConfig, device: torch.device | str, largest: tuple[int, int] | None = None,
+                   images: int | None = None, options: PackOptions = PackOptions(), channels: int = 3) -> int:
+    """How many fits to pack for a batch of ``images`` whose largest input is ``largest`` (h, w).
+
+    A CPU packs ``CPU_PACK``; a GPU the measured best size that its memory holds.
+    Never more than the batch has images.
+    """
+    device = torch.device(device)
+    if device.type != "cuda":
+        k = CPU_PACK
+    else:
+        cap = memory_pack_size(cfg, device, largest, channels)
+        side = max(largest) if largest is not None else cfg.crop
+        k = choose_pack_size(measured_step_times(cfg, device, cap, options, side, channels))
+    return max(1, min(k, images or k))
