@@ -9,7 +9,9 @@ output differences and one JSON line; exits 1 if no graph was replayed, if
 (1) and (2) differ by 1e-4 in a weight, or (1) and (3) by 1e-3 in a loss or
 1e-2 in an output: a GPU runs float32 convolutions in TF32 (10-bit mantissa)
 by default, and grouped and plain convolutions round differently, so the CPU
-test's 2e-5 on weights does not apply.
+test's 2e-5 on weights does not apply. Then times a full-pack training step
+(paper network) by pack size and option, and lists the kernels a step spends
+its device time in.
 """
 
 from __future__ import annotations
@@ -81,6 +83,43 @@ def step_probe(data: Path) -> dict[str, float]:
     return res
 
 
+def kernel_profile(k: int = 100, top: int = 15, device: str = "cuda", cfg=None) -> list[dict]:
+    """Where a full-pack step's device time goes, by kernel (bf16, eager: a replay runs the same kernels)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    from zssr_batch.pack_size import full_pack
+
+    cuda = device == "cuda"
+    pack, live = full_pack(cfg or resolve("paper"), device, k, PackOptions(graphs=False))
+    for _ in range(3):
+        pack.step(live)
+    if cuda:
+        torch.cuda.synchronize()
+    steps = 3
+    with profile(activities=[ProfilerActivity.CUDA if cuda else ProfilerActivity.CPU]) as prof:
+        for _ in range(steps):
+            pack.step(live)
+        if cuda:
+            torch.cuda.synchronize()
+
+    def device_us(e) -> float:
+        if not cuda:
+            return e.self_cpu_time_total
+        return getattr(e, "self_device_time_total", None) or getattr(e, "self_cuda_time_total", 0.0)
+
+    events = sorted(prof.key_averages(), key=device_us, reverse=True)
+    total = sum(device_us(e) for e in events) or 1.0
+    rows = []
+    print(f"kernel profile, pack of {k}, {'bf16' if cuda else 'fp32'}, per step: {total / steps / 1e3:.2f} ms "
+          f"of {'device' if cuda else 'CPU'} time", flush=True)
+    for e in events[:top]:
+        rows.append({"kernel": e.key[:120], "ms_per_step": round(device_us(e) / steps / 1e3, 3),
+                     "share": round(device_us(e) / total, 3), "calls_per_step": e.count // steps})
+        print(f"  {rows[-1]['ms_per_step']:7.3f} ms {rows[-1]['share']:6.1%} x{rows[-1]['calls_per_step']:<3d} "
+              f"{rows[-1]['kernel']}", flush=True)
+    return rows
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", type=Path, default=Path(__file__).resolve().parents[2] / "shared" / "data")
@@ -107,6 +146,7 @@ def main() -> None:
     # differs between grouped and plain convolutions, and Adam's first steps move every weight by ~lr whatever
     # the size of its gradient, so compare what the weights do (losses, outputs), not the weights themselves.
     res["step_probe"] = step_probe(args.data)
+    res["kernel_profile"] = kernel_profile()
     ok = (res["graph_replays"] > 0 and res["graph_vs_eager"]["weights"] < 1e-4
           and res["graph_vs_alone"]["loss"] < 1e-3 and res["graph_vs_alone"]["output"] < 1e-2)
     res["ok"] = ok

@@ -48,19 +48,25 @@ def memory_pack_size(cfg: FitConfig, device: torch.device | str, largest: tuple[
     return int(max(1, min(MAX_PACK, (free // 2 - inference) // per_slot)))
 
 
-def time_pack_step(cfg: FitConfig, device: torch.device | str, k: int, options: PackOptions = PackOptions(),
-                   image: torch.Tensor | None = None, repeats: int = 10) -> float:
-    """Milliseconds per training step of a full pack of ``k`` (pairs to Adam, recorded as a graph where
-    ``options`` say so), with no host work between steps: what the device alone needs."""
-    device = torch.device(device)
+def full_pack(cfg: FitConfig, device: torch.device | str, k: int, options: PackOptions = PackOptions(),
+              image: torch.Tensor | None = None) -> tuple[_Pack, list[int]]:
+    """A pack of ``k`` live fits of ``image`` (default: random, a little over the crop), ready to step."""
     img = image if image is not None else torch.rand(3, cfg.crop + 32, cfg.crop + 32)
-    pack = _Pack(k, Job(None, img, cfg), device, options)
+    pack = _Pack(k, Job(None, img, cfg), torch.device(device), options)
     for i in range(k):
         pack.place(i, Job(i, img, cfg), torch.Generator().manual_seed(i))
     params = np.zeros((k, 10))
     params[:, :9] = np.eye(3).ravel()  # every father the top-left crop, unwarped
     pack.upload(params, None)
-    live = list(range(k))
+    return pack, list(range(k))
+
+
+def time_pack_step(cfg: FitConfig, device: torch.device | str, k: int, options: PackOptions = PackOptions(),
+                   image: torch.Tensor | None = None, repeats: int = 10) -> float:
+    """Milliseconds per training step of a full pack of ``k`` (pairs to Adam, recorded as a graph where
+    ``options`` say so), with no host work between steps: what the device alone needs."""
+    device = torch.device(device)
+    pack, live = full_pack(cfg, device, k, options, image)
 
     def sync() -> None:
         if device.type == "cuda":
