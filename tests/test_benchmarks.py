@@ -12,18 +12,30 @@ from conftest import DATA, needs_data
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def _throughput(*extra: str) -> dict:
+    out = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "throughput.py"), "--device", "cpu", "--tiny",
+                          "--set", str(DATA / "BSD100"), *extra], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
 @needs_data
 def test_throughput_tiny_on_cpu_prints_the_comparison():
-    out = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "throughput.py"), "--device", "cpu", "--tiny",
-                          "--set", str(DATA / "BSD100")], capture_output=True, text=True, timeout=300)
-    assert out.returncode == 0, out.stderr
-    result = json.loads(out.stdout.strip().splitlines()[-1])
+    result = _throughput()
     for key in ("device", "torch", "images", "baseline_images_per_hour", "fast_images_per_hour", "speedup",
                 "baseline_psnr_y", "fast_psnr_y"):
         assert key in result
     assert result["images"] == 4 and result["device"] == "cpu"
     # same fits, packed or not: the quality must agree (float differences only)
     assert abs(result["baseline_psnr_y"] - result["fast_psnr_y"]) < 0.05
+    # Timing 2 images and fitting the other 2 alone in worker processes gives the same per-image
+    # figures as fitting all 4 in this process (one thread there instead of two: float noise only).
+    split = _throughput("--baseline-limit", "2", "--baseline-workers", "2")
+    assert split["baseline_images"] == 2 and split["baseline_per_image_psnr_y"].keys() == \
+        result["baseline_per_image_psnr_y"].keys()
+    for name, v in result["baseline_per_image_psnr_y"].items():
+        assert abs(split["baseline_per_image_psnr_y"][name] - v) < 0.01, name
+    assert abs(split["baseline_psnr_y_all"] - result["baseline_psnr_y_all"]) < 0.01
 
 
 @needs_data
