@@ -1,4 +1,4 @@
-"""Images per hour: one fit at a time (the baseline) vs packed fits, on the same images, in one process.
+"""Images per hour: one fit at a time (the baseline) vs packed fits, on the same images, timed in one process.
 
     python benchmarks/throughput.py --set ../shared/data/BSD100 --scale 2 --preset paper --device cuda
     python benchmarks/throughput.py --device cpu --tiny          # seconds on a 2-core CPU
@@ -7,13 +7,15 @@ The baseline is ``super_resolve`` image by image (eager, pairs made per step,
 the reference for quality); ``--baseline-limit N`` times it on the first N
 images only (it is slow); ``--baseline-workers W`` then fits the other images
 alone too, W processes at a time, for their PSNR only, so the quality of the
-packed path can be compared over every image. Each ``--variants`` entry is a packed run over all the
-images: ``bf16`` or ``fp32``, optionally ``:K`` (pack size, default as `run` picks it: measured within memory)
-``:eager`` (no CUDA graph), ``:tune`` (cuDNN picks its algorithms by timing them),
-``:bmm`` (the K convolutions as im2col and batched matrix products) and ``:drainNN``
-(a draining pack compacts at NN% live; default 75). Prints a table, then one JSON line with device,
-torch, images, both rates, the speedup and the mean PSNR-Y of the baseline and
-of the first variant over the baseline's images (and over all images).
+packed path can be compared over every image. Each ``--variants`` entry is a
+packed run over all the images: ``bf16`` or ``fp32``, optionally ``:K`` (pack
+size; default as ``run`` picks it, measured within memory), ``:eager`` (no CUDA
+graph), ``:tune`` (cuDNN picks its algorithms by timing them), ``:bmm`` (the K
+convolutions as im2col and batched matrix products) and ``:drainNN`` (a draining
+pack compacts at NN% live; default 75). Prints a table, then one JSON line with
+device, torch, images, both rates, the speedup and the mean PSNR-Y of the
+baseline and of the first variant over the baseline's images (and over all
+images).
 """
 
 from __future__ import annotations
