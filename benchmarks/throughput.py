@@ -34,7 +34,7 @@ from zssr_batch.config import resolve
 from zssr_batch.engine import pick_device, super_resolve
 from zssr_batch.images import load_image
 from zssr_batch.metrics import score
-from zssr_batch.pack_size import auto_pack_size
+from zssr_batch.pack_size import plan_pack
 from zssr_batch.packed import Job, PackOptions, fit_packed
 from zssr_batch.sources import ScanOptions, scan_folder
 
@@ -141,7 +141,10 @@ def main() -> None:
             continue
         name, k, options = parse_variant(text)
         largest = max((tuple(lr.shape[-2:]) for _, lr, _ in images), key=lambda hw: hw[0] * hw[1])
-        k = k or auto_pack_size(cfg, device, largest, n, options)  # as `run` chooses it
+        t0 = time.perf_counter()
+        if not k:  # as `run` chooses: the size (and cuDNN tuning) by a probe, once per process
+            k, options = plan_pack(cfg, device, largest, n, options)
+        probe_s = time.perf_counter() - t0
         sync()
         t0 = time.perf_counter()
         stats: dict = {}
@@ -150,7 +153,8 @@ def main() -> None:
         secs = time.perf_counter() - t0
         p = psnrs(fast)
         on_base = float(np.mean([p[nm] for nm in base_names]))
-        variants[name] = {"pack": k, "seconds": round(secs, 2), "images_per_hour": round(3600 * n / secs, 1),
+        variants[name] = {"pack": k, "tune": options.tune, "probe_seconds": round(probe_s, 2),
+                          "seconds": round(secs, 2), "images_per_hour": round(3600 * n / secs, 1),
                           "psnr_y_all": round(float(np.mean(list(p.values()))), 3),
                           "psnr_y_on_baseline_images": round(on_base, 3),
                           "mean_iterations": float(np.mean([r.iterations for r in fast.values()])),

@@ -156,12 +156,12 @@ def test_pack_size_follows_gpu_memory_and_image_size(monkeypatch, tmp_path):
     # The formula is host arithmetic on the free memory CUDA reports; here a 40 GiB card is pretended.
     from PIL import Image
 
-    from zssr_batch.pack_size import auto_pack_size, memory_pack_size
+    from zssr_batch.pack_size import memory_pack_size, plan_pack
     from zssr_batch.worker import largest_input
 
     monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (40 << 30, 80 << 30))
     cfg = resolve("paper")
-    assert auto_pack_size(cfg, "cpu") == 4 and auto_pack_size(cfg, "cpu", images=3) == 3
+    assert plan_pack(cfg, "cpu")[0] == 4 and plan_pack(cfg, "cpu", images=3)[0] == 3
     assert memory_pack_size(cfg, "cuda") == 128  # 100 MB a slot: memory is not what limits
     assert 100 <= memory_pack_size(cfg, "cuda", (160, 240)) <= 128  # BSD100 inputs barely count
     big = memory_pack_size(cfg, "cuda", (3000, 4000))  # 12-megapixel inputs: their buffers do
@@ -176,7 +176,8 @@ def test_pack_size_follows_gpu_memory_and_image_size(monkeypatch, tmp_path):
 
 def test_pack_size_is_the_measured_cheapest_per_image_within_memory(monkeypatch):
     from zssr_batch import pack_size
-    from zssr_batch.pack_size import auto_pack_size, choose_pack_size, memory_pack_size, time_pack_step
+    from zssr_batch.pack_size import choose_pack_size, memory_pack_size, plan_pack, time_pack_step
+    from zssr_batch.packed import PackOptions
 
     # The H200's figures (docs/BENCHMARKS.md): 32 slots cost 0.241 ms each, 100 cost 0.262.
     assert choose_pack_size({32: 7.72, 100: 26.23}) == 32
@@ -186,24 +187,45 @@ def test_pack_size_is_the_measured_cheapest_per_image_within_memory(monkeypatch)
     cfg = resolve("fast", overrides={"crop": 32, "width": 16})
     one, eight = (time_pack_step(cfg, "cpu", k, repeats=3) for k in (1, 8))
     assert 0 < one < eight
-    # On a GPU: a pretended card whose step costs 0.3 ms a slot, 0.2 at 64; measured once per process.
+    # On a GPU: a pretended card whose step costs 0.3 ms a slot, 0.2 at 64 and, with cuDNN tuning its
+    # algorithms, 0.25 at 32 (not enough to beat 64 untuned); measured once per process.
     calls = []
+    card = {False: lambda k: k * (0.2 if k == 64 else 0.3), True: lambda k: k * (0.25 if k == 32 else 0.3)}
 
     def fake_step(cfg, device, k, options, image, repeats=10):
-        calls.append((k, tuple(image.shape)))
-        return k * (0.2 if k == 64 else 0.3)
+        calls.append((k, options.tune, tuple(image.shape)))
+        return card[options.tune](k)
 
     monkeypatch.setattr(pack_size, "time_pack_step", fake_step)
     monkeypatch.setattr(pack_size, "_step_ms", {})
     monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (40 << 30, 80 << 30))
     paper = resolve("paper")
-    assert auto_pack_size(paper, "cuda", (160, 240), images=100) == 64
-    assert sorted(k for k, _ in calls) == [16, 32, 64, 128] and calls[0][1] == (3, 240, 240)
-    assert auto_pack_size(paper, "cuda", (160, 240), images=40) == 40  # no more than the batch has
-    assert len(calls) == 4  # the timings were kept
-    # 12-megapixel inputs: memory caps the pack below 64, so 64 is not tried; the rest cost the same a slot
-    big = auto_pack_size(paper, "cuda", (3000, 4000), images=100)
-    assert calls[-1][0] == memory_pack_size(paper, "cuda", (3000, 4000)) < 64 and big == 16
+    k, opts = plan_pack(paper, "cuda", (160, 240), images=100)
+    assert (k, opts.tune) == (64, False)
+    assert sorted(c[:2] for c in calls) == [(16, False), (16, True), (32, False), (32, True), (64, False),
+                                            (64, True), (128, False), (128, True)]
+    assert calls[0][2] == (3, 240, 240)
+    assert plan_pack(paper, "cuda", (160, 240), images=40)[0] == 40  # no more than the batch has
+    assert len(calls) == 8  # the timings were kept
+    # 12-megapixel inputs: memory caps the pack below 64, so 64 is not tried; tuned 32 now wins
+    k, opts = plan_pack(paper, "cuda", (3000, 4000), images=100)
+    assert calls[-1][0] == memory_pack_size(paper, "cuda", (3000, 4000)) < 64 and (k, opts.tune) == (32, True)
+    # Tuning that runs out of memory is no choice; asking for it explicitly skips the untuned probe.
+    monkeypatch.setattr(pack_size, "_step_ms", {})
+
+    def tuned_oom(cfg, device, k, options, image, repeats=10):
+        if options.tune:
+            raise torch.cuda.OutOfMemoryError("cuDNN workspace")
+        return card[False](k)
+
+    monkeypatch.setattr(pack_size, "time_pack_step", tuned_oom)
+    monkeypatch.setattr(torch.cuda, "empty_cache", lambda: None)
+    assert plan_pack(paper, "cuda", (160, 240), images=100) == (64, PackOptions())
+    monkeypatch.setattr(pack_size, "time_pack_step", fake_step)
+    monkeypatch.setattr(pack_size, "_step_ms", {})
+    calls.clear()
+    k, opts = plan_pack(paper, "cuda", (160, 240), images=100, options=PackOptions(tune=True))
+    assert (k, opts.tune) == (32, True) and all(tune for _, tune, _ in calls)
 
 
 def test_unpackable_jobs_are_fitted_alone():

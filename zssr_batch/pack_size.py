@@ -5,14 +5,19 @@ training step is timed at a few sizes (synthetic images, the real recorded step)
 and the size that trains the most images per second wins, the smaller one when
 two are within a few percent (a smaller pack drains sooner at the end of a batch
 and leaves memory to inference). An H200 gave 0.24 ms per slot at 32 and
-0.26 ms at 100 (docs/BENCHMARKS.md), so bigger is not always faster. The
-timings are kept for the life of the process: an actor measures once.
+0.26 ms at 100 (docs/BENCHMARKS.md), so bigger is not always faster. The same
+probe, with cuDNN timing its own algorithms, decides whether that is worth
+turning on: grouped convolutions bound a pack, and cuDNN's default heuristics
+may not pick their fastest kernels. The timings are kept for the life of the
+process: an actor measures once.
 """
 
 from __future__ import annotations
 
+import math
 import sys
 import time
+from dataclasses import replace
 
 import numpy as np
 import torch
@@ -93,6 +98,15 @@ def choose_pack_size(step_ms: dict[int, float], slack: float = SLACK) -> int:
     return min(k for k, c in per_slot.items() if c <= best * (1 + slack))
 
 
+def _time_or_inf(cfg: FitConfig, device: torch.device | str, k: int, options: PackOptions,
+                 img: torch.Tensor) -> float:
+    try:
+        return time_pack_step(cfg, device, k, options, img)
+    except torch.cuda.OutOfMemoryError:  # e.g. cuDNN's tuned algorithms wanting more workspace: not a choice
+        torch.cuda.empty_cache()
+        return math.inf
+
+
 def measured_step_times(cfg: FitConfig, device: torch.device | str, cap: int, options: PackOptions,
                         side: int, channels: int = 3) -> dict[int, float]:
     """ms per full-pack step at each probe size up to ``cap`` (and at ``cap``), timed once per process."""
@@ -103,24 +117,33 @@ def measured_step_times(cfg: FitConfig, device: torch.device | str, cap: int, op
     if missing:
         img = torch.rand(channels, max(side, cfg.crop), max(side, cfg.crop))
         for k in missing:
-            _step_ms[(net, k)] = time_pack_step(cfg, device, k, options, img)
+            _step_ms[(net, k)] = _time_or_inf(cfg, device, k, options, img)
         times = ", ".join(f"{k}: {_step_ms[(net, k)]:.1f}" for k in sizes)
-        print(f"zssr-batch: ms per pack step by pack size on {device}: {times}", file=sys.stderr, flush=True)
+        how = "cuDNN-tuned " if options.tune else ""
+        print(f"zssr-batch: ms per {how}pack step by pack size on {device}: {times}", file=sys.stderr, flush=True)
     return {k: _step_ms[(net, k)] for k in sizes}
 
 
-def auto_pack_size(cfg: FitConfig, device: torch.device | str, largest: tuple[int, int] | None = None,
-                   images: int | None = None, options: PackOptions = PackOptions(), channels: int = 3) -> int:
-    """How many fits to pack for a batch of ``images`` whose largest input is ``largest`` (h, w).
+def plan_pack(cfg: FitConfig, device: torch.device | str, largest: tuple[int, int] | None = None,
+              images: int | None = None, options: PackOptions = PackOptions(),
+              channels: int = 3) -> tuple[int, PackOptions]:
+    """How many fits to pack for a batch of ``images`` whose largest input is ``largest`` (h, w), and how.
 
-    A CPU packs ``CPU_PACK``; a GPU the measured best size that its memory holds.
-    Never more than the batch has images.
+    A CPU packs ``CPU_PACK``. A GPU packs the measured best size that its memory
+    holds, and lets cuDNN time its own algorithms (``PackOptions.tune``) only if
+    that measured faster by more than ``SLACK``. Never more than the batch has images.
     """
     device = torch.device(device)
     if device.type != "cuda":
-        k = CPU_PACK
-    else:
-        cap = memory_pack_size(cfg, device, largest, channels)
-        side = max(largest) if largest is not None else cfg.crop
-        k = choose_pack_size(measured_step_times(cfg, device, cap, options, side, channels))
-    return max(1, min(k, images or k))
+        return max(1, min(CPU_PACK, images or CPU_PACK)), options
+    cap = memory_pack_size(cfg, device, largest, channels)
+    side = max(largest) if largest is not None else cfg.crop
+    best: tuple[float, int, PackOptions] | None = None
+    for opts in [options] if options.tune else [options, replace(options, tune=True)]:
+        times = measured_step_times(cfg, device, cap, opts, side, channels)
+        k = choose_pack_size(times)
+        if best is None or times[k] / k < best[0] * (1 - SLACK):
+            best = (times[k] / k, k, opts)
+    assert best is not None
+    _, k, opts = best
+    return max(1, min(k, images or k)), opts

@@ -303,7 +303,7 @@ def run_packed(items: list[dict[str, Any]], cfgs: list[FitConfig], device: str, 
     If the pack runs out of memory, the images it had not finished are fitted
     one by one with ``run_item``, which has the smaller-tiles plan.
     """
-    from .pack_size import auto_pack_size
+    from .pack_size import plan_pack
     from .packed import Job, PackOptions, fit_packed
 
     dev = pick_device(device)
@@ -311,7 +311,8 @@ def run_packed(items: list[dict[str, Any]], cfgs: list[FitConfig], device: str, 
     events: queue.Queue = queue.Queue()  # ("row", i, record) | ("end", error or None)
     stop = threading.Event()
     options = PackOptions(bf16=precision == "bf16")
-    k = pack or auto_pack_size(cfgs[0], dev, largest_input(items, cfgs[0], degrade), len(items), options)
+    k, options = (pack, options) if pack else plan_pack(cfgs[0], dev, largest_input(items, cfgs[0], degrade),
+                                                        len(items), options)
 
     def read(i: int):
         return readers.submit(prepare, items[i]["input"], cfgs[i], items[i].get("gt"), max_pixels, degrade)
