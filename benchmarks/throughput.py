@@ -3,8 +3,10 @@
     python benchmarks/throughput.py --set ../shared/data/BSD100 --scale 2 --preset paper --device cuda
     python benchmarks/throughput.py --device cpu --tiny          # seconds on a 2-core CPU
 
-The baseline is ``super_resolve`` image by image (eager, pairs made per step,
-the reference for quality); ``--baseline-limit N`` times it on the first N
+The baseline is ``super_resolve`` image by image, eager, with each step's pair
+made on the CPU and copied over (how ports do it, issue 6's baseline;
+``--baseline-pairs device`` makes them on the device instead); it is the
+reference for quality. ``--baseline-limit N`` times it on the first N
 images only (it is slow); ``--baseline-workers W`` then fits the other images
 alone too, W processes at a time, for their PSNR only, so the quality of the
 packed path can be compared over every image. Each ``--variants`` entry is a
@@ -57,18 +59,21 @@ def load_set(folder: Path, scale: int, limit: int | None, side: int | None) -> l
     return out
 
 
-def _fit_alone(name: str, lr: np.ndarray, hr: np.ndarray, cfg, device: str, border: int) -> tuple[str, float]:
+def _fit_alone(name: str, lr: np.ndarray, hr: np.ndarray, cfg, device: str, border: int,
+               host_pairs: bool) -> tuple[str, float]:
     torch.set_num_threads(1)  # W processes share the host's cores
-    out = super_resolve(torch.from_numpy(lr), cfg, torch.device(device)).output
+    out = super_resolve(torch.from_numpy(lr), cfg, torch.device(device), pairs_on_host=host_pairs).output
     return name, score(out, hr, border)["psnr_y"]
 
 
-def alone_in_processes(images: list, cfg, device: str, workers: int, border: int) -> dict[str, float]:
+def alone_in_processes(images: list, cfg, device: str, workers: int, border: int,
+                       host_pairs: bool) -> dict[str, float]:
     """PSNR-Y of each image fitted alone by ``super_resolve``, W processes at a time (each its own CUDA
     context: a one-at-a-time fit leaves the GPU mostly idle, so several overlap well)."""
     ctx = multiprocessing.get_context("spawn")  # CUDA cannot be forked
     with ProcessPoolExecutor(workers, mp_context=ctx) as pool:
-        futures = [pool.submit(_fit_alone, nm, lr.numpy(), hr, cfg, device, border) for nm, lr, hr in images]
+        futures = [pool.submit(_fit_alone, nm, lr.numpy(), hr, cfg, device, border, host_pairs)
+                   for nm, lr, hr in images]
         return dict(f.result() for f in futures)
 
 
@@ -92,6 +97,8 @@ def main() -> None:
     ap.add_argument("--variants", nargs="+", default=None,
                     help="packed runs, e.g. bf16 fp32 bf16:64 fp32:eager (default: bf16 on a GPU, fp32 on a CPU)")
     ap.add_argument("--baseline-limit", type=int, default=None, help="time the baseline on the first N images")
+    ap.add_argument("--baseline-pairs", choices=("host", "device"), default="host",
+                    help="where the baseline makes each step's pair (default host: issue 6's baseline)")
     ap.add_argument("--baseline-workers", type=int, default=0,
                     help="also fit the images past --baseline-limit one at a time, in W processes, for their "
                          "PSNR only (untimed): the packed-vs-alone comparison over every image")
@@ -120,7 +127,8 @@ def main() -> None:
 
     sync()
     t0 = time.perf_counter()
-    base = {name: super_resolve(lr, cfg, device) for name, lr, _ in images[:nb]}
+    host_pairs = args.baseline_pairs == "host"
+    base = {name: super_resolve(lr, cfg, device, pairs_on_host=host_pairs) for name, lr, _ in images[:nb]}
     sync()
     base_s = time.perf_counter() - t0
     base_psnr = psnrs(base)
@@ -128,11 +136,12 @@ def main() -> None:
     print(f"baseline: {nb} images in {base_s:.1f} s", flush=True)
     if args.baseline_workers and nb < n:
         t0 = time.perf_counter()
-        base_psnr.update(alone_in_processes(images[nb:], cfg, str(device), args.baseline_workers, border))
+        base_psnr.update(alone_in_processes(images[nb:], cfg, str(device), args.baseline_workers, border,
+                                            host_pairs))
         print(f"baseline quality: {n - nb} more images in {args.baseline_workers} processes, "
               f"{time.perf_counter() - t0:.1f} s (untimed)", flush=True)
     base_all = float(np.mean(list(base_psnr.values()))) if len(base_psnr) == n else None
-    rows = [("one fit at a time", nb, base_s, float(np.mean([base_psnr[nm] for nm in base_names])), base_all,
+    rows = [(f"one fit at a time (eager, pairs made on the {args.baseline_pairs})", nb, base_s, float(np.mean([base_psnr[nm] for nm in base_names])), base_all,
              float(np.mean([r.iterations for r in base.values()])))]
     variants = {}
     for text in args.variants or (["bf16"] if device.type == "cuda" else ["fp32"]):
@@ -179,7 +188,7 @@ def main() -> None:
     result = {
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
         "torch": torch.__version__, "images": n, "baseline_images": nb, "preset": args.preset,
-        "baseline_images_per_hour": round(base_rate, 1),
+        "baseline_pairs": args.baseline_pairs, "baseline_images_per_hour": round(base_rate, 1),
         "fast_images_per_hour": first["images_per_hour"] if first else None,
         "speedup": round(first["images_per_hour"] / base_rate, 3) if first else None,
         "baseline_psnr_y": round(rows[0][3], 3),

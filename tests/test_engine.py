@@ -157,3 +157,19 @@ def test_cuda_fit_runs_and_is_close_to_cpu():
     cfg = resolve("fast", overrides={"max_iters": 10, "crop": 16})
     cpu, gpu = super_resolve(img, cfg, "cpu"), super_resolve(img, cfg, "cuda")
     assert float((cpu.output - gpu.output).abs().max()) < 1e-2
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+def test_pairs_made_on_the_host_train_the_same_fit_on_cuda():
+    # throughput.py's baseline makes each pair on the CPU and copies it over, as ports do: same draws,
+    # so the same fit up to the rounding of CPU vs GPU resizing (1e-6) and TF32 convolutions.
+    img = torch.rand(3, 24, 24)
+    cfg = resolve("fast", overrides={"max_iters": 10, "crop": 16})
+    seen = []
+    host = super_resolve(img, cfg, "cuda", pair_hook=lambda it, f, s: seen.append((f.device.type, s.device.type)),
+                         pairs_on_host=True)
+    device = super_resolve(img, cfg, "cuda")
+    assert set(seen) == {("cuda", "cuda")}
+    assert np.allclose(host.log.loss, device.log.loss, atol=1e-3)
+    assert float((host.output - device.output).abs().max()) < 1e-2

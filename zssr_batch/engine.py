@@ -72,8 +72,12 @@ def new_network(cfg: FitConfig, channels: int, gen: torch.Generator, device: tor
 
 def super_resolve(image: torch.Tensor, cfg: FitConfig, device: torch.device | str = "cpu",
                   kernel: np.ndarray | None = None, pair_hook: PairHook | None = None,
-                  want_variants: bool = False, plan: MemoryPlan = MemoryPlan()) -> SRResult:
-    """Fit a ZSSR network on ``image`` (C, h, w) in [0, 1] and upscale it by ``cfg.scale``."""
+                  want_variants: bool = False, plan: MemoryPlan = MemoryPlan(),
+                  pairs_on_host: bool = False) -> SRResult:
+    """Fit a ZSSR network on ``image`` (C, h, w) in [0, 1] and upscale it by ``cfg.scale``.
+
+    ``pairs_on_host``: make the training pairs on the CPU each step, as ports do (a benchmark's baseline).
+    """
     if image.dim() != 3 or image.shape[0] < 1:
         raise ValueError(f"super_resolve expects an image (C, H, W), got shape {tuple(image.shape)}")
     device = torch.device(device)
@@ -83,7 +87,7 @@ def super_resolve(image: torch.Tensor, cfg: FitConfig, device: torch.device | st
 
     log = FitLog()
     net = new_network(cfg, channels, gen, device)
-    trainer = Trainer(net, cfg, gen, log, pair_hook, plan)
+    trainer = Trainer(net, cfg, gen, log, pair_hook, plan, pairs_on_host)
     steps = cfg.steps
     base_scales = [(1.0, 1.0)] + list(steps)
     sources = [img]
@@ -95,7 +99,7 @@ def super_resolve(image: torch.Tensor, cfg: FitConfig, device: torch.device | st
             k = torch.as_tensor(shift_kernel(kernel, sf), dtype=torch.float32, device=device)
         if i > 0 and cfg.reinit_each_step:
             net = new_network(cfg, channels, gen, device)
-            trainer = Trainer(net, cfg, gen, log, pair_hook, plan)
+            trainer = Trainer(net, cfg, gen, log, pair_hook, plan, pairs_on_host)
         t0 = time.perf_counter()
         trainer.train(img, sources, base_scales, sf, k, scale_step=i)
         _sync(device)
