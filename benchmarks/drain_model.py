@@ -7,7 +7,7 @@ A pack's time is the sum of its step times, and a step costs what a full pack of
 its current size costs (finished slots ride along masked in the recorded step).
 This replays ``packed.fit_packed``'s schedule: slots refill while images remain,
 then the draining pack compacts once its live slots are at most a fraction of its
-positions, paying a re-recording each time. Step times between the measured pack
+positions, to the next of ``COMPACT_SIZES`` up, paying a re-recording each time. Step times between the measured pack
 sizes are interpolated linearly; below the smallest measured one, a step costs
 the same per slot but never under ``--floor-ms`` (a replay of a few hundred
 kernels). Inference and host work are left out: it models the training loop only.
@@ -20,6 +20,8 @@ import json
 from pathlib import Path
 
 import numpy as np
+
+from zssr_batch.packed import COMPACT_SIZES
 
 # Steps the paper preset's learning-rate rule gave Set5 and Set14 x2 on an H200 (2026-11-26, run 1,
 # docs/gpu-logs/2026-11-26-h200-run1/quality.log); stand-ins until a run records BSD100's own.
@@ -45,8 +47,9 @@ def train_seconds(steps: list[int], k: int, compact_below: float, measured: dict
     while queue or slots:
         while queue and len(slots) < k:
             slots.append(queue.pop(0))
-        if not queue and len(slots) < size and len(slots) <= size * compact_below:
-            size, compactions, seconds = len(slots), compactions + 1, seconds + record_s
+        to = next((n for n in COMPACT_SIZES if n >= len(slots)), len(slots))
+        if not queue and to < size and len(slots) <= size * compact_below:
+            size, compactions, seconds = to, compactions + 1, seconds + record_s
         seconds += step_ms(size, measured, floor) / 1000
         computed += size
         slots = [s - 1 for s in slots if s > 1]

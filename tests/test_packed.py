@@ -83,10 +83,10 @@ def test_packed_fits_follow_the_learning_rate_rule_and_noise_of_each_image():
     assert cut > 0  # the rule did act, so the lazy reads were exercised
 
 
-def test_a_draining_pack_shrinks_and_still_equals_single_fits(monkeypatch):
-    # On a GPU the step is a recorded graph over every position; finished positions ride along
-    # masked, and the pack compacts itself when a quarter of them are empty. Here an eager stand-in
-    # for the recording runs that same full-pack step, so the bookkeeping is checked on a CPU.
+def _record_eagerly(monkeypatch) -> None:
+    """On a GPU the step is a recorded graph over every position; finished positions ride along
+    masked. Here an eager stand-in for the recording runs that same full-pack step, so a draining
+    pack's bookkeeping is checked on a CPU."""
     from zssr_batch import packed
 
     class Replay:
@@ -102,17 +102,15 @@ def test_a_draining_pack_shrinks_and_still_equals_single_fits(monkeypatch):
     monkeypatch.setattr(packed._Pack, "_record", record)
     init = packed._Pack.__init__
     monkeypatch.setattr(packed._Pack, "__init__", lambda self, *a: (init(self, *a), setattr(self, "use_graphs", True))[0])
-    iters = (6, 20, 9, 14)
-    cfgs = [resolve("fast", overrides={"max_iters": n, "crop": 24, "width": 16, "seed": 10 + n}) for n in iters]
+
+
+def _drain(iters: tuple[int, ...], k: int) -> tuple[dict, dict]:
+    cfgs = [resolve("fast", overrides={"max_iters": n, "crop": 24, "width": 16, "seed": 10 + i})
+            for i, n in enumerate(iters)]
     gen = torch.Generator().manual_seed(1)
-    imgs = [torch.rand(3, 30 + 2 * i, 36 - 2 * i, generator=gen) for i in range(4)]
+    imgs = [torch.rand(3, 30 + 2 * (i % 4), 36 - 2 * (i % 4), generator=gen) for i in range(len(iters))]
     stats: dict = {}
-    out = dict(fit_packed([Job(i, im, c) for i, (im, c) in enumerate(zip(imgs, cfgs))], k=4, stats=stats))
-    assert stats["replays"] == stats["steps"] == max(iters)
-    # Four images ending at different steps: each end empties a quarter or more of what is left, so
-    # the pack shrinks each time (4 -> 3 -> 2 -> 1) and computes no step of an empty position.
-    assert stats["compactions"] == 3
-    assert stats["slot_steps"] == stats["live_slot_steps"] == sum(iters)
+    out = dict(fit_packed([Job(i, im, c) for i, (im, c) in enumerate(zip(imgs, cfgs))], k=k, stats=stats))
     for i, (img, cfg) in enumerate(zip(imgs, cfgs)):
         alone = super_resolve(img, cfg)
         assert out[i].iterations == cfg.max_iters
@@ -126,6 +124,29 @@ def test_a_draining_pack_shrinks_and_still_equals_single_fits(monkeypatch):
         assert torch.allclose(out[i].output, alone.output, atol=1e-3), i
         for name, w in alone.state_dict.items():
             assert torch.allclose(out[i].state_dict[name], w, atol=1e-2), (i, name)
+    return out, stats
+
+
+def test_a_draining_pack_shrinks_and_still_equals_single_fits(monkeypatch):
+    _record_eagerly(monkeypatch)
+    iters = (6, 20, 9, 14)
+    _, stats = _drain(iters, 4)
+    assert stats["replays"] == stats["steps"] == max(iters)
+    # Four images ending at different steps: each end empties a quarter or more of what is left, so
+    # the pack shrinks each time (4 -> 3 -> 2 -> 1) and computes no step of an empty position.
+    assert stats["compactions"] == 3
+    assert stats["slot_steps"] == stats["live_slot_steps"] == sum(iters)
+
+
+def test_a_draining_pack_shrinks_to_recurring_sizes(monkeypatch):
+    # 12 -> 10 when 9 are live (one empty position rides along: sizes come from COMPACT_SIZES, so
+    # that they recur from batch to batch), then 7, 5, 3, 2, 1. Slot-steps: 12x3 + 10x3 + 7x3 +
+    # 5x2 + 3 + 2 + 1 = 103 for 98 live ones.
+    _record_eagerly(monkeypatch)
+    iters = (3, 3, 3, 6, 6, 8, 9, 10, 11, 12, 13, 14)
+    _, stats = _drain(iters, 12)
+    assert stats["compactions"] == 6
+    assert stats["live_slot_steps"] == sum(iters) == 98 and stats["slot_steps"] == 103
 
 
 def test_batched_matmul_convolutions_equal_grouped_ones():
