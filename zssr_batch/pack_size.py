@@ -17,6 +17,7 @@ from __future__ import annotations
 import math
 import sys
 import time
+import warnings
 from dataclasses import replace
 
 import numpy as np
@@ -102,8 +103,10 @@ def _time_or_inf(cfg: FitConfig, device: torch.device | str, k: int, options: Pa
                  img: torch.Tensor) -> float:
     try:
         return time_pack_step(cfg, device, k, options, img)
-    except torch.cuda.OutOfMemoryError:  # e.g. cuDNN's tuned algorithms wanting more workspace: not a choice
+    except Exception as e:  # noqa: BLE001 - e.g. cuDNN's tuned algorithms wanting more memory: not a choice
         torch.cuda.empty_cache()
+        if not isinstance(e, torch.cuda.OutOfMemoryError):
+            warnings.warn(f"zssr-batch: timing a pack of {k} ({options}) failed: {' '.join(str(e).split())[:200]}")
         return math.inf
 
 
