@@ -3,7 +3,8 @@
 #   here:   bash benchmarks/gpu_session.sh --stage     (copies the data the run needs into .device/)
 #   device: bash benchmarks/gpu_session.sh             (logs to $OUT, or ./artifacts without it)
 # Env: BASELINE_N (timed one-at-a-time images), BASELINE_WORKERS (fit the rest alone in that many
-# processes, for packed-vs-alone PSNR over all 100), VARIANTS, BUDGET_S, THROUGHPUT_S, SKIP_PYTEST, SKIP_QUALITY.
+# processes, for packed-vs-alone PSNR over all 100), VARIANTS, BUDGET_S, THROUGHPUT_S, CHECK_S, SKIP_PYTEST,
+# RUN_QUALITY (Set5/Set14 paper quality, ~2 min; measured on 2026-11-26, so off by default).
 set -uo pipefail
 if [ "${1:-}" = "--stage" ]; then
   src=${2:-../shared/data}
@@ -21,10 +22,10 @@ export PYTHONUNBUFFERED=1 PYTHONPATH=$PWD
 D=.device/data
 { date -u; nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv;
   python3 -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda, 'cudnn', torch.backends.cudnn.version())"; } 2>&1 | tee "$out/env.txt"
-timeout 90 python3 benchmarks/gpu_check.py --data $D 2>&1 | tee "$out/check.log"
+timeout ${CHECK_S:-150} python3 benchmarks/gpu_check.py --data $D 2>&1 | tee "$out/check.log"
 [ -n "${SKIP_PYTEST:-}" ] || timeout 60 python3 -m pytest -q -p no:cacheprovider -m gpu tests/test_engine.py tests/test_resize.py 2>&1 | tee -a "$out/check.log"
 timeout ${THROUGHPUT_S:-300} python3 benchmarks/throughput.py --set $D/BSD100 --scale 2 --preset paper --device cuda \
   --baseline-limit ${BASELINE_N:-8} --baseline-workers ${BASELINE_WORKERS:-0} --variants ${VARIANTS:-bf16 bf16:100:drain50 bf16:32:bmm} --time-budget ${BUDGET_S:-220} 2>&1 | tee "$out/throughput.log"
-[ -n "${SKIP_QUALITY:-}" ] || timeout ${QUALITY_S:-120} python3 benchmarks/quality.py --data $D --sets Set5 Set14 --scale 2 --preset paper \
+[ -z "${RUN_QUALITY:-}" ] || timeout ${QUALITY_S:-120} python3 benchmarks/quality.py --data $D --sets Set5 Set14 --scale 2 --preset paper \
   --device cuda --pack 14 2>&1 | tee "$out/quality.log"
 date -u | tee -a "$out/env.txt"

@@ -153,6 +153,7 @@ def main() -> None:
         t0 = time.perf_counter()
         if not k:  # as `run` chooses: the size (and cuDNN tuning) by a probe, once per process
             k, options = plan_pack(cfg, device, largest, n, options)
+        k = min(k, n)  # as fit_packed would use it
         probe_s = time.perf_counter() - t0
         sync()
         t0 = time.perf_counter()
