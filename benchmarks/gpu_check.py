@@ -87,7 +87,7 @@ def kernel_profile(k: int = 100, top: int = 15, device: str = "cuda", cfg=None) 
     """Where a full-pack step's device time goes, by kernel (bf16, eager: a replay runs the same kernels)."""
     from torch.profiler import ProfilerActivity, profile
 
-    from zssr_batch.pack_size import full_pack
+    from zssr_batch.packed import full_pack
 
     cuda = device == "cuda"
     pack, live = full_pack(cfg or resolve("paper"), device, k, PackOptions(graphs=False))

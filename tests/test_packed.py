@@ -224,10 +224,12 @@ def test_pack_size_is_the_measured_cheapest_per_image_within_memory(monkeypatch)
     k, opts = plan_pack(paper, "cuda", (160, 240), images=100)
     assert (k, opts.tune) == (64, False)
     assert sorted(c[:2] for c in calls) == [(16, False), (16, True), (32, False), (32, True), (64, False),
-                                            (64, True), (128, False), (128, True)]
+                                            (64, True), (100, False), (100, True)]  # 128: more than the batch
     assert calls[0][2] == (3, 240, 240)
-    assert plan_pack(paper, "cuda", (160, 240), images=40)[0] == 40  # no more than the batch has
+    assert len(calls) == 8 and plan_pack(paper, "cuda", (160, 240), images=100)[0] == 64
     assert len(calls) == 8  # the timings were kept
+    assert plan_pack(paper, "cuda", (160, 240), images=10)[0] == 10  # no size the batch cannot fill
+    assert sorted(c[:2] for c in calls[8:]) == [(10, False), (10, True)]
     # 12-megapixel inputs: memory caps the pack below 64, so 64 is not tried; tuned 32 now wins
     k, opts = plan_pack(paper, "cuda", (3000, 4000), images=100)
     assert calls[-1][0] == memory_pack_size(paper, "cuda", (3000, 4000)) < 64 and (k, opts.tune) == (32, True)

@@ -20,11 +20,10 @@ import time
 import warnings
 from dataclasses import replace
 
-import numpy as np
 import torch
 
 from .config import FitConfig
-from .packed import Job, PackOptions, _Pack
+from .packed import PackOptions, full_pack
 
 CPU_PACK = 4  # on a 2-core CPU packing 2-4 fits is a little faster than one at a time (docs/BENCHMARKS.md)
 MAX_PACK = 128
@@ -52,19 +51,6 @@ def memory_pack_size(cfg: FitConfig, device: torch.device | str, largest: tuple[
         out_px = largest[0] * largest[1] * cfg.scale[0] * cfg.scale[1]
         inference = int(min(8 * 2 * cfg.width * out_px * 4, 2 << 30))  # MemoryPlan caps a batch at 2 GiB
     return int(max(1, min(MAX_PACK, (free // 2 - inference) // per_slot)))
-
-
-def full_pack(cfg: FitConfig, device: torch.device | str, k: int, options: PackOptions = PackOptions(),
-              image: torch.Tensor | None = None) -> tuple[_Pack, list[int]]:
-    """A pack of ``k`` live fits of ``image`` (default: random, a little over the crop), ready to step."""
-    img = image if image is not None else torch.rand(3, cfg.crop + 32, cfg.crop + 32)
-    pack = _Pack(k, Job(None, img, cfg), torch.device(device), options)
-    for i in range(k):
-        pack.place(i, Job(i, img, cfg), torch.Generator().manual_seed(i))
-    params = np.zeros((k, 10))
-    params[:, :9] = np.eye(3).ravel()  # every father the top-left crop, unwarped
-    pack.upload(params, None)
-    return pack, list(range(k))
 
 
 def time_pack_step(cfg: FitConfig, device: torch.device | str, k: int, options: PackOptions = PackOptions(),
@@ -139,7 +125,7 @@ def plan_pack(cfg: FitConfig, device: torch.device | str, largest: tuple[int, in
     device = torch.device(device)
     if device.type != "cuda":
         return max(1, min(CPU_PACK, images or CPU_PACK)), options
-    cap = memory_pack_size(cfg, device, largest, channels)
+    cap = min(memory_pack_size(cfg, device, largest, channels), images or MAX_PACK)  # no size the batch cannot fill
     side = max(largest) if largest is not None else cfg.crop
     best: tuple[float, int, PackOptions] | None = None
     for opts in [options] if options.tune else [options, replace(options, tune=True)]:

@@ -71,8 +71,8 @@ class PackOptions:
     # A draining pack (no job left to fill its empty slots) is compacted once its live slots are
     # at most this fraction of its positions; each compaction records the step again (a few
     # eager steps). 0.75 rather than 0.5: with the step times measured on an H200 and the step
-    # counts the paper rule gives, a 100-image pack of 100 spends ~12% less time draining (a
-    # simulation over measured figures; docs/BENCHMARKS.md).
+    # counts the paper rule gives, a 100-image pack of 100 trains ~9% faster (benchmarks/
+    # drain_model.py, a replay of this schedule over measured figures; docs/BENCHMARKS.md).
     compact_below: float = 0.75
 
 
@@ -448,6 +448,20 @@ class _Finished:
     state: dict[str, tuple]
 
 
+def full_pack(cfg: FitConfig, device: torch.device | str, k: int, options: PackOptions = PackOptions(),
+              image: torch.Tensor | None = None) -> tuple[_Pack, list[int]]:
+    """A pack of ``k`` live fits of ``image`` (default: random, a little over the crop), ready to step:
+    what probes and profiles time."""
+    img = image if image is not None else torch.rand(3, cfg.crop + 32, cfg.crop + 32)
+    pack = _Pack(k, Job(None, img, cfg), torch.device(device), options)
+    for i in range(k):
+        pack.place(i, Job(i, img, cfg), torch.Generator().manual_seed(i))
+    params = np.zeros((k, 10))
+    params[:, :9] = np.eye(3).ravel()  # every father the top-left crop, unwarped
+    pack.upload(params, None)
+    return pack, list(range(k))
+
+
 def fit_packed(jobs: Iterable[Job], k: int, device: torch.device | str = "cpu", plan: MemoryPlan = MemoryPlan(),
                options: PackOptions = PackOptions(), stats: dict | None = None) -> Iterator[tuple[Any, SRResult]]:
     """Fit every job, K at a time in one pack; yields (key, result) as each image's output reaches the host.
@@ -514,7 +528,7 @@ def fit_packed(jobs: Iterable[Job], k: int, device: torch.device | str = "cpu", 
         upcoming = step
         live = [i for i, s in enumerate(slots) if s is not None]
         size = next((n for n in COMPACT_SIZES if n >= len(live)), len(live))
-        if pack.use_graphs and exhausted and size < pack.k and len(live) <= pack.k * options.compact_below:
+        if pack.use_graphs and exhausted and len(live) <= pack.k * options.compact_below and size < pack.k:
             # A draining pack: keep the recorded step (nearly) free of empty slots.
             keep = sorted(live + [i for i, s in enumerate(slots) if s is None][: size - len(live)])
             pack.compact(keep)
