@@ -230,6 +230,8 @@ def test_pack_size_is_the_measured_cheapest_per_image_within_memory(monkeypatch)
     assert len(calls) == 8  # the timings were kept
     assert plan_pack(paper, "cuda", (160, 240), images=10)[0] == 10  # no size the batch cannot fill
     assert sorted(c[:2] for c in calls[8:]) == [(10, False), (10, True)]
+    assert plan_pack(resolve("gradual-x2"), "cuda", (160, 240), images=100) == (4, PackOptions())  # no probe
+    assert len(calls) == 10
     # 12-megapixel inputs: memory caps the pack below 64, so 64 is not tried; tuned 32 now wins
     k, opts = plan_pack(paper, "cuda", (3000, 4000), images=100)
     assert calls[-1][0] == memory_pack_size(paper, "cuda", (3000, 4000)) < 64 and (k, opts.tune) == (32, True)

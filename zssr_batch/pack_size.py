@@ -23,7 +23,7 @@ from dataclasses import replace
 import torch
 
 from .config import FitConfig
-from .packed import PackOptions, full_pack
+from .packed import PackOptions, full_pack, packable
 
 CPU_PACK = 4  # on a 2-core CPU packing 2-4 fits is a little faster than one at a time (docs/BENCHMARKS.md)
 MAX_PACK = 128
@@ -118,12 +118,12 @@ def plan_pack(cfg: FitConfig, device: torch.device | str, largest: tuple[int, in
               channels: int = 3) -> tuple[int, PackOptions]:
     """How many fits to pack for a batch of ``images`` whose largest input is ``largest`` (h, w), and how.
 
-    A CPU packs ``CPU_PACK``. A GPU packs the measured best size that its memory
+    A CPU packs ``CPU_PACK`` (as does any device for settings that cannot pack). A GPU packs the measured best size that its memory
     holds, and lets cuDNN time its own algorithms (``PackOptions.tune``) only if
     that measured faster by more than ``SLACK``. Never more than the batch has images.
     """
     device = torch.device(device)
-    if device.type != "cuda":
+    if device.type != "cuda" or not packable(cfg):  # settings fitted alone anyway: nothing to time
         return max(1, min(CPU_PACK, images or CPU_PACK)), options
     cap = min(memory_pack_size(cfg, device, largest, channels), images or MAX_PACK)  # no size the batch cannot fill
     side = max(largest) if largest is not None else cfg.crop

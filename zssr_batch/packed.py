@@ -91,10 +91,15 @@ class Job:
     kernel: np.ndarray | None = None
 
 
+def packable(cfg: FitConfig) -> bool:
+    """Whether fits with these settings can share a pack (gradual scale steps and no training cannot)."""
+    return not (cfg.scale_steps and len(cfg.steps) > 1 or cfg.max_iters == 0)
+
+
 def signature(job: Job) -> tuple | None:
     """What must match for two jobs to share a pack; None for jobs that are fitted alone."""
     cfg, (c, h, w) = job.cfg, job.image.shape
-    if cfg.scale_steps and len(cfg.steps) > 1 or cfg.max_iters == 0 or min(h, w) < cfg.crop:
+    if not packable(cfg) or min(h, w) < cfg.crop:
         return None
     kernel = None
     if job.kernel is not None:
