@@ -185,8 +185,9 @@ def test_pack_size_follows_gpu_memory_and_image_size(monkeypatch, tmp_path):
     assert plan_pack(cfg, "cpu")[0] == 4 and plan_pack(cfg, "cpu", images=3)[0] == 3
     assert memory_pack_size(cfg, "cuda") == 128  # 100 MB a slot: memory is not what limits
     assert 100 <= memory_pack_size(cfg, "cuda", (160, 240)) <= 128  # BSD100 inputs barely count
-    big = memory_pack_size(cfg, "cuda", (3000, 4000))  # 12-megapixel inputs: their buffers do
-    assert 10 <= big < 64
+    # 12-megapixel inputs: their 192 MB squares in the source buffer do (20 GiB, less 2 GiB for one
+    # image's inference, over 101 + 192 MB a slot: 66)
+    assert memory_pack_size(cfg, "cuda", (3000, 4000)) == 66
     Image.new("RGB", (400, 300)).save(tmp_path / "a.png")
     Image.new("RGB", (200, 100)).save(tmp_path / "b.png")
     (tmp_path / "bad.png").write_bytes(b"not an image")
@@ -232,9 +233,9 @@ def test_pack_size_is_the_measured_cheapest_per_image_within_memory(monkeypatch)
     assert sorted(c[:2] for c in calls[8:]) == [(10, False), (10, True)]
     assert plan_pack(resolve("gradual-x2"), "cuda", (160, 240), images=100) == (4, PackOptions())  # no probe
     assert len(calls) == 10
-    # 12-megapixel inputs: memory caps the pack below 64, so 64 is not tried; tuned 32 now wins
-    k, opts = plan_pack(paper, "cuda", (3000, 4000), images=100)
-    assert calls[-1][0] == memory_pack_size(paper, "cuda", (3000, 4000)) < 64 and (k, opts.tune) == (32, True)
+    # 24-megapixel inputs: memory caps the pack below 64, so 64 is not tried; tuned 32 now wins
+    k, opts = plan_pack(paper, "cuda", (4000, 6000), images=100)
+    assert calls[-1][0] == memory_pack_size(paper, "cuda", (4000, 6000)) < 64 and (k, opts.tune) == (32, True)
     # Tuning that runs out of memory is no choice; asking for it explicitly skips the untuned probe.
     monkeypatch.setattr(pack_size, "_step_ms", {})
 

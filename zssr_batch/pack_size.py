@@ -47,7 +47,7 @@ def memory_pack_size(cfg: FitConfig, device: torch.device | str, largest: tuple[
     inference = 0
     if largest is not None:
         side = max(largest)
-        per_slot += 2 * channels * side * side * 4  # the source buffer, and the image's own copy
+        per_slot += channels * side * side * 4  # the slot's square in the source buffer
         out_px = largest[0] * largest[1] * cfg.scale[0] * cfg.scale[1]
         inference = int(min(8 * 2 * cfg.width * out_px * 4, 2 << 30))  # MemoryPlan caps a batch at 2 GiB
     return int(max(1, min(MAX_PACK, (free // 2 - inference) // per_slot)))

@@ -259,7 +259,7 @@ class _Pack:
         self.graph_rows: torch.Tensor | None = None
         self._live: tuple[tuple[int, ...], torch.Tensor] | None = None
 
-    def place(self, slot: int, job: Job, gen: torch.Generator) -> torch.Tensor:
+    def place(self, slot: int, job: Job, gen: torch.Generator) -> None:
         """Start ``job`` in ``slot``: fresh weights from its stream, fresh Adam state; its image on the device."""
         self.nets.init_slot(slot, job.cfg.init_variance, gen)
         self.opt.reset(slot)
@@ -273,7 +273,14 @@ class _Pack:
         self.src[slot, :, :h, :w] = img
         self.lr[slot] = job.cfg.learning_rate
         self.active[slot] = True
-        return img
+
+    def image(self, slot: int, hw: tuple[int, int]) -> torch.Tensor:
+        """The image in ``slot`` (h, w): a view of the source buffer, the device's only copy of it.
+
+        Taken when needed, never kept: the buffer moves when it grows or the pack compacts.
+        Work queued on it runs before a later ``place`` overwrites the slot (one stream).
+        """
+        return self.src[slot, :, : hw[0], : hw[1]]
 
     def set_rate(self, slot: int, rate: float) -> None:
         self.lr[slot] = rate  # a fill on the device; the host does not wait
@@ -419,7 +426,6 @@ class _LossHistory:
 @dataclass
 class _Slot:
     job: Job
-    image: torch.Tensor  # on the device
     gen: torch.Generator
     draw: Draw
     sched: Schedule
@@ -511,10 +517,10 @@ def fit_packed(jobs: Iterable[Job], k: int, device: torch.device | str = "cpu", 
                 sig, pack = s, _Pack(k, job, device, options)
                 history = _LossHistory(k, device, readback)
             gen = torch.Generator().manual_seed(job.cfg.seed)
-            image = pack.place(slot, job, gen)
-            slots[slot] = _Slot(job, image, gen, Draw(gen), Schedule(job.cfg), augment_of(job.cfg),
+            pack.place(slot, job, gen)
+            slots[slot] = _Slot(job, gen, Draw(gen), Schedule(job.cfg), augment_of(job.cfg),
                                 first_step=upcoming, started=clock(), column=pack.columns[slot],
-                                hw=tuple(image.shape[-2:]))
+                                hw=tuple(job.image.shape[-2:]))
             return
 
     def result(done: _Finished) -> SRResult:
@@ -575,7 +581,8 @@ def fit_packed(jobs: Iterable[Job], k: int, device: torch.device | str = "cpu", 
             s.log.scale_step.append(0)
             if s.sched.wants_test(s.it):
                 t3 = clock()
-                err = reconstruction_error(pack.load_probe(i), s.image, pack.sf, pack.kernel, cfg.noise_std, s.gen, plan)
+                err = reconstruction_error(pack.load_probe(i), pack.image(i, s.hw), pack.sf, pack.kernel,
+                                           cfg.noise_std, s.gen, plan)
                 s.tests.append((s.it, readback.push(err)))
                 stats["host_test_s"] += clock() - t3
             if s.sched.check_due(s.it):
@@ -589,7 +596,7 @@ def fit_packed(jobs: Iterable[Job], k: int, device: torch.device | str = "cpu", 
                 t3 = clock()
                 s.resolve_tests()
                 history.flush()  # its last losses travel ahead of its output
-                out, _ = upscale_with(pack.load_probe(i), s.image, cfg, 0, pack.kernel, plan)
+                out, _ = upscale_with(pack.load_probe(i), pack.image(i, s.hw), cfg, 0, pack.kernel, plan)
                 state = {f"convs.{n}.weight": readback.push(w[i]) for n, w in enumerate(pack.nets.weights)}
                 pack.active[i] = False
                 now = clock()
