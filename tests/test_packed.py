@@ -263,3 +263,34 @@ def test_unpackable_jobs_are_fitted_alone():
     out = dict(fit_packed([Job("rgb", rgb, cfg), Job("small", small, cfg), Job("gray", gray, cfg)], k=2))
     assert out["small"].output.shape == (3, 32, 40) and out["gray"].output.shape == (1, 60, 60)
     assert torch.equal(out["gray"].output, super_resolve(gray, cfg).output)
+
+
+def test_a_closed_packed_call_stops_its_pack(tmp_path):
+    # Closing run_packed's generator (a cancelled actor call) must stop the pack thread at once, not
+    # leave it fitting the images in its slots for nobody beside the actor's next call.
+    import threading
+    import time
+    from dataclasses import asdict
+
+    from PIL import Image
+
+    from zssr_batch.sources import ScanOptions, scan_folder
+    from zssr_batch.worker import run_packed
+
+    gen = np.random.default_rng(0)
+    for i in range(3):
+        Image.fromarray(gen.integers(0, 255, (28, 28, 3), dtype=np.uint8)).save(tmp_path / f"{i}.png")
+    items = [asdict(it) for it in scan_folder(tmp_path, ScanOptions(output_dir=tmp_path / "out"))]
+    tiny = {"crop": 16, "width": 8, "back_projection_iters": (1,)}
+    # 'halving' never ends a fit early, so the long ones would train all 100,000 steps
+    cfgs = [resolve("fast", overrides={**tiny, "lr_schedule": "halving", "max_iters": 3 if i == 0 else 100_000})
+            for i in range(3)]
+    rows = run_packed(items, cfgs, "cpu", pack=2)
+    i, first = next(rows)  # the short fit's row; the two long ones are still training
+    assert first["status"] == "ok" and i == 0
+    rows.close()
+    deadline = time.monotonic() + 10
+    while any(t.name == "zssr-pack" for t in threading.enumerate()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not any(t.name == "zssr-pack" for t in threading.enumerate())  # 100,000 steps would take minutes
+    assert sorted(p.name for p in (tmp_path / "out").iterdir() if p.suffix == ".png") == ["0.png"]

@@ -36,7 +36,7 @@ import time
 import warnings
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 import numpy as np
 import torch
@@ -474,14 +474,16 @@ def full_pack(cfg: FitConfig, device: torch.device | str, k: int, options: PackO
 
 
 def fit_packed(jobs: Iterable[Job], k: int, device: torch.device | str = "cpu", plan: MemoryPlan = MemoryPlan(),
-               options: PackOptions = PackOptions(), stats: dict | None = None) -> Iterator[tuple[Any, SRResult]]:
+               options: PackOptions = PackOptions(), stats: dict | None = None,
+               stop: Callable[[], bool] | None = None) -> Iterator[tuple[Any, SRResult]]:
     """Fit every job, K at a time in one pack; yields (key, result) as each image's output reaches the host.
 
     ``fit_seconds`` of a result is the image's wall time in the pack (K images
     shared it, as they share the device). ``stats``, if given, receives counts
     (pack steps, graph replays, compactions, whether recording failed, slot-steps
     computed and how many of them trained a live image) and the host's seconds
-    per phase, for benchmarks.
+    per phase, for benchmarks. ``stop``, checked every step, abandons the pack
+    when it returns True (a cancelled call): the images in it get no result.
     """
     stats = {} if stats is None else stats
     stats.update(steps=0, replays=0, compactions=0, slot_steps=0, live_slot_steps=0, graph_failed=False,
@@ -536,6 +538,8 @@ def fit_packed(jobs: Iterable[Job], k: int, device: torch.device | str = "cpu", 
         yield from fill(i)
     while any(s is not None for s in slots):
         assert pack is not None and history is not None
+        if stop is not None and stop():
+            return
         upcoming = step
         live = [i for i, s in enumerate(slots) if s is not None]
         size = next((n for n in COMPACT_SIZES if n >= len(live)), len(live))

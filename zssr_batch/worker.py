@@ -348,7 +348,9 @@ def run_packed(items: list[dict[str, Any]], cfgs: list[FitConfig], device: str, 
 
     def fit_all() -> None:
         try:
-            for (i, prep), result in fit_packed(jobs(), k, dev, options=options):
+            # A closed call (cancelled, or its caller gone) stops the pack at once instead of fitting
+            # the images in its slots for nobody, beside the actor's next call on the same device.
+            for (i, prep), result in fit_packed(jobs(), k, dev, options=options, stop=stop.is_set):
                 writer.submit(write, i, prep, result)
             events.put(("end", None))
         except BaseException as e:  # noqa: BLE001 - handed to the caller's thread
