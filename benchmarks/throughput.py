@@ -141,15 +141,16 @@ def main() -> None:
         print(f"baseline quality: {n - nb} more images in {args.baseline_workers} processes, "
               f"{time.perf_counter() - t0:.1f} s (untimed)", flush=True)
     base_all = float(np.mean(list(base_psnr.values()))) if len(base_psnr) == n else None
-    rows = [(f"one fit at a time (eager, pairs made on the {args.baseline_pairs})", nb, base_s, float(np.mean([base_psnr[nm] for nm in base_names])), base_all,
+    rows = [(f"one fit at a time (eager, pairs made on the {args.baseline_pairs})", nb, base_s,
+             float(np.mean([base_psnr[nm] for nm in base_names])), base_all,
              float(np.mean([r.iterations for r in base.values()])))]
+    largest = max((tuple(lr.shape[-2:]) for _, lr, _ in images), key=lambda hw: hw[0] * hw[1])
     variants = {}
     for text in args.variants or (["bf16"] if device.type == "cuda" else ["fp32"]):
         if args.time_budget and time.perf_counter() - t_start > args.time_budget:
             print(f"skipping variant {text}: past the time budget", flush=True)
             continue
         name, k, options = parse_variant(text)
-        largest = max((tuple(lr.shape[-2:]) for _, lr, _ in images), key=lambda hw: hw[0] * hw[1])
         t0 = time.perf_counter()
         if not k:  # as `run` chooses: the size (and cuDNN tuning) by a probe, once per process
             k, options = plan_pack(cfg, device, largest, n, options)

@@ -542,15 +542,16 @@ def fit_packed(jobs: Iterable[Job], k: int, device: torch.device | str = "cpu", 
             return
         upcoming = step
         live = [i for i, s in enumerate(slots) if s is not None]
-        size = next((n for n in COMPACT_SIZES if n >= len(live)), len(live))
-        if pack.use_graphs and exhausted and len(live) <= pack.k * options.compact_below and size < pack.k:
+        if pack.use_graphs and exhausted and len(live) <= pack.k * options.compact_below:
             # A draining pack: keep the recorded step (nearly) free of empty slots.
-            keep = sorted(live + [i for i, s in enumerate(slots) if s is None][: size - len(live)])
-            pack.compact(keep)
-            history.regroup(pack.columns)
-            slots[:] = [slots[i] for i in keep]
-            live = [i for i, s in enumerate(slots) if s is not None]
-            stats["compactions"] += 1
+            size = next((n for n in COMPACT_SIZES if n >= len(live)), len(live))
+            if size < pack.k:
+                keep = sorted(live + [i for i, s in enumerate(slots) if s is None][: size - len(live)])
+                pack.compact(keep)
+                history.regroup(pack.columns)
+                slots[:] = [slots[i] for i in keep]
+                live = [i for i, s in enumerate(slots) if s is not None]
+                stats["compactions"] += 1
         t0 = clock()
         k_now = pack.k
         params = np.zeros((k_now, 10))
