@@ -169,7 +169,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--gpus", type=int, default=None, help="GPUs to use (default all; 0 = CPU only)")
     run.add_argument("--pack", type=int, default=0,
                      help="fits trained together in one pack (default 0: on a GPU the fastest measured size "
-                          "that its memory holds, 4 on a CPU); 1 = one image per actor call, no packing")
+                          "that its memory holds; on a CPU 4 for crops up to 64, else 1); 1 = one image per actor "
+                          "call, no packing")
     run.add_argument("--precision", choices=("bf16", "fp32"), default="bf16",
                      help="packed networks on a GPU (default bf16: faster, -0.03 dB measured); CPUs run fp32")
     run.add_argument("--batch", type=int, default=None,

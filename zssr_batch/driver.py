@@ -45,7 +45,7 @@ class RunSettings:
     output_dir: Path
     gpus: int | None = None  # None: every GPU there is
     images_per_gpu: int | None = None  # actors per GPU; default 4 fitting one image each, 1 when packing
-    pack: int = 0  # fits per pack: 0 = measured within GPU memory (4 on a CPU); 1 = one image per call
+    pack: int = 0  # fits per pack: 0 = measured within GPU memory (CPU: pack_size.cpu_pack_size); 1 = one image per call
     precision: str = "bf16"  # packed networks on a GPU: 'bf16' or 'fp32' (CPUs always run fp32)
     batch: int | None = None  # images per actor call when packing (4 x pack; else 256 on a GPU, 16 on CPUs)
     cpu_workers: int | None = None  # --gpus 0: how many CPU actors (default: cores / threads)

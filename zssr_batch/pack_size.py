@@ -1,15 +1,22 @@
-"""How many fits to pack on a device: what its memory holds, then what its step times favour.
+"""How many fits to pack on a device, and how to run them: what its memory holds, then what it measures.
 
-Memory gives the ceiling. Below it, a GPU's pack size is measured: a full-pack
-training step is timed at a few sizes (synthetic images, the real recorded step)
-and the size that trains the most images per second wins, the smaller one when
-two are within a few percent (a smaller pack drains sooner at the end of a batch
-and leaves memory to inference). An H200 gave 0.24 ms per slot at 32 and
-0.26 ms at 100 (docs/BENCHMARKS.md), so bigger is not always faster. The same
-probe, with cuDNN timing its own algorithms, decides whether that is worth
-turning on: grouped convolutions bound a pack, and cuDNN's default heuristics
-may not pick their fastest kernels. The timings are kept for the life of the
-process: an actor measures once.
+Memory gives the ceiling. Below it, a GPU's pack is measured, on synthetic
+images through the real recorded step. First the ways of running the
+convolutions (``PackOptions``: grouped or split weight gradients, thin ends
+padded or not, cuDNN timing its own algorithms or not) are timed at one
+pack size, and the simplest within a few percent of the fastest is kept:
+grouped convolutions bound a pack, and which of their kernels is fastest
+depends on the card and the cuDNN release. Then that way is timed at a few
+sizes, and the size that trains the most images per second wins, the
+smaller one when two are within a few percent (a smaller pack drains sooner
+at the end of a batch and leaves memory to inference). An H200 gave 0.24 ms
+per slot at 32 and 0.26 ms at 100 (docs/BENCHMARKS.md), so bigger is not
+always faster. The timings are kept for the life of the process: an actor
+measures once.
+
+A CPU is not timed (its timings are too noisy to choose by) but follows a
+rule measured on this project's 2-core machine: packing pays only while one
+layer's activations of every slot stay in cache.
 """
 
 from __future__ import annotations
@@ -19,13 +26,19 @@ import sys
 import time
 import warnings
 from dataclasses import replace
+from typing import Iterable
 
 import torch
 
 from .config import FitConfig
 from .packed import PackOptions, full_pack, packable
 
-CPU_PACK = 4  # on a 2-core CPU packing 2-4 fits is a little faster than one at a time (docs/BENCHMARKS.md)
+# On a 2-core CPU (docs/BENCHMARKS.md) a pack of 2-4 trains 5-20% faster per image than one fit while a
+# slot's layer activations (width x crop^2 floats) take at most ~1 MiB (crops up to 64 at width 64), and
+# 1.3-1.6x slower beyond (crops 96, 128: the default). Padding the thin ends helps packs there by 5-12%.
+CPU_PACK = 4
+CPU_SLOT_BYTES = 1 << 20
+PROBE_AT = 32  # the pack size at which the ways of running a pack are compared
 MAX_PACK = 128
 PROBE_SIZES = (16, 32, 64, 128)
 SLACK = 0.03  # per-slot costs this close count as equal (the timing noise of 10 replays is ~1%)
@@ -92,25 +105,45 @@ def _time_or_inf(cfg: FitConfig, device: torch.device | str, k: int, options: Pa
     except Exception as e:  # noqa: BLE001 - e.g. cuDNN's tuned algorithms wanting more memory: not a choice
         torch.cuda.empty_cache()
         if not isinstance(e, torch.cuda.OutOfMemoryError):
-            warnings.warn(f"zssr-batch: timing a pack of {k} ({options}) failed: {' '.join(str(e).split())[:200]}")
+            warnings.warn(f"zssr-batch: timing a pack of {k} ({describe(options)}) failed: {' '.join(str(e).split())[:200]}")
         return math.inf
 
 
-def measured_step_times(cfg: FitConfig, device: torch.device | str, cap: int, options: PackOptions,
+def measured_step_times(cfg: FitConfig, device: torch.device | str, sizes: Iterable[int], options: PackOptions,
                         side: int, channels: int = 3) -> dict[int, float]:
-    """ms per full-pack step at each probe size up to ``cap`` (and at ``cap``), timed once per process."""
+    """ms per full-pack step at each of ``sizes``, timed once per process."""
     net = (str(torch.device(device)), channels, cfg.depth, cfg.width, cfg.crop, tuple(cfg.scale),
            cfg.noise_std > 0, options)
-    sizes = sorted({s for s in PROBE_SIZES if s < cap} | {cap})
+    sizes = sorted(set(sizes))
     missing = [k for k in sizes if (net, k) not in _step_ms]
     if missing:
         img = torch.rand(channels, max(side, cfg.crop), max(side, cfg.crop))
         for k in missing:
             _step_ms[(net, k)] = _time_or_inf(cfg, device, k, options, img)
         times = ", ".join(f"{k}: {_step_ms[(net, k)]:.1f}" for k in sizes)
-        how = "cuDNN-tuned " if options.tune else ""
-        print(f"zssr-batch: ms per {how}pack step by pack size on {device}: {times}", file=sys.stderr, flush=True)
+        print(f"zssr-batch: ms per pack step by pack size on {device} ({describe(options)}): {times}",
+              file=sys.stderr, flush=True)
     return {k: _step_ms[(net, k)] for k in sizes}
+
+
+def describe(options: PackOptions) -> str:
+    """The ways of running a pack that the probe compares, in words."""
+    return (f"{options.conv} convolutions" + (", thin ends padded" if options.pad_thin else "")
+            + (", cuDNN-tuned" if options.tune else ""))
+
+
+def candidates(options: PackOptions) -> list[PackOptions]:
+    """The ways of running a pack worth timing, simplest first: each of ``conv``, ``pad_thin`` and
+    ``tune`` that ``options`` leave at their defaults is tried both ways; one set otherwise is kept."""
+    convs = ["grouped", "split"] if options.conv == "grouped" else [options.conv]
+    pads = [False, True] if not options.pad_thin else [True]
+    tunes = [False, True] if not options.tune else [True]
+    return [replace(options, conv=c, pad_thin=p, tune=t) for t in tunes for c in convs for p in pads]
+
+
+def cpu_pack_size(cfg: FitConfig) -> int:
+    """``CPU_PACK`` while a slot's layer activations fit ``CPU_SLOT_BYTES``, else 1 (one fit at a time)."""
+    return CPU_PACK if cfg.width * cfg.crop**2 * 4 <= CPU_SLOT_BYTES else 1
 
 
 def plan_pack(cfg: FitConfig, device: torch.device | str, largest: tuple[int, int] | None = None,
@@ -118,21 +151,25 @@ def plan_pack(cfg: FitConfig, device: torch.device | str, largest: tuple[int, in
               channels: int = 3) -> tuple[int, PackOptions]:
     """How many fits to pack for a batch of ``images`` whose largest input is ``largest`` (h, w), and how.
 
-    A CPU packs ``CPU_PACK`` (as does any device for settings that cannot pack). A GPU packs the measured best size that its memory
-    holds, and lets cuDNN time its own algorithms (``PackOptions.tune``) only if
-    that measured faster by more than ``SLACK``. Never more than the batch has images.
+    A CPU packs ``cpu_pack_size`` fits, their thin ends padded when it packs more than one.
+    Settings that cannot pack are fitted alone anyway (``CPU_PACK``, nothing timed). A GPU
+    times the ``candidates`` at ``PROBE_AT`` fits (or what memory and the batch allow),
+    keeps the simplest within ``SLACK`` of the fastest, then packs the measured best size
+    that its memory holds. Never more than the batch has images.
     """
     device = torch.device(device)
-    if device.type != "cuda" or not packable(cfg):  # settings fitted alone anyway: nothing to time
+    if not packable(cfg):  # fitted alone anyway: nothing to time
         return max(1, min(CPU_PACK, images or CPU_PACK)), options
+    if device.type != "cuda":
+        k = max(1, min(cpu_pack_size(cfg), images or CPU_PACK))
+        return k, replace(options, pad_thin=options.pad_thin or k > 1)
     cap = min(memory_pack_size(cfg, device, largest, channels), images or MAX_PACK)  # no size the batch cannot fill
     side = max(largest) if largest is not None else cfg.crop
-    best: tuple[float, int, PackOptions] | None = None
-    for opts in [options] if options.tune else [options, replace(options, tune=True)]:
-        times = measured_step_times(cfg, device, cap, opts, side, channels)
-        k = choose_pack_size(times)
-        if best is None or times[k] / k < best[0] * (1 - SLACK):
-            best = (times[k] / k, k, opts)
-    assert best is not None
-    _, k, opts = best
+    at = min(PROBE_AT, cap)
+    ways = {opts: measured_step_times(cfg, device, [at], opts, side, channels)[at] for opts in candidates(options)}
+    fastest = min(ways.values())
+    # The simplest within SLACK of the fastest; if none could be timed, the first: ``options`` itself.
+    opts = next(o for o, ms in ways.items() if ms <= fastest * (1 + SLACK))
+    times = measured_step_times(cfg, device, {s for s in PROBE_SIZES if s < cap} | {cap, at}, opts, side, channels)
+    k = choose_pack_size(times)  # the smallest if none could be timed
     return max(1, min(k, images or k)), opts
