@@ -12,9 +12,11 @@ alone too, W processes at a time, for their PSNR only, so the quality of the
 packed path can be compared over every image. Each ``--variants`` entry is a
 packed run over all the images: ``bf16`` or ``fp32``, optionally ``:K`` (pack
 size; default as ``run`` picks it, measured within memory), ``:eager`` (no CUDA
-graph), ``:tune`` (cuDNN picks its algorithms by timing them), ``:bmm`` (the K
-convolutions as im2col and batched matrix products) and ``:drainNN`` (a draining
-pack compacts at NN% live; default 75). Prints a table, then one JSON line with
+graph), ``:tune`` (cuDNN picks its algorithms by timing them), ``:split``
+(weight gradients as batched products), ``:bmm`` (the K convolutions as im2col
+and batched matrix products), ``:pad`` (thin ends padded to 8 channels) and
+``:drainNN`` (a draining pack compacts at NN% live; default 75). Without ``:K``
+the ways left at their defaults are chosen by ``run``'s probe, as in ``run``. Prints a table, then one JSON line with
 device, torch, images, both rates, the speedup and the mean PSNR-Y of the
 baseline and of the first variant over the baseline's images (and over all
 images).
@@ -83,8 +85,9 @@ def parse_variant(text: str) -> tuple[str, int | None, PackOptions]:
         raise SystemExit(f"variant {text!r}: start with bf16 or fp32")
     k = next((int(p) for p in parts[1:] if p.isdigit()), None)
     drain = next((int(p[5:]) / 100 for p in parts[1:] if p.startswith("drain") and p[5:].isdigit()), 0.75)
+    conv = next((c for c in ("split", "bmm") if c in parts), "grouped")
     return text, k, PackOptions(graphs="eager" not in parts, bf16=parts[0] == "bf16", tune="tune" in parts,
-                                conv="bmm" if "bmm" in parts else "grouped", compact_below=drain)
+                                conv=conv, pad_thin="pad" in parts, compact_below=drain)
 
 
 def main() -> None:
@@ -104,9 +107,12 @@ def main() -> None:
                          "PSNR only (untimed): the packed-vs-alone comparison over every image")
     ap.add_argument("--time-budget", type=float, default=None, help="start no further variant after this many s")
     ap.add_argument("--tiny", action="store_true", help="4 centre crops of 48x48, 40 steps of 24x24 crops")
+    ap.add_argument("--max-iters", type=int, default=None, help="cap the preset's training steps (CPU runs)")
     args = ap.parse_args()
     device = pick_device(args.device)
     overrides: dict = {"scale": args.scale}
+    if args.max_iters:
+        overrides["max_iters"] = args.max_iters
     limit, side = args.limit, None
     if args.tiny:
         overrides.update(crop=24, max_iters=40, width=32)
@@ -152,7 +158,7 @@ def main() -> None:
             continue
         name, k, options = parse_variant(text)
         t0 = time.perf_counter()
-        if not k:  # as `run` chooses: the size (and cuDNN tuning) by a probe, once per process
+        if not k:  # as `run` chooses: the size and the way (convolutions, tuning) by a probe, once per process
             k, options = plan_pack(cfg, device, largest, n, options)
         k = min(k, n)  # as fit_packed would use it
         probe_s = time.perf_counter() - t0
@@ -164,7 +170,8 @@ def main() -> None:
         secs = time.perf_counter() - t0
         p = psnrs(fast)
         on_base = float(np.mean([p[nm] for nm in base_names]))
-        variants[name] = {"pack": k, "tune": options.tune, "probe_seconds": round(probe_s, 2),
+        variants[name] = {"pack": k, "tune": options.tune, "conv": options.conv, "pad_thin": options.pad_thin,
+                          "probe_seconds": round(probe_s, 2),
                           "seconds": round(secs, 2), "images_per_hour": round(3600 * n / secs, 1),
                           "psnr_y_all": round(float(np.mean(list(p.values()))), 3),
                           "psnr_y_on_baseline_images": round(on_base, 3),

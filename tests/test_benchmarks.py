@@ -47,3 +47,13 @@ def test_quality_benchmark_runs_on_one_image():
     row = json.loads(out.stdout.strip().splitlines()[-1])
     assert row["set"] == "Set5" and row["images"] == 1 and row["psnr_y"] > row["bicubic_psnr_y"]
     assert "| Set5 | x2 | 1 |" in out.stdout and "37.37" in out.stdout
+
+
+def test_cpu_pack_benchmark_times_every_way():
+    out = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "cpu_pack.py"), "--crops", "16", "24",
+                          "--rounds", "1"], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    rows = json.loads(out.stdout.strip().splitlines()[-1])
+    assert [(r["crop"], r["pack"], r["pad_thin"]) for r in rows] == [
+        (c, k, p) for c in (16, 24) for k, p in ((1, False), (2, True), (4, True), (4, False))]
+    assert all(0 < r["best_ms"] <= r["median_ms"] for r in rows)
