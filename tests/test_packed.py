@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -210,7 +212,7 @@ def test_pack_size_follows_gpu_memory_and_image_size(monkeypatch, tmp_path):
     assert largest_input(items, cfg, degrade=True) == (150, 200)
 
 
-def test_pack_size_is_the_measured_cheapest_per_image_within_memory(monkeypatch):
+def test_pack_size_is_the_measured_cheapest_per_image_within_memory(monkeypatch, tmp_path):
     from zssr_batch import pack_size
     from zssr_batch.pack_size import choose_pack_size, memory_pack_size, plan_pack, time_pack_step
     from zssr_batch.packed import PackOptions
@@ -240,6 +242,8 @@ def test_pack_size_is_the_measured_cheapest_per_image_within_memory(monkeypatch)
     monkeypatch.setattr(pack_size, "time_pack_step", fake_step)
     monkeypatch.setattr(pack_size, "_step_ms", {})
     monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (40 << 30, 80 << 30))
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "Pretend H100")
+    monkeypatch.setenv("ZSSR_BATCH_CACHE", str(tmp_path / "cache"))
     paper = resolve("paper")
     k, opts = plan_pack(paper, "cuda", (160, 240), images=100)
     assert (k, opts) == (64, PackOptions(conv="split", pad_thin=True))
@@ -256,8 +260,20 @@ def test_pack_size_is_the_measured_cheapest_per_image_within_memory(monkeypatch)
     k, opts = plan_pack(paper, "cuda", (4000, 6000), images=100)
     cap = memory_pack_size(paper, "cuda", (4000, 6000))
     assert 32 < cap < 64 and max(c[0] for c in calls[19:]) == cap and k == 16  # 0.2 a slot but at 64: the smallest
+    # The timings outlive the process, per card model and software: a new actor on this machine
+    # times nothing; another card model times again.
+    kept = json.loads((tmp_path / "cache" / "pack-steps.json").read_text())
+    assert len(kept) == len(calls) == 8 + 3 + 8 + 1  # the ways at 32 and at 10, the sizes, and the cap 36
+    monkeypatch.setattr(pack_size, "_step_ms", {})
+    assert plan_pack(paper, "cuda", (160, 240), images=100) == (64, PackOptions(conv="split", pad_thin=True))
+    assert len(calls) == 20
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "Pretend H200")
+    monkeypatch.setattr(pack_size, "_step_ms", {})
+    assert plan_pack(paper, "cuda", (160, 240), images=100)[0] == 64 and len(calls) == 31
     # Within SLACK the simplest way wins; a way whose timing fails is no choice (a one-line warning,
-    # none for running out of memory); knobs set away from their defaults are not varied.
+    # none for running out of memory, and not kept on disk); knobs set away from their defaults are
+    # not varied.
+    monkeypatch.setenv("ZSSR_BATCH_CACHE", str(tmp_path / "cache2"))
     monkeypatch.setattr(pack_size, "_step_ms", {})
 
     def tuned_fails(cfg, device, k, options, image, repeats=10):
@@ -271,6 +287,7 @@ def test_pack_size_is_the_measured_cheapest_per_image_within_memory(monkeypatch)
         assert plan_pack(paper, "cuda", (160, 240), images=100) == (16, PackOptions())
     assert [str(w.message) for w in caught] == [f"zssr-batch: timing a pack of 32 ({conv} convolutions, cuDNN-tuned) "
                                                 "failed: cuDNN error" for conv in ("grouped", "split")]
+    assert not any('"tune": true' in key for key in json.loads((tmp_path / "cache2" / "pack-steps.json").read_text()))
     monkeypatch.setattr(pack_size, "time_pack_step", fake_step)
     monkeypatch.setattr(pack_size, "_step_ms", {})
     calls.clear()

@@ -11,8 +11,9 @@ sizes, and the size that trains the most images per second wins, the
 smaller one when two are within a few percent (a smaller pack drains sooner
 at the end of a batch and leaves memory to inference). An H200 gave 0.24 ms
 per slot at 32 and 0.26 ms at 100 (docs/BENCHMARKS.md), so bigger is not
-always faster. The timings are kept for the life of the process: an actor
-measures once.
+always faster. The timings are kept for the life of the process, and on disk
+(``step_cache``) for later runs on the same card model, torch and cuDNN: an
+actor measures once, a machine once per card and software.
 
 A CPU is not timed (its timings are too noisy to choose by) but follows a
 rule measured on this project's 2-core machine: packing pays only while one
@@ -21,11 +22,14 @@ layer's activations of every slot stay in cache.
 
 from __future__ import annotations
 
+import json
 import math
+import os
 import sys
 import time
 import warnings
-from dataclasses import replace
+from dataclasses import asdict, replace
+from pathlib import Path
 from typing import Iterable
 
 import torch
@@ -109,13 +113,64 @@ def _time_or_inf(cfg: FitConfig, device: torch.device | str, k: int, options: Pa
         return math.inf
 
 
+def step_cache() -> Path:
+    """Where measured step times are kept between runs: ``$ZSSR_BATCH_CACHE``, else the user's cache folder.
+
+    Delete the file to measure again (after changing drivers, say)."""
+    folder = os.environ.get("ZSSR_BATCH_CACHE") or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache",
+                                                        "zssr-batch")
+    return Path(folder) / "pack-steps.json"
+
+
+def _machine(device: torch.device) -> list:
+    """What a step time depends on besides the pack: the card model and the software that drives it."""
+    return [torch.cuda.get_device_name(device), torch.__version__, torch.version.cuda, torch.backends.cudnn.version()]
+
+
+def _load_cache() -> dict[str, float]:
+    try:
+        data = json.loads(step_cache().read_text())
+        return {k: float(v) for k, v in data.items()} if isinstance(data, dict) else {}
+    except (OSError, ValueError, TypeError):
+        return {}  # none yet, or unreadable: measure
+
+
+def _save_cache(new: dict[str, float]) -> None:
+    """Merge ``new`` into the file atomically (actors on the machine's other GPUs may have written since)."""
+    path = step_cache()
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        merged = {**_load_cache(), **new}
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(merged, indent=0, sort_keys=True))
+        os.replace(tmp, path)
+    except OSError as e:  # a read-only home costs a probe per run, nothing else
+        warnings.warn(f"zssr-batch: could not keep the pack timings in {path}: {e}")
+
+
 def measured_step_times(cfg: FitConfig, device: torch.device | str, sizes: Iterable[int], options: PackOptions,
                         side: int, channels: int = 3) -> dict[int, float]:
-    """ms per full-pack step at each of ``sizes``, timed once per process."""
-    net = (str(torch.device(device)), channels, cfg.depth, cfg.width, cfg.crop, tuple(cfg.scale),
-           cfg.noise_std > 0, options)
+    """ms per full-pack step at each of ``sizes``: from this process, else from ``step_cache``, else timed now.
+
+    Failed timings (infinite) are kept for the process only: free memory differs from run to run.
+    """
+    device = torch.device(device)
+    net = (str(device), channels, cfg.depth, cfg.width, cfg.crop, tuple(cfg.scale), cfg.noise_std > 0, options)
     sizes = sorted(set(sizes))
     missing = [k for k in sizes if (net, k) not in _step_ms]
+    disk_key: dict[int, str] = {}
+    if missing and device.type == "cuda":
+        machine = _machine(device)
+        disk_key = {k: json.dumps([machine, list(net[1:-1]), asdict(options), k]) for k in missing}
+        disk = _load_cache()
+        kept = [k for k in missing if disk_key[k] in disk]
+        for k in kept:
+            _step_ms[(net, k)] = disk[disk_key[k]]
+            missing.remove(k)
+        if kept:
+            print(f"zssr-batch: ms per pack step by pack size on {device} ({describe(options)}), as measured before "
+                  f"(delete {step_cache()} to measure again): {', '.join(f'{k}: {disk[disk_key[k]]:.1f}' for k in kept)}",
+                  file=sys.stderr, flush=True)
     if missing:
         img = torch.rand(channels, max(side, cfg.crop), max(side, cfg.crop))
         for k in missing:
@@ -123,6 +178,8 @@ def measured_step_times(cfg: FitConfig, device: torch.device | str, sizes: Itera
         times = ", ".join(f"{k}: {_step_ms[(net, k)]:.1f}" for k in sizes)
         print(f"zssr-batch: ms per pack step by pack size on {device} ({describe(options)}): {times}",
               file=sys.stderr, flush=True)
+        if disk_key:
+            _save_cache({disk_key[k]: _step_ms[(net, k)] for k in missing if math.isfinite(_step_ms[(net, k)])})
     return {k: _step_ms[(net, k)] for k in sizes}
 
 
