@@ -149,13 +149,24 @@ class _Readback:
 
 
 class PackedNets(nn.Module):
-    """K ZSSR networks; layer weights (K, out, in, 3, 3), run as one grouped convolution."""
+    """K ZSSR networks; layer weights (K, out, in, 3, 3), run as one grouped convolution.
 
-    def __init__(self, k: int, channels: int, depth: int, width: int) -> None:
+    Every layer's weights are a view of ``flat`` (K, P), one row per slot, so the
+    optimizer updates all layers with a dozen whole-pack operations instead of a
+    dozen per layer (each one a kernel launch inside a GPU step).
+    """
+
+    def __init__(self, k: int, channels: int, depth: int, width: int, device: torch.device | str = "cpu") -> None:
         super().__init__()
         sizes = [channels] + [width] * (depth - 1) + [channels]
-        self.weights = nn.ParameterList(
-            nn.Parameter(torch.zeros(k, cout, cin, 3, 3)) for cin, cout in zip(sizes[:-1], sizes[1:]))
+        shapes = [(cout, cin, 3, 3) for cin, cout in zip(sizes[:-1], sizes[1:])]
+        self.flat = torch.zeros(k, sum(math.prod(s) for s in shapes), device=device)
+        views, at = [], 0
+        for shape in shapes:
+            n = math.prod(shape)
+            views.append(nn.Parameter(self.flat[:, at:at + n].view(k, *shape)))  # shares flat's memory
+            at += n
+        self.weights = nn.ParameterList(views)
 
     def init_slot(self, slot: int, init_variance: float, gen: torch.Generator) -> None:
         """Draw slot's weights exactly as ``ZSSRNet`` draws them from the same generator."""
@@ -266,36 +277,47 @@ class _SplitConv(torch.autograd.Function):
 
 
 class PackedAdam:
-    """torch's Adam applied slot-wise: a step count and a learning rate per slot, all on the device."""
+    """torch's Adam applied slot-wise to a (K, P) parameter tensor: a step count and a learning rate per
+    row, all on the device, in a dozen whole-pack operations."""
 
-    def __init__(self, params: list[nn.Parameter], k: int, betas=(0.9, 0.999), eps: float = 1e-8) -> None:
-        self.params, self.betas, self.eps = params, betas, eps
-        dev = params[0].device
-        self.m = [torch.zeros_like(p) for p in params]
-        self.v = [torch.zeros_like(p) for p in params]
-        self.t = torch.zeros(k, dtype=torch.float64, device=dev)
+    def __init__(self, flat: torch.Tensor, betas=(0.9, 0.999), eps: float = 1e-8) -> None:
+        self.p, self.betas, self.eps = flat, betas, eps
+        self.m = torch.zeros_like(flat)
+        self.v = torch.zeros_like(flat)
+        self.t = torch.zeros(flat.shape[0], dtype=torch.float64, device=flat.device)
 
     def reset(self, slot: int) -> None:
-        for m, v in zip(self.m, self.v):
-            m[slot].zero_()
-            v[slot].zero_()
+        self.m[slot].zero_()
+        self.v[slot].zero_()
         self.t[slot] = 0
+
+    def keep(self, idx: torch.Tensor, flat: torch.Tensor) -> PackedAdam:
+        """This optimizer's state for rows ``idx`` only, driving ``flat`` (a compacted pack)."""
+        opt = PackedAdam(flat, self.betas, self.eps)
+        for new, old in ((opt.m, self.m), (opt.v, self.v), (opt.t, self.t)):
+            new.copy_(old.index_select(0, idx))
+        return opt
 
     @torch.no_grad()
     def step(self, grads: Iterable[torch.Tensor], lr: torch.Tensor, active: torch.Tensor) -> None:
-        """``lr``: (K,) float64 rates; ``active``: (K,) bool, the slots that took this step (others stay put)."""
+        """``grads``: (K, ...) tensors whose rows, flattened and joined, line up with the parameter rows;
+        ``lr``: (K,) float64 rates; ``active``: (K,) bool, the slots that took this step (others stay put).
+
+        The same arithmetic as ``torch.optim.Adam`` (single-tensor) on each active row; an inactive
+        row's moments are left as they are by per-row coefficients (0 and 1), not by copies.
+        """
         b1, b2 = self.betas
+        dt = self.p.dtype
+        g = torch.cat([x.reshape(x.shape[0], -1) for x in grads], dim=1)
         self.t += active.double()
         t = self.t.clamp(min=1)
-        step_size = torch.where(active, lr / (1 - b1 ** t), torch.zeros_like(lr))
-        bc2_sqrt = (1 - b2 ** t).sqrt()
-        for p, g, m, v in zip(self.params, grads, self.m, self.v):
-            shape = (-1,) + (1,) * (p.dim() - 1)
-            keep = active.view(shape)
-            m.copy_(torch.where(keep, m.lerp(g, 1 - b1), m))
-            v.copy_(torch.where(keep, v * b2 + (1 - b2) * g * g, v))
-            denom = v.sqrt() / bc2_sqrt.to(p.dtype).view(shape) + self.eps
-            p.sub_(step_size.to(p.dtype).view(shape) * m / denom)
+        keep = active[:, None]
+        step_size = torch.where(active, lr / (1 - b1 ** t), 0.0).to(dt)[:, None]
+        bc2_sqrt = (1 - b2 ** t).sqrt().to(dt)[:, None]
+        self.m.lerp_(g, torch.where(keep, 1 - b1, 0.0).to(dt))
+        self.v.mul_(torch.where(keep, b2, 1.0).to(dt)).addcmul_(g * torch.where(keep, 1 - b2, 0.0).to(dt), g)
+        denom = (self.v.sqrt() / bc2_sqrt).add_(self.eps)
+        self.p.sub_(self.m.div(denom).mul_(step_size))
 
 
 class _Pack:
@@ -316,8 +338,8 @@ class _Pack:
         self.conv, self.pad_thin = options.conv, options.pad_thin
         self.shape = (c, cfg.depth, cfg.width)
         self.columns = list(range(k))  # position -> the slot's column in the loss history (see compact)
-        self.nets = PackedNets(k, c, cfg.depth, cfg.width).to(device)
-        self.opt = PackedAdam(list(self.nets.weights), k)
+        self.nets = PackedNets(k, c, cfg.depth, cfg.width, device)
+        self.opt = PackedAdam(self.nets.flat)
         self.probe = ZSSRNet(c, cfg.depth, cfg.width).to(device)  # one slot's network, for tests and outputs
         self.kernel = None
         if first.kernel is not None:
@@ -429,12 +451,9 @@ class _Pack:
         """Shrink the pack to the positions ``keep`` (a draining pack), so a recorded step computes no empty slots."""
         idx = _upload(torch.tensor(keep), self.device)
         k = len(keep)
-        nets = PackedNets(k, *self.shape).to(self.device)
-        opt = PackedAdam(list(nets.weights), k)
-        with torch.no_grad():
-            for new, old in zip(list(nets.weights) + opt.m + opt.v, list(self.nets.weights) + self.opt.m + self.opt.v):
-                new.copy_(old.index_select(0, idx))
-            opt.t.copy_(self.opt.t.index_select(0, idx))
+        nets = PackedNets(k, *self.shape, device=self.device)
+        nets.flat.copy_(self.nets.flat.index_select(0, idx))
+        opt = self.opt.keep(idx, nets.flat)
         self.graph = self.graph_rows = self._live = None  # release the old recording before the next
         self.nets, self.opt, self.k = nets, opt, k
         self.src, self.params, self.lr, self.active = (t.index_select(0, idx) for t in
