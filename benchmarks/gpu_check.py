@@ -66,14 +66,15 @@ def step_probe(data: Path) -> dict[str, float]:
     # weight gradients, padded thin ends), then the earlier comparisons (fp32, eager, im2col).
     variants = [PackOptions(), PackOptions(pad_thin=True), PackOptions(conv="split"),
                 PackOptions(conv="split", pad_thin=True), PackOptions(tune=True),
-                PackOptions(conv="split", pad_thin=True, tune=True), PackOptions(conv="bmm"),
+                PackOptions(conv="split", pad_thin=True, tune=True), PackOptions(channels_last=False),
+                PackOptions(conv="bmm"),
                 PackOptions(graphs=False), PackOptions(bf16=False), PackOptions(bf16=False, graphs=False)]
     for k in (32, 100):
         for options in variants:
             ms = time_pack_step(cfg, "cuda", k, options, img, repeats=20)
             name = (f"k{k}_{'bf16' if options.bf16 else 'fp32'}_{'graph' if options.graphs else 'eager'}"
                     + ("_tune" if options.tune else "") + (f"_{options.conv}" if options.conv != "grouped" else "")
-                    + ("_pad" if options.pad_thin else ""))
+                    + ("_pad" if options.pad_thin else "") + ("" if options.channels_last else "_nchw"))
             res[name] = round(ms, 2)
             print(f"step probe {name}: {ms:.2f} ms/step, {k * flops / ms / 1e9:.0f} TFLOP/s", flush=True)
     for k in (16, 64, 128):  # the sizes run's own pack-size probe times, at the default options
