@@ -1,6 +1,7 @@
 """CUDA correctness of the fast path (needs a GPU): graph replays equal eager steps, packed equals alone.
 
     python benchmarks/gpu_check.py [--data ../shared/data]
+    python benchmarks/gpu_check.py --profile-only --device cpu --pack 8     # a step's operations, anywhere
 
 Three crops of Set5's baby (random images without the data), 20 steps each,
 fitted (1) packed with the step recorded as a CUDA graph, (2) packed eagerly,
@@ -119,10 +120,20 @@ def kernel_profile(k: int = 100, top: int = 15, device: str = "cuda", cfg=None,
 
     events = sorted(prof.key_averages(), key=device_us, reverse=True)
     total = sum(device_us(e) for e in events) or 1.0
+    if cuda:  # every device event is a kernel (or a copy)
+        launches = sum(e.count for e in events) / steps
+    else:  # the CPU's stand-in: tensor operations called from Python, views and allocations aside
+        free = {"view", "reshape", "as_strided", "empty", "empty_like", "empty_strided", "_reshape_alias", "expand",
+                "slice", "unsqueeze", "select", "detach", "t", "transpose", "lift_fresh", "resolve_conj",
+                "resolve_neg", "alias", "_unsafe_view", "to", "result_type", "permute", "squeeze", "unbind",
+                "split", "narrow", "expand_as", "contiguous"}
+        launches = sum(1 for e in prof.events() if e.name.startswith("aten::") and e.name[6:] not in free
+                       and (e.cpu_parent is None or not e.cpu_parent.name.startswith("aten::"))) / steps
     rows = []
     print(f"kernel profile, pack of {k}, {'bf16' if cuda and options.bf16 else 'fp32'}, {options.conv} convolutions"
           f"{', thin ends padded' if options.pad_thin else ''}, per step: {total / steps / 1e3:.2f} ms "
-          f"of {'device' if cuda else 'CPU'} time", flush=True)
+          f"of {'device' if cuda else 'CPU'} time, {launches:.0f} {'kernels' if cuda else 'tensor operations'}",
+          flush=True)
     for e in events[:top]:
         rows.append({"kernel": e.key[:120], "ms_per_step": round(device_us(e) / steps / 1e3, 3),
                      "share": round(device_us(e) / total, 3), "calls_per_step": e.count // steps})
@@ -134,7 +145,15 @@ def kernel_profile(k: int = 100, top: int = 15, device: str = "cuda", cfg=None,
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", type=Path, default=Path(__file__).resolve().parents[2] / "shared" / "data")
+    ap.add_argument("--profile-only", action="store_true",
+                    help="only the kernel profile of one step (runs on a CPU too: --device cpu --pack 8)")
+    ap.add_argument("--device", default="cuda")
+    ap.add_argument("--pack", type=int, default=100)
     args = ap.parse_args()
+    if args.profile_only:  # on a CPU, with 32x32 crops: what matters there is the count, not the time
+        cfg = resolve("paper", overrides={"crop": 32}) if args.device == "cpu" else None
+        kernel_profile(args.pack, device=args.device, cfg=cfg)
+        return
     cfgs = [resolve("fast", overrides={"max_iters": 20, "crop": 24, "width": 16, "seed": s}) for s in (3, 4, 5)]
     imgs = crops(args.data)
     jobs = lambda: [Job(i, im, c) for i, (im, c) in enumerate(zip(imgs, cfgs))]  # noqa: E731
