@@ -62,8 +62,9 @@ class PackOptions:
     # -0.02/-0.03 dB of BSD100 mean PSNR-Y (docs/BENCHMARKS.md); --precision fp32 turns it off.
     bf16: bool = True
     channels_last: bool = True  # NHWC activations: the layout tensor-core convolutions want
-    # Let cuDNN time its algorithms for the pack's one training shape (off: not measured yet; the
-    # grouped convolutions are what bounds a pack, see docs/BENCHMARKS.md).
+    # Let cuDNN time its algorithms for the pack's one training shape (the grouped convolutions are
+    # what bounds a pack, see docs/BENCHMARKS.md). Off by default; run's probe turns it on where it
+    # measures faster (pack_size.plan_pack).
     tune: bool = False
     # How the K convolutions run: 'grouped' (one grouped cuDNN convolution per layer, measured),
     # 'split' (the same, but weight gradients as batched matrix products: cuDNN's grouped weight
@@ -153,7 +154,8 @@ class PackedNets(nn.Module):
 
     Every layer's weights are a view of ``flat`` (K, P), one row per slot, so the
     optimizer updates all layers with a dozen whole-pack operations instead of a
-    dozen per layer (each one a kernel launch inside a GPU step).
+    dozen per layer (each one a kernel launch inside a GPU step). Build it on its
+    ``device``: ``.to()`` would give the layers copies apart from ``flat``.
     """
 
     def __init__(self, k: int, channels: int, depth: int, width: int, device: torch.device | str = "cpu") -> None:
