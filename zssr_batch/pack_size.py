@@ -131,21 +131,21 @@ def _load_cache() -> dict[str, float]:
     try:
         data = json.loads(step_cache().read_text())
         return {k: float(v) for k, v in data.items()} if isinstance(data, dict) else {}
-    except (OSError, ValueError, TypeError):
+    except (OSError, RuntimeError, ValueError, TypeError):  # RuntimeError: no home folder to be found
         return {}  # none yet, or unreadable: measure
 
 
 def _save_cache(new: dict[str, float]) -> None:
     """Merge ``new`` into the file atomically (actors on the machine's other GPUs may have written since)."""
-    path = step_cache()
     try:
+        path = step_cache()
         path.parent.mkdir(parents=True, exist_ok=True)
         merged = {**_load_cache(), **new}
         tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
         tmp.write_text(json.dumps(merged, indent=0, sort_keys=True))
         os.replace(tmp, path)
-    except OSError as e:  # a read-only home costs a probe per run, nothing else
-        warnings.warn(f"zssr-batch: could not keep the pack timings in {path}: {e}")
+    except (OSError, RuntimeError) as e:  # a read-only or missing home costs a probe per run, nothing else
+        warnings.warn(f"zssr-batch: could not keep the pack timings: {e}")
 
 
 def measured_step_times(cfg: FitConfig, device: torch.device | str, sizes: Iterable[int], options: PackOptions,
