@@ -198,6 +198,58 @@ def test_every_convolution_formulation_trains_the_same_networks():
             assert np.allclose(base[i].log.loss, other[i].log.loss, atol=1e-5), options
 
 
+_TRITON_CHECK = """
+import json, torch, numpy as np
+from zssr_batch.config import resolve
+from zssr_batch.conv3x3_triton import conv3x3
+from zssr_batch.packed import Job, PackedNets, PackOptions, fit_packed
+gen = torch.Generator().manual_seed(2)
+nets = PackedNets(3, 3, 4, 8)
+for s in range(3):
+    nets.init_slot(s, 0.5, gen)
+x = torch.rand(2, 3, 20, 18, generator=gen)
+slots = torch.tensor([2, 0])
+ref = nets(x, slots)
+g_ref = torch.autograd.grad(ref.square().sum(), list(nets.weights))
+res = {"out": 0.0, "grad": 0.0}
+for layout in (False, True):
+    out = nets(x, slots, layout, "triton")
+    g = torch.autograd.grad(out.square().sum(), list(nets.weights))
+    res["out"] = max(res["out"], float((out - ref).abs().max()))
+    res["grad"] = max(res["grad"], max(float(((a - b).abs() / (b.abs().max() + 1e-12)).max()) for a, b in zip(g, g_ref)))
+# half precision through the same kernel (bfloat16 has no NumPy type for the interpreter)
+xh, wh = torch.randn(1, 2 * 16, 9, 11, generator=gen), torch.randn(2 * 8, 16, 3, 3, generator=gen)
+exact = torch.nn.functional.conv2d(xh.half().float(), wh.half().float(), padding=1, groups=2)
+res["half"] = float((conv3x3(xh.half(), wh.half().view(2, 8, 16, 3, 3), 2).float() - exact).abs().max())
+res["half_scale"] = float(exact.abs().max())
+cfg = resolve("fast", overrides={"max_iters": 4, "crop": 16, "width": 8})
+imgs = [torch.rand(3, 20, 22, generator=gen) for _ in range(2)]
+a = dict(fit_packed([Job(i, im, cfg) for i, im in enumerate(imgs)], 2))
+b = dict(fit_packed([Job(i, im, cfg) for i, im in enumerate(imgs)], 2, options=PackOptions(conv="triton")))
+res["loss"] = max(float(np.abs(np.array(a[i].log.loss) - np.array(b[i].log.loss)).max()) for i in range(2))
+print(json.dumps(res))
+"""
+
+
+def test_the_triton_kernel_trains_the_same_networks():
+    # conv="triton" (our implicit-GEMM kernel for the forward and input gradient) must be the
+    # same networks as cuDNN's grouped convolutions. Run by Triton's interpreter on this CPU, in a
+    # fresh process (the interpreter is chosen when the kernel is defined): float32 to 1e-5 as
+    # above; float16 to its rounding of the float32 sum (~1e-3 of the largest output).
+    pytest.importorskip("triton", reason="triton is in the test extra: pip install -e '.[test]'")
+    import os
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-c", _TRITON_CHECK], capture_output=True, text=True, timeout=300,
+                         env={**os.environ, "TRITON_INTERPRET": "1"})
+    assert out.returncode == 0, out.stderr[-3000:]
+    res = json.loads(out.stdout.strip().splitlines()[-1])
+    assert res["out"] < 1e-6 and res["grad"] < 1e-5, res
+    assert res["half"] < 2e-3 * res["half_scale"], res
+    assert res["loss"] < 1e-5, res
+
+
 def test_pack_size_follows_gpu_memory_and_image_size(monkeypatch, tmp_path):
     # The formula is host arithmetic on the free memory CUDA reports; here a 40 GiB card is pretended.
     from PIL import Image

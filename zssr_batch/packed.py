@@ -49,6 +49,7 @@ from .fit import FitLog, Schedule, augment_of, reconstruction_error
 from .infer import MemoryPlan
 from .kernels import shift_kernel
 from .model import ZSSRNet
+from .pack_conv import CONVS, custom_conv
 from .pairs import Augment, Draw, draw_father, warp_batch
 from .resize import imresize, output_size
 
@@ -68,11 +69,13 @@ class PackOptions:
     tune: bool = False
     # How the K convolutions run: 'grouped' (one grouped cuDNN convolution per layer, measured),
     # 'split' (the same, but weight gradients as batched matrix products: cuDNN's grouped weight
-    # gradient can be its slowest kernel) or 'bmm' (im2col and batched products throughout).
+    # gradient can be its slowest kernel), 'triton' (forward and input gradient as our own
+    # implicit-GEMM kernel, weight gradients as in split; pack_conv) or 'bmm' (im2col and batched
+    # products throughout).
     conv: str = "grouped"
     # Pad the 3-channel ends (first layer in, last layer out) to 8 channels a group: tensor-core
     # kernels want multiples of 8, and a direct kernel on 3 channels a group can cost far more than
-    # its 1.5% of the FLOPs. 'split' and 'pad_thin' are not measured on a GPU yet: the pack-size
+    # its 1.5% of the FLOPs. 'split', 'triton' and 'pad_thin' are not measured on a GPU yet: the pack-size
     # probe (pack_size.plan_pack) times them and keeps what is faster.
     pad_thin: bool = False
     # A draining pack (no job left to fill its empty slots) is compacted once its live slots are
@@ -182,9 +185,8 @@ class PackedNets(nn.Module):
                 conv: str = "grouped", pad_thin: bool = False) -> torch.Tensor:
         """``x``: (N, C, H, W), row n the input of slot ``slots[n]`` (default: all K slots) -> (N, C, H, W).
 
-        ``conv``: 'grouped' (cuDNN's grouped convolutions), 'split' (the same forward
-        and input gradients; weight gradients as batched matrix products, ``_SplitConv``)
-        or 'bmm' (im2col and batched products throughout). ``pad_thin`` runs the
+        ``conv``: 'grouped' (cuDNN's grouped convolutions), 'split' or 'triton' (see
+        ``pack_conv``) or 'bmm' (im2col and batched products throughout). ``pad_thin`` runs the
         C-channel ends (the first layer's input, the last layer's output) padded with
         zeros to a multiple of 8 channels, the group width tensor-core kernels take:
         the same sums, the padded weights constant zeros.
@@ -206,10 +208,7 @@ class PackedNets(nn.Module):
             if cp > c and i == last:
                 wt = F.pad(wt, (0, 0, 0, 0, 0, 0, 0, cp - c))  # outputs that stay zero, dropped below
             wt = wt.reshape(-1, *wt.shape[2:]).contiguous(memory_format=fmt)
-            if conv == "split":
-                y = _split_conv(y, wt, n)
-            else:
-                y = F.conv2d(y, wt, padding=1, groups=n)
+            y = F.conv2d(y, wt, padding=1, groups=n) if conv == "grouped" else custom_conv(conv, y, wt, n)
             if i < last:
                 y = torch.relu(y)
         return x + y.reshape(n, cp, h, w)[:, :c].to(x.dtype)
@@ -226,56 +225,6 @@ class PackedNets(nn.Module):
             if i < len(self.weights) - 1:
                 y = torch.relu(y)
         return x + y.to(x.dtype)
-
-
-def _split_conv(x: torch.Tensor, w: torch.Tensor, groups: int) -> torch.Tensor:
-    """``F.conv2d(x, w, padding=1, groups=groups)`` under the current autocast, run as ``_SplitConv``."""
-    dev = x.device.type
-    if torch.is_autocast_enabled(dev):
-        dt = torch.get_autocast_dtype(dev)
-        x, w = x.to(dt), w.to(dt)
-    with torch.autocast(dev, enabled=False):
-        return _SplitConv.apply(x, w, groups)
-
-
-class _SplitConv(torch.autograd.Function):
-    """A grouped 3x3 convolution (padding 1) whose weight gradient is nine batched matrix products.
-
-    cuDNN's weight gradient for grouped convolutions can fall back to a direct
-    kernel far slower than its forward (a profile in pytorch/pytorch#34977 has it at
-    two thirds of the time). Here the forward and the input gradient stay cuDNN's,
-    and group g's gradient for tap (dy, dx) is its output gradient times its input
-    shifted by the tap: over rows padded to width W+2, a shift is a contiguous run
-    of positions, so each tap is one strided batched product over all groups with
-    no im2col copy (the two extra columns carry zero gradient).
-    """
-
-    @staticmethod
-    def forward(ctx, x: torch.Tensor, w: torch.Tensor, groups: int) -> torch.Tensor:  # type: ignore[override]
-        ctx.save_for_backward(x, w)
-        ctx.groups = groups
-        return F.conv2d(x, w, padding=1, groups=groups)
-
-    @staticmethod
-    def backward(ctx, gy: torch.Tensor):  # type: ignore[override]
-        x, w = ctx.saved_tensors
-        n = ctx.groups
-        gx = None
-        if ctx.needs_input_grad[0]:
-            gx = torch.ops.aten.convolution_backward(gy, x, w, None, [1, 1], [1, 1], [1, 1], False, [0, 0], n,
-                                                     [True, False, False])[0]
-        cin, h, wd = x.shape[1] // n, x.shape[2], x.shape[3]
-        cout = gy.shape[1] // n
-        row = wd + 2
-        # (n, h+3, W+2, cin): one spare row below, so the last tap's run stays inside the buffer
-        xs = F.pad(x.reshape(n, cin, h, wd).permute(0, 2, 3, 1), (0, 0, 1, 1, 1, 2)).reshape(n, -1, cin)
-        gs = F.pad(gy.reshape(n, cout, h, wd).permute(0, 2, 3, 1), (0, 0, 0, 2)).reshape(n, h * row, cout)
-        taps = torch.empty(9, n, cout, cin, dtype=gy.dtype, device=gy.device)
-        for t in range(9):
-            off = (t // 3) * row + t % 3
-            torch.bmm(gs.transpose(1, 2), xs[:, off:off + h * row], out=taps[t])
-        gw = taps.permute(1, 2, 3, 0).reshape(w.shape)
-        return gx, gw, None
 
 
 class PackedAdam:
@@ -335,8 +284,8 @@ class _Pack:
         self.bf16 = options.bf16 and cuda
         self.channels_last = options.channels_last and cuda
         self.tune = options.tune and cuda
-        if options.conv not in ("grouped", "split", "bmm"):
-            raise ValueError(f"PackOptions.conv must be 'grouped', 'split' or 'bmm', got {options.conv!r}")
+        if options.conv not in CONVS:
+            raise ValueError(f"PackOptions.conv must be one of {', '.join(CONVS)}, got {options.conv!r}")
         self.conv, self.pad_thin = options.conv, options.pad_thin
         self.shape = (c, cfg.depth, cfg.width)
         self.columns = list(range(k))  # position -> the slot's column in the loss history (see compact)
