@@ -13,7 +13,8 @@ packed path can be compared over every image. Each ``--variants`` entry is a
 packed run over all the images: ``bf16`` or ``fp32``, optionally ``:K`` (pack
 size; default as ``run`` picks it, measured within memory), ``:eager`` (no CUDA
 graph), ``:tune`` (cuDNN picks its algorithms by timing them), ``:split``
-(weight gradients as batched products), ``:bmm`` (the K convolutions as im2col
+(weight gradients as batched products), ``:triton`` (our implicit-GEMM kernel),
+``:bmm`` (the K convolutions as im2col
 and batched matrix products), ``:pad`` (thin ends padded to 8 channels) and
 ``:drainNN`` (a draining pack compacts at NN% live; default 75). Without ``:K``
 the ways left at their defaults are chosen by ``run``'s probe, as in ``run``. Prints a table, then one JSON line with
@@ -85,7 +86,7 @@ def parse_variant(text: str) -> tuple[str, int | None, PackOptions]:
         raise SystemExit(f"variant {text!r}: start with bf16 or fp32")
     k = next((int(p) for p in parts[1:] if p.isdigit()), None)
     drain = next((int(p[5:]) / 100 for p in parts[1:] if p.startswith("drain") and p[5:].isdigit()), 0.75)
-    conv = next((c for c in ("split", "bmm") if c in parts), "grouped")
+    conv = next((c for c in ("split", "triton", "bmm") if c in parts), "grouped")
     return text, k, PackOptions(graphs="eager" not in parts, bf16=parts[0] == "bf16", tune="tune" in parts,
                                 conv=conv, pad_thin="pad" in parts, compact_below=drain)
 

@@ -301,6 +301,7 @@ def test_pack_size_is_the_measured_cheapest_per_image_within_memory(monkeypatch,
 
     monkeypatch.setattr(pack_size, "time_pack_step", fake_step)
     monkeypatch.setattr(pack_size, "_step_ms", {})
+    monkeypatch.setattr(pack_size, "triton_available", lambda: False)  # the Triton way: at the end
     monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (40 << 30, 80 << 30))
     monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "Pretend H100")
     monkeypatch.setenv("ZSSR_BATCH_CACHE", str(tmp_path / "cache"))
@@ -354,6 +355,14 @@ def test_pack_size_is_the_measured_cheapest_per_image_within_memory(monkeypatch,
     k, opts = plan_pack(paper, "cuda", (160, 240), images=100, options=PackOptions(tune=True, conv="split"))
     assert (k, opts) == (64, PackOptions(tune=True, conv="split", pad_thin=True))
     assert all(o.tune and o.conv == "split" for _, o, _ in calls)
+    # Where Triton runs, its kernel is a ninth way (untuned, unpadded: they do not apply to it), and
+    # wins here at 0.1 ms a slot; not tried when the caller fixed another way.
+    assert pack_size.candidates(PackOptions(), triton=True)[-1] == PackOptions(conv="triton")
+    assert all(o.conv != "triton" for o in pack_size.candidates(PackOptions(tune=True), triton=True))
+    monkeypatch.setattr(pack_size, "triton_available", lambda: True)
+    monkeypatch.setattr(pack_size, "time_pack_step",
+                        lambda cfg, device, k, options, image, repeats=10: (0.1 if options.conv == "triton" else 0.3) * k)
+    assert plan_pack(paper, "cuda", (160, 240), images=100) == (16, PackOptions(conv="triton"))
 
 
 def test_a_cpu_packs_only_while_a_slot_stays_in_cache():

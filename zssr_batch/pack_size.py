@@ -2,8 +2,9 @@
 
 Memory gives the ceiling. Below it, a GPU's pack is measured, on synthetic
 images through the real recorded step. First the ways of running the
-convolutions (``PackOptions``: grouped or split weight gradients, thin ends
-padded or not, cuDNN timing its own algorithms or not) are timed at one
+convolutions (``PackOptions``: cuDNN's grouped convolutions or split weight
+gradients, thin ends padded or not, cuDNN timing its own algorithms or not,
+or our Triton kernel; ``pack_conv``) are timed at one
 pack size, and the simplest within a few percent of the fastest is kept:
 grouped convolutions bound a pack, and which of their kernels is fastest
 depends on the card and the cuDNN release. Then that way is timed at a few
@@ -35,6 +36,7 @@ from typing import Iterable
 import torch
 
 from .config import FitConfig
+from .pack_conv import triton_available
 from .packed import PackOptions, full_pack, packable
 
 # On a 2-core CPU (docs/BENCHMARKS.md) a pack of 2-4 trains 5-20% faster per image than one fit while a
@@ -189,13 +191,18 @@ def describe(options: PackOptions) -> str:
             + (", cuDNN-tuned" if options.tune else ""))
 
 
-def candidates(options: PackOptions) -> list[PackOptions]:
+def candidates(options: PackOptions, triton: bool = False) -> list[PackOptions]:
     """The ways of running a pack worth timing, simplest first: each of ``conv``, ``pad_thin`` and
-    ``tune`` that ``options`` leave at their defaults is tried both ways; one set otherwise is kept."""
+    ``tune`` that ``options`` leave at their defaults is tried both ways; one set otherwise is kept.
+    With ``triton``, and all three at their defaults, the Triton kernel last (it runs no cuDNN and
+    masks its own channels: neither tuning nor padding applies to it)."""
     convs = ["grouped", "split"] if options.conv == "grouped" else [options.conv]
     pads = [False, True] if not options.pad_thin else [True]
     tunes = [False, True] if not options.tune else [True]
-    return [replace(options, conv=c, pad_thin=p, tune=t) for t in tunes for c in convs for p in pads]
+    ways = [replace(options, conv=c, pad_thin=p, tune=t) for t in tunes for c in convs for p in pads]
+    if triton and (options.conv, options.pad_thin, options.tune) == ("grouped", False, False):
+        ways.append(replace(options, conv="triton"))
+    return ways
 
 
 def cpu_pack_size(cfg: FitConfig) -> int:
@@ -223,7 +230,8 @@ def plan_pack(cfg: FitConfig, device: torch.device | str, largest: tuple[int, in
     cap = min(memory_pack_size(cfg, device, largest, channels), images or MAX_PACK)  # no size the batch cannot fill
     side = max(largest) if largest is not None else cfg.crop
     at = min(PROBE_AT, cap)
-    ways = {opts: measured_step_times(cfg, device, [at], opts, side, channels)[at] for opts in candidates(options)}
+    ways = {opts: measured_step_times(cfg, device, [at], opts, side, channels)[at]
+            for opts in candidates(options, triton_available())}
     fastest = min(ways.values())
     # The simplest within SLACK of the fastest; if none could be timed, the first: ``options`` itself.
     opts = next(o for o, ms in ways.items() if ms <= fastest * (1 + SLACK))
