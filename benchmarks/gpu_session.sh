@@ -22,7 +22,7 @@ export PYTHONUNBUFFERED=1 PYTHONPATH=$PWD
 D=.device/data
 { date -u; nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv;
   python3 -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda, 'cudnn', torch.backends.cudnn.version())"; } 2>&1 | tee "$out/env.txt"
-timeout ${CHECK_S:-150} python3 benchmarks/gpu_check.py --data $D 2>&1 | tee "$out/check.log"
+timeout ${CHECK_S:-200} python3 benchmarks/gpu_check.py --data $D 2>&1 | tee "$out/check.log"
 [ -n "${SKIP_PYTEST:-}" ] || timeout 60 python3 -m pytest -q -p no:cacheprovider -m gpu tests/test_engine.py tests/test_resize.py 2>&1 | tee -a "$out/check.log"
 timeout ${THROUGHPUT_S:-300} python3 benchmarks/throughput.py --set $D/BSD100 --scale 2 --preset paper --device cuda \
   --baseline-limit ${BASELINE_N:-8} --baseline-workers ${BASELINE_WORKERS:-0} --variants ${VARIANTS:-bf16 bf16:100:drain50} --time-budget ${BUDGET_S:-220} 2>&1 | tee "$out/throughput.log"
