@@ -222,6 +222,14 @@ xh, wh = torch.randn(1, 2 * 16, 9, 11, generator=gen), torch.randn(2 * 8, 16, 3,
 exact = torch.nn.functional.conv2d(xh.half().float(), wh.half().float(), padding=1, groups=2)
 res["half"] = float((conv3x3(xh.half(), wh.half().view(2, 8, 16, 3, 3), 2).float() - exact).abs().max())
 res["half_scale"] = float(exact.abs().max())
+# the weight-gradient kernel with its pixels cut into several chunks (a 24x25 image: 3 of them)
+from zssr_batch.conv3x3_triton import weight_grad
+xw = torch.randn(1, 2 * 16, 24, 25, generator=gen)
+ww = torch.randn(2 * 16, 16, 3, 3, generator=gen, requires_grad=True)
+yw = torch.nn.functional.conv2d(xw, ww, padding=1, groups=2)
+gyw = torch.randn(yw.shape, generator=gen)
+ref_w, = torch.autograd.grad(yw, ww, gyw)
+res["wgrad"] = float((weight_grad(xw, gyw, 2, ww.shape) - ref_w).abs().max() / ref_w.abs().max())
 cfg = resolve("fast", overrides={"max_iters": 4, "crop": 16, "width": 8})
 imgs = [torch.rand(3, 20, 22, generator=gen) for _ in range(2)]
 a = dict(fit_packed([Job(i, im, cfg) for i, im in enumerate(imgs)], 2))
@@ -232,8 +240,8 @@ print(json.dumps(res))
 
 
 def test_the_triton_kernel_trains_the_same_networks():
-    # conv="triton" (our implicit-GEMM kernel for the forward and input gradient) must be the
-    # same networks as cuDNN's grouped convolutions. Run by Triton's interpreter on this CPU, in a
+    # conv="triton" (our kernels for the forward, input and weight gradients) must be the same
+    # networks as cuDNN's grouped convolutions. Run by Triton's interpreter on this CPU, in a
     # fresh process (the interpreter is chosen when the kernel is defined): float32 to 1e-5 as
     # above; float16 to its rounding of the float32 sum (~1e-3 of the largest output).
     pytest.importorskip("triton", reason="triton is in the test extra: pip install -e '.[test]'")
@@ -245,7 +253,7 @@ def test_the_triton_kernel_trains_the_same_networks():
                          env={**os.environ, "TRITON_INTERPRET": "1"})
     assert out.returncode == 0, out.stderr[-3000:]
     res = json.loads(out.stdout.strip().splitlines()[-1])
-    assert res["out"] < 1e-6 and res["grad"] < 1e-5, res
+    assert res["out"] < 1e-6 and res["grad"] < 1e-5 and res["wgrad"] < 1e-5, res
     assert res["half"] < 2e-3 * res["half_scale"], res
     assert res["loss"] < 1e-5, res
 

@@ -8,6 +8,8 @@ copy) and accumulating in float32 on tensor cores. Strides are passed in, so any
 memory layout works; channels-last (what the pack uses on a GPU) makes the loads
 contiguous along channels. The input gradient is the same kernel over the output
 gradient, with the weights' in/out swapped (strides) and their taps flipped (``FLIP``).
+The weight gradient (``weight_grad``) is a second kernel: per group and tap, the output
+gradient times the input shifted by the tap, summed over pixels.
 """
 
 from __future__ import annotations
@@ -54,6 +56,72 @@ def _conv3x3(x_ptr, w_ptr, y_ptr, H, W, CIN, COUT,
             acc += tl.dot(a, b)
     out = y_ptr + g * syg + py[:, None] * syh + px[:, None] * syw + pn[None, :] * syc
     tl.store(out, acc.to(y_ptr.dtype.element_ty), mask=in_m[:, None] & in_n[None, :])
+
+
+@triton.jit
+def _wgrad3x3(x_ptr, gy_ptr, part_ptr, H, W, CIN, COUT, CHUNK,
+              sxg, sxc, sxh, sxw,  # input strides
+              sgg, sgc, sgh, sgw,  # output-gradient strides
+              BP: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr):
+    # One program: one group's one tap, a BN x BK block of its (out, in) weights, the pixels of
+    # one chunk. The nine taps of a group are neighbouring programs, so they read the same
+    # output-gradient tiles while those sit in L2.
+    pid = tl.program_id(0)
+    s = tl.program_id(1)
+    pid_b = tl.program_id(2)
+    g = pid // 9
+    t = pid % 9
+    dy = t // 3
+    dx = t % 3
+    n_ci = tl.cdiv(CIN, BK)
+    co = (pid_b // n_ci) * BN + tl.arange(0, BN)
+    ci = (pid_b % n_ci) * BK + tl.arange(0, BK)
+    in_co = co < COUT
+    in_ci = ci < CIN
+    x_g = x_ptr + g * sxg
+    gy_g = gy_ptr + g * sgg
+    acc = tl.zeros((BN, BK), dtype=tl.float32)
+    start = s * CHUNK
+    for p0 in range(start, start + CHUNK, BP):
+        pix = p0 + tl.arange(0, BP)
+        py = pix // W
+        px = pix % W
+        in_p = pix < H * W  # (chunks are whole tiles: a tile never crosses into the next chunk)
+        iy = py + dy - 1
+        ix = px + dx - 1
+        ok = in_p & (iy >= 0) & (iy < H) & (ix >= 0) & (ix < W)
+        go = tl.load(gy_g + co[:, None] * sgc + py[None, :] * sgh + px[None, :] * sgw,
+                     mask=in_co[:, None] & in_p[None, :], other=0.0)
+        xv = tl.load(x_g + iy[:, None] * sxh + ix[:, None] * sxw + ci[None, :] * sxc,
+                     mask=ok[:, None] & in_ci[None, :], other=0.0)
+        acc += tl.dot(go, xv)
+    G = tl.num_programs(0) // 9
+    out = part_ptr + (((s * G + g) * COUT + co[:, None]) * CIN + ci[None, :]) * 9 + t
+    tl.store(out, acc, mask=in_co[:, None] & in_ci[None, :])
+
+
+def weight_grad(x: torch.Tensor, gy: torch.Tensor, groups: int, shape: torch.Size) -> torch.Tensor:
+    """The weight gradient (``shape``: G*Cout, Cin, 3, 3) of ``conv3x3`` of ``x`` (1, G*Cin, H, W) whose
+    output gradient is ``gy`` (1, G*Cout, H, W), in ``gy``'s dtype.
+
+    Each group's pixels are cut into chunks summed by separate programs (enough of them to
+    fill the card), and the chunks' float32 partial sums are added afterwards in a fixed
+    order: the same result every run.
+    """
+    _, _, h, wd = x.shape
+    g = groups
+    cin, cout = x.shape[1] // g, gy.shape[1] // g
+    bp, bn, bk = 64, _block(cout), _block(cin)
+    splits = max(1, min(triton.cdiv(h * wd, 4 * bp), triton.cdiv(2048, 9 * g)))
+    chunk = triton.cdiv(triton.cdiv(h * wd, splits), bp) * bp
+    part = torch.empty((splits, g, cout, cin, 9), dtype=torch.float32, device=x.device)
+    sx, sg = x.stride(), gy.stride()
+    grid = (9 * g, splits, triton.cdiv(cout, bn) * triton.cdiv(cin, bk))
+    _wgrad3x3[grid](x, gy, part, h, wd, cin, cout, chunk,
+                    cin * sx[1], sx[1], sx[2], sx[3],
+                    cout * sg[1], sg[1], sg[2], sg[3],
+                    BP=bp, BN=bn, BK=bk, num_warps=4, num_stages=3)
+    return part.sum(0).reshape(shape).to(gy.dtype)
 
 
 def _block(c: int) -> int:

@@ -9,9 +9,9 @@ releases, so ``pack_size`` times them and the pack keeps the fastest:
 - 'grouped': ``F.conv2d(..., groups=K)``, cuDNN throughout (in ``packed``);
 - 'split': cuDNN's forward and input gradient; the weight gradient as nine
   batched matrix products (``weight_grad_by_taps``);
-- 'triton': forward and input gradient as one implicit-GEMM Triton kernel
-  (``conv3x3_triton``; GPU builds of torch ship Triton), the weight gradient as
-  in 'split'. No cuDNN at all.
+- 'triton': forward and input gradient as one implicit-GEMM Triton kernel, the
+  weight gradient as another (``conv3x3_triton``; GPU builds of torch ship
+  Triton). No cuDNN or cuBLAS at all.
 """
 
 from __future__ import annotations
@@ -74,7 +74,7 @@ class _SplitConv(torch.autograd.Function):
 
 
 class _TritonConv(torch.autograd.Function):
-    """Forward and input gradient by ``conv3x3_triton``; the weight gradient by ``weight_grad_by_taps``."""
+    """Forward, input and weight gradients by ``conv3x3_triton``'s kernels."""
 
     @staticmethod
     def forward(ctx, x: torch.Tensor, w: torch.Tensor, groups: int) -> torch.Tensor:  # type: ignore[override]
@@ -86,14 +86,14 @@ class _TritonConv(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, gy: torch.Tensor):  # type: ignore[override]
-        from .conv3x3_triton import conv3x3
+        from .conv3x3_triton import conv3x3, weight_grad
 
         x, w = ctx.saved_tensors
         n = ctx.groups
         gx = None
         if ctx.needs_input_grad[0]:  # the output gradient through the mirrored, in/out-swapped weights
             gx = conv3x3(gy, w.view(n, -1, *w.shape[1:]).transpose(1, 2), n, flip=True)
-        return gx, weight_grad_by_taps(x, gy, n, w.shape), None
+        return gx, weight_grad(x, gy, n, w.shape), None
 
 
 def custom_conv(conv: str, x: torch.Tensor, w: torch.Tensor, groups: int) -> torch.Tensor:
