@@ -159,19 +159,25 @@ def test_a_draining_pack_shrinks_to_recurring_sizes(monkeypatch):
     assert stats["live_slot_steps"] == sum(iters) == 98 and stats["slot_steps"] == 103
 
 
-def test_every_convolution_formulation_trains_the_same_networks():
-    # 'bmm' (im2col + one batched product per layer), 'split' (weight gradients as nine shifted
-    # batched products) and pad_thin (3-channel ends padded to 8) are other ways of computing the
-    # same K networks: outputs and weight gradients must agree to float rounding (sums in another
-    # order: 1e-6 on outputs of ~1, 1e-5 relative on gradients), in both memory layouts.
-    from zssr_batch.packed import PackedNets, PackOptions
+def small_pack():
+    """Three small networks drawn from a fixed stream, and an input for two of them (slots 2 and 0)."""
+    from zssr_batch.packed import PackedNets
 
     gen = torch.Generator().manual_seed(2)
     nets = PackedNets(3, 3, 4, 8)
     for s in range(3):
         nets.init_slot(s, 0.5, gen)
-    x = torch.rand(2, 3, 20, 18, generator=gen)
-    slots = torch.tensor([2, 0])
+    return nets, torch.rand(2, 3, 20, 18, generator=gen), torch.tensor([2, 0]), gen
+
+
+def test_every_convolution_formulation_trains_the_same_networks():
+    # 'bmm' (im2col + one batched product per layer), 'split' (weight gradients as nine shifted
+    # batched products) and pad_thin (3-channel ends padded to 8) are other ways of computing the
+    # same K networks: outputs and weight gradients must agree to float rounding (sums in another
+    # order: 1e-6 on outputs of ~1, 1e-5 relative on gradients), in both memory layouts.
+    from zssr_batch.packed import PackOptions
+
+    nets, x, slots, gen = small_pack()
     ref = nets(x, slots)
     g_ref = torch.autograd.grad(ref.square().sum(), list(nets.weights))
     assert float(g_ref[0][1].abs().sum()) == 0 and float(g_ref[0][2].abs().sum()) > 0  # slot 1 sat out
@@ -200,15 +206,11 @@ def test_every_convolution_formulation_trains_the_same_networks():
 
 _TRITON_CHECK = """
 import json, torch, numpy as np
+from test_packed import small_pack
 from zssr_batch.config import resolve
 from zssr_batch.conv3x3_triton import conv3x3
-from zssr_batch.packed import Job, PackedNets, PackOptions, fit_packed
-gen = torch.Generator().manual_seed(2)
-nets = PackedNets(3, 3, 4, 8)
-for s in range(3):
-    nets.init_slot(s, 0.5, gen)
-x = torch.rand(2, 3, 20, 18, generator=gen)
-slots = torch.tensor([2, 0])
+from zssr_batch.packed import Job, PackOptions, fit_packed
+nets, x, slots, gen = small_pack()
 ref = nets(x, slots)
 g_ref = torch.autograd.grad(ref.square().sum(), list(nets.weights))
 res = {"out": 0.0, "grad": 0.0}
@@ -249,8 +251,9 @@ def test_the_triton_kernel_trains_the_same_networks():
     import subprocess
     import sys
 
+    here = os.path.dirname(os.path.abspath(__file__))
     out = subprocess.run([sys.executable, "-c", _TRITON_CHECK], capture_output=True, text=True, timeout=300,
-                         env={**os.environ, "TRITON_INTERPRET": "1"})
+                         cwd=here, env={**os.environ, "TRITON_INTERPRET": "1"})
     assert out.returncode == 0, out.stderr[-3000:]
     res = json.loads(out.stdout.strip().splitlines()[-1])
     assert res["out"] < 1e-6 and res["grad"] < 1e-5 and res["wgrad"] < 1e-5, res
