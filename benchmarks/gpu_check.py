@@ -84,6 +84,27 @@ def step_probe(data: Path) -> dict[str, float]:
                 continue
             res[name] = round(ms, 2)
             print(f"step probe {name}: {ms:.2f} ms/step, {k * flops / ms / 1e9:.0f} TFLOP/s", flush=True)
+    from zssr_batch.pack_conv import triton_available
+
+    if triton_available():  # Triton's tiles, untuned so far: a few other shapes at 32 fits, (pixels, warps, stages)
+        from zssr_batch import conv3x3_triton as tri
+
+        default = dict(tri.TILES)
+        for kind, shapes in (("conv", [(64, 4, 4), (128, 8, 3), (256, 8, 3)]),
+                             ("wgrad", [(32, 4, 4), (128, 4, 3), (128, 8, 3)])):
+            for shape in shapes:
+                name = f"k32_bf16_graph_triton_{kind}_{'x'.join(map(str, shape))}"
+                tri.TILES = {**default, kind: shape}
+                try:
+                    ms = time_pack_step(cfg, "cuda", 32, PackOptions(conv="triton"), img, repeats=20)
+                except Exception as e:  # noqa: BLE001 - a shape that does not fit (shared memory) is a finding
+                    res[name] = None
+                    print(f"step probe {name}: failed: {' '.join(str(e).split())[:300]}", flush=True)
+                    continue
+                finally:
+                    tri.TILES = default
+                res[name] = round(ms, 2)
+                print(f"step probe triton {kind} tiles {shape}: {ms:.2f} ms/step (default {default})", flush=True)
     for k in (16, 64, 128):  # the sizes run's own pack-size probe times, at the default options
         ms = time_pack_step(cfg, "cuda", k, PackOptions(), img, repeats=20)
         res[f"k{k}_bf16_graph"] = round(ms, 2)

@@ -111,7 +111,7 @@ def weight_grad(x: torch.Tensor, gy: torch.Tensor, groups: int, shape: torch.Siz
     _, _, h, wd = x.shape
     g = groups
     cin, cout = x.shape[1] // g, gy.shape[1] // g
-    bp, bn, bk = 64, _block(cout), _block(cin)
+    (bp, warps, stages), bn, bk = TILES["wgrad"], _block(cout), _block(cin)
     splits = max(1, min(triton.cdiv(h * wd, 4 * bp), triton.cdiv(2048, 9 * g)))
     chunk = triton.cdiv(triton.cdiv(h * wd, splits), bp) * bp
     part = torch.empty((splits, g, cout, cin, 9), dtype=torch.float32, device=x.device)
@@ -120,8 +120,13 @@ def weight_grad(x: torch.Tensor, gy: torch.Tensor, groups: int, shape: torch.Siz
     _wgrad3x3[grid](x, gy, part, h, wd, cin, cout, chunk,
                     cin * sx[1], sx[1], sx[2], sx[3],
                     cout * sg[1], sg[1], sg[2], sg[3],
-                    BP=bp, BN=bn, BK=bk, num_warps=4, num_stages=3)
+                    BP=bp, BN=bn, BK=bk, num_warps=warps, num_stages=stages)
     return part.sum(0).reshape(shape).to(gy.dtype)
+
+
+# Tile shapes, (pixels per tile, warps, pipeline stages), for the two kernels; not tuned on a GPU yet
+# (benchmarks/gpu_check.py times a few others). The channel sides come from the channel counts.
+TILES = {"conv": (128, 4, 3), "wgrad": (64, 4, 3)}
 
 
 def _block(c: int) -> int:
@@ -139,11 +144,11 @@ def conv3x3(x: torch.Tensor, w: torch.Tensor, groups: int, flip: bool = False) -
     fmt = torch.channels_last if x.is_contiguous(memory_format=torch.channels_last) else torch.contiguous_format
     y = torch.empty((1, g * cout, h, wd), dtype=x.dtype, device=x.device, memory_format=fmt)
     sx, sy, sw = x.stride(), y.stride(), w.stride()
-    bm, bn, bk = 128, _block(cout), _block(cin)
+    (bm, warps, stages), bn, bk = TILES["conv"], _block(cout), _block(cin)
     grid = (triton.cdiv(h * wd, bm), triton.cdiv(cout, bn), g)
     _conv3x3[grid](x, w, y, h, wd, cin, cout,
                    cin * sx[1], sx[1], sx[2], sx[3],
                    *sw,
                    cout * sy[1], sy[1], sy[2], sy[3],
-                   FLIP=int(flip), BM=bm, BN=bn, BK=bk, num_warps=4, num_stages=3)
+                   FLIP=int(flip), BM=bm, BN=bn, BK=bk, num_warps=warps, num_stages=stages)
     return y
