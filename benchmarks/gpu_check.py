@@ -62,9 +62,23 @@ def step_probe(data: Path) -> dict[str, float]:
     f = data / "BSD100" / "LR_bicubic" / "X2" / "101085x2.png"
     img = torch.from_numpy(load_image(f).color) if f.is_file() else torch.rand(3, 160, 240)
     flops = 6 * cfg.crop**2 * 9 * (2 * 3 * cfg.width + (cfg.depth - 2) * cfg.width**2)  # fwd + bwd per slot
-    res: dict[str, float] = {}
-    # bf16 and graphs first: the ways run's probe chooses between (not yet measured on a GPU: split
-    # weight gradients, padded thin ends), then the earlier comparisons (fp32, eager, im2col).
+    res: dict[str, float | None] = {}
+
+    def probe(name: str, k: int, options: PackOptions) -> None:
+        """Time one full-pack step into ``res[name]``; a way that fails here (a Triton release that will
+        not compile it, tiles that do not fit in shared memory) is a finding too: None, and a line."""
+        try:
+            ms = time_pack_step(cfg, "cuda", k, options, img, repeats=20)
+        except Exception as e:  # noqa: BLE001
+            res[name] = None
+            print(f"step probe {name}: failed: {' '.join(str(e).split())[:300]}", flush=True)
+            torch.cuda.empty_cache()
+            return
+        res[name] = round(ms, 2)
+        print(f"step probe {name}: {ms:.2f} ms/step, {k * flops / ms / 1e9:.0f} TFLOP/s", flush=True)
+
+    # bf16 and graphs first: the ways run's probe chooses between (not yet measured on a GPU: Triton,
+    # padded thin ends, split weight gradients), then the earlier comparisons (NCHW, fp32, eager, im2col).
     variants = [PackOptions(), PackOptions(conv="triton"), PackOptions(pad_thin=True), PackOptions(conv="split"),
                 PackOptions(conv="split", pad_thin=True), PackOptions(tune=True),
                 PackOptions(conv="split", pad_thin=True, tune=True), PackOptions(channels_last=False),
@@ -72,43 +86,26 @@ def step_probe(data: Path) -> dict[str, float]:
                 PackOptions(graphs=False), PackOptions(bf16=False), PackOptions(bf16=False, graphs=False)]
     for k in (32, 100):
         for options in variants:
-            name = (f"k{k}_{'bf16' if options.bf16 else 'fp32'}_{'graph' if options.graphs else 'eager'}"
-                    + ("_tune" if options.tune else "") + (f"_{options.conv}" if options.conv != "grouped" else "")
-                    + ("_pad" if options.pad_thin else "") + ("" if options.channels_last else "_nchw"))
-            try:  # a way that fails here (a Triton release that will not compile it, say) is a finding too
-                ms = time_pack_step(cfg, "cuda", k, options, img, repeats=20)
-            except Exception as e:  # noqa: BLE001
-                res[name] = None
-                print(f"step probe {name}: failed: {' '.join(str(e).split())[:300]}", flush=True)
-                torch.cuda.empty_cache()
-                continue
-            res[name] = round(ms, 2)
-            print(f"step probe {name}: {ms:.2f} ms/step, {k * flops / ms / 1e9:.0f} TFLOP/s", flush=True)
+            probe(f"k{k}_{'bf16' if options.bf16 else 'fp32'}_{'graph' if options.graphs else 'eager'}"
+                  + ("_tune" if options.tune else "") + (f"_{options.conv}" if options.conv != "grouped" else "")
+                  + ("_pad" if options.pad_thin else "") + ("" if options.channels_last else "_nchw"), k, options)
     from zssr_batch.pack_conv import triton_available
 
     if triton_available():  # Triton's tiles, untuned so far: a few other shapes at 32 fits, (pixels, warps, stages)
         from zssr_batch import conv3x3_triton as tri
 
         default = dict(tri.TILES)
+        print(f"Triton tiles by default: {default}", flush=True)
         for kind, shapes in (("conv", [(64, 4, 4), (128, 8, 3), (256, 8, 3)]),
                              ("wgrad", [(32, 4, 4), (128, 4, 3), (128, 8, 3)])):
             for shape in shapes:
-                name = f"k32_bf16_graph_triton_{kind}_{'x'.join(map(str, shape))}"
                 tri.TILES = {**default, kind: shape}
                 try:
-                    ms = time_pack_step(cfg, "cuda", 32, PackOptions(conv="triton"), img, repeats=20)
-                except Exception as e:  # noqa: BLE001 - a shape that does not fit (shared memory) is a finding
-                    res[name] = None
-                    print(f"step probe {name}: failed: {' '.join(str(e).split())[:300]}", flush=True)
-                    continue
+                    probe(f"k32_bf16_graph_triton_{kind}_{'x'.join(map(str, shape))}", 32, PackOptions(conv="triton"))
                 finally:
                     tri.TILES = default
-                res[name] = round(ms, 2)
-                print(f"step probe triton {kind} tiles {shape}: {ms:.2f} ms/step (default {default})", flush=True)
     for k in (16, 64, 128):  # the sizes run's own pack-size probe times, at the default options
-        ms = time_pack_step(cfg, "cuda", k, PackOptions(), img, repeats=20)
-        res[f"k{k}_bf16_graph"] = round(ms, 2)
-        print(f"step probe k{k}_bf16_graph: {ms:.2f} ms/step, {k * flops / ms / 1e9:.0f} TFLOP/s", flush=True)
+        probe(f"k{k}_bf16_graph", k, PackOptions())
     draw, aug = Draw(torch.Generator().manual_seed(0)), augment_of(cfg)
     t0 = time.perf_counter()
     for _ in range(2000):

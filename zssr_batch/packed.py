@@ -289,7 +289,7 @@ class _Pack:
         self.conv, self.pad_thin = options.conv, options.pad_thin
         self.shape = (c, cfg.depth, cfg.width)
         self.columns = list(range(k))  # position -> the slot's column in the loss history (see compact)
-        self.nets = PackedNets(k, c, cfg.depth, cfg.width, device)
+        self.nets = PackedNets(k, *self.shape, device=device)
         self.opt = PackedAdam(self.nets.flat)
         self.probe = ZSSRNet(c, cfg.depth, cfg.width).to(device)  # one slot's network, for tests and outputs
         self.kernel = None

@@ -9,7 +9,6 @@ from __future__ import annotations
 import csv
 import dataclasses
 import io
-import math
 import os
 import queue
 import signal
@@ -30,7 +29,7 @@ from .images import Picture, image_size, load_image, save_image, write_atomic
 from .kernels import load_kernel
 from .metrics import score
 from .plots import lines
-from .resize import imresize
+from .resize import imresize, output_size
 from .thumbs import write_thumbs
 from .weights import save_weights
 
@@ -286,7 +285,7 @@ def largest_input(items: list[dict[str, Any]], cfg: FitConfig, degrade: bool = F
             continue
         h, w = size
         if degrade:
-            h, w = math.ceil(h / cfg.scale[0]), math.ceil(w / cfg.scale[1])
+            h, w = output_size((h, w), (1 / cfg.scale[0], 1 / cfg.scale[1]))
         if best is None or h * w > best[0] * best[1]:
             best = (h, w)
     return best
