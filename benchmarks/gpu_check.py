@@ -49,22 +49,31 @@ def worst(a: dict, b: dict) -> tuple[float, float, float]:
     return dw, do, dl
 
 
-def step_probe(data: Path) -> dict[str, float]:
+def step_probe(data: Path, tiles_out: Path | None = None) -> dict[str, float]:
     """Milliseconds per full-pack training step (paper network, 128x128 crops), device-bound: no host work
-    between steps. Also the host's microseconds to draw one father, the per-slot cost a pack pays each step."""
+    between steps. Also the host's microseconds to draw one father, the per-slot cost a pack pays each step.
+
+    In order: the Triton kernels' tile shapes at 32 fits (the fastest per kernel is kept, and written to
+    ``tiles_out`` for throughput.py); then ``run``'s own probe for BSD100 x2 (every way at 32 fits, then
+    sizes for the way it keeps), whose timings stay in the step cache, so that throughput.py's probe on
+    this machine reads them instead of timing again; then the main ways at 100 fits."""
     import time
 
+    from PIL import Image
+
     from zssr_batch.fit import augment_of
-    from zssr_batch.pack_size import time_pack_step
+    from zssr_batch.pack_conv import triton_available
+    from zssr_batch.pack_size import describe, plan_pack, time_pack_step
     from zssr_batch.pairs import Draw, draw_father
 
     cfg = resolve("paper")
-    f = data / "BSD100" / "LR_bicubic" / "X2" / "101085x2.png"
+    lr_dir = data / "BSD100" / "LR_bicubic" / "X2"
+    f = lr_dir / "101085x2.png"
     img = torch.from_numpy(load_image(f).color) if f.is_file() else torch.rand(3, 160, 240)
     flops = 6 * cfg.crop**2 * 9 * (2 * 3 * cfg.width + (cfg.depth - 2) * cfg.width**2)  # fwd + bwd per slot
-    res: dict[str, float | None] = {}
+    res: dict = {}
 
-    def probe(name: str, k: int, options: PackOptions) -> None:
+    def probe(name: str, k: int, options: PackOptions) -> float | None:
         """Time one full-pack step into ``res[name]``; a way that fails here (a Triton release that will
         not compile it, tiles that do not fit in shared memory) is a finding too: None, and a line."""
         try:
@@ -73,39 +82,42 @@ def step_probe(data: Path) -> dict[str, float]:
             res[name] = None
             print(f"step probe {name}: failed: {' '.join(str(e).split())[:300]}", flush=True)
             torch.cuda.empty_cache()
-            return
+            return None
         res[name] = round(ms, 2)
         print(f"step probe {name}: {ms:.2f} ms/step, {k * flops / ms / 1e9:.0f} TFLOP/s", flush=True)
+        return ms
 
-    # bf16 and graphs first: the ways run's probe chooses between (not yet measured on a GPU: Triton,
-    # padded thin ends, split weight gradients), then the earlier comparisons (NCHW, fp32, eager, im2col).
-    variants = [PackOptions(), PackOptions(conv="triton"), PackOptions(pad_thin=True), PackOptions(conv="split"),
-                PackOptions(conv="split", pad_thin=True), PackOptions(tune=True),
-                PackOptions(conv="split", pad_thin=True, tune=True), PackOptions(channels_last=False),
-                PackOptions(conv="bmm"),
-                PackOptions(graphs=False), PackOptions(bf16=False), PackOptions(bf16=False, graphs=False)]
-    for k in (32, 100):
-        for options in variants:
-            probe(f"k{k}_{'bf16' if options.bf16 else 'fp32'}_{'graph' if options.graphs else 'eager'}"
-                  + ("_tune" if options.tune else "") + (f"_{options.conv}" if options.conv != "grouped" else "")
-                  + ("_pad" if options.pad_thin else "") + ("" if options.channels_last else "_nchw"), k, options)
-    from zssr_batch.pack_conv import triton_available
-
-    if triton_available():  # Triton's tiles, untuned so far: a few other shapes at 32 fits, (pixels, warps, stages)
+    if triton_available():  # (pixels per tile, warps, stages) per kernel; the default first
         from zssr_batch import conv3x3_triton as tri
 
         default = dict(tri.TILES)
         print(f"Triton tiles by default: {default}", flush=True)
-        for kind, shapes in (("conv", [(64, 4, 4), (128, 8, 3), (256, 8, 3)]),
-                             ("wgrad", [(32, 4, 4), (128, 4, 3), (128, 8, 3)])):
+        base = probe("k32_bf16_graph_triton", 32, PackOptions(conv="triton"))
+        best = dict(default)
+        for kind, shapes in (("conv", [(64, 4, 4), (256, 8, 3), (128, 8, 3)]), ("wgrad", [(32, 4, 4), (128, 4, 3)])):
+            fastest = base
             for shape in shapes:
                 tri.TILES = {**default, kind: shape}
-                try:
-                    probe(f"k32_bf16_graph_triton_{kind}_{'x'.join(map(str, shape))}", 32, PackOptions(conv="triton"))
-                finally:
-                    tri.TILES = default
-    for k in (16, 64, 128):  # the sizes run's own pack-size probe times, at the default options
-        probe(f"k{k}_bf16_graph", k, PackOptions())
+                ms = probe(f"k32_bf16_graph_triton_{kind}_{'x'.join(map(str, shape))}", 32, PackOptions(conv="triton"))
+                if ms is not None and (fastest is None or ms < fastest):
+                    fastest, best[kind] = ms, shape
+        tri.TILES = best  # each kernel's fastest shape (they are timed one kernel at a time: their sum is the step)
+        res["triton_tiles"] = best
+        print(f"Triton tiles kept: {best}", flush=True)
+        if tiles_out is not None:
+            tiles_out.write_text(json.dumps(best))
+    # run's own choice for BSD100 x2, as throughput.py will make it (same largest input, same batch size)
+    sizes = [Image.open(x).size[::-1] for x in sorted(lr_dir.glob("*.png"))] or [(160, 240)]
+    largest = max(sizes, key=lambda hw: hw[0] * hw[1])
+    t0 = time.perf_counter()
+    k, options = plan_pack(cfg, "cuda", largest, len(sizes), PackOptions())
+    res["run_probe"] = {"pack": k, "way": describe(options), "seconds": round(time.perf_counter() - t0, 1)}
+    print(f"run's probe: a pack of {k}, {describe(options)} ({res['run_probe']['seconds']} s; its timings are "
+          f"on stderr above)", flush=True)
+    for name, options in (("grouped", PackOptions()), ("triton", PackOptions(conv="triton")),
+                          ("split_pad", PackOptions(conv="split", pad_thin=True)),
+                          ("grouped_nchw", PackOptions(channels_last=False))):
+        probe(f"k100_bf16_graph_{name}", 100, options)
     draw, aug = Draw(torch.Generator().manual_seed(0)), augment_of(cfg)
     t0 = time.perf_counter()
     for _ in range(2000):
@@ -173,6 +185,7 @@ def main() -> None:
                     help="only the kernel profile of one step (runs on a CPU too: --device cpu --pack 8)")
     ap.add_argument("--device", default="cuda")
     ap.add_argument("--pack", type=int, default=100)
+    ap.add_argument("--tiles-out", type=Path, default=None, help="write the fastest Triton tiles here (JSON)")
     args = ap.parse_args()
     if args.profile_only:  # on a CPU, with 32x32 crops: what matters there is the count, not the time
         cfg = resolve("paper", overrides={"crop": 32}) if args.device == "cpu" else None
@@ -209,11 +222,11 @@ def main() -> None:
     # Graph replays run the eager step's kernels: near-equal weights. Packed vs alone on a GPU: TF32 rounding
     # differs between grouped and plain convolutions, and Adam's first steps move every weight by ~lr whatever
     # the size of its gradient, so compare what the weights do (losses, outputs), not the weights themselves.
-    res["step_probe"] = step_probe(args.data)
-    res["kernel_profile"] = kernel_profile()
-    res["kernel_profile_split_pad"] = kernel_profile(options=PackOptions(conv="split", pad_thin=True))
+    res["step_probe"] = step_probe(args.data, args.tiles_out)
+    res["kernel_profile"] = kernel_profile(32)
+    res["kernel_profile_split_pad"] = kernel_profile(32, options=PackOptions(conv="split", pad_thin=True))
     if triton is not None:
-        res["kernel_profile_triton"] = kernel_profile(options=PackOptions(conv="triton"))
+        res["kernel_profile_triton"] = kernel_profile(32, options=PackOptions(conv="triton"))
     ok = (res["graph_replays"] > 0 and res["graph_vs_eager"]["weights"] < 1e-4
           and res["graph_vs_alone"]["loss"] < 1e-3 and res["graph_vs_alone"]["output"] < 1e-2
           and all(res[w]["loss"] is not None and res[w]["loss"] < 1e-3 and res[w]["output"] < 1e-2

@@ -2,9 +2,10 @@
 # Every GPU measurement of a session in one call (see ../shared/device/README.md):
 #   here:   bash benchmarks/gpu_session.sh --stage     (copies the data the run needs into .device/)
 #   device: bash benchmarks/gpu_session.sh             (logs to $OUT, or ./artifacts without it)
-# Env: BASELINE_N (timed one-at-a-time images), BASELINE_WORKERS (fit the rest alone in that many
-# processes, for packed-vs-alone PSNR over all 100), VARIANTS, BUDGET_S, THROUGHPUT_S, CHECK_S, SKIP_PYTEST,
-# RUN_QUALITY (Set5/Set14 paper quality, ~2 min; measured on 2026-11-26, so off by default).
+# Env: SESSION_S (the whole run, default 560: a device session has 15 minutes, the machine's start
+# included), CHECK_S (gpu_check's share), BASELINE_N (timed one-at-a-time images), BASELINE_WORKERS
+# (fit the other images alone in that many processes until the session's time is up, for packed-vs-alone
+# PSNR), VARIANTS, RUN_PYTEST (the tests marked gpu, 60 s), RUN_QUALITY (Set5/Set14 paper quality, ~2 min).
 set -uo pipefail
 if [ "${1:-}" = "--stage" ]; then
   src=${2:-../shared/data}
@@ -22,10 +23,15 @@ export PYTHONUNBUFFERED=1 PYTHONPATH=$PWD
 D=.device/data
 { date -u; nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv;
   python3 -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda, 'cudnn', torch.backends.cudnn.version())"; } 2>&1 | tee "$out/env.txt"
-timeout ${CHECK_S:-200} python3 benchmarks/gpu_check.py --data $D 2>&1 | tee "$out/check.log"
-[ -n "${SKIP_PYTEST:-}" ] || timeout 60 python3 -m pytest -q -p no:cacheprovider -m gpu tests/test_engine.py tests/test_resize.py 2>&1 | tee -a "$out/check.log"
-timeout ${THROUGHPUT_S:-300} python3 benchmarks/throughput.py --set $D/BSD100 --scale 2 --preset paper --device cuda \
-  --baseline-limit ${BASELINE_N:-8} --baseline-workers ${BASELINE_WORKERS:-0} --variants ${VARIANTS:-bf16 bf16:100:drain50} --time-budget ${BUDGET_S:-220} 2>&1 | tee "$out/throughput.log"
+start=$(date +%s)
+# gpu_check keeps the fastest Triton tiles in tiles.json and leaves run's probe timings in the step cache,
+# so throughput.py's probe (same card, same batch) reads them instead of timing again.
+timeout ${CHECK_S:-220} python3 benchmarks/gpu_check.py --data $D --tiles-out "$out/tiles.json" 2>&1 | tee "$out/check.log"
+[ -z "${RUN_PYTEST:-}" ] || timeout 60 python3 -m pytest -q -p no:cacheprovider -m gpu tests/test_engine.py tests/test_resize.py 2>&1 | tee -a "$out/check.log"
+left=$(( ${SESSION_S:-560} - $(date +%s) + start ))
+timeout $left python3 benchmarks/throughput.py --set $D/BSD100 --scale 2 --preset paper --device cuda \
+  --baseline-limit ${BASELINE_N:-4} --baseline-workers ${BASELINE_WORKERS:-12} --variants ${VARIANTS:-bf16} \
+  --time-budget $(( left / 2 )) --quality-budget $(( left - 15 )) --triton-tiles "$out/tiles.json" 2>&1 | tee "$out/throughput.log"
 [ -z "${RUN_QUALITY:-}" ] || timeout ${QUALITY_S:-120} python3 benchmarks/quality.py --data $D --sets Set5 Set14 --scale 2 --preset paper \
   --device cuda --pack 14 2>&1 | tee "$out/quality.log"
 date -u | tee -a "$out/env.txt"

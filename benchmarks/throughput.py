@@ -7,9 +7,10 @@ The baseline is ``super_resolve`` image by image, eager, with each step's pair
 made on the CPU and copied over (how ports do it, issue 6's baseline;
 ``--baseline-pairs device`` makes them on the device instead); it is the
 reference for quality. ``--baseline-limit N`` times it on the first N
-images only (it is slow); ``--baseline-workers W`` then fits the other images
-alone too, W processes at a time, for their PSNR only, so the quality of the
-packed path can be compared over every image. Each ``--variants`` entry is a
+images only (it is slow); ``--baseline-workers W`` then, after the timed runs,
+fits the other images alone too, W processes at a time, for their PSNR only, so
+the quality of the packed path can be compared over every image (or over those
+done within ``--quality-budget``). Each ``--variants`` entry is a
 packed run over all the images: ``bf16`` or ``fp32``, optionally ``:K`` (pack
 size; default as ``run`` picks it, measured within memory), ``:eager`` (no CUDA
 graph), ``:tune`` (cuDNN picks its algorithms by timing them), ``:split``
@@ -62,22 +63,33 @@ def load_set(folder: Path, scale: int, limit: int | None, side: int | None) -> l
     return out
 
 
-def _fit_alone(name: str, lr: np.ndarray, hr: np.ndarray, cfg, device: str, border: int,
-               host_pairs: bool) -> tuple[str, float]:
+def _fit_alone(args: tuple) -> tuple[str, float]:
+    name, lr, hr, cfg, device, border, host_pairs = args
     torch.set_num_threads(1)  # W processes share the host's cores
     out = super_resolve(torch.from_numpy(lr), cfg, torch.device(device), pairs_on_host=host_pairs).output
     return name, score(out, hr, border)["psnr_y"]
 
 
-def alone_in_processes(images: list, cfg, device: str, workers: int, border: int,
-                       host_pairs: bool) -> dict[str, float]:
+def alone_in_processes(images: list, cfg, device: str, workers: int, border: int, host_pairs: bool,
+                       deadline: float | None = None) -> dict[str, float]:
     """PSNR-Y of each image fitted alone by ``super_resolve``, W processes at a time (each its own CUDA
-    context: a one-at-a-time fit leaves the GPU mostly idle, so several overlap well)."""
+    context: a one-at-a-time fit leaves the GPU mostly idle, so several overlap well). With ``deadline``
+    (a ``time.perf_counter()`` value), the images finished by then: the rest are given up."""
     ctx = multiprocessing.get_context("spawn")  # CUDA cannot be forked
-    with ProcessPoolExecutor(workers, mp_context=ctx) as pool:
-        futures = [pool.submit(_fit_alone, nm, lr.numpy(), hr, cfg, device, border, host_pairs)
-                   for nm, lr, hr in images]
-        return dict(f.result() for f in futures)
+    done: dict[str, float] = {}
+    with ctx.Pool(workers) as pool:  # leaving the block terminates workers still fitting
+        results = pool.imap_unordered(_fit_alone, [(nm, lr.numpy(), hr, cfg, device, border, host_pairs)
+                                                   for nm, lr, hr in images])
+        for _ in images:
+            wait = None if deadline is None else deadline - time.perf_counter()
+            if wait is not None and wait <= 0:
+                break
+            try:
+                name, v = results.next(timeout=wait)
+            except multiprocessing.TimeoutError:
+                break
+            done[name] = v
+    return done
 
 
 def parse_variant(text: str) -> tuple[str, int | None, PackOptions]:
@@ -107,10 +119,19 @@ def main() -> None:
                     help="also fit the images past --baseline-limit one at a time, in W processes, for their "
                          "PSNR only (untimed): the packed-vs-alone comparison over every image")
     ap.add_argument("--time-budget", type=float, default=None, help="start no further variant after this many s")
+    ap.add_argument("--quality-budget", type=float, default=None,
+                    help="give up the --baseline-workers fits still running this many s after the start")
+    ap.add_argument("--triton-tiles", type=Path, default=None,
+                    help="a JSON file of Triton tile shapes to use, as gpu_check.py --tiles-out writes it")
     ap.add_argument("--tiny", action="store_true", help="4 centre crops of 48x48, 40 steps of 24x24 crops")
     ap.add_argument("--max-iters", type=int, default=None, help="cap the preset's training steps (CPU runs)")
     args = ap.parse_args()
     device = pick_device(args.device)
+    if args.triton_tiles and args.triton_tiles.is_file():  # the shapes gpu_check measured fastest on this card
+        from zssr_batch import conv3x3_triton
+
+        conv3x3_triton.TILES = {k: tuple(v) for k, v in json.loads(args.triton_tiles.read_text()).items()}
+        print(f"Triton tiles: {conv3x3_triton.TILES}", flush=True)
     overrides: dict = {"scale": args.scale}
     if args.max_iters:
         overrides["max_iters"] = args.max_iters
@@ -141,16 +162,7 @@ def main() -> None:
     base_psnr = psnrs(base)
     base_names = list(base_psnr)
     print(f"baseline: {nb} images in {base_s:.1f} s", flush=True)
-    if args.baseline_workers and nb < n:
-        t0 = time.perf_counter()
-        base_psnr.update(alone_in_processes(images[nb:], cfg, str(device), args.baseline_workers, border,
-                                            host_pairs))
-        print(f"baseline quality: {n - nb} more images in {args.baseline_workers} processes, "
-              f"{time.perf_counter() - t0:.1f} s (untimed)", flush=True)
-    base_all = float(np.mean(list(base_psnr.values()))) if len(base_psnr) == n else None
-    rows = [(f"one fit at a time (eager, pairs made on the {args.baseline_pairs})", nb, base_s,
-             float(np.mean([base_psnr[nm] for nm in base_names])), base_all,
-             float(np.mean([r.iterations for r in base.values()])))]
+    rows: list = []
     largest = max((tuple(lr.shape[-2:]) for _, lr, _ in images), key=lambda hw: hw[0] * hw[1])
     variants = {}
     for text in args.variants or (["bf16"] if device.type == "cuda" else ["fp32"]):
@@ -187,6 +199,26 @@ def main() -> None:
                      variants[name]["mean_iterations"]))
         print(f"variant {name}: {n} images in {secs:.1f} s; "
               f"{json.dumps({x: y for x, y in variants[name].items() if not x.startswith('per_image')})}", flush=True)
+    quality: dict = {}
+    if args.baseline_workers and nb < n:  # after the timed runs, so that it cannot slow them down
+        t0 = time.perf_counter()
+        deadline = t_start + args.quality_budget if args.quality_budget else None
+        more = alone_in_processes(images[nb:], cfg, str(device), args.baseline_workers, border, host_pairs, deadline)
+        base_psnr.update(more)
+        print(f"baseline quality: {len(more)} of {n - nb} more images fitted alone in {args.baseline_workers} "
+              f"processes, {time.perf_counter() - t0:.1f} s (untimed)", flush=True)
+        if variants:  # packed vs alone over every image fitted both ways
+            both = sorted(base_psnr)
+            first_p = next(iter(variants.values()))["per_image_psnr_y"]
+            quality = {"images": len(both), "alone_psnr_y": round(float(np.mean([base_psnr[x] for x in both])), 3),
+                       "packed_psnr_y": round(float(np.mean([first_p[x] for x in both])), 3)}
+            quality["difference"] = round(quality["packed_psnr_y"] - quality["alone_psnr_y"], 3)
+            print(f"packed ({next(iter(variants))}) vs alone over {len(both)} images: {quality['packed_psnr_y']:.3f} vs "
+                  f"{quality['alone_psnr_y']:.3f} dB", flush=True)
+    base_all = float(np.mean(list(base_psnr.values()))) if len(base_psnr) == n else None
+    rows.insert(0, (f"one fit at a time (eager, pairs made on the {args.baseline_pairs})", nb, base_s,
+                    float(np.mean([base_psnr[nm] for nm in base_names])), base_all,
+                    float(np.mean([r.iterations for r in base.values()]))))
     print("| path | images | seconds | images / hour | mean PSNR-Y (baseline's images) | mean PSNR-Y (all) "
           "| mean steps |\n|---|---|---|---|---|---|---|")
     for label, count, secs, on_base, on_all, steps in rows:
@@ -206,7 +238,7 @@ def main() -> None:
         "fast_psnr_y_all": first["psnr_y_all"] if first else None,
         "baseline_psnr_y_all": round(base_all, 3) if base_all is not None else None,
         "baseline_per_image_psnr_y": {nm: round(v, 3) for nm, v in base_psnr.items()},
-        "variants": variants, "date": time.strftime("%Y-%m-%d"),
+        "packed_vs_alone": quality, "variants": variants, "date": time.strftime("%Y-%m-%d"),
     }
     print(json.dumps(result))
 

@@ -374,6 +374,22 @@ def test_pack_size_is_the_measured_cheapest_per_image_within_memory(monkeypatch,
     monkeypatch.setattr(pack_size, "time_pack_step",
                         lambda cfg, device, k, options, image, repeats=10: (0.1 if options.conv == "triton" else 0.3) * k)
     assert plan_pack(paper, "cuda", (160, 240), images=100) == (16, PackOptions(conv="triton"))
+    # The Triton way's timings are kept per tile shape: other tiles (a new default, or the ones a
+    # benchmark sets) are timed again, the other ways not.
+    tri = pytest.importorskip("zssr_batch.conv3x3_triton", reason="triton is in the test extra")
+    timed = []
+
+    def count(cfg, device, k, options, image, repeats=10):
+        timed.append(options.conv)
+        return (0.1 if options.conv == "triton" else 0.3) * k
+
+    monkeypatch.setattr(pack_size, "time_pack_step", count)
+    monkeypatch.setattr(pack_size, "_step_ms", {})
+    assert plan_pack(paper, "cuda", (160, 240), images=100) == (16, PackOptions(conv="triton")) and timed == []
+    monkeypatch.setattr(tri, "TILES", {**tri.TILES, "conv": (64, 4, 4)})
+    monkeypatch.setattr(pack_size, "_step_ms", {})
+    assert plan_pack(paper, "cuda", (160, 240), images=100) == (16, PackOptions(conv="triton"))
+    assert timed and set(timed) == {"triton"}
 
 
 def test_a_cpu_packs_only_while_a_slot_stays_in_cache():

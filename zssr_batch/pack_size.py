@@ -129,6 +129,16 @@ def _machine(device: torch.device) -> list:
     return [torch.cuda.get_device_name(device), torch.__version__, torch.version.cuda, torch.backends.cudnn.version()]
 
 
+def _way(options: PackOptions) -> dict:
+    """``options`` as the step cache keys them: with the Triton kernels' tile shapes, on which their speed hangs."""
+    way = asdict(options)
+    if options.conv == "triton":
+        from .conv3x3_triton import TILES
+
+        way["tiles"] = {kind: list(shape) for kind, shape in sorted(TILES.items())}
+    return way
+
+
 def _load_cache() -> dict[str, float]:
     try:
         data = json.loads(step_cache().read_text())
@@ -163,7 +173,7 @@ def measured_step_times(cfg: FitConfig, device: torch.device | str, sizes: Itera
     disk_key: dict[int, str] = {}
     if missing and device.type == "cuda":
         machine = _machine(device)
-        disk_key = {k: json.dumps([machine, list(net[1:-1]), asdict(options), k]) for k in missing}
+        disk_key = {k: json.dumps([machine, list(net[1:-1]), _way(options), k]) for k in missing}
         disk = _load_cache()
         kept = [k for k in missing if disk_key[k] in disk]
         for k in kept:
