@@ -208,7 +208,7 @@ _TRITON_CHECK = """
 import json, torch, numpy as np
 from test_packed import small_pack
 from zssr_batch.config import resolve
-from zssr_batch.conv3x3_triton import conv3x3
+from zssr_batch.conv3x3_triton import conv3x3, tap_major
 from zssr_batch.packed import Job, PackOptions, fit_packed
 nets, x, slots, gen = small_pack()
 ref = nets(x, slots)
@@ -222,16 +222,20 @@ for layout in (False, True):
 # half precision through the same kernel (bfloat16 has no NumPy type for the interpreter)
 xh, wh = torch.randn(1, 2 * 16, 9, 11, generator=gen), torch.randn(2 * 8, 16, 3, 3, generator=gen)
 exact = torch.nn.functional.conv2d(xh.half().float(), wh.half().float(), padding=1, groups=2)
-res["half"] = float((conv3x3(xh.half(), wh.half().view(2, 8, 16, 3, 3), 2).float() - exact).abs().max())
+res["half"] = float((conv3x3(xh.half(), tap_major(wh.half().view(2, 8, 16, 3, 3)), 2).float() - exact).abs().max())
 res["half_scale"] = float(exact.abs().max())
-# the weight-gradient kernel with its pixels cut into several chunks (a 24x25 image: 3 of them)
+# the weight-gradient kernel with its pixels cut into several chunks (a 24x25 image: 3 chunks of 64-pixel tiles, 5 of 32)
 from zssr_batch.conv3x3_triton import weight_grad
 xw = torch.randn(1, 2 * 16, 24, 25, generator=gen)
 ww = torch.randn(2 * 16, 16, 3, 3, generator=gen, requires_grad=True)
 yw = torch.nn.functional.conv2d(xw, ww, padding=1, groups=2)
 gyw = torch.randn(yw.shape, generator=gen)
 ref_w, = torch.autograd.grad(yw, ww, gyw)
-res["wgrad"] = float((weight_grad(xw, gyw, 2, ww.shape) - ref_w).abs().max() / ref_w.abs().max())
+from zssr_batch import conv3x3_triton
+res["wgrad"] = 0.0
+for tiles in ((64, 4, 3, 1), (32, 4, 3, 3)):  # one tap per program, and a row of three
+    conv3x3_triton.TILES = {**conv3x3_triton.TILES, "wgrad": tiles}
+    res["wgrad"] = max(res["wgrad"], float((weight_grad(xw, gyw, 2, ww.shape) - ref_w).abs().max() / ref_w.abs().max()))
 cfg = resolve("fast", overrides={"max_iters": 4, "crop": 16, "width": 8})
 imgs = [torch.rand(3, 20, 22, generator=gen) for _ in range(2)]
 a = dict(fit_packed([Job(i, im, cfg) for i, im in enumerate(imgs)], 2))

@@ -20,11 +20,13 @@ import triton.language as tl
 
 
 @triton.jit
-def _conv3x3(x_ptr, w_ptr, y_ptr, H, W, CIN, COUT,
+def _conv3x3(x_ptr, w_ptr, y_ptr, m_ptr, H, W, CIN, COUT,
              sxg, sxc, sxh, sxw,  # input: group, channel, row, column strides
              swg, swo, swi, swh, sww,  # weights: group, out channel, in channel, tap row, tap column
              syg, syc, syh, syw,  # output
-             FLIP: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr):
+             smg, smc, smh, smw,  # the mask source (MASK)
+             FLIP: tl.constexpr, RELU: tl.constexpr, MASK: tl.constexpr,
+             BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr):
     pid_m = tl.program_id(0)
     pid_n = tl.program_id(1)
     g = tl.program_id(2)
@@ -57,23 +59,41 @@ def _conv3x3(x_ptr, w_ptr, y_ptr, H, W, CIN, COUT,
         b = tl.load(w_g + pn[None, :] * swo + ci[:, None] * swi + wy * swh + wx * sww,
                     mask=in_k[:, None] & in_n[None, :], other=0.0)
         acc += tl.dot(a, b)
+    if RELU:  # the layer's ReLU, applied as the tile is stored
+        acc = tl.maximum(acc, 0.0)
+    if MASK:  # an input gradient through the ReLU whose output ``m`` is: zero where it was
+        m = tl.load(m_ptr + g * smg + py[:, None] * smh + px[:, None] * smw + pn[None, :] * smc,
+                    mask=in_m[:, None] & in_n[None, :], other=0.0)
+        acc = tl.where(m > 0, acc, 0.0)
     out = y_ptr + g * syg + py[:, None] * syh + px[:, None] * syw + pn[None, :] * syc
     tl.store(out, acc.to(y_ptr.dtype.element_ty), mask=in_m[:, None] & in_n[None, :])
+
+
+@triton.jit
+def _shifted(x_g, py, px, in_p, dy, dx, ci, in_ci, H, W, sxc, sxh, sxw):
+    """The input's (pixels, channels) tile shifted by tap (dy, dx); zero outside the image."""
+    iy = py + dy - 1
+    ix = px + dx - 1
+    ok = in_p & (iy >= 0) & (iy < H) & (ix >= 0) & (ix < W)
+    return tl.load(x_g + iy[:, None] * sxh + ix[:, None] * sxw + ci[None, :] * sxc,
+                   mask=ok[:, None] & in_ci[None, :], other=0.0)
 
 
 @triton.jit
 def _wgrad3x3(x_ptr, gy_ptr, part_ptr, H, W, CIN, COUT, CHUNK,
               sxg, sxc, sxh, sxw,  # input strides
               sgg, sgc, sgh, sgw,  # output-gradient strides
-              BP: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr):
-    # One program: one group's one tap, a BN x BK block of its (out, in) weights, the pixels of
-    # one chunk. The nine taps of a group are neighbouring programs, so they read the same
-    # output-gradient tiles while those sit in L2.
+              BP: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr, ROW: tl.constexpr):
+    # One program: a BN x BK block of one group's (out, in) weights, the pixels of one chunk,
+    # and one tap, or with ROW a row of three taps, which then share each output-gradient
+    # tile they load (a third of those loads). A group's taps are neighbouring programs, so
+    # they read the same tiles while those sit in L2.
+    TAPS: tl.constexpr = 3 if ROW else 1
     pid = tl.program_id(0)
     s = tl.program_id(1)
     pid_b = tl.program_id(2)
-    g = pid // 9
-    t = pid % 9
+    g = pid // (9 // TAPS)
+    t = (pid % (9 // TAPS)) * TAPS  # the (first) tap
     dy = t // 3
     dx = t % 3
     n_ci = tl.cdiv(CIN, BK)
@@ -83,29 +103,33 @@ def _wgrad3x3(x_ptr, gy_ptr, part_ptr, H, W, CIN, COUT, CHUNK,
     in_ci = ci < CIN
     x_g = x_ptr + g * sxg
     gy_g = gy_ptr + g * sgg
-    acc = tl.zeros((BN, BK), dtype=tl.float32)
+    acc0 = tl.zeros((BN, BK), dtype=tl.float32)
+    acc1 = tl.zeros((BN, BK), dtype=tl.float32)
+    acc2 = tl.zeros((BN, BK), dtype=tl.float32)
     start = s * CHUNK
     for p0 in range(start, start + CHUNK, BP):
         pix = p0 + tl.arange(0, BP)
         py = pix // W
         px = pix % W
         in_p = pix < H * W  # (chunks are whole tiles: a tile never crosses into the next chunk)
-        iy = py + dy - 1
-        ix = px + dx - 1
-        ok = in_p & (iy >= 0) & (iy < H) & (ix >= 0) & (ix < W)
         go = tl.load(gy_g + co[:, None] * sgc + py[None, :] * sgh + px[None, :] * sgw,
                      mask=in_co[:, None] & in_p[None, :], other=0.0)
-        xv = tl.load(x_g + iy[:, None] * sxh + ix[:, None] * sxw + ci[None, :] * sxc,
-                     mask=ok[:, None] & in_ci[None, :], other=0.0)
-        acc += tl.dot(go, xv)
-    G = tl.num_programs(0) // 9
+        acc0 += tl.dot(go, _shifted(x_g, py, px, in_p, dy, dx, ci, in_ci, H, W, sxc, sxh, sxw))
+        if ROW:
+            acc1 += tl.dot(go, _shifted(x_g, py, px, in_p, dy, dx + 1, ci, in_ci, H, W, sxc, sxh, sxw))
+            acc2 += tl.dot(go, _shifted(x_g, py, px, in_p, dy, dx + 2, ci, in_ci, H, W, sxc, sxh, sxw))
+    G = tl.num_programs(0) // (9 // TAPS)
     out = part_ptr + (((s * G + g) * COUT + co[:, None]) * CIN + ci[None, :]) * 9 + t
-    tl.store(out, acc, mask=in_co[:, None] & in_ci[None, :])
+    inside = in_co[:, None] & in_ci[None, :]
+    tl.store(out, acc0, mask=inside)
+    if ROW:
+        tl.store(out + 1, acc1, mask=inside)
+        tl.store(out + 2, acc2, mask=inside)
 
 
 def weight_grad(x: torch.Tensor, gy: torch.Tensor, groups: int, shape: torch.Size) -> torch.Tensor:
-    """The weight gradient (``shape``: G*Cout, Cin, 3, 3) of ``conv3x3`` of ``x`` (1, G*Cin, H, W) whose
-    output gradient is ``gy`` (1, G*Cout, H, W), in ``gy``'s dtype.
+    """The weight gradient (``shape``: G*Cout, Cin, 3, 3, or any shape of as many elements in that order)
+    of ``conv3x3`` of ``x`` (1, G*Cin, H, W) whose output gradient is ``gy`` (1, G*Cout, H, W), in float32.
 
     Each group's pixels are cut into chunks summed by separate programs (enough of them to
     fill the card), and the chunks' float32 partial sums are added afterwards in a fixed
@@ -114,22 +138,24 @@ def weight_grad(x: torch.Tensor, gy: torch.Tensor, groups: int, shape: torch.Siz
     _, _, h, wd = x.shape
     g = groups
     cin, cout = x.shape[1] // g, gy.shape[1] // g
-    (bp, warps, stages), bn, bk = TILES["wgrad"], _block(cout), _block(cin)
-    splits = max(1, min(triton.cdiv(h * wd, 4 * bp), triton.cdiv(2048, 9 * g)))
+    (bp, warps, stages, taps), bn, bk = TILES["wgrad"], _block(cout), _block(cin)
+    splits = max(1, min(triton.cdiv(h * wd, 4 * bp), triton.cdiv(2048, 9 // taps * g)))
     chunk = triton.cdiv(triton.cdiv(h * wd, splits), bp) * bp
     part = torch.empty((splits, g, cout, cin, 9), dtype=torch.float32, device=x.device)
     sx, sg = x.stride(), gy.stride()
-    grid = (9 * g, splits, triton.cdiv(cout, bn) * triton.cdiv(cin, bk))
+    grid = (9 // taps * g, splits, triton.cdiv(cout, bn) * triton.cdiv(cin, bk))
     _wgrad3x3[grid](x, gy, part, h, wd, cin, cout, chunk,
                     cin * sx[1], sx[1], sx[2], sx[3],
                     cout * sg[1], sg[1], sg[2], sg[3],
-                    BP=bp, BN=bn, BK=bk, num_warps=warps, num_stages=stages)
-    return part.sum(0).reshape(shape).to(gy.dtype)
+                    BP=bp, BN=bn, BK=bk, ROW=int(taps == 3), num_warps=warps, num_stages=stages)
+    return part.sum(0).reshape(shape)
 
 
-# Tile shapes, (pixels per tile, warps, pipeline stages), for the two kernels; not tuned on a GPU yet
-# (benchmarks/gpu_check.py times a few others). The channel sides come from the channel counts.
-TILES = {"conv": (128, 4, 3), "wgrad": (64, 4, 3)}
+# Tile shapes for the two kernels: (pixels per tile, warps, pipeline stages), and for the weight
+# gradient the taps per program (1, or 3: a row). The channel sides come from the channel counts.
+# On an H100 (docs/BENCHMARKS.md) a step moved by under 4% across the conv and wgrad shapes that
+# benchmarks/gpu_check.py sweeps.
+TILES = {"conv": (128, 4, 3), "wgrad": (64, 4, 3, 1)}
 
 
 def _block(c: int) -> int:
@@ -137,24 +163,35 @@ def _block(c: int) -> int:
     return max(16, min(64, triton.next_power_of_2(c)))
 
 
-def conv3x3(x: torch.Tensor, w: torch.Tensor, groups: int, flip: bool = False) -> torch.Tensor:
-    """``x`` (1, G*Cin, H, W), ``w`` (G, Cout, Cin, 3, 3) (any strides) -> (1, G*Cout, H, W), in ``x``'s layout.
+def tap_major(w: torch.Tensor, dtype: torch.dtype | None = None) -> torch.Tensor:
+    """Weights (G, Cout, Cin, 3, 3) as ``conv3x3`` takes them: (G, 3, 3, Cin, Cout), output channels
+    contiguous, so that each tap's weight tile is one vector-loaded block. One copy (and cast)."""
+    g, cout, cin = w.shape[:3]
+    return torch.empty((g, 3, 3, cin, cout), dtype=dtype or w.dtype, device=w.device).copy_(w.permute(0, 3, 4, 2, 1))
 
-    ``flip`` mirrors the taps (with ``w`` given as its in/out transpose, the input gradient).
+
+def conv3x3(x: torch.Tensor, wk: torch.Tensor, groups: int, flip: bool = False, relu: bool = False,
+            mask_by: torch.Tensor | None = None) -> torch.Tensor:
+    """``x`` (1, G*Cin, H, W), ``wk`` (G, 3, 3, Cin, Cout) (``tap_major``; any strides) -> (1, G*Cout, H, W),
+    in ``x``'s layout and dtype.
+
+    ``flip`` mirrors the taps: with ``wk`` given as its in/out transpose, the input gradient.
+    ``relu`` passes the output through a ReLU; ``mask_by`` zeroes it where that tensor (of the
+    output's shape: a ReLU's output) is not positive.
     """
     _, _, h, wd = x.shape
-    g, cout, cin = w.shape[:3]
+    g, cin, cout = wk.shape[0], wk.shape[3], wk.shape[4]
     fmt = torch.channels_last if x.is_contiguous(memory_format=torch.channels_last) else torch.contiguous_format
     y = torch.empty((1, g * cout, h, wd), dtype=x.dtype, device=x.device, memory_format=fmt)
-    # Taps outermost, output channels contiguous: each tap's weight tile is one contiguous, vector-loaded
-    # block (a copy of the few weights, ~0.1% of the activations' bytes).
-    wt = w.permute(0, 3, 4, 2, 1).contiguous()  # (G, 3, 3, Cin, Cout)
-    sx, sy, sw = x.stride(), y.stride(), wt.stride()
+    m = y if mask_by is None else mask_by
+    sx, sy, sw, sm = x.stride(), y.stride(), wk.stride(), m.stride()
     (bm, warps, stages), bn, bk = TILES["conv"], _block(cout), _block(cin)
     grid = (triton.cdiv(h * wd, bm), triton.cdiv(cout, bn), g)
-    _conv3x3[grid](x, wt, y, h, wd, cin, cout,
+    _conv3x3[grid](x, wk, y, m, h, wd, cin, cout,
                    cin * sx[1], sx[1], sx[2], sx[3],
                    sw[0], sw[4], sw[3], sw[1], sw[2],
                    cout * sy[1], sy[1], sy[2], sy[3],
-                   FLIP=int(flip), BM=bm, BN=bn, BK=bk, num_warps=warps, num_stages=stages)
+                   cout * sm[1], sm[1], sm[2], sm[3],
+                   FLIP=int(flip), RELU=int(relu), MASK=int(mask_by is not None),
+                   BM=bm, BN=bn, BK=bk, num_warps=warps, num_stages=stages)
     return y

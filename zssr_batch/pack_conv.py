@@ -74,35 +74,55 @@ class _SplitConv(torch.autograd.Function):
 
 
 class _TritonConv(torch.autograd.Function):
-    """Forward, input and weight gradients by ``conv3x3_triton``'s kernels."""
+    """Forward, input and weight gradients by ``conv3x3_triton``'s kernels, ReLUs fused.
+
+    ``relu`` applies the layer's ReLU as the output is stored; ``after_relu`` (the input is
+    a ReLU's output) zeroes the input gradient where that input is zero, as the ReLU's own
+    backward would, as the input gradient is stored. A ``relu`` layer therefore counts on
+    its consumer being an ``after_relu`` one: the gradient it receives is already taken
+    through its ReLU (as in ``PackedNets``, whose layers chain so).
+    """
 
     @staticmethod
-    def forward(ctx, x: torch.Tensor, w: torch.Tensor, groups: int) -> torch.Tensor:  # type: ignore[override]
-        from .conv3x3_triton import conv3x3
+    def forward(ctx, x: torch.Tensor, w: torch.Tensor, relu: bool, after_relu: bool) -> torch.Tensor:  # type: ignore[override]
+        from .conv3x3_triton import conv3x3, tap_major
 
-        ctx.save_for_backward(x, w)
-        ctx.groups = groups
-        return conv3x3(x, w.view(groups, -1, *w.shape[1:]), groups)
+        wk = tap_major(w, x.dtype)  # the weights in the kernel's layout and the activations' dtype: one copy
+        ctx.save_for_backward(x, wk)
+        ctx.after_relu = after_relu
+        ctx.w_shape = w.shape
+        return conv3x3(x, wk, w.shape[0], relu=relu)
 
     @staticmethod
     def backward(ctx, gy: torch.Tensor):  # type: ignore[override]
         from .conv3x3_triton import conv3x3, weight_grad
 
-        x, w = ctx.saved_tensors
-        n = ctx.groups
+        x, wk = ctx.saved_tensors
+        n = wk.shape[0]
         gx = None
-        if ctx.needs_input_grad[0]:  # the output gradient through the mirrored, in/out-swapped weights
-            gx = conv3x3(gy, w.view(n, -1, *w.shape[1:]).transpose(1, 2), n, flip=True)
-        return gx, weight_grad(x, gy, n, w.shape), None
+        if ctx.needs_input_grad[0]:  # through the mirrored taps, in/out swapped (a strided view, no copy)
+            gx = conv3x3(gy, wk.transpose(3, 4), n, flip=True, mask_by=x if ctx.after_relu else None)
+        return gx, weight_grad(x, gy, n, ctx.w_shape), None, None
+
+
+def triton_conv(x: torch.Tensor, w: torch.Tensor, relu: bool = False, after_relu: bool = False) -> torch.Tensor:
+    """``F.conv2d(x, w.flatten(0, 1), padding=1, groups=G)`` for ``w`` (G, Cout, Cin, 3, 3), by the Triton kernels,
+    in the current autocast's dtype (the weights stay float32; their gradient is float32), with the ReLU
+    fused as ``_TritonConv`` says."""
+    dev = x.device.type
+    if torch.is_autocast_enabled(dev):
+        x = x.to(torch.get_autocast_dtype(dev))
+    with torch.autocast(dev, enabled=False):
+        return _TritonConv.apply(x, w, relu, after_relu)
 
 
 def custom_conv(conv: str, x: torch.Tensor, w: torch.Tensor, groups: int) -> torch.Tensor:
-    """``F.conv2d(x, w, padding=1, groups=groups)``, run the ``conv`` way ('split' or 'triton'), under the
-    current autocast (both run in its dtype: the products round as cuDNN's would)."""
+    """``F.conv2d(x, w, padding=1, groups=groups)``, run the 'split' way, under the current autocast (in its
+    dtype: the products round as cuDNN's would)."""
     dev = x.device.type
     if torch.is_autocast_enabled(dev):
         dt = torch.get_autocast_dtype(dev)
         x, w = x.to(dt), w.to(dt)
-    fn = {"split": _SplitConv, "triton": _TritonConv}[conv]
+    fn = {"split": _SplitConv}[conv]
     with torch.autocast(dev, enabled=False):
         return fn.apply(x, w, groups)

@@ -49,7 +49,7 @@ from .fit import FitLog, Schedule, augment_of, reconstruction_error
 from .infer import MemoryPlan
 from .kernels import shift_kernel
 from .model import ZSSRNet
-from .pack_conv import CONVS, custom_conv
+from .pack_conv import CONVS, custom_conv, triton_conv
 from .pairs import Augment, Draw, draw_father, warp_batch
 from .resize import imresize, output_size
 
@@ -207,6 +207,9 @@ class PackedNets(nn.Module):
                 wt = F.pad(wt, (0, 0, 0, 0, 0, cp - c))  # zero weights on the zero input channels
             if cp > c and i == last:
                 wt = F.pad(wt, (0, 0, 0, 0, 0, 0, 0, cp - c))  # outputs that stay zero, dropped below
+            if conv == "triton":  # its own weight layout, and the ReLUs fused into its kernels
+                y = triton_conv(y, wt, relu=i < last, after_relu=i > 0)
+                continue
             wt = wt.reshape(-1, *wt.shape[2:]).contiguous(memory_format=fmt)
             y = F.conv2d(y, wt, padding=1, groups=n) if conv == "grouped" else custom_conv(conv, y, wt, n)
             if i < last:
