@@ -99,6 +99,12 @@ class _TritonConv(torch.autograd.Function):
 
         x, wk = ctx.saved_tensors
         n = wk.shape[0]
+        # The kernels load channel runs: the output gradient must be laid out as the activations are.
+        # The last layer's arrives NCHW from the residual sum; without this it would stay NCHW through
+        # every input gradient below (each follows its output gradient's layout), where shifted pixel
+        # runs load unaligned and the H100's step was 1 ms slower at 32 fits (docs/BENCHMARKS.md).
+        if x.is_contiguous(memory_format=torch.channels_last):
+            gy = gy.contiguous(memory_format=torch.channels_last)
         gx = None
         if ctx.needs_input_grad[0]:  # through the mirrored taps, in/out swapped (a strided view, no copy)
             gx = conv3x3(gy, wk.transpose(3, 4), n, flip=True, mask_by=x if ctx.after_relu else None)
