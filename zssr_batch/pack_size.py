@@ -47,7 +47,11 @@ CPU_SLOT_BYTES = 1 << 20
 PROBE_AT = 32  # the pack size at which the ways of running a pack are compared
 MAX_PACK = 128
 PROBE_SIZES = (16, 32, 64, 128)
-SLACK = 0.03  # per-slot costs this close count as equal (the timing noise of 10 replays is ~1%)
+SLACK = 0.03  # ways this close count as equal, and the simplest wins (the timing noise of 10 replays is ~1%)
+# Sizes this close count as equal, and the smaller wins (it drains sooner and leaves memory to inference).
+# Only just above the noise: on an H100 (Triton) a pack of 100 cost 2.9% less per slot than 64, and
+# benchmarks/drain_model.py puts it at 2-4% less training time for batches of 100 to 1,000 images.
+SIZE_SLACK = 0.01
 
 _step_ms: dict[tuple, float] = {}  # (device, network, options, pack size) -> ms per full-pack step
 
@@ -97,7 +101,7 @@ def time_pack_step(cfg: FitConfig, device: torch.device | str, k: int, options: 
     return ms
 
 
-def choose_pack_size(step_ms: dict[int, float], slack: float = SLACK) -> int:
+def choose_pack_size(step_ms: dict[int, float], slack: float = SIZE_SLACK) -> int:
     """The smallest pack whose time per slot is within ``slack`` of the cheapest."""
     per_slot = {k: ms / k for k, ms in step_ms.items()}
     best = min(per_slot.values())
@@ -228,7 +232,8 @@ def plan_pack(cfg: FitConfig, device: torch.device | str, largest: tuple[int, in
     A CPU packs ``cpu_pack_size`` fits, their thin ends padded when it packs more than one.
     Settings that cannot pack are fitted alone anyway (``CPU_PACK``, nothing timed). A GPU
     times the ``candidates`` at ``PROBE_AT`` fits (or what memory and the batch allow),
-    keeps the simplest within ``SLACK`` of the fastest, then packs the measured best size
+    keeps the simplest within ``SLACK`` of the fastest, then packs the measured best size (the smallest
+    within ``SIZE_SLACK``)
     that its memory holds. Never more than the batch has images.
     """
     device = torch.device(device)
