@@ -193,6 +193,8 @@ def main() -> None:
                           "graph_failed": stats["graph_failed"], "compactions": stats["compactions"],
                           # the share of computed slot-steps that trained a live image (a draining pack's waste)
                           "slot_use": round(stats["live_slot_steps"] / max(1, stats["slot_steps"]), 3),
+                          # the host's seconds per phase of the loop (what the device waits on, if it does)
+                          "host_seconds": {x[5:-2]: round(y, 2) for x, y in stats.items() if x.startswith("host_")},
                           "per_image_psnr_y": {nm: round(v, 3) for nm, v in p.items()},
                           "per_image_steps": {nm: r.iterations for nm, r in fast.items()}}
         rows.append((f"packed x{k} {name}", n, secs, on_base, float(np.mean(list(p.values()))),

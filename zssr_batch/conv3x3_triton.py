@@ -153,8 +153,9 @@ def weight_grad(x: torch.Tensor, gy: torch.Tensor, groups: int, shape: torch.Siz
 
 # Tile shapes for the two kernels: (pixels per tile, warps, pipeline stages), and for the weight
 # gradient the taps per program (1, or 3: a row). The channel sides come from the channel counts.
-# On an H100 (docs/BENCHMARKS.md) a step moved by under 4% across the conv and wgrad shapes that
-# benchmarks/gpu_check.py sweeps.
+# On an H100 (2026-11-26, docs/BENCHMARKS.md) every other shape benchmarks/gpu_check.py swept made
+# a 32-fit step 1-9% slower, and a row of taps per program 23% slower (timed while the gradients
+# still reached the kernels NCHW: worth timing again).
 TILES = {"conv": (128, 4, 3), "wgrad": (64, 4, 3, 1)}
 
 
