@@ -464,3 +464,84 @@ def test_a_closed_packed_call_stops_its_pack(tmp_path):
         time.sleep(0.05)
     assert not any(t.name == "zssr-pack" for t in threading.enumerate())  # 100,000 steps would take minutes
     assert sorted(p.name for p in (tmp_path / "out").iterdir() if p.suffix == ".png") == ["0.png"]
+
+
+def _hopper_ptx(fn, args: dict, constexprs: dict, warps: int, stages: int) -> str:
+    """PTX of Triton kernel ``fn`` built for an H100 (sm_90), its arguments specialized as a launch would:
+    pointers (given as dtype strings) and integers divisible by 16 marked so, integers equal to 1 constant."""
+    import triton
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource
+
+    sig, consts, attrs = {}, dict(constexprs), {}
+    for i, name in enumerate(fn.arg_names):
+        if name in constexprs:
+            sig[name] = "constexpr"
+            continue
+        value = args[name]
+        if isinstance(value, str):
+            sig[name], attrs[(i,)] = value, [["tt.divisibility", 16]]
+        elif value == 1:
+            sig[name], consts[name] = "constexpr", 1
+        else:
+            sig[name] = "i32"
+            if value % 16 == 0:
+                attrs[(i,)] = [["tt.divisibility", 16]]
+    try:
+        source = ASTSource(fn=fn, signature=sig, constexprs=consts, attrs=attrs)
+    except TypeError:
+        pytest.skip("this Triton release builds kernels through another API")
+    return triton.compile(source, target=GPUTarget("cuda", 90, 32),
+                          options={"num_warps": warps, "num_stages": stages}).asm["ptx"]
+
+
+def test_the_triton_kernels_build_for_an_h100():
+    # The interpreter checks the kernels' arithmetic, not that a GPU can build them, nor how. Here
+    # Triton's compiler and the ptxas in its wheel build them for an H100 (sm_90), as a launch at
+    # the default tiles would for the paper network (channels-last activations of 32 fits at 128x128):
+    # the forward with its ReLU, the input gradient with the ReLU's mask, the 3-channel first layer,
+    # and the weight gradient. Each must feed tensor-core products (wgmma) from tiles all loaded
+    # asynchronously (cp.async: the pipelined loop over channel runs), the form measured on an H100
+    # (docs/BENCHMARKS.md). NCHW activations, say, still build, but load their tiles synchronously.
+    pytest.importorskip("triton", reason="triton is in the test extra: pip install -e '.[test]'")
+    import re
+
+    from zssr_batch import conv3x3_triton as tri
+
+    g, h, w = 32, 128, 128
+    act = lambda c: (c, 1, w * g * c, g * c)  # noqa: E731 - channels-last strides: group, channel, row, column
+
+    def conv_args(cin: int, cout: int, flip: bool) -> dict:
+        wk = torch.empty(g, 3, 3, cin, cout)  # tap_major; the input gradient reads its in/out transpose
+        sw = wk.transpose(3, 4).stride() if flip else wk.stride()
+        if flip:
+            cin, cout = cout, cin
+        return {"x_ptr": "*bf16", "w_ptr": "*bf16", "y_ptr": "*bf16", "m_ptr": "*bf16", "H": h, "W": w,
+                "CIN": cin, "COUT": cout, **dict(zip(("sxg", "sxc", "sxh", "sxw"), act(cin))),
+                "swg": sw[0], "swo": sw[4], "swi": sw[3], "swh": sw[1], "sww": sw[2],
+                **dict(zip(("syg", "syc", "syh", "syw"), act(cout))),
+                **dict(zip(("smg", "smc", "smh", "smw"), act(cout)))}
+
+    bm, warps, stages = tri.TILES["conv"]
+    ptx = {}
+    for name, (cin, cout, flip, relu, mask) in {"forward, ReLU": (64, 64, False, 1, 0),
+                                                "input gradient, ReLU mask": (64, 64, True, 0, 1),
+                                                "first layer": (3, 64, False, 1, 0)}.items():
+        a = conv_args(cin, cout, flip)
+        ptx[name] = _hopper_ptx(tri._conv3x3, a, {"FLIP": int(flip), "RELU": relu, "MASK": mask, "BM": bm,
+                                                  "BN": tri._block(a["COUT"]), "BK": tri._block(a["CIN"])},
+                                warps, stages)
+    bp, warps, stages, taps = tri.TILES["wgrad"]
+    strides = lambda prefix: dict(zip((f"{prefix}g", f"{prefix}c", f"{prefix}h", f"{prefix}w"), act(64)))  # noqa: E731
+    wargs = {"x_ptr": "*bf16", "gy_ptr": "*bf16", "part_ptr": "*fp32", "H": h, "W": w, "CIN": 64, "COUT": 64,
+             "CHUNK": 2048, **strides("sx"), **strides("sg")}
+    ptx["weight gradient"] = _hopper_ptx(tri._wgrad3x3, wargs, {"BP": bp, "BN": 64, "BK": 64, "ROW": int(taps == 3)},
+                                         warps, stages)
+    copies = {name: len(re.findall(r"cp\.async\.c[ag]\.shared\.global", text)) for name, text in ptx.items()}
+    for name, text in ptx.items():
+        assert copies[name] and "wgmma.mma_async" in text, name
+        # (The mask is read synchronously, once, after the loop; the first layer's 3-channel input in
+        # 6-byte runs, too narrow to copy asynchronously: 1% of the FLOPs.)
+        if name not in ("input gradient, ReLU mask", "first layer"):
+            assert "ld.global" not in text, name
+    assert copies["input gradient, ReLU mask"] == copies["forward, ReLU"]  # the same loop
