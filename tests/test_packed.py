@@ -249,6 +249,17 @@ res["wgrad"] = 0.0
 for tiles in ((64, 4, 3, 1), (32, 4, 3, 3)):  # one tap per program, and a row of three
     conv3x3_triton.TILES = {**conv3x3_triton.TILES, "wgrad": tiles}
     res["wgrad"] = max(res["wgrad"], float((weight_grad(xw, gyw, 2, ww.shape) - ref_w).abs().max() / ref_w.abs().max()))
+# the pack's Adam as one kernel (the Triton way's) against PackedAdam's torch operations, rows sitting out
+from zssr_batch.packed import PackedAdam
+flat_a = torch.randn(3, 2500, generator=gen)
+flat_b = flat_a.clone()
+opt_a, opt_b = PackedAdam(flat_a), PackedAdam(flat_b, fused=True)
+for step in range(7):
+    ga = torch.randn(3, 2500, generator=gen)
+    active = torch.tensor([True, step % 2 == 0, step < 4])
+    for opt in (opt_a, opt_b):
+        opt.step([ga.clone()], torch.tensor([1e-3, 1e-4, 5e-3], dtype=torch.float64), active)
+res["adam"] = max(float((a - b).abs().max()) for a, b in ((flat_a, flat_b), (opt_a.m, opt_b.m), (opt_a.v, opt_b.v)))
 cfg = resolve("fast", overrides={"max_iters": 4, "crop": 16, "width": 8})
 imgs = [torch.rand(3, 20, 22, generator=gen) for _ in range(2)]
 a = dict(fit_packed([Job(i, im, cfg) for i, im in enumerate(imgs)], 2))
@@ -274,6 +285,7 @@ def test_the_triton_kernel_trains_the_same_networks():
     assert out.returncode == 0, out.stderr[-3000:]
     res = json.loads(out.stdout.strip().splitlines()[-1])
     assert res["out"] < 1e-6 and res["grad"] < 1e-5 and res["wgrad"] < 1e-5, res
+    assert res["adam"] < 1e-6, res  # as test_packed_adam_matches_torch_adam_per_slot: float rounding only
     # The kernels' loads are fast along channels: on an H100 an NCHW gradient reaching them cost 1 ms a step.
     assert res["channels_last"], res
     assert res["half"] < 2e-3 * res["half_scale"], res
@@ -481,6 +493,8 @@ def _hopper_ptx(fn, args: dict, constexprs: dict, warps: int, stages: int) -> st
         value = args[name]
         if isinstance(value, str):
             sig[name], attrs[(i,)] = value, [["tt.divisibility", 16]]
+        elif isinstance(value, float):
+            sig[name] = "fp32"
         elif value == 1:
             sig[name], consts[name] = "constexpr", 1
         else:
@@ -537,6 +551,12 @@ def test_the_triton_kernels_build_for_an_h100():
              "CHUNK": 2048, **strides("sx"), **strides("sg")}
     ptx["weight gradient"] = _hopper_ptx(tri._wgrad3x3, wargs, {"BP": bp, "BN": 64, "BK": 64, "ROW": int(taps == 3)},
                                          warps, stages)
+    from zssr_batch import adam_triton
+
+    adam = _hopper_ptx(adam_triton._adam_rows, {"p_ptr": "*fp32", "g_ptr": "*fp32", "m_ptr": "*fp32", "v_ptr": "*fp32",
+                                                "c_ptr": "*fp32", "P": 224640, "eps": 1e-8}, {"BLOCK": adam_triton.BLOCK},
+                       4, 3)
+    assert "ld.global.v4" in adam and "st.global.v4" in adam  # the rows streamed in 16-byte accesses
     copies = {name: len(re.findall(r"cp\.async\.c[ag]\.shared\.global", text)) for name, text in ptx.items()}
     for name, text in ptx.items():
         assert copies[name] and "wgmma.mma_async" in text, name

@@ -234,8 +234,9 @@ class PackedAdam:
     """torch's Adam applied slot-wise to a (K, P) parameter tensor: a step count and a learning rate per
     row, all on the device, in a dozen whole-pack operations."""
 
-    def __init__(self, flat: torch.Tensor, betas=(0.9, 0.999), eps: float = 1e-8) -> None:
+    def __init__(self, flat: torch.Tensor, betas=(0.9, 0.999), eps: float = 1e-8, fused: bool = False) -> None:
         self.p, self.betas, self.eps = flat, betas, eps
+        self.fused = fused  # one Triton kernel for the update (``adam_triton``): the pack's Triton way
         self.m = torch.zeros_like(flat)
         self.v = torch.zeros_like(flat)
         self.t = torch.zeros(flat.shape[0], dtype=torch.float64, device=flat.device)
@@ -247,7 +248,7 @@ class PackedAdam:
 
     def keep(self, idx: torch.Tensor, flat: torch.Tensor) -> PackedAdam:
         """This optimizer's state for rows ``idx`` only, driving ``flat`` (a compacted pack)."""
-        opt = PackedAdam(flat, self.betas, self.eps)
+        opt = PackedAdam(flat, self.betas, self.eps, self.fused)
         for new, old in ((opt.m, self.m), (opt.v, self.v), (opt.t, self.t)):
             new.copy_(old.index_select(0, idx))
         return opt
@@ -268,6 +269,13 @@ class PackedAdam:
         keep = active[:, None]
         step_size = torch.where(active, lr / (1 - b1 ** t), 0.0).to(dt)[:, None]
         bc2_sqrt = (1 - b2 ** t).sqrt().to(dt)[:, None]
+        if self.fused:
+            from .adam_triton import adam_rows
+
+            coef = torch.cat([torch.where(keep, 1 - b1, 0.0).to(dt), torch.where(keep, b2, 1.0).to(dt),
+                              torch.where(keep, 1 - b2, 0.0).to(dt), step_size, bc2_sqrt], dim=1)
+            adam_rows(self.p, g, self.m, self.v, coef.contiguous(), self.eps)
+            return
         self.m.lerp_(g, torch.where(keep, 1 - b1, 0.0).to(dt))
         self.v.mul_(torch.where(keep, b2, 1.0).to(dt)).addcmul_(g * torch.where(keep, 1 - b2, 0.0).to(dt), g)
         denom = (self.v.sqrt() / bc2_sqrt).add_(self.eps)
@@ -293,7 +301,7 @@ class _Pack:
         self.shape = (c, cfg.depth, cfg.width)
         self.columns = list(range(k))  # position -> the slot's column in the loss history (see compact)
         self.nets = PackedNets(k, *self.shape, device=device)
-        self.opt = PackedAdam(self.nets.flat)
+        self.opt = PackedAdam(self.nets.flat, fused=options.conv == "triton" and cuda)
         self.probe = ZSSRNet(c, cfg.depth, cfg.width).to(device)  # one slot's network, for tests and outputs
         self.kernel = None
         if first.kernel is not None:
