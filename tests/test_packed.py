@@ -237,7 +237,7 @@ xh, wh = torch.randn(1, 2 * 16, 9, 11, generator=gen), torch.randn(2 * 8, 16, 3,
 exact = torch.nn.functional.conv2d(xh.half().float(), wh.half().float(), padding=1, groups=2)
 res["half"] = float((conv3x3(xh.half(), tap_major(wh.half().view(2, 8, 16, 3, 3)), 2).float() - exact).abs().max())
 res["half_scale"] = float(exact.abs().max())
-# the weight-gradient kernel with its pixels cut into several chunks (a 24x25 image: 3 chunks of 64-pixel tiles, 5 of 32)
+# the weight-gradient kernel with its pixels cut into several chunks (a 24x25 image)
 from zssr_batch.conv3x3_triton import weight_grad
 xw = torch.randn(1, 2 * 16, 24, 25, generator=gen)
 ww = torch.randn(2 * 16, 16, 3, 3, generator=gen, requires_grad=True)
@@ -246,7 +246,7 @@ gyw = torch.randn(yw.shape, generator=gen)
 ref_w, = torch.autograd.grad(yw, ww, gyw)
 from zssr_batch import conv3x3_triton
 res["wgrad"] = 0.0
-for tiles in ((64, 4, 3, 1), (32, 4, 3, 3)):  # one tap per program, and a row of three
+for tiles in ((64, 4, 3), (32, 4, 3)):  # 3 chunks of 64-pixel tiles, 5 of 32
     conv3x3_triton.TILES = {**conv3x3_triton.TILES, "wgrad": tiles}
     res["wgrad"] = max(res["wgrad"], float((weight_grad(xw, gyw, 2, ww.shape) - ref_w).abs().max() / ref_w.abs().max()))
 # the pack's Adam as one kernel (the Triton way's) against PackedAdam's torch operations, rows sitting out
@@ -545,11 +545,11 @@ def test_the_triton_kernels_build_for_an_h100():
         ptx[name] = _hopper_ptx(tri._conv3x3, a, {"FLIP": int(flip), "RELU": relu, "MASK": mask, "BM": bm,
                                                   "BN": tri._block(a["COUT"]), "BK": tri._block(a["CIN"])},
                                 warps, stages)
-    bp, warps, stages, taps = tri.TILES["wgrad"]
+    bp, warps, stages = tri.TILES["wgrad"]
     strides = lambda prefix: dict(zip((f"{prefix}g", f"{prefix}c", f"{prefix}h", f"{prefix}w"), act(64)))  # noqa: E731
     wargs = {"x_ptr": "*bf16", "gy_ptr": "*bf16", "part_ptr": "*fp32", "H": h, "W": w, "CIN": 64, "COUT": 64,
              "CHUNK": 2048, **strides("sx"), **strides("sg")}
-    ptx["weight gradient"] = _hopper_ptx(tri._wgrad3x3, wargs, {"BP": bp, "BN": 64, "BK": 64, "ROW": int(taps == 3)},
+    ptx["weight gradient"] = _hopper_ptx(tri._wgrad3x3, wargs, {"BP": bp, "BN": 64, "BK": 64},
                                          warps, stages)
     from zssr_batch import adam_triton
 

@@ -70,30 +70,19 @@ def _conv3x3(x_ptr, w_ptr, y_ptr, m_ptr, H, W, CIN, COUT,
 
 
 @triton.jit
-def _shifted(x_g, py, px, in_p, dy, dx, ci, in_ci, H, W, sxc, sxh, sxw):
-    """The input's (pixels, channels) tile shifted by tap (dy, dx); zero outside the image."""
-    iy = py + dy - 1
-    ix = px + dx - 1
-    ok = in_p & (iy >= 0) & (iy < H) & (ix >= 0) & (ix < W)
-    return tl.load(x_g + iy[:, None] * sxh + ix[:, None] * sxw + ci[None, :] * sxc,
-                   mask=ok[:, None] & in_ci[None, :], other=0.0)
-
-
-@triton.jit
 def _wgrad3x3(x_ptr, gy_ptr, part_ptr, H, W, CIN, COUT, CHUNK,
               sxg, sxc, sxh, sxw,  # input strides
               sgg, sgc, sgh, sgw,  # output-gradient strides
-              BP: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr, ROW: tl.constexpr):
-    # One program: a BN x BK block of one group's (out, in) weights, the pixels of one chunk,
-    # and one tap, or with ROW a row of three taps, which then share each output-gradient
-    # tile they load (a third of those loads). A group's taps are neighbouring programs, so
-    # they read the same tiles while those sit in L2.
-    TAPS: tl.constexpr = 3 if ROW else 1
+              BP: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr):
+    # One program: one group's one tap, a BN x BK block of its (out, in) weights, the pixels of
+    # one chunk. The nine taps of a group are neighbouring programs, so they read the same
+    # output-gradient tiles while those sit in L2. (A row of three taps per program, sharing
+    # each output-gradient tile in registers, made an H100's step 23% slower: docs/BENCHMARKS.md.)
     pid = tl.program_id(0)
     s = tl.program_id(1)
     pid_b = tl.program_id(2)
-    g = pid // (9 // TAPS)
-    t = (pid % (9 // TAPS)) * TAPS  # the (first) tap
+    g = pid // 9
+    t = pid % 9
     dy = t // 3
     dx = t % 3
     n_ci = tl.cdiv(CIN, BK)
@@ -103,28 +92,24 @@ def _wgrad3x3(x_ptr, gy_ptr, part_ptr, H, W, CIN, COUT, CHUNK,
     in_ci = ci < CIN
     x_g = x_ptr + g * sxg
     gy_g = gy_ptr + g * sgg
-    acc0 = tl.zeros((BN, BK), dtype=tl.float32)
-    acc1 = tl.zeros((BN, BK), dtype=tl.float32)
-    acc2 = tl.zeros((BN, BK), dtype=tl.float32)
+    acc = tl.zeros((BN, BK), dtype=tl.float32)
     start = s * CHUNK
     for p0 in range(start, start + CHUNK, BP):
         pix = p0 + tl.arange(0, BP)
         py = pix // W
         px = pix % W
         in_p = pix < H * W  # (chunks are whole tiles: a tile never crosses into the next chunk)
+        iy = py + dy - 1
+        ix = px + dx - 1
+        ok = in_p & (iy >= 0) & (iy < H) & (ix >= 0) & (ix < W)
         go = tl.load(gy_g + co[:, None] * sgc + py[None, :] * sgh + px[None, :] * sgw,
                      mask=in_co[:, None] & in_p[None, :], other=0.0)
-        acc0 += tl.dot(go, _shifted(x_g, py, px, in_p, dy, dx, ci, in_ci, H, W, sxc, sxh, sxw))
-        if ROW:
-            acc1 += tl.dot(go, _shifted(x_g, py, px, in_p, dy, dx + 1, ci, in_ci, H, W, sxc, sxh, sxw))
-            acc2 += tl.dot(go, _shifted(x_g, py, px, in_p, dy, dx + 2, ci, in_ci, H, W, sxc, sxh, sxw))
-    G = tl.num_programs(0) // (9 // TAPS)
+        xv = tl.load(x_g + iy[:, None] * sxh + ix[:, None] * sxw + ci[None, :] * sxc,
+                     mask=ok[:, None] & in_ci[None, :], other=0.0)
+        acc += tl.dot(go, xv)
+    G = tl.num_programs(0) // 9
     out = part_ptr + (((s * G + g) * COUT + co[:, None]) * CIN + ci[None, :]) * 9 + t
-    inside = in_co[:, None] & in_ci[None, :]
-    tl.store(out, acc0, mask=inside)
-    if ROW:
-        tl.store(out + 1, acc1, mask=inside)
-        tl.store(out + 2, acc2, mask=inside)
+    tl.store(out, acc, mask=in_co[:, None] & in_ci[None, :])
 
 
 def weight_grad(x: torch.Tensor, gy: torch.Tensor, groups: int, shape: torch.Size) -> torch.Tensor:
@@ -138,25 +123,23 @@ def weight_grad(x: torch.Tensor, gy: torch.Tensor, groups: int, shape: torch.Siz
     _, _, h, wd = x.shape
     g = groups
     cin, cout = x.shape[1] // g, gy.shape[1] // g
-    (bp, warps, stages, taps), bn, bk = TILES["wgrad"], _block(cout), _block(cin)
-    splits = max(1, min(triton.cdiv(h * wd, 4 * bp), triton.cdiv(2048, 9 // taps * g)))
+    (bp, warps, stages), bn, bk = TILES["wgrad"], _block(cout), _block(cin)
+    splits = max(1, min(triton.cdiv(h * wd, 4 * bp), triton.cdiv(2048, 9 * g)))
     chunk = triton.cdiv(triton.cdiv(h * wd, splits), bp) * bp
     part = torch.empty((splits, g, cout, cin, 9), dtype=torch.float32, device=x.device)
     sx, sg = x.stride(), gy.stride()
-    grid = (9 // taps * g, splits, triton.cdiv(cout, bn) * triton.cdiv(cin, bk))
+    grid = (9 * g, splits, triton.cdiv(cout, bn) * triton.cdiv(cin, bk))
     _wgrad3x3[grid](x, gy, part, h, wd, cin, cout, chunk,
                     cin * sx[1], sx[1], sx[2], sx[3],
                     cout * sg[1], sg[1], sg[2], sg[3],
-                    BP=bp, BN=bn, BK=bk, ROW=int(taps == 3), num_warps=warps, num_stages=stages)
+                    BP=bp, BN=bn, BK=bk, num_warps=warps, num_stages=stages)
     return part.sum(0).reshape(shape)
 
 
-# Tile shapes for the two kernels: (pixels per tile, warps, pipeline stages), and for the weight
-# gradient the taps per program (1, or 3: a row). The channel sides come from the channel counts.
-# On an H100 (2026-11-26, docs/BENCHMARKS.md) every other shape benchmarks/gpu_check.py swept made
-# a 32-fit step 1-9% slower, and a row of taps per program 23% slower (timed while the gradients
-# still reached the kernels NCHW: worth timing again).
-TILES = {"conv": (128, 4, 3), "wgrad": (64, 4, 3, 1)}
+# Tile shapes for the two kernels: (pixels per tile, warps, pipeline stages). The channel sides
+# come from the channel counts. On an H100 (2026-11-26, docs/BENCHMARKS.md) every other shape
+# benchmarks/gpu_check.py swept made a 32-fit step 1-9% slower.
+TILES = {"conv": (128, 4, 3), "wgrad": (64, 4, 3)}
 
 
 def _block(c: int) -> int:
