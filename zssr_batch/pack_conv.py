@@ -122,13 +122,12 @@ def triton_conv(x: torch.Tensor, w: torch.Tensor, relu: bool = False, after_relu
         return _TritonConv.apply(x, w, relu, after_relu)
 
 
-def custom_conv(conv: str, x: torch.Tensor, w: torch.Tensor, groups: int) -> torch.Tensor:
+def split_conv(x: torch.Tensor, w: torch.Tensor, groups: int) -> torch.Tensor:
     """``F.conv2d(x, w, padding=1, groups=groups)``, run the 'split' way, under the current autocast (in its
     dtype: the products round as cuDNN's would)."""
     dev = x.device.type
     if torch.is_autocast_enabled(dev):
         dt = torch.get_autocast_dtype(dev)
         x, w = x.to(dt), w.to(dt)
-    fn = {"split": _SplitConv}[conv]
     with torch.autocast(dev, enabled=False):
-        return fn.apply(x, w, groups)
+        return _SplitConv.apply(x, w, groups)

@@ -49,7 +49,7 @@ from .fit import FitLog, Schedule, augment_of, reconstruction_error
 from .infer import MemoryPlan
 from .kernels import shift_kernel
 from .model import ZSSRNet
-from .pack_conv import CONVS, custom_conv, triton_conv
+from .pack_conv import CONVS, split_conv, triton_conv
 from .pairs import Augment, Draw, draw_father, warp_batch
 from .resize import imresize, output_size
 
@@ -211,7 +211,7 @@ class PackedNets(nn.Module):
                 y = triton_conv(y, wt, relu=i < last, after_relu=i > 0)
                 continue
             wt = wt.reshape(-1, *wt.shape[2:]).contiguous(memory_format=fmt)
-            y = F.conv2d(y, wt, padding=1, groups=n) if conv == "grouped" else custom_conv(conv, y, wt, n)
+            y = F.conv2d(y, wt, padding=1, groups=n) if conv == "grouped" else split_conv(y, wt, n)
             if i < last:
                 y = torch.relu(y)
         return x + y.reshape(n, cp, h, w)[:, :c].to(x.dtype)
@@ -232,7 +232,7 @@ class PackedNets(nn.Module):
 
 class PackedAdam:
     """torch's Adam applied slot-wise to a (K, P) parameter tensor: a step count and a learning rate per
-    row, all on the device, in a dozen whole-pack operations."""
+    row, all on the device, in a dozen whole-pack operations (or, ``fused``, one Triton kernel)."""
 
     def __init__(self, flat: torch.Tensor, betas=(0.9, 0.999), eps: float = 1e-8, fused: bool = False) -> None:
         self.p, self.betas, self.eps = flat, betas, eps
