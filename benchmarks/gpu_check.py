@@ -12,8 +12,9 @@ output differences and one JSON line; exits 1 if no graph was replayed, if
 in a loss or 1e-2 in an output: a GPU runs float32 convolutions in TF32 (10-bit mantissa)
 by default, and grouped and plain convolutions round differently, so the CPU
 test's 2e-5 on weights does not apply. Then times a full-pack training step
-(paper network) by pack size and option, and lists the kernels a step spends
-its device time in.
+(paper network): the Triton tile shapes (the fastest kept, ``--tiles-out``),
+``run``'s own probe for BSD100 x2 (every way, then sizes), the main ways at 100
+fits; and lists the kernels a step spends its device time in, for three ways.
 """
 
 from __future__ import annotations
