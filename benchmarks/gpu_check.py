@@ -96,12 +96,15 @@ def step_probe(data: Path, tiles_out: Path | None = None) -> dict[str, float]:
         base = probe("k32_bf16_graph_triton", 32, PackOptions(conv="triton"))
         best = dict(default)
         # (2026-11-26, H100: conv 64x4x4, 256x8x3, 128x8x3, 128x4x4 and wgrad 32x4x4, 128x4x3 were 1-9% slower
-        # than the defaults.) Again with the gradients channels-last and the ReLUs fused, and wgrad's last untried.
-        for kind, shapes in (("conv", [(128, 8, 3), (64, 4, 3)]), ("wgrad", [(128, 8, 3)])):
+        # than the defaults.) Now the convolution's copies through L1 too, and one shape of each again with the
+        # gradients channels-last and the ReLUs fused.
+        for kind, shapes in (("conv", [(128, 4, 3, ".ca"), (256, 8, 3, ".ca"), (128, 8, 3, "")]),
+                             ("wgrad", [(128, 8, 3)])):
             fastest = base
             for shape in shapes:
                 tri.TILES = {**default, kind: shape}
-                ms = probe(f"k32_bf16_graph_triton_{kind}_{'x'.join(map(str, shape))}", 32, PackOptions(conv="triton"))
+                ms = probe(f"k32_bf16_graph_triton_{kind}_{'x'.join(str(v).strip('.') for v in shape if v != '')}", 32,
+                           PackOptions(conv="triton"))
                 if ms is not None and (fastest is None or ms < fastest):
                     fastest, best[kind] = ms, shape
         tri.TILES = best  # each kernel's fastest shape (they are timed one kernel at a time: their sum is the step)

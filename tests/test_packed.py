@@ -418,7 +418,7 @@ def test_pack_size_is_the_measured_cheapest_per_image_within_memory(monkeypatch,
     monkeypatch.setattr(pack_size, "time_pack_step", count)
     monkeypatch.setattr(pack_size, "_step_ms", {})
     assert plan_pack(paper, "cuda", (160, 240), images=100) == (16, PackOptions(conv="triton")) and timed == []
-    monkeypatch.setattr(tri, "TILES", {**tri.TILES, "conv": (64, 4, 4)})
+    monkeypatch.setattr(tri, "TILES", {**tri.TILES, "conv": (64, 4, 4, "")})
     monkeypatch.setattr(pack_size, "_step_ms", {})
     assert plan_pack(paper, "cuda", (160, 240), images=100) == (16, PackOptions(conv="triton"))
     assert timed and set(timed) == {"triton"}
@@ -537,15 +537,20 @@ def test_the_triton_kernels_build_for_an_h100():
                 **dict(zip(("syg", "syc", "syh", "syw"), act(cout))),
                 **dict(zip(("smg", "smc", "smh", "smw"), act(cout)))}
 
-    bm, warps, stages = tri.TILES["conv"]
+    bm, warps, stages, cache = tri.TILES["conv"]
     ptx = {}
     for name, (cin, cout, flip, relu, mask) in {"forward, ReLU": (64, 64, False, 1, 0),
                                                 "input gradient, ReLU mask": (64, 64, True, 0, 1),
                                                 "first layer": (3, 64, False, 1, 0)}.items():
         a = conv_args(cin, cout, flip)
         ptx[name] = _hopper_ptx(tri._conv3x3, a, {"FLIP": int(flip), "RELU": relu, "MASK": mask, "BM": bm,
-                                                  "BN": tri._block(a["COUT"]), "BK": tri._block(a["CIN"])},
+                                                  "BN": tri._block(a["COUT"]), "BK": tri._block(a["CIN"]),
+                                                  "CACHE": cache},
                                 warps, stages)
+    a = conv_args(64, 64, False)  # the sweep's other cache: the same copies, through L1 as well
+    ptx["forward, copies through L1"] = _hopper_ptx(tri._conv3x3, a, {"FLIP": 0, "RELU": 1, "MASK": 0, "BM": bm,
+                                                                      "BN": 64, "BK": 64, "CACHE": ".ca"}, warps, stages)
+    assert "cp.async.ca" in ptx["forward, copies through L1"]
     bp, warps, stages = tri.TILES["wgrad"]
     strides = lambda prefix: dict(zip((f"{prefix}g", f"{prefix}c", f"{prefix}h", f"{prefix}w"), act(64)))  # noqa: E731
     wargs = {"x_ptr": "*bf16", "gy_ptr": "*bf16", "part_ptr": "*fp32", "H": h, "W": w, "CIN": 64, "COUT": 64,

@@ -26,7 +26,7 @@ def _conv3x3(x_ptr, w_ptr, y_ptr, m_ptr, H, W, CIN, COUT,
              syg, syc, syh, syw,  # output
              smg, smc, smh, smw,  # the mask source (MASK)
              FLIP: tl.constexpr, RELU: tl.constexpr, MASK: tl.constexpr,
-             BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr):
+             BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr, CACHE: tl.constexpr):
     pid_m = tl.program_id(0)
     pid_n = tl.program_id(1)
     g = tl.program_id(2)
@@ -55,9 +55,9 @@ def _conv3x3(x_ptr, w_ptr, y_ptr, m_ptr, H, W, CIN, COUT,
         ci = (kk % n_ci) * BK + rk
         in_k = ci < CIN
         a = tl.load(x_g + iy[:, None] * sxh + ix[:, None] * sxw + ci[None, :] * sxc,
-                    mask=ok[:, None] & in_k[None, :], other=0.0)
+                    mask=ok[:, None] & in_k[None, :], other=0.0, cache_modifier=CACHE)
         b = tl.load(w_g + pn[None, :] * swo + ci[:, None] * swi + wy * swh + wx * sww,
-                    mask=in_k[:, None] & in_n[None, :], other=0.0)
+                    mask=in_k[:, None] & in_n[None, :], other=0.0, cache_modifier=CACHE)
         acc += tl.dot(a, b)
     if RELU:  # the layer's ReLU, applied as the tile is stored
         acc = tl.maximum(acc, 0.0)
@@ -137,10 +137,13 @@ def weight_grad(x: torch.Tensor, gy: torch.Tensor, groups: int, shape: torch.Siz
     return part.sum(0).reshape(shape)
 
 
-# Tile shapes for the two kernels: (pixels per tile, warps, pipeline stages). The channel sides
-# come from the channel counts. On an H100 (2026-11-26, docs/BENCHMARKS.md) every other shape
-# benchmarks/gpu_check.py swept made a 32-fit step 1-9% slower.
-TILES = {"conv": (128, 4, 3), "wgrad": (64, 4, 3)}
+# Tile shapes for the two kernels: (pixels per tile, warps, pipeline stages), and for the
+# convolution the cache its tile copies go through: "" (L2 only) or ".ca" (L1 too, where a tap's
+# tile overlaps the last tap's and a group's weights serve its neighbouring tiles). The channel
+# sides come from the channel counts. On an H100 (2026-11-26, docs/BENCHMARKS.md) every other shape
+# benchmarks/gpu_check.py swept made a 32-fit step 1-9% slower; both kernels then moved ~4.5-7 TB/s
+# from L2, which is why the L1 is worth timing.
+TILES = {"conv": (128, 4, 3, ""), "wgrad": (64, 4, 3)}
 
 
 def _fits_int32(*tensors: torch.Tensor) -> None:
@@ -178,7 +181,7 @@ def conv3x3(x: torch.Tensor, wk: torch.Tensor, groups: int, flip: bool = False, 
     m = y if mask_by is None else mask_by
     _fits_int32(x, y)
     sx, sy, sw, sm = x.stride(), y.stride(), wk.stride(), m.stride()
-    (bm, warps, stages), bn, bk = TILES["conv"], _block(cout), _block(cin)
+    (bm, warps, stages, cache), bn, bk = TILES["conv"], _block(cout), _block(cin)
     grid = (triton.cdiv(h * wd, bm), triton.cdiv(cout, bn), g)
     _conv3x3[grid](x, wk, y, m, h, wd, cin, cout,
                    cin * sx[1], sx[1], sx[2], sx[3],
@@ -186,5 +189,5 @@ def conv3x3(x: torch.Tensor, wk: torch.Tensor, groups: int, flip: bool = False, 
                    cout * sy[1], sy[1], sy[2], sy[3],
                    cout * sm[1], sm[1], sm[2], sm[3],
                    FLIP=int(flip), RELU=int(relu), MASK=int(mask_by is not None),
-                   BM=bm, BN=bn, BK=bk, num_warps=warps, num_stages=stages)
+                   BM=bm, BN=bn, BK=bk, CACHE=cache, num_warps=warps, num_stages=stages)
     return y
