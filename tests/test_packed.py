@@ -571,6 +571,8 @@ def test_the_triton_kernels_build_for_an_h100():
         if name not in ("input gradient, ReLU mask", "first layer"):
             assert "ld.global" not in text, name
     assert copies["input gradient, ReLU mask"] == copies["forward, ReLU"]  # the same loop
+    # the weight gradient's partial sums leave in 16-byte stores (taps outside the tile: coalesced)
+    assert "st.global.v4" in ptx["weight gradient"]
 
 
 def test_the_triton_kernels_refuse_what_32_bit_indexing_cannot_reach():

@@ -108,7 +108,8 @@ def _wgrad3x3(x_ptr, gy_ptr, part_ptr, H, W, CIN, COUT, CHUNK,
                      mask=ok[:, None] & in_ci[None, :], other=0.0)
         acc += tl.dot(go, xv)
     G = tl.num_programs(0) // 9
-    out = part_ptr + (((s * G + g) * COUT + co[:, None]) * CIN + ci[None, :]) * 9 + t
+    # (chunk, group, tap, out, in): the tile's rows contiguous, so its store coalesces
+    out = part_ptr + (((s * G + g) * 9 + t) * COUT + co[:, None]) * CIN + ci[None, :]
     tl.store(out, acc, mask=in_co[:, None] & in_ci[None, :])
 
 
@@ -126,7 +127,7 @@ def weight_grad(x: torch.Tensor, gy: torch.Tensor, groups: int, shape: torch.Siz
     (bp, warps, stages), bn, bk = TILES["wgrad"], _block(cout), _block(cin)
     splits = max(1, min(triton.cdiv(h * wd, 4 * bp), triton.cdiv(2048, 9 * g)))
     chunk = triton.cdiv(triton.cdiv(h * wd, splits), bp) * bp
-    part = torch.empty((splits, g, cout, cin, 9), dtype=torch.float32, device=x.device)
+    part = torch.empty((splits, g, 9, cout, cin), dtype=torch.float32, device=x.device)
     _fits_int32(x, gy, part)
     sx, sg = x.stride(), gy.stride()
     grid = (9 * g, splits, triton.cdiv(cout, bn) * triton.cdiv(cin, bk))
@@ -134,7 +135,7 @@ def weight_grad(x: torch.Tensor, gy: torch.Tensor, groups: int, shape: torch.Siz
                     cin * sx[1], sx[1], sx[2], sx[3],
                     cout * sg[1], sg[1], sg[2], sg[3],
                     BP=bp, BN=bn, BK=bk, num_warps=warps, num_stages=stages)
-    return part.sum(0).reshape(shape)
+    return part.sum(0).permute(0, 2, 3, 1).reshape(shape)  # taps last, as the weights hold them
 
 
 # Tile shapes for the two kernels: (pixels per tile, warps, pipeline stages), and for the
