@@ -235,7 +235,7 @@ for layout in (False, True):
 # half precision through the same kernel (bfloat16 has no NumPy type for the interpreter)
 xh, wh = torch.randn(1, 2 * 16, 9, 11, generator=gen), torch.randn(2 * 8, 16, 3, 3, generator=gen)
 exact = torch.nn.functional.conv2d(xh.half().float(), wh.half().float(), padding=1, groups=2)
-res["half"] = float((conv3x3(xh.half(), tap_major(wh.half().view(2, 8, 16, 3, 3)), 2).float() - exact).abs().max())
+res["half"] = float((conv3x3(xh.half(), tap_major(wh.half().view(2, 8, 16, 3, 3))).float() - exact).abs().max())
 res["half_scale"] = float(exact.abs().max())
 # the weight-gradient kernel with its pixels cut into several chunks (a 24x25 image)
 from zssr_batch.conv3x3_triton import weight_grad
@@ -583,7 +583,7 @@ def test_the_triton_kernels_refuse_what_32_bit_indexing_cannot_reach():
 
     big = torch.empty(1, 2 * 64, 4096, 4096, device="meta")
     with pytest.raises(ValueError, match="32-bit"):
-        conv3x3_triton.conv3x3(big, torch.empty(2, 3, 3, 64, 64, device="meta"), 2)
+        conv3x3_triton.conv3x3(big, torch.empty(2, 3, 3, 64, 64, device="meta"))
     with pytest.raises(ValueError, match="32-bit"):
         conv3x3_triton.weight_grad(big, big, 2, torch.Size((128, 64, 3, 3)))
     rows = torch.empty(128, 2**24, device="meta")

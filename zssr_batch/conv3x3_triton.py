@@ -166,7 +166,7 @@ def tap_major(w: torch.Tensor, dtype: torch.dtype | None = None) -> torch.Tensor
     return torch.empty((g, 3, 3, cin, cout), dtype=dtype or w.dtype, device=w.device).copy_(w.permute(0, 3, 4, 2, 1))
 
 
-def conv3x3(x: torch.Tensor, wk: torch.Tensor, groups: int, flip: bool = False, relu: bool = False,
+def conv3x3(x: torch.Tensor, wk: torch.Tensor, flip: bool = False, relu: bool = False,
             mask_by: torch.Tensor | None = None) -> torch.Tensor:
     """``x`` (1, G*Cin, H, W), ``wk`` (G, 3, 3, Cin, Cout) (``tap_major``; any strides) -> (1, G*Cout, H, W),
     in ``x``'s layout and dtype.

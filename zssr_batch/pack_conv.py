@@ -91,14 +91,13 @@ class _TritonConv(torch.autograd.Function):
         ctx.save_for_backward(x, wk)
         ctx.after_relu = after_relu
         ctx.w_shape = w.shape
-        return conv3x3(x, wk, w.shape[0], relu=relu)
+        return conv3x3(x, wk, relu=relu)
 
     @staticmethod
     def backward(ctx, gy: torch.Tensor):  # type: ignore[override]
         from .conv3x3_triton import conv3x3, weight_grad
 
         x, wk = ctx.saved_tensors
-        n = wk.shape[0]
         # The kernels load channel runs: the output gradient must be laid out as the activations are.
         # The last layer's arrives NCHW from the residual sum; without this it would stay NCHW through
         # every input gradient below (each follows its output gradient's layout), where shifted pixel
@@ -107,8 +106,8 @@ class _TritonConv(torch.autograd.Function):
             gy = gy.contiguous(memory_format=torch.channels_last)
         gx = None
         if ctx.needs_input_grad[0]:  # through the mirrored taps, in/out swapped (a strided view, no copy)
-            gx = conv3x3(gy, wk.transpose(3, 4), n, flip=True, mask_by=x if ctx.after_relu else None)
-        return gx, weight_grad(x, gy, n, ctx.w_shape), None, None
+            gx = conv3x3(gy, wk.transpose(3, 4), flip=True, mask_by=x if ctx.after_relu else None)
+        return gx, weight_grad(x, gy, wk.shape[0], ctx.w_shape), None, None
 
 
 def triton_conv(x: torch.Tensor, w: torch.Tensor, relu: bool = False, after_relu: bool = False) -> torch.Tensor:

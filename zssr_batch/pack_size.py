@@ -9,7 +9,7 @@ pack size, and the simplest within a few percent of the fastest is kept:
 grouped convolutions bound a pack, and which of their kernels is fastest
 depends on the card and the cuDNN release. Then that way is timed at a few
 sizes, and the size that trains the most images per second wins, the
-smaller one when two are within a few percent (a smaller pack drains sooner
+smaller one when two are within 1% (a smaller pack drains sooner
 at the end of a batch and leaves memory to inference). An H200 gave 0.24 ms
 per slot at 32 and 0.26 ms at 100 (docs/BENCHMARKS.md), so bigger is not
 always faster. The timings are kept for the life of the process, and on disk
@@ -53,7 +53,7 @@ SLACK = 0.03  # ways this close count as equal, and the simplest wins (the timin
 # benchmarks/drain_model.py puts it at 2-4% less training time for batches of 100 to 1,000 images.
 SIZE_SLACK = 0.01
 
-_step_ms: dict[tuple, float] = {}  # (device, network, options, pack size) -> ms per full-pack step
+_step_ms: dict[tuple, float] = {}  # (device, network, way (_way), pack size) -> ms per full-pack step
 
 
 def memory_pack_size(cfg: FitConfig, device: torch.device | str, largest: tuple[int, int] | None = None,
@@ -171,13 +171,15 @@ def measured_step_times(cfg: FitConfig, device: torch.device | str, sizes: Itera
     Failed timings (infinite) are kept for the process only: free memory differs from run to run.
     """
     device = torch.device(device)
-    net = (str(device), channels, cfg.depth, cfg.width, cfg.crop, tuple(cfg.scale), cfg.noise_std > 0, options)
+    way = _way(options)
+    net = (str(device), channels, cfg.depth, cfg.width, cfg.crop, tuple(cfg.scale), cfg.noise_std > 0,
+           json.dumps(way, sort_keys=True))
     sizes = sorted(set(sizes))
     missing = [k for k in sizes if (net, k) not in _step_ms]
     disk_key: dict[int, str] = {}
     if missing and device.type == "cuda":
         machine = _machine(device)
-        disk_key = {k: json.dumps([machine, list(net[1:-1]), _way(options), k]) for k in missing}
+        disk_key = {k: json.dumps([machine, list(net[1:-1]), way, k]) for k in missing}
         disk = _load_cache()
         kept = [k for k in missing if disk_key[k] in disk]
         for k in kept:

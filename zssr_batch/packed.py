@@ -69,14 +69,14 @@ class PackOptions:
     tune: bool = False
     # How the K convolutions run: 'grouped' (one grouped cuDNN convolution per layer, measured),
     # 'split' (the same, but weight gradients as batched matrix products: cuDNN's grouped weight
-    # gradient can be its slowest kernel), 'triton' (forward and input gradient as our own
-    # implicit-GEMM kernel, weight gradients as in split; pack_conv) or 'bmm' (im2col and batched
-    # products throughout).
+    # gradient can be its slowest kernel), 'triton' (our own implicit-GEMM kernels for the forward,
+    # input and weight gradients, ReLUs fused, and a one-kernel Adam; pack_conv) or 'bmm' (im2col
+    # and batched products throughout).
     conv: str = "grouped"
     # Pad the 3-channel ends (first layer in, last layer out) to 8 channels a group: tensor-core
     # kernels want multiples of 8, and a direct kernel on 3 channels a group can cost far more than
-    # its 1.5% of the FLOPs. 'split', 'triton' and 'pad_thin' are not measured on a GPU yet: the pack-size
-    # probe (pack_size.plan_pack) times them and keeps what is faster.
+    # its 1.5% of the FLOPs. The pack-size probe (pack_size.plan_pack) times 'split', 'triton' and
+    # 'pad_thin' and keeps what is faster: on an H100, 'triton' (docs/BENCHMARKS.md).
     pad_thin: bool = False
     # A draining pack (no job left to fill its empty slots) is compacted once its live slots are
     # at most this fraction of its positions; each compaction records the step again (a few
@@ -269,15 +269,17 @@ class PackedAdam:
         keep = active[:, None]
         step_size = torch.where(active, lr / (1 - b1 ** t), 0.0).to(dt)[:, None]
         bc2_sqrt = (1 - b2 ** t).sqrt().to(dt)[:, None]
+        m_weight = torch.where(keep, 1 - b1, 0.0).to(dt)
+        v_decay = torch.where(keep, b2, 1.0).to(dt)
+        v_gain = torch.where(keep, 1 - b2, 0.0).to(dt)
         if self.fused:
             from .adam_triton import adam_rows
 
-            coef = torch.cat([torch.where(keep, 1 - b1, 0.0).to(dt), torch.where(keep, b2, 1.0).to(dt),
-                              torch.where(keep, 1 - b2, 0.0).to(dt), step_size, bc2_sqrt], dim=1)
-            adam_rows(self.p, g, self.m, self.v, coef.contiguous(), self.eps)
+            coef = torch.cat([m_weight, v_decay, v_gain, step_size, bc2_sqrt], dim=1)
+            adam_rows(self.p, g, self.m, self.v, coef, self.eps)
             return
-        self.m.lerp_(g, torch.where(keep, 1 - b1, 0.0).to(dt))
-        self.v.mul_(torch.where(keep, b2, 1.0).to(dt)).addcmul_(g * torch.where(keep, 1 - b2, 0.0).to(dt), g)
+        self.m.lerp_(g, m_weight)
+        self.v.mul_(v_decay).addcmul_(g * v_gain, g)
         denom = (self.v.sqrt() / bc2_sqrt).add_(self.eps)
         self.p.sub_(self.m.div(denom).mul_(step_size))
 
