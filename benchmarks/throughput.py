@@ -195,6 +195,10 @@ def main() -> None:
                           "slot_use": round(stats["live_slot_steps"] / max(1, stats["slot_steps"]), 3),
                           # the host's seconds per phase of the loop (what the device waits on, if it does)
                           "host_seconds": {x[5:-2]: round(y, 2) for x, y in stats.items() if x.startswith("host_")},
+                          # the device's seconds per phase (train, record, test, finish, fill, compact, alone),
+                          # gaps where it waited on the host included (CUDA only)
+                          "device_seconds": {x[7:-2]: round(y, 2) for x, y in stats.items()
+                                             if x.startswith("device_")},
                           "per_image_psnr_y": {nm: round(v, 3) for nm, v in p.items()},
                           "per_image_steps": {nm: r.iterations for nm, r in fast.items()}}
         rows.append((f"packed x{k} {name}", n, secs, on_base, float(np.mean(list(p.values()))),

@@ -159,6 +159,48 @@ def test_a_draining_pack_shrinks_to_recurring_sizes(monkeypatch):
     assert stats["live_slot_steps"] == sum(iters) == 98 and stats["slot_steps"] == 103
 
 
+def test_the_device_clock_charges_each_phase_of_a_pack_its_own_time(monkeypatch):
+    # On a CPU every op is done when the host moves on, so an "event" stamped with the host's clock
+    # marks the device's timeline exactly: the clock must then split the whole loop among its phases.
+    import time
+
+    from zssr_batch import packed
+
+    class Stamp:
+        def __init__(self):
+            self.t = time.perf_counter()
+
+        def query(self):
+            return True
+
+        def synchronize(self):
+            pass
+
+        def elapsed_time(self, end):
+            return 1000 * (end.t - self.t)
+
+    _record_eagerly(monkeypatch)
+    init = packed._DeviceClock.__init__
+    monkeypatch.setattr(packed._DeviceClock, "__init__", lambda self, totals, _: init(self, totals, Stamp))
+    cfgs = [resolve("fast", overrides={"max_iters": n, "crop": 24, "width": 16, "lr_schedule": "zssr",
+                                       "test_every": 5}) for n in (4, 12, 12)]
+    imgs = [torch.rand(3, 30, 34) for _ in cfgs]
+    stats: dict = {}
+    t0 = time.perf_counter()
+    out = dict(fit_packed([Job(i, im, c) for i, (im, c) in enumerate(zip(imgs, cfgs))], k=2, stats=stats))
+    wall = time.perf_counter() - t0
+    assert len(out) == 3
+    device = {k[7:-2]: v for k, v in stats.items() if k.startswith("device_")}
+    # fill (3 images), record (the first step, then again after the pack compacts), train, test
+    # (steps 0, 5, 10 of each image), finish (3 outputs), compact (one image left of two)
+    assert set(device) == {"fill", "record", "train", "test", "finish", "compact"}, device
+    assert all(v > 0 for v in device.values()), device
+    # the phases tile the loop: together all of it but the set-up before the first image is placed
+    assert 0.9 * wall < sum(device.values()) <= wall, (device, wall)
+    # an output's ensemble (8 passes of the whole image) outweighs a training step on a 24-pixel crop
+    assert device["finish"] / 3 > device["train"] / stats["steps"]
+
+
 def small_pack():
     """Three small networks drawn from a fixed stream, and an input for two of them (slots 2 and 0)."""
     from zssr_batch.packed import PackedNets

@@ -391,14 +391,21 @@ class _Pack:
         finally:
             self.active.copy_(saved)
 
+    def needs_recording(self) -> bool:
+        return self.use_graphs and self.graph is None
+
+    def record(self) -> None:
+        """Record the step now if it needs recording (``step`` would, first)."""
+        if self.needs_recording():
+            self._record()
+
     def step(self, live: list[int]) -> torch.Tensor:
         """One training step of the live slots; returns every position's loss, (K,) (0 where no slot is live).
 
         With graphs, empty positions ride along masked (Adam leaves them alone) and
         ``compact`` keeps them few; without, only live slots are computed.
         """
-        if self.use_graphs and self.graph is None:
-            self._record()
+        self.record()
         if self.graph is not None:
             self.graph.replay()
             assert self.graph_rows is not None
@@ -480,6 +487,43 @@ class _LossHistory:
         self.chunks = [c for c in self.chunks if c[0] + c[1] > before]
 
 
+class _DeviceClock:
+    """The device's seconds per phase of the loop, for benchmarks: what the host's own seconds cannot
+    show, since the device runs behind it. An event goes on the stream at each change of phase; the
+    time between two events is charged to the phase the first one opened (so a gap in which the
+    device waited on the host is charged to the phase after it). ``new_event`` makes a recorded
+    event (``torch.cuda.Event``'s interface); None (a CPU) turns the clock off."""
+
+    def __init__(self, totals: dict, new_event: Callable[[], Any] | None) -> None:
+        self.totals, self.new_event = totals, new_event
+        self.marks: deque[tuple[str, Any]] = deque()
+
+    @staticmethod
+    def cuda_event() -> Any:
+        event = torch.cuda.Event(enable_timing=True)
+        event.record()
+        return event
+
+    def enter(self, phase: str) -> None:
+        if self.new_event is None or (self.marks and self.marks[-1][0] == phase):
+            return
+        self.marks.append((phase, self.new_event()))
+        self._fold(wait=False)
+
+    def _fold(self, wait: bool) -> None:
+        while len(self.marks) >= 2 and (wait or self.marks[1][1].query()):
+            phase, start = self.marks.popleft()
+            end = self.marks[0][1]
+            end.synchronize()
+            key = f"device_{phase}_s"
+            self.totals[key] = self.totals.get(key, 0.0) + start.elapsed_time(end) / 1000
+
+    def close(self) -> None:
+        self.enter("end")
+        self._fold(wait=True)
+        self.marks.clear()
+
+
 @dataclass
 class _Slot:
     job: Job
@@ -558,6 +602,7 @@ def fit_packed(jobs: Iterable[Job], k: int, device: torch.device | str = "cpu", 
     readback = _Readback(device)
     finished: deque[_Finished] = deque()
     clock = time.perf_counter
+    device_clock = _DeviceClock(stats, _DeviceClock.cuda_event if device.type == "cuda" else None)
 
     def fill(slot: int) -> Iterator[tuple[Any, SRResult]]:
         """Put the next packable job into ``slot``; jobs that cannot share the pack are fitted alone."""
@@ -570,12 +615,14 @@ def fit_packed(jobs: Iterable[Job], k: int, device: torch.device | str = "cpu", 
                 return
             s = signature(job)
             if s is None or (sig is not None and s != sig):
+                device_clock.enter("alone")
                 yield job.key, super_resolve(job.image, job.cfg, device, job.kernel, plan=plan)
                 continue
             if pack is None:
                 sig, pack = s, _Pack(k, job, device, options)
                 history = _LossHistory(k, device, readback)
             gen = torch.Generator().manual_seed(job.cfg.seed)
+            device_clock.enter("fill")
             pack.place(slot, job, gen)
             slots[slot] = _Slot(job, gen, Draw(gen), Schedule(job.cfg), augment_of(job.cfg),
                                 first_step=upcoming, started=clock(), column=pack.columns[slot],
@@ -604,6 +651,7 @@ def fit_packed(jobs: Iterable[Job], k: int, device: torch.device | str = "cpu", 
             size = next((n for n in COMPACT_SIZES if n >= len(live)), len(live))
             if size < pack.k:
                 keep = sorted(live + [i for i, s in enumerate(slots) if s is None][: size - len(live)])
+                device_clock.enter("compact")
                 pack.compact(keep)
                 history.regroup(pack.columns)
                 slots[:] = [slots[i] for i in keep]
@@ -626,6 +674,10 @@ def fit_packed(jobs: Iterable[Job], k: int, device: torch.device | str = "cpu", 
                 noise[i] = torch.randn(pack.son_shape, generator=s.gen) * s.job.cfg.noise_std
         params[:, :9] = np.linalg.inv(matrices).reshape(k_now, 9)
         t1 = clock()
+        if pack.needs_recording():
+            device_clock.enter("record")
+            pack.record()
+        device_clock.enter("train")
         pack.upload(params, noise)
         history.record(pack.step(live))
         t2 = clock()
@@ -643,6 +695,7 @@ def fit_packed(jobs: Iterable[Job], k: int, device: torch.device | str = "cpu", 
             s.log.scale_step.append(0)
             if s.sched.wants_test(s.it):
                 t3 = clock()
+                device_clock.enter("test")
                 err = reconstruction_error(pack.load_probe(i), pack.image(i, s.hw), pack.sf, pack.kernel,
                                            cfg.noise_std, s.gen, plan)
                 s.tests.append((s.it, readback.push(err)))
@@ -656,6 +709,7 @@ def fit_packed(jobs: Iterable[Job], k: int, device: torch.device | str = "cpu", 
             s.it += 1
             if s.sched.finished or s.it >= cfg.max_iters:
                 t3 = clock()
+                device_clock.enter("finish")
                 s.resolve_tests()
                 history.flush()  # its last losses travel ahead of its output
                 out, _ = upscale_with(pack.load_probe(i), pack.image(i, s.hw), cfg, 0, pack.kernel, plan)
@@ -675,6 +729,7 @@ def fit_packed(jobs: Iterable[Job], k: int, device: torch.device | str = "cpu", 
         if step % 64 == 0:  # forget the losses no image still needs
             history.forget(min([s.first_step for s in slots if s is not None] + [f.steps.start for f in finished]
                                + [step]))
+    device_clock.close()
     stats["graph_failed"] = pack is not None and options.graphs and device.type == "cuda" and not pack.use_graphs
     while finished:
         done = finished.popleft()
