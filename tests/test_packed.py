@@ -288,7 +288,8 @@ gyw = torch.randn(yw.shape, generator=gen)
 ref_w, = torch.autograd.grad(yw, ww, gyw)
 from zssr_batch import conv3x3_triton
 res["wgrad"] = 0.0
-for tiles in ((64, 4, 3), (32, 4, 3)):  # 3 chunks of 64-pixel tiles, 5 of 32
+# 3 chunks of 64-pixel tiles, 5 of 32; one tap a program, or 2 or 4 (the last program's columns partly past tap 9)
+for tiles in ((64, 4, 3, 1), (32, 4, 3, 1), (64, 4, 3, 2), (32, 4, 3, 4)):
     conv3x3_triton.TILES = {**conv3x3_triton.TILES, "wgrad": tiles}
     res["wgrad"] = max(res["wgrad"], float((weight_grad(xw, gyw, 2, ww.shape) - ref_w).abs().max() / ref_w.abs().max()))
 # the pack's Adam as one kernel (the Triton way's) against PackedAdam's torch operations, rows sitting out
@@ -593,12 +594,14 @@ def test_the_triton_kernels_build_for_an_h100():
     ptx["forward, copies through L1"] = _hopper_ptx(tri._conv3x3, a, {"FLIP": 0, "RELU": 1, "MASK": 0, "BM": bm,
                                                                       "BN": 64, "BK": 64, "CACHE": ".ca"}, warps, stages)
     assert "cp.async.ca" in ptx["forward, copies through L1"]
-    bp, warps, stages = tri.TILES["wgrad"]
     strides = lambda prefix: dict(zip((f"{prefix}g", f"{prefix}c", f"{prefix}h", f"{prefix}w"), act(64)))  # noqa: E731
     wargs = {"x_ptr": "*bf16", "gy_ptr": "*bf16", "part_ptr": "*fp32", "H": h, "W": w, "CIN": 64, "COUT": 64,
              "CHUNK": 2048, **strides("sx"), **strides("sg")}
-    ptx["weight gradient"] = _hopper_ptx(tri._wgrad3x3, wargs, {"BP": bp, "BN": 64, "BK": 64},
-                                         warps, stages)
+    # the default, and the sweep's wider products (gpu_check.py): 2 taps a program, 4 in 32-pixel tiles
+    for name, (bp, warps, stages, taps) in {"weight gradient": tri.TILES["wgrad"],
+                                            "weight gradient, 2 taps": (64, 4, 3, 2),
+                                            "weight gradient, 4 taps": (32, 4, 3, 4)}.items():
+        ptx[name] = _hopper_ptx(tri._wgrad3x3, wargs, {"BP": bp, "BN": 64, "BK": 64, "TAPS": taps}, warps, stages)
     from zssr_batch import adam_triton
 
     adam = _hopper_ptx(adam_triton._adam_rows, {"p_ptr": "*fp32", "g_ptr": "*fp32", "m_ptr": "*fp32", "v_ptr": "*fp32",
@@ -614,7 +617,11 @@ def test_the_triton_kernels_build_for_an_h100():
             assert "ld.global" not in text, name
     assert copies["input gradient, ReLU mask"] == copies["forward, ReLU"]  # the same loop
     # the weight gradient's partial sums leave in 16-byte stores (taps outside the tile: coalesced)
-    assert "st.global.v4" in ptx["weight gradient"]
+    for name in ("weight gradient", "weight gradient, 2 taps", "weight gradient, 4 taps"):
+        assert "st.global.v4" in ptx[name], name
+    # a wider product is one instruction per k-step as wide as its taps' columns, not several 64-wide ones
+    assert re.search(r"wgmma\.mma_async\.sync\.aligned\.m64n128k16", ptx["weight gradient, 2 taps"])
+    assert re.search(r"wgmma\.mma_async\.sync\.aligned\.m64n256k16", ptx["weight gradient, 4 taps"])
 
 
 def test_the_triton_kernels_refuse_what_32_bit_indexing_cannot_reach():

@@ -73,44 +73,49 @@ def _conv3x3(x_ptr, w_ptr, y_ptr, m_ptr, H, W, CIN, COUT,
 def _wgrad3x3(x_ptr, gy_ptr, part_ptr, H, W, CIN, COUT, CHUNK,
               sxg, sxc, sxh, sxw,  # input strides
               sgg, sgc, sgh, sgw,  # output-gradient strides
-              BP: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr):
-    # One program: one group's one tap, a BN x BK block of its (out, in) weights, the pixels of
-    # one chunk. The nine taps of a group are neighbouring programs, so they read the same
-    # output-gradient tiles while those sit in L2. (A row of three taps per program, sharing
-    # each output-gradient tile in registers, made an H100's step 23% slower: docs/BENCHMARKS.md.)
+              BP: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr, TAPS: tl.constexpr):
+    # One program: one group, a BN block of its output channels by TAPS taps x a BK block of its input
+    # channels (its columns), the pixels of one chunk. Per pixel tile, one product of the output
+    # gradient (BN x BP) by the input (BP x TAPS*BK), each tap's columns shifted by that tap: the
+    # output-gradient tile is loaded once for TAPS taps, and a product TAPS times wider keeps the
+    # tensor cores busier per byte read. A group's tap blocks are neighbouring programs, so they read
+    # the same output-gradient tiles while those sit in L2. (Three taps as three separate products,
+    # each with its own accumulator and store, made an H100's step 23% slower: docs/BENCHMARKS.md.)
     pid = tl.program_id(0)
     s = tl.program_id(1)
     pid_b = tl.program_id(2)
-    g = pid // 9
-    t = pid % 9
-    dy = t // 3
-    dx = t % 3
+    n_t = (9 + TAPS - 1) // TAPS
+    g = pid // n_t
+    j = tl.arange(0, TAPS * BK)
+    t = (pid % n_t) * TAPS + j // BK  # each column's tap
     n_ci = tl.cdiv(CIN, BK)
     co = (pid_b // n_ci) * BN + tl.arange(0, BN)
-    ci = (pid_b % n_ci) * BK + tl.arange(0, BK)
+    ci = (pid_b % n_ci) * BK + j % BK  # and its input channel
+    dy = t // 3 - 1
+    dx = t % 3 - 1
     in_co = co < COUT
-    in_ci = ci < CIN
+    in_col = (ci < CIN) & (t < 9)
     x_g = x_ptr + g * sxg
     gy_g = gy_ptr + g * sgg
-    acc = tl.zeros((BN, BK), dtype=tl.float32)
+    col = dy * sxh + dx * sxw + ci * sxc  # a column's offset from the pixel it is shifted from
+    acc = tl.zeros((BN, TAPS * BK), dtype=tl.float32)
     start = s * CHUNK
     for p0 in range(start, start + CHUNK, BP):
         pix = p0 + tl.arange(0, BP)
         py = pix // W
         px = pix % W
         in_p = pix < H * W  # (chunks are whole tiles: a tile never crosses into the next chunk)
-        iy = py + dy - 1
-        ix = px + dx - 1
-        ok = in_p & (iy >= 0) & (iy < H) & (ix >= 0) & (ix < W)
+        iy = py[:, None] + dy[None, :]
+        ix = px[:, None] + dx[None, :]
+        ok = in_p[:, None] & in_col[None, :] & (iy >= 0) & (iy < H) & (ix >= 0) & (ix < W)
         go = tl.load(gy_g + co[:, None] * sgc + py[None, :] * sgh + px[None, :] * sgw,
                      mask=in_co[:, None] & in_p[None, :], other=0.0)
-        xv = tl.load(x_g + iy[:, None] * sxh + ix[:, None] * sxw + ci[None, :] * sxc,
-                     mask=ok[:, None] & in_ci[None, :], other=0.0)
+        xv = tl.load(x_g + (py * sxh + px * sxw)[:, None] + col[None, :], mask=ok, other=0.0)
         acc += tl.dot(go, xv)
-    G = tl.num_programs(0) // 9
-    # (chunk, group, tap, out, in): the tile's rows contiguous, so its store coalesces
-    out = part_ptr + (((s * G + g) * 9 + t) * COUT + co[:, None]) * CIN + ci[None, :]
-    tl.store(out, acc, mask=in_co[:, None] & in_ci[None, :])
+    G = tl.num_programs(0) // n_t
+    # (chunk, group, tap, out, in): a tap's rows contiguous, so the store coalesces
+    out = part_ptr + (((s * G + g) * 9 + t[None, :]) * COUT + co[:, None]) * CIN + ci[None, :]
+    tl.store(out, acc, mask=in_co[:, None] & in_col[None, :])
 
 
 def weight_grad(x: torch.Tensor, gy: torch.Tensor, groups: int, shape: torch.Size) -> torch.Tensor:
@@ -124,27 +129,30 @@ def weight_grad(x: torch.Tensor, gy: torch.Tensor, groups: int, shape: torch.Siz
     _, _, h, wd = x.shape
     g = groups
     cin, cout = x.shape[1] // g, gy.shape[1] // g
-    (bp, warps, stages), bn, bk = TILES["wgrad"], _block(cout), _block(cin)
+    (bp, warps, stages, taps), bn, bk = TILES["wgrad"], _block(cout), _block(cin)
+    # as many chunks as fill the card at one tap a program; more taps a program make fewer, longer
+    # programs rather than more partial sums to add
     splits = max(1, min(triton.cdiv(h * wd, 4 * bp), triton.cdiv(2048, 9 * g)))
     chunk = triton.cdiv(triton.cdiv(h * wd, splits), bp) * bp
     part = torch.empty((splits, g, 9, cout, cin), dtype=torch.float32, device=x.device)
     _fits_int32(x, gy, part)
     sx, sg = x.stride(), gy.stride()
-    grid = (9 * g, splits, triton.cdiv(cout, bn) * triton.cdiv(cin, bk))
+    grid = (triton.cdiv(9, taps) * g, splits, triton.cdiv(cout, bn) * triton.cdiv(cin, bk))
     _wgrad3x3[grid](x, gy, part, h, wd, cin, cout, chunk,
                     cin * sx[1], sx[1], sx[2], sx[3],
                     cout * sg[1], sg[1], sg[2], sg[3],
-                    BP=bp, BN=bn, BK=bk, num_warps=warps, num_stages=stages)
+                    BP=bp, BN=bn, BK=bk, TAPS=taps, num_warps=warps, num_stages=stages)
     return part.sum(0).permute(0, 2, 3, 1).reshape(shape)  # taps last, as the weights hold them
 
 
-# Tile shapes for the two kernels: (pixels per tile, warps, pipeline stages), and for the
+# Tile shapes for the two kernels: (pixels per tile, warps, pipeline stages), then for the
 # convolution the cache its tile copies go through: "" (L2 only) or ".ca" (L1 too, where a tap's
-# tile overlaps the last tap's and a group's weights serve its neighbouring tiles). The channel
-# sides come from the channel counts. On an H100 (2026-11-26, docs/BENCHMARKS.md) every other shape
-# benchmarks/gpu_check.py swept made a 32-fit step 1-9% slower; both kernels then moved ~4.5-7 TB/s
-# from L2, which is why the L1 is worth timing.
-TILES = {"conv": (128, 4, 3, ""), "wgrad": (64, 4, 3)}
+# tile overlaps the last tap's and a group's weights serve its neighbouring tiles), and for the
+# weight gradient the taps a program takes (1, 2 or 4: a power of two, the product's width). The
+# channel sides come from the channel counts. On an H100 (2026-11-26, docs/BENCHMARKS.md) every other
+# shape benchmarks/gpu_check.py swept made a 32-fit step 1-9% slower; both kernels then moved
+# ~4.5-7 TB/s from L2, which is why the L1 and wider weight-gradient products are worth timing.
+TILES = {"conv": (128, 4, 3, ""), "wgrad": (64, 4, 3, 1)}
 
 
 def _fits_int32(*tensors: torch.Tensor) -> None:
