@@ -582,8 +582,8 @@ def fit_packed(jobs: Iterable[Job], k: int, device: torch.device | str = "cpu", 
     ``fit_seconds`` of a result is the image's wall time in the pack (K images
     shared it, as they share the device). ``stats``, if given, receives counts
     (pack steps, graph replays, compactions, whether recording failed, slot-steps
-    computed and how many of them trained a live image) and the host's seconds
-    per phase, for benchmarks. ``stop``, checked every step, abandons the pack
+    computed and how many of them trained a live image), the host's seconds per
+    phase and, on a GPU, the device's (``_DeviceClock``), for benchmarks. ``stop``, checked every step, abandons the pack
     when it returns True (a cancelled call): the images in it get no result.
     """
     stats = {} if stats is None else stats
