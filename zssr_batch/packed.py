@@ -583,8 +583,9 @@ def fit_packed(jobs: Iterable[Job], k: int, device: torch.device | str = "cpu", 
     shared it, as they share the device). ``stats``, if given, receives counts
     (pack steps, graph replays, compactions, whether recording failed, slot-steps
     computed and how many of them trained a live image), the host's seconds per
-    phase and, on a GPU, the device's (``_DeviceClock``), for benchmarks. ``stop``, checked every step, abandons the pack
-    when it returns True (a cancelled call): the images in it get no result.
+    phase and, on a GPU, the device's (``_DeviceClock``), for benchmarks. ``stop``,
+    checked every step, abandons the pack when it returns True (a cancelled call):
+    the images in it get no result.
     """
     stats = {} if stats is None else stats
     stats.update(steps=0, replays=0, compactions=0, slot_steps=0, live_slot_steps=0, graph_failed=False,
