@@ -583,10 +583,11 @@ def fit_packed(jobs: Iterable[Job], k: int, device: torch.device | str = "cpu", 
     shared it, as they share the device). ``stats``, if given, receives counts
     (pack steps, graph replays, compactions, whether recording failed, slot-steps
     computed and how many of them trained a live image), the host's seconds per
-    phase and, on a GPU, the device's (``_DeviceClock``), for benchmarks. ``stop``,
-    checked every step, abandons the pack when it returns True (a cancelled call):
-    the images in it get no result.
+    phase and, on a GPU, the device's (``_DeviceClock``, off without ``stats``),
+    for benchmarks. ``stop``, checked every step, abandons the pack when it
+    returns True (a cancelled call): the images in it get no result.
     """
+    timed = stats is not None  # the device clock's events only for a caller who reads them
     stats = {} if stats is None else stats
     stats.update(steps=0, replays=0, compactions=0, slot_steps=0, live_slot_steps=0, graph_failed=False,
                  host_draw_s=0.0, host_step_s=0.0,
@@ -603,7 +604,7 @@ def fit_packed(jobs: Iterable[Job], k: int, device: torch.device | str = "cpu", 
     readback = _Readback(device)
     finished: deque[_Finished] = deque()
     clock = time.perf_counter
-    device_clock = _DeviceClock(stats, _DeviceClock.cuda_event if device.type == "cuda" else None)
+    device_clock = _DeviceClock(stats, _DeviceClock.cuda_event if timed and device.type == "cuda" else None)
 
     def fill(slot: int) -> Iterator[tuple[Any, SRResult]]:
         """Put the next packable job into ``slot``; jobs that cannot share the pack are fitted alone."""
