@@ -33,11 +33,13 @@ from . import __version__
 from .config import FitConfig
 from .report import ReportWriter, read_rows, write_summary
 from .sources import WorkItem
-from .worker import Extras, run_item, run_packed
+from .worker import Extras, injected_slow_restart, run_item, run_packed
 
 # Exit codes (documented in the README).
 EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE, EXIT_TOO_MANY_FAILURES, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 DEPTH = 2  # tasks queued per actor: one running, one ready to start
+RESTART_WAIT_S = 600.0  # how long work waits for a dead worker to answer again before it is sent anyway
+PING_EVERY_S = 0.5
 
 
 @dataclass
@@ -69,6 +71,7 @@ class FitActor:
     def __init__(self, threads: int) -> None:
         import torch
 
+        injected_slow_restart()  # off unless the robustness tests ask for it
         torch.set_num_threads(max(1, threads))
         self.gpu_ids = [str(g) for g in ray.get_gpu_ids()]
         self.device = "cuda" if self.gpu_ids and torch.cuda.is_available() else "cpu"
@@ -99,6 +102,48 @@ class FitActor:
             record["finished_at"] = _iso(time.time())
             started = time.time()
             yield i, record
+
+
+class _Comebacks:
+    """Workers that died, until they answer again.
+
+    Ray restarts a dead worker, but a call sent while it restarts fails at once ("the actor
+    is restarting"). Counted as a death, that cost its images an attempt they never had: one
+    death with a 3 s restart failed every image queued for retry, "worker died 3 times"
+    (tests/test_overnight.py). So a dead worker gets no work until it answers a ping, or until
+    ``RESTART_WAIT_S`` has passed (then work goes to it anyway, and fails as before if it is gone).
+    """
+
+    def __init__(self, actors: list, where: dict[int, dict], log: Callable[[str], None]) -> None:
+        self.actors, self.where, self.log = actors, where, log
+        self.down: dict[int, list] = {}  # actor -> [died at, ping in flight or None, last ping sent at]
+
+    def died(self, a: int) -> None:
+        self.down.setdefault(a, [time.monotonic(), None, 0.0])
+
+    def up(self, a: int) -> bool:
+        return a not in self.down
+
+    def poll(self) -> None:
+        """Note the workers that answer again; ping the others (never waits)."""
+        now = time.monotonic()
+        for a, state in list(self.down.items()):
+            since, ping, _ = state
+            if ping is not None and ray.wait([ping], timeout=0)[0]:
+                state[1] = None
+                try:
+                    self.where[a] = ray.get(ping)
+                except (RayActorError, WorkerCrashedError, RayTaskError):
+                    pass  # still restarting: ping again
+                else:
+                    del self.down[a]
+                    self.log(f"actor {a} is back after {now - since:.1f} s (node {self.where[a]['node']})")
+                    continue
+            if now - since > RESTART_WAIT_S:
+                del self.down[a]
+                self.log(f"actor {a} has not answered for {RESTART_WAIT_S:.0f} s; sending it work anyway")
+            elif state[1] is None and now - state[2] >= PING_EVERY_S:
+                state[1], state[2] = self.actors[a].where.remote(), now
 
 
 def _iso(t: float) -> str:
@@ -215,6 +260,7 @@ def run(items: Callable[[], Iterator[WorkItem]], config_for: Callable[[WorkItem]
     stop_reason = None
     bar = _progress(total, settings.progress)
     log = (lambda msg: None) if settings.progress else (lambda msg: print(msg, file=sys.stderr, flush=True))
+    comebacks = _Comebacks(actors, where, log)
 
     def emit(record: dict[str, Any]) -> None:
         writer.write(record)
@@ -235,8 +281,12 @@ def run(items: Callable[[], Iterator[WorkItem]], config_for: Callable[[WorkItem]
             f"gpu {record.get('gpu') or '-'} in {record.get('fit_seconds') or 0:.1f}+"
             f"{record.get('infer_seconds') or 0:.1f} s{extra}")
 
-    def submit(batch: list[Entry]) -> None:
-        a = min(range(n_actors), key=lambda i: load[i])
+    def free_actor() -> int | None:
+        """The least loaded worker that is up and can queue another batch."""
+        free = [a for a in range(n_actors) if comebacks.up(a) and load[a] < DEPTH]
+        return min(free, key=lambda a: load[a]) if free else None
+
+    def submit(batch: list[Entry], a: int) -> None:
         gen = actors[a].process.remote([asdict(e[0]) for e in batch], [e[1] for e in batch], payload_settings)
         pending[gen] = (dict(enumerate(batch)), a)
         load[a] += 1
@@ -297,13 +347,18 @@ def run(items: Callable[[], Iterator[WorkItem]], config_for: Callable[[WorkItem]
                 if settings.max_failures is not None and counts["failed"] >= settings.max_failures and not stop_reason:
                     stop_reason = f"--max-failures {settings.max_failures} reached"
                     log(f"zssr-batch: {stop_reason}; finishing the images in flight")
-                while not stop_reason and len(pending) < DEPTH * n_actors:
+                comebacks.poll()
+                while not stop_reason and (a := free_actor()) is not None:
                     batch = next_batch()
                     if not batch:
                         break
-                    submit(batch)
-                if not pending or stop_reason == "interrupted":
+                    submit(batch, a)
+                waiting = comebacks.down and (retry or not exhausted)  # work for workers yet to come back
+                if stop_reason == "interrupted" or not pending and (stop_reason or not waiting):
                     break
+                if not pending:
+                    time.sleep(PING_EVERY_S / 5)
+                    continue
                 ready, _ = ray.wait(list(pending), num_returns=1, timeout=0.5)
                 for gen in ready:
                     left, a = pending[gen]
@@ -316,6 +371,7 @@ def run(items: Callable[[], Iterator[WorkItem]], config_for: Callable[[WorkItem]
                     except (RayActorError, WorkerCrashedError, RayTaskError) as e:
                         del pending[gen]
                         load[a] -= 1
+                        comebacks.died(a)
                         cause = " ".join(str(e).split())[:200]
                         for item, cfg, attempt in left.values():  # only what had not come back
                             if attempt <= settings.retries:

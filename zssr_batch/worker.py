@@ -13,6 +13,7 @@ import os
 import queue
 import signal
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -222,6 +223,16 @@ def injected_fault(path: str):
             os.kill(os.getpid(), signal.SIGKILL)
 
     return fault
+
+
+def injected_slow_restart() -> None:
+    """With ``kill:SUBSTR:MARKER`` injected and the worker already killed (MARKER exists), a worker
+    that starts sleeps ``ZSSR_BATCH_FAULT_RESTART_S`` seconds first: a slow restart, as a GPU
+    worker's on a busy node, while the driver already has work to hand it again."""
+    kind, _, rest = os.environ.get("ZSSR_BATCH_FAULT", "").partition(":")
+    marker = rest.partition(":")[2]
+    if kind == "kill" and marker and os.path.exists(marker):
+        time.sleep(float(os.environ.get("ZSSR_BATCH_FAULT_RESTART_S", "0")))
 
 
 def is_out_of_memory(err: BaseException) -> bool:
