@@ -21,8 +21,8 @@ import torch
 from .config import FitConfig
 from .infer import MemoryPlan, network_upscale
 from .model import ZSSRNet
-from .pairs import Augment, Draw, make_son, sample_father
-from .resize import imresize
+from .pairs import Augment, Draw, make_son, noisy_son, sample_father, son_noise
+from .resize import imresize, output_size
 
 Pair = tuple[float, float]
 PairHook = Callable[[int, torch.Tensor, torch.Tensor], None]
@@ -65,19 +65,28 @@ def legacy_slope_std(xs: Sequence[float], ys: Sequence[float]) -> tuple[float, f
     return slope, math.sqrt(resid / dof / sxx)
 
 
+def test_noise(shape: Sequence[int], sf: Pair, noise_std: float, gen: torch.Generator) -> torch.Tensor | None:
+    """The noise of the son of a test of an image of ``shape`` (C, h, w), drawn now from the image's
+    stream: at the test's turn in it, even when the test itself runs later (a pack runs its tests
+    beside the training)."""
+    return son_noise((*shape[:-2], *output_size(shape[-2:], (1.0 / sf[0], 1.0 / sf[1]))), noise_std, gen)
+
+
 def reconstruction_error(net: ZSSRNet, image: torch.Tensor, sf: Pair, kernel: torch.Tensor | None,
-                         noise_std: float, gen: torch.Generator, plan: MemoryPlan = MemoryPlan()) -> torch.Tensor:
-    """How well the net restores the image from its own downscaled copy (the rule's signal), as a
-    0-d tensor on the image's device: a packed fit reads it back later, without stalling the GPU."""
+                         noise: torch.Tensor | None, plan: MemoryPlan = MemoryPlan()) -> torch.Tensor:
+    """How well the net restores the image from its own downscaled copy (with ``noise``, from
+    ``test_noise``): the rule's signal, as a 0-d tensor on the image's device, so that a packed fit
+    reads it back later without stalling the GPU."""
     with torch.no_grad():
-        son = make_son(image, sf, kernel, noise_std, gen)
+        son = noisy_son(image, sf, kernel, noise)
         rec = network_upscale(net, son[None], sf, image.shape[-2:], plan)[0]
         return ((image - rec) ** 2).mean()
 
 
 def reconstruction_mse(net: ZSSRNet, image: torch.Tensor, sf: Pair, kernel: torch.Tensor | None, noise_std: float,
                        gen: torch.Generator, plan: MemoryPlan = MemoryPlan()) -> float:
-    return float(reconstruction_error(net, image, sf, kernel, noise_std, gen, plan))
+    noise = test_noise(image.shape, sf, noise_std, gen)
+    return float(reconstruction_error(net, image, sf, kernel, noise, plan))
 
 
 def augment_of(cfg: FitConfig) -> Augment:

@@ -45,12 +45,12 @@ from torch import nn
 
 from .config import FitConfig
 from .engine import SRResult, super_resolve, upscale_with
-from .fit import FitLog, Schedule, augment_of, reconstruction_error
+from .fit import FitLog, Schedule, augment_of, reconstruction_error, test_noise
 from .infer import MemoryPlan
 from .kernels import shift_kernel
 from .model import ZSSRNet
 from .pack_conv import CONVS, split_conv, triton_conv
-from .pairs import Augment, Draw, draw_father, warp_batch
+from .pairs import Augment, Draw, draw_father, son_noise, upload, warp_batch
 from .resize import imresize, output_size
 
 
@@ -118,13 +118,6 @@ def signature(job: Job) -> tuple | None:
     return (c, cfg.depth, cfg.width, cfg.crop, tuple(cfg.scale), kernel, cfg.noise_std > 0)
 
 
-def _upload(t: torch.Tensor, device: torch.device) -> torch.Tensor:
-    """Host tensor to ``device`` without making the host wait (pinned memory, asynchronous copy)."""
-    if device.type != "cuda":
-        return t.to(device)
-    return t.pin_memory().to(device, non_blocking=True)
-
-
 class _Readback:
     """Device values copied to the host asynchronously; ``get`` waits only for that copy."""
 
@@ -179,7 +172,7 @@ class PackedNets(nn.Module):
             for w in self.weights:
                 fan_in = w.shape[2] * 9
                 fresh = torch.empty(w.shape[1:]).normal_(0.0, math.sqrt(init_variance / fan_in), generator=gen)
-                w[slot].copy_(_upload(fresh, w.device))
+                w[slot].copy_(upload(fresh, w.device))
 
     def forward(self, x: torch.Tensor, slots: torch.Tensor | None = None, channels_last: bool = False,
                 conv: str = "grouped", pad_thin: bool = False) -> torch.Tensor:
@@ -323,7 +316,7 @@ class _Pack:
         """Start ``job`` in ``slot``: fresh weights from its stream, fresh Adam state; its image on the device."""
         self.nets.init_slot(slot, job.cfg.init_variance, gen)
         self.opt.reset(slot)
-        img = _upload(job.image.to(torch.float32).contiguous(), self.device)
+        img = upload(job.image.to(torch.float32).contiguous(), self.device)
         h, w = img.shape[-2:]
         if max(h, w) > self.src.shape[-1]:  # a larger image than any so far: grow the buffer, record again
             grown = torch.zeros(*self.src.shape[:2], max(h, w), max(h, w), device=self.device)
@@ -345,10 +338,10 @@ class _Pack:
     def set_rate(self, slot: int, rate: float) -> None:
         self.lr[slot] = rate  # a fill on the device; the host does not wait
 
-    def upload(self, params: np.ndarray, noise: torch.Tensor | None) -> None:
-        self.params.copy_(_upload(torch.from_numpy(params), self.device))
+    def send_draws(self, params: np.ndarray, noise: torch.Tensor | None) -> None:
+        self.params.copy_(upload(torch.from_numpy(params), self.device))
         if self.noise is not None and noise is not None:
-            self.noise.copy_(_upload(noise, self.device))
+            self.noise.copy_(upload(noise, self.device))
 
     def _train_step(self, live: torch.Tensor | None) -> torch.Tensor:
         pick = (lambda t: t) if live is None else (lambda t: t.index_select(0, live))
@@ -414,13 +407,13 @@ class _Pack:
             return self._train_step(None)
         key = tuple(live)
         if self._live is None or self._live[0] != key:
-            self._live = (key, _upload(torch.tensor(live), self.device))
+            self._live = (key, upload(torch.tensor(live), self.device))
         rows = self._train_step(self._live[1])
         return torch.zeros(self.k, device=self.device, dtype=rows.dtype).index_copy_(0, self._live[1], rows)
 
     def compact(self, keep: list[int]) -> None:
         """Shrink the pack to the positions ``keep`` (a draining pack), so a recorded step computes no empty slots."""
-        idx = _upload(torch.tensor(keep), self.device)
+        idx = upload(torch.tensor(keep), self.device)
         k = len(keep)
         nets = PackedNets(k, *self.shape, device=self.device)
         nets.flat.copy_(self.nets.flat.index_select(0, idx))
@@ -570,7 +563,7 @@ def full_pack(cfg: FitConfig, device: torch.device | str, k: int, options: PackO
         pack.place(i, Job(i, img, cfg), torch.Generator().manual_seed(i))
     params = np.zeros((k, 10))
     params[:, :9] = np.eye(3).ravel()  # every father the top-left crop, unwarped
-    pack.upload(params, None)
+    pack.send_draws(params, None)
     return pack, list(range(k))
 
 
@@ -673,14 +666,14 @@ def fit_packed(jobs: Iterable[Job], k: int, device: torch.device | str = "cpu", 
             _, matrices[i], _, exact = draw_father([s.hw], [(1.0, 1.0), pack.sf], s.aug, s.draw)
             params[i, 9] = exact
             if noise is not None and s.job.cfg.noise_std > 0:  # drawn where make_son draws it, from the same stream
-                noise[i] = torch.randn(pack.son_shape, generator=s.gen) * s.job.cfg.noise_std
+                noise[i] = son_noise(pack.son_shape, s.job.cfg.noise_std, s.gen)
         params[:, :9] = np.linalg.inv(matrices).reshape(k_now, 9)
         t1 = clock()
         if pack.needs_recording():
             device_clock.enter("record")
             pack.record()
         device_clock.enter("train")
-        pack.upload(params, noise)
+        pack.send_draws(params, noise)
         history.record(pack.step(live))
         t2 = clock()
         stats["host_draw_s"] += t1 - t0
@@ -698,8 +691,9 @@ def fit_packed(jobs: Iterable[Job], k: int, device: torch.device | str = "cpu", 
             if s.sched.wants_test(s.it):
                 t3 = clock()
                 device_clock.enter("test")
-                err = reconstruction_error(pack.load_probe(i), pack.image(i, s.hw), pack.sf, pack.kernel,
-                                           cfg.noise_std, s.gen, plan)
+                img = pack.image(i, s.hw)
+                drawn = test_noise(img.shape, pack.sf, cfg.noise_std, s.gen)
+                err = reconstruction_error(pack.load_probe(i), img, pack.sf, pack.kernel, drawn, plan)
                 s.tests.append((s.it, readback.push(err)))
                 stats["host_test_s"] += clock() - t3
             if s.sched.check_due(s.it):

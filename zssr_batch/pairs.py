@@ -22,7 +22,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .resize import imresize
+from .resize import imresize, output_size
 
 Pair = tuple[float, float]
 
@@ -187,11 +187,32 @@ def warp_batch(sources: torch.Tensor, inverses: torch.Tensor, exact: torch.Tenso
     return torch.where(exact.view(k, 1, 1, 1), gathered.reshape(k, c, crop, crop), smooth)
 
 
+def upload(t: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """A host tensor on ``device`` without making the host wait: on a GPU through pinned memory,
+    asynchronously. (A copy from pageable memory first waits for all the work queued before it.)"""
+    if device.type != "cuda":
+        return t.to(device)
+    return t.pin_memory().to(device, non_blocking=True)
+
+
+def son_noise(shape: Sequence[int], noise_std: float, gen: torch.Generator) -> torch.Tensor | None:
+    """The noise ``make_son`` adds to a son of ``shape``, drawn on the host from the image's stream
+    (None without noise). Drawn apart so that a son made later still gets the draws of its turn."""
+    if noise_std <= 0:
+        return None
+    return torch.randn(tuple(shape), generator=gen, dtype=torch.float32) * noise_std
+
+
+def noisy_son(father: torch.Tensor, sf: Pair, kernel: torch.Tensor | None, noise: torch.Tensor | None) -> torch.Tensor:
+    """Shrink a father by ``sf`` (with the kernel if given) and add ``noise`` (``son_noise``); clipped to [0, 1]."""
+    son = imresize(father, (1.0 / sf[0], 1.0 / sf[1]), kernel=kernel if kernel is not None else "cubic")
+    if noise is not None:
+        son = son + upload(noise.to(son.dtype), son.device)
+    return son.clamp(0, 1)
+
+
 def make_son(father: torch.Tensor, sf: Pair, kernel: torch.Tensor | None, noise_std: float,
              gen: torch.Generator) -> torch.Tensor:
     """Shrink a father by ``sf`` (with the kernel if given) and add noise; values clipped to [0, 1]."""
-    son = imresize(father, (1.0 / sf[0], 1.0 / sf[1]), kernel=kernel if kernel is not None else "cubic")
-    if noise_std > 0:
-        noise = torch.randn(son.shape, generator=gen, dtype=son.dtype) * noise_std
-        son = son + noise.to(son.device)
-    return son.clamp(0, 1)
+    shape = (*father.shape[:-2], *output_size(father.shape[-2:], (1.0 / sf[0], 1.0 / sf[1])))
+    return noisy_son(father, sf, kernel, son_noise(shape, noise_std, gen))
