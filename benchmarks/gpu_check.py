@@ -6,10 +6,12 @@
 Three crops of Set5's baby (random images without the data), 20 steps each,
 fitted (1) packed with the step recorded as a CUDA graph, (2) packed eagerly,
 (3) one at a time, (4) packed in bfloat16, (5) packed with split weight
-gradients and padded thin ends and (6) packed with the Triton kernel. Prints the largest weight and
+gradients and padded thin ends and (6) packed with the Triton kernel; then a pack whose
+learning-rate rule reads a test every 2 steps, with its tests and outputs (7) in line and (8) on
+a second stream. Prints the largest weight and
 output differences and one JSON line; exits 1 if no graph was replayed, if
 (1) and (2) differ by 1e-4 in a weight, or (1) and (3), (5) or (6) by 1e-3
-in a loss or 1e-2 in an output: a GPU runs float32 convolutions in TF32 (10-bit mantissa)
+in a loss or 1e-2 in an output, or (7) and (8) in any test or output: a GPU runs float32 convolutions in TF32 (10-bit mantissa)
 by default, and grouped and plain convolutions round differently, so the CPU
 test's 2e-5 on weights does not apply. Then times a full-pack training step
 (paper network): the Triton tile shapes (the fastest kept, ``--tiles-out``),
@@ -23,6 +25,7 @@ import argparse
 import json
 import sys
 import warnings
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -138,7 +141,6 @@ def step_probe(data: Path, tiles_out: Path | None = None) -> dict[str, float]:
 def kernel_profile(k: int = 100, top: int = 15, device: str = "cuda", cfg=None,
                    options: PackOptions = PackOptions()) -> list[dict]:
     """Where a full-pack step's device time goes, by kernel (eager: a replay runs the same kernels)."""
-    from dataclasses import replace
 
     from torch.profiler import ProfilerActivity, profile
 
@@ -216,6 +218,17 @@ def main() -> None:
     except Exception as e:  # noqa: BLE001 - reported, and fails the check below
         print(f"triton pack failed: {' '.join(str(e).split())[:500]}", flush=True)
         triton = None
+    # Tests and outputs on a second stream (PackOptions.beside) must change nothing: the same kernels on
+    # the same copies, so bit for bit the same results, with the learning-rate rule acting on the tests
+    # (every 2 steps), noise in them, and a third image taking a finished one's slot. The Triton way,
+    # whose kernels sum in a fixed order (cuDNN's weight gradients need not), where it builds.
+    rule = {"crop": 24, "width": 16, "test_every": 2, "lr_check_every": 3, "min_iters": 4, "lr_slope_range": 8,
+            "noise_std": 0.02, "learning_rate": 0.01}
+    rcfgs = [resolve("fast", overrides={**rule, "seed": s, "max_iters": n}) for s, n in ((7, 12), (8, 30), (9, 30))]
+    way = PackOptions(conv="triton") if triton is not None else PackOptions()
+    rjobs = lambda: [Job(i, im, c) for i, (im, c) in enumerate(zip(imgs, rcfgs))]  # noqa: E731
+    inline = dict(fit_packed(rjobs(), 2, "cuda", options=way))
+    beside = dict(fit_packed(rjobs(), 2, "cuda", options=replace(way, beside=True)))
     res = {"graph_replays": stats["replays"], "steps": stats["steps"], "graph_failed": stats["graph_failed"],
            "warnings": [str(w.message)[:300] for w in caught]}
     for name, (a, b) in {"graph_vs_eager": (graph, eager), "graph_vs_alone": (graph, alone),
@@ -227,6 +240,11 @@ def main() -> None:
         dw, do, dl = worst(a, b)
         res[name] = {"weights": dw, "output": do, "loss": dl}
         print(f"{name}: largest difference in weights {dw:.2e}, outputs {do:.2e}, losses {dl:.2e}", flush=True)
+    res["beside_vs_inline"] = {"same_tests": all(beside[i].log.rec_mse == inline[i].log.rec_mse
+                                                 and beside[i].log.lr_changes == inline[i].log.lr_changes for i in inline),
+                               "rate_cuts": sum(len(r.log.lr_changes) for r in inline.values()),
+                               "outputs": max(float((beside[i].output - inline[i].output).abs().max()) for i in inline)}
+    print(f"beside_vs_inline: {res['beside_vs_inline']}", flush=True)
     # Graph replays run the eager step's kernels: near-equal weights. Packed vs alone on a GPU: TF32 rounding
     # differs between grouped and plain convolutions, and Adam's first steps move every weight by ~lr whatever
     # the size of its gradient, so compare what the weights do (losses, outputs), not the weights themselves.
@@ -238,7 +256,8 @@ def main() -> None:
     ok = (res["graph_replays"] > 0 and res["graph_vs_eager"]["weights"] < 1e-4
           and res["graph_vs_alone"]["loss"] < 1e-3 and res["graph_vs_alone"]["output"] < 1e-2
           and all(res[w]["loss"] is not None and res[w]["loss"] < 1e-3 and res[w]["output"] < 1e-2
-                  for w in ("split_pad_vs_grouped", "triton_vs_grouped")))
+                  for w in ("split_pad_vs_grouped", "triton_vs_grouped"))
+          and res["beside_vs_inline"]["same_tests"] and res["beside_vs_inline"]["outputs"] == 0)
     res["ok"] = ok
     print(json.dumps(res))
     sys.exit(0 if ok else 1)

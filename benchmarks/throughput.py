@@ -17,7 +17,8 @@ graph), ``:tune`` (cuDNN picks its algorithms by timing them), ``:split``
 (weight gradients as batched products), ``:triton`` (our implicit-GEMM kernel),
 ``:bmm`` (the K convolutions as im2col
 and batched matrix products), ``:pad`` (thin ends padded to 8 channels) and
-``:drainNN`` (a draining pack compacts at NN% live; default 75). Without ``:K``
+``:drainNN`` (a draining pack compacts at NN% live; default 75) and ``:beside`` (tests and
+outputs on a second CUDA stream, beside the training). Without ``:K``
 the ways left at their defaults are chosen by ``run``'s probe, as in ``run``. Prints a table, then one JSON line with
 device, torch, images, both rates, the speedup and the mean PSNR-Y of the
 baseline and of the first variant over the baseline's images (and over all
@@ -100,7 +101,7 @@ def parse_variant(text: str) -> tuple[str, int | None, PackOptions]:
     drain = next((int(p[5:]) / 100 for p in parts[1:] if p.startswith("drain") and p[5:].isdigit()), 0.75)
     conv = next((c for c in ("split", "triton", "bmm") if c in parts), "grouped")
     return text, k, PackOptions(graphs="eager" not in parts, bf16=parts[0] == "bf16", tune="tune" in parts,
-                                conv=conv, pad_thin="pad" in parts, compact_below=drain)
+                                conv=conv, pad_thin="pad" in parts, compact_below=drain, beside="beside" in parts)
 
 
 def main() -> None:
@@ -184,6 +185,7 @@ def main() -> None:
         p = psnrs(fast)
         on_base = float(np.mean([p[nm] for nm in base_names]))
         variants[name] = {"pack": k, "tune": options.tune, "conv": options.conv, "pad_thin": options.pad_thin,
+                          "beside": options.beside,
                           "probe_seconds": round(probe_s, 2),
                           "seconds": round(secs, 2), "images_per_hour": round(3600 * n / secs, 1),
                           "psnr_y_all": round(float(np.mean(list(p.values()))), 3),
@@ -196,7 +198,8 @@ def main() -> None:
                           # the host's seconds per phase of the loop (what the device waits on, if it does)
                           "host_seconds": {x[5:-2]: round(y, 2) for x, y in stats.items() if x.startswith("host_")},
                           # the device's seconds per phase (train, record, test, finish, fill, compact, alone),
-                          # gaps where it waited on the host included (CUDA only)
+                          # gaps where it waited on the host included (CUDA only); with :beside, the second
+                          # stream's own as beside_test, beside_finish and beside_idle (overlapping the rest)
                           "device_seconds": {x[7:-2]: round(y, 2) for x, y in stats.items()
                                              if x.startswith("device_")},
                           "per_image_psnr_y": {nm: round(v, 3) for nm, v in p.items()},

@@ -93,6 +93,35 @@ def test_packed_fits_follow_the_learning_rate_rule_and_noise_of_each_image():
     assert cut > 0  # the rule did act, so the lazy reads were exercised
 
 
+@pytest.mark.parametrize("lag", [3, 10_000])
+def test_tests_and_outputs_read_their_own_copies_however_late_they_run(monkeypatch, lag):
+    # On a GPU a pack can run its tests and outputs on a second stream, so they may run steps after
+    # the host issued them, while the slot trains on or holds the next image. Here each job runs
+    # `lag` steps late (10,000: only when its result is read): every result must be bit for bit
+    # what it is when jobs run at once. Noise checks the test's draws keep their turn in the stream;
+    # the third image takes the first one's slot, so an output that read the live slot would get
+    # the wrong image or weights.
+    from zssr_batch import packed
+
+    rule = {"max_iters": 30, "crop": 24, "width": 16, "test_every": 2, "lr_check_every": 3, "min_iters": 4,
+            "lr_slope_range": 8, "noise_std": 0.02, "learning_rate": 0.01}
+    cfgs = [resolve("fast", overrides={**rule, "seed": s, "max_iters": n}) for s, n in ((7, 12), (8, 30), (9, 30))]
+    imgs = _crops()
+
+    def fit() -> dict:
+        return dict(fit_packed([Job(i, img, cfg) for i, (img, cfg) in enumerate(zip(imgs, cfgs))], k=2))
+
+    now = fit()
+    monkeypatch.setattr(packed._Beside, "lag", lag)
+    late = fit()
+    assert sorted(late) == [0, 1, 2]
+    assert any(r.log.lr_changes for r in now.values())  # the rule read the tests and acted on them
+    for i in now:
+        assert late[i].log.rec_mse == now[i].log.rec_mse and late[i].log.lr_changes == now[i].log.lr_changes, i
+        assert late[i].log.loss == now[i].log.loss, i
+        assert torch.equal(late[i].output, now[i].output), i
+
+
 def _record_eagerly(monkeypatch) -> None:
     """On a GPU the step is a recorded graph over every position; finished positions ride along
     masked. Here an eager stand-in for the recording runs that same full-pack step, so a draining

@@ -136,6 +136,7 @@ def _machine(device: torch.device) -> list:
 def _way(options: PackOptions) -> dict:
     """``options`` as the step cache keys them: with the Triton kernels' tile shapes, on which their speed hangs."""
     way = asdict(options)
+    del way["beside"]  # where tests and outputs run leaves the training step as it is
     if options.conv == "triton":
         from .conv3x3_triton import TILES
 

@@ -20,6 +20,8 @@ What keeps a GPU busy:
 - the host never waits for the device inside the loop: losses, test errors and
   outputs come back through pinned buffers and events, and are read only when
   needed (the learning-rate rule reads a test at least 9 steps after it ran);
+- tests and outputs read copies of their slot's weights and image, so they may
+  run late, on a second stream beside the training (``PackOptions.beside``);
 - the networks run in bfloat16 by default (master weights and Adam in float32).
 
 Images that cannot share a pack (gradual scale steps, ``max_iters`` 0, another
@@ -30,6 +32,7 @@ channel count, network shape, crop, scale or kernel) are fitted on their own by
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import math
 import time
@@ -84,6 +87,10 @@ class PackOptions:
     # counts the paper rule gives, a 100-image pack of 100 trains ~9% faster (benchmarks/
     # drain_model.py, a replay of this schedule over measured figures; docs/BENCHMARKS.md).
     compact_below: float = 0.75
+    # Run tests and outputs on a second CUDA stream beside the training (``_Beside``): ~3,700 tests
+    # of ~40 small kernels each, and 100 outputs, in a BSD100 run, which on the training stream
+    # queue between its steps. Off until an H100 has timed it (benchmarks/throughput.py ``:beside``).
+    beside: bool = False
 
 
 # The sizes a draining pack shrinks to (the next one up from its live slots, the rest riding along
@@ -327,13 +334,11 @@ class _Pack:
         self.lr[slot] = job.cfg.learning_rate
         self.active[slot] = True
 
-    def image(self, slot: int, hw: tuple[int, int]) -> torch.Tensor:
-        """The image in ``slot`` (h, w): a view of the source buffer, the device's only copy of it.
-
-        Taken when needed, never kept: the buffer moves when it grows or the pack compacts.
-        Work queued on it runs before a later ``place`` overwrites the slot (one stream).
-        """
-        return self.src[slot, :, : hw[0], : hw[1]]
+    def snapshot(self, slot: int, hw: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Copies of ``slot``'s weights (one flat row) and of its image (h, w), taken in stream order:
+        what a test or an output reads, untouched by the slot's next steps, by the next image placed
+        in it, or by the buffers moving when they grow or the pack compacts."""
+        return self.nets.flat[slot].clone(), self.src[slot, :, : hw[0], : hw[1]].clone()
 
     def set_rate(self, slot: int, rate: float) -> None:
         self.lr[slot] = rate  # a fill on the device; the host does not wait
@@ -426,13 +431,6 @@ class _Pack:
             self.noise = self.noise.index_select(0, idx)
         self.columns = [self.columns[i] for i in keep]
 
-    def load_probe(self, slot: int) -> ZSSRNet:
-        """The single network of ``slot`` (weights copied on the device, in stream order)."""
-        with torch.no_grad():
-            for conv, w in zip(self.probe.convs, self.nets.weights):
-                conv.weight.copy_(w[slot])
-        return self.probe
-
 
 class _LossHistory:
     """Every slot's loss at every step, kept on the device and brought back a chunk at a time.
@@ -485,10 +483,11 @@ class _DeviceClock:
     show, since the device runs behind it. An event goes on the stream at each change of phase; the
     time between two events is charged to the phase the first one opened (so a gap in which the
     device waited on the host is charged to the phase after it). ``new_event`` makes a recorded
-    event (``torch.cuda.Event``'s interface); None (a CPU) turns the clock off."""
+    event (``torch.cuda.Event``'s interface); None (a CPU) turns the clock off. Totals go to
+    ``totals[f"{prefix}{phase}_s"]``."""
 
-    def __init__(self, totals: dict, new_event: Callable[[], Any] | None) -> None:
-        self.totals, self.new_event = totals, new_event
+    def __init__(self, totals: dict, new_event: Callable[[], Any] | None, prefix: str = "device_") -> None:
+        self.totals, self.new_event, self.prefix = totals, new_event, prefix
         self.marks: deque[tuple[str, Any]] = deque()
 
     @staticmethod
@@ -508,13 +507,122 @@ class _DeviceClock:
             phase, start = self.marks.popleft()
             end = self.marks[0][1]
             end.synchronize()
-            key = f"device_{phase}_s"
+            key = f"{self.prefix}{phase}_s"
             self.totals[key] = self.totals.get(key, 0.0) + start.elapsed_time(end) / 1000
 
     def close(self) -> None:
         self.enter("end")
         self._fold(wait=True)
         self.marks.clear()
+
+
+class _Later:
+    """A job's result (a ``_Readback`` handle), once ``_Beside`` has run the job."""
+
+    def __init__(self, beside: _Beside) -> None:
+        self.beside = beside
+        self.handle: tuple[torch.Tensor, Any] | None = None
+
+    def ready(self) -> bool:
+        return self.handle is not None and _Readback.ready(self.handle)
+
+    def get(self) -> torch.Tensor:
+        if self.handle is None:
+            self.beside.catch_up()
+        assert self.handle is not None
+        return _Readback.get(self.handle)
+
+
+class _Beside:
+    """Where a pack's tests and outputs run. On a GPU with ``PackOptions.beside``, on a second stream:
+    their small kernels (a test is ~40 of them on one image) then fill the device's gaps beside
+    the training, where on the training stream they queue between its steps. Otherwise in line.
+
+    A job reads only its own copies (``_Pack.snapshot``), tensors that never change (the pack's
+    kernel) and the pack's probe network, which jobs alone use, one after another. The training
+    stream never waits for a job; the host does, when it reads a result.
+
+    ``lag`` is for tests on a CPU, where work is done as it is issued: each job then runs that
+    many steps late, so a job that read the pack's live state instead of its copies would read
+    later weights or the next image placed in its slot, and fail them.
+    """
+
+    lag = 0
+
+    def __init__(self, device: torch.device, on: bool, stats: dict | None) -> None:
+        self.device = device
+        self.stream = torch.cuda.Stream(device) if on and device.type == "cuda" else None
+        self.clock = None  # the second stream's own seconds per phase, for a caller who reads stats
+        if self.stream is not None and stats is not None:
+            self.clock = _DeviceClock(stats, _DeviceClock.cuda_event, "device_beside_")
+        self.waiting: deque[tuple[int, Callable[[], Any], _Later]] = deque()  # lagging jobs, by step due
+        self.step = 0
+
+    def keep(self, *tensors: torch.Tensor | None) -> None:
+        """Tensors jobs read for the pack's life: their memory is not reused while a job may still run."""
+        if self.stream is not None:
+            for t in tensors:
+                if t is not None:
+                    t.record_stream(self.stream)
+
+    def run(self, phase: str, job: Callable[[], Any], *copies: torch.Tensor) -> _Later:
+        """Run ``job`` (it returns a readback handle) after the work issued so far, reading ``copies``."""
+        later = _Later(self)
+        if self.stream is None:
+            if self.lag:
+                self.waiting.append((self.step + self.lag, job, later))
+            else:
+                later.handle = job()
+            return later
+        self.stream.wait_stream(torch.cuda.current_stream(self.device))  # the copies are made
+        self.keep(*copies)  # freed by the host now, but not reused before the job has run
+        with torch.cuda.stream(self.stream):
+            if self.clock is not None:
+                self.clock.enter(phase)
+            later.handle = job()
+            if self.clock is not None:
+                self.clock.enter("idle")
+        return later
+
+    def advance(self, step: int) -> None:
+        self.step = step
+        while self.waiting and self.waiting[0][0] <= step:
+            _, job, later = self.waiting.popleft()
+            later.handle = job()
+
+    def catch_up(self) -> None:
+        while self.waiting:
+            _, job, later = self.waiting.popleft()
+            later.handle = job()
+
+    def close(self) -> None:
+        if self.clock is not None:
+            assert self.stream is not None
+            with torch.cuda.stream(self.stream):
+                self.clock.close()
+
+
+def _probe_of(probe: ZSSRNet, row: torch.Tensor) -> ZSSRNet:
+    """``probe`` with one slot's weights, from its flat row (the layers in order, as ``PackedNets`` lays them)."""
+    at = 0
+    with torch.no_grad():
+        for conv in probe.convs:
+            n = conv.weight.numel()
+            conv.weight.copy_(row[at:at + n].view_as(conv.weight))
+            at += n
+    return probe
+
+
+def _test_job(probe: ZSSRNet, row: torch.Tensor, image: torch.Tensor, sf: tuple[float, float],
+              kernel: torch.Tensor | None, noise: torch.Tensor | None, plan: MemoryPlan,
+              readback: _Readback) -> tuple[torch.Tensor, Any]:
+    return readback.push(reconstruction_error(_probe_of(probe, row), image, sf, kernel, noise, plan))
+
+
+def _output_job(probe: ZSSRNet, row: torch.Tensor, image: torch.Tensor, cfg: FitConfig,
+                kernel: torch.Tensor | None, plan: MemoryPlan, readback: _Readback) -> tuple[torch.Tensor, Any]:
+    out, _ = upscale_with(_probe_of(probe, row), image, cfg, 0, kernel, plan)
+    return readback.push(out)
 
 
 @dataclass
@@ -530,12 +638,12 @@ class _Slot:
     hw: tuple[int, int] = (0, 0)
     rate: float = -1.0  # the learning rate last set on the device
     it: int = 0
-    tests: list = field(default_factory=list)  # (step, readback handle) not yet given to the schedule
+    tests: list = field(default_factory=list)  # (step, _Later) not yet given to the schedule
     log: FitLog = field(default_factory=FitLog)
 
     def resolve_tests(self) -> None:
-        for it, handle in self.tests:
-            self.sched.add_test(it, float(_Readback.get(handle)))
+        for it, later in self.tests:
+            self.sched.add_test(it, float(later.get()))
             self.log.test_steps.append(it)
             self.log.rec_mse.append(self.sched.rec[-1])
         self.tests.clear()
@@ -549,7 +657,7 @@ class _Finished:
     steps: range  # the pack steps this image trained in
     fit_seconds: float
     finished_at: float
-    output: tuple
+    output: _Later
     state: dict[str, tuple]
 
 
@@ -598,6 +706,7 @@ def fit_packed(jobs: Iterable[Job], k: int, device: torch.device | str = "cpu", 
     finished: deque[_Finished] = deque()
     clock = time.perf_counter
     device_clock = _DeviceClock(stats, _DeviceClock.cuda_event if timed and device.type == "cuda" else None)
+    beside = _Beside(device, options.beside, stats if timed else None)
 
     def fill(slot: int) -> Iterator[tuple[Any, SRResult]]:
         """Put the next packable job into ``slot``; jobs that cannot share the pack are fitted alone."""
@@ -616,6 +725,7 @@ def fit_packed(jobs: Iterable[Job], k: int, device: torch.device | str = "cpu", 
             if pack is None:
                 sig, pack = s, _Pack(k, job, device, options)
                 history = _LossHistory(k, device, readback)
+                beside.keep(*pack.probe.parameters(), pack.kernel)
             gen = torch.Generator().manual_seed(job.cfg.seed)
             device_clock.enter("fill")
             pack.place(slot, job, gen)
@@ -628,7 +738,7 @@ def fit_packed(jobs: Iterable[Job], k: int, device: torch.device | str = "cpu", 
         t0 = clock()
         assert history is not None
         done.log.loss.extend(history.losses(done.column, done.steps))
-        out = _Readback.get(done.output)
+        out = done.output.get()
         state = {name: _Readback.get(h) for name, h in done.state.items()}
         stats["host_wait_s"] += clock() - t0
         return SRResult(out, done.log, done.fit_seconds, clock() - done.finished_at, state)
@@ -691,10 +801,10 @@ def fit_packed(jobs: Iterable[Job], k: int, device: torch.device | str = "cpu", 
             if s.sched.wants_test(s.it):
                 t3 = clock()
                 device_clock.enter("test")
-                img = pack.image(i, s.hw)
-                drawn = test_noise(img.shape, pack.sf, cfg.noise_std, s.gen)
-                err = reconstruction_error(pack.load_probe(i), img, pack.sf, pack.kernel, drawn, plan)
-                s.tests.append((s.it, readback.push(err)))
+                row, img = pack.snapshot(i, s.hw)
+                drawn = test_noise(img.shape, pack.sf, cfg.noise_std, s.gen)  # now: at its turn in the image's stream
+                job = functools.partial(_test_job, pack.probe, row, img, pack.sf, pack.kernel, drawn, plan, readback)
+                s.tests.append((s.it, beside.run("test", job, row, img)))
                 stats["host_test_s"] += clock() - t3
             if s.sched.check_due(s.it):
                 t3 = clock()
@@ -708,24 +818,28 @@ def fit_packed(jobs: Iterable[Job], k: int, device: torch.device | str = "cpu", 
                 device_clock.enter("finish")
                 s.resolve_tests()
                 history.flush()  # its last losses travel ahead of its output
-                out, _ = upscale_with(pack.load_probe(i), pack.image(i, s.hw), cfg, 0, pack.kernel, plan)
+                row, img = pack.snapshot(i, s.hw)
+                job = functools.partial(_output_job, pack.probe, row, img, cfg, pack.kernel, plan, readback)
+                out = beside.run("finish", job, row, img)
                 state = {f"convs.{n}.weight": readback.push(w[i]) for n, w in enumerate(pack.nets.weights)}
                 pack.active[i] = False
                 now = clock()
                 finished.append(_Finished(s.job.key, s.column, s.log, range(s.first_step, step + 1),
-                                          now - s.started, now, readback.push(out), state))
+                                          now - s.started, now, out, state))
                 slots[i] = None
                 stats["host_finish_s"] += now - t3
                 yield from fill(i)
         stats["host_book_s"] += clock() - t2
         step += 1
-        while finished and _Readback.ready(finished[0].output):
+        beside.advance(step)
+        while finished and finished[0].output.ready():
             done = finished.popleft()
             yield done.key, result(done)
         if step % 64 == 0:  # forget the losses no image still needs
             history.forget(min([s.first_step for s in slots if s is not None] + [f.steps.start for f in finished]
                                + [step]))
     device_clock.close()
+    beside.close()
     stats["graph_failed"] = pack is not None and options.graphs and device.type == "cuda" and not pack.use_graphs
     while finished:
         done = finished.popleft()
