@@ -11,12 +11,13 @@ learning-rate rule reads a test every 2 steps, with its tests and outputs (7) in
 a second stream. Prints the largest weight and
 output differences and one JSON line; exits 1 if no graph was replayed, if
 (1) and (2) differ by 1e-4 in a weight, or (1) and (3), (5) or (6) by 1e-3
-in a loss or 1e-2 in an output, or (7) and (8) in any test or output: a GPU runs float32 convolutions in TF32 (10-bit mantissa)
-by default, and grouped and plain convolutions round differently, so the CPU
+in a loss or 1e-2 in an output, or (7) and (8) in any test or output. A GPU runs float32
+convolutions in TF32 (10-bit mantissa) by default, and grouped and plain convolutions round differently, so the CPU
 test's 2e-5 on weights does not apply. Then times a full-pack training step
 (paper network): the Triton tile shapes (the fastest kept, ``--tiles-out``),
-``run``'s own probe for BSD100 x2 (every way, then sizes), the main ways at 100
-fits; and lists the kernels a step spends its device time in, for three ways.
+``run``'s own probe for BSD100 x2 (every way, then sizes), Triton's way at 100
+fits, one reconstruction test and one output of a BSD100 input; and lists the kernels a
+Triton step spends its device time in (``--all-ways``: cuDNN's ways too, timed and listed).
 """
 
 from __future__ import annotations
@@ -53,14 +54,45 @@ def worst(a: dict, b: dict) -> tuple[float, float, float]:
     return dw, do, dl
 
 
-def step_probe(data: Path, tiles_out: Path | None = None) -> dict[str, float]:
+def tests_and_outputs(cfg, img: torch.Tensor, tests: int = 50, outputs: int = 3) -> dict[str, float]:
+    """Device milliseconds of one reconstruction test and of one output (8-way ensemble and
+    back-projections) of a BSD100 x2 input, one at a time on an idle card: the work of a pack
+    besides training, ~3,700 tests and 100 outputs in a BSD100 run."""
+    import time
+
+    from zssr_batch.engine import upscale_with
+    from zssr_batch.fit import reconstruction_error
+    from zssr_batch.infer import MemoryPlan
+    from zssr_batch.model import ZSSRNet
+
+    net = ZSSRNet(img.shape[0], cfg.depth, cfg.width).cuda()
+    image = img.cuda()
+    sf = tuple(cfg.scale)
+    res = {}
+    for name, n, work in (("test_ms", tests, lambda: reconstruction_error(net, image, sf, None, None)),
+                          ("output_ms", outputs, lambda: upscale_with(net, image, cfg, 0, None, MemoryPlan()))):
+        work()
+        torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        for _ in range(n):
+            work()
+        torch.cuda.synchronize()
+        res[name] = round((time.perf_counter() - t0) / n * 1000, 2)
+    print(f"one test {res['test_ms']} ms, one output {res['output_ms']} ms ({tuple(img.shape)} input); a BSD100 "
+          f"run's ~3,700 tests and 100 outputs: {(3700 * res['test_ms'] + 100 * res['output_ms']) / 1000:.1f} s "
+          f"one at a time", flush=True)
+    return res
+
+
+def step_probe(data: Path, tiles_out: Path | None = None, all_ways: bool = False) -> dict[str, float]:
     """Milliseconds per full-pack training step (paper network, 128x128 crops), device-bound: no host work
     between steps. Also the host's microseconds to draw one father, the per-slot cost a pack pays each step.
 
     In order: the Triton kernels' tile shapes at 32 fits (the fastest per kernel is kept, and written to
     ``tiles_out`` for throughput.py); then ``run``'s own probe for BSD100 x2 (every way at 32 fits, then
     sizes for the way it keeps), whose timings stay in the step cache, so that throughput.py's probe on
-    this machine reads them instead of timing again; then the main ways at 100 fits."""
+    this machine reads them instead of timing again; then Triton's way at 100 fits (``all_ways``: cuDNN's
+    too); then one reconstruction test and one output (``tests_and_outputs``)."""
     import time
 
     from PIL import Image
@@ -125,10 +157,13 @@ def step_probe(data: Path, tiles_out: Path | None = None) -> dict[str, float]:
     res["run_probe"] = {"pack": k, "way": describe(options), "seconds": round(time.perf_counter() - t0, 1)}
     print(f"run's probe: a pack of {k}, {describe(options)} ({res['run_probe']['seconds']} s; its timings are "
           f"on stderr above)", flush=True)
-    for name, options in (("grouped", PackOptions()), ("triton", PackOptions(conv="triton")),
-                          ("split_pad", PackOptions(conv="split", pad_thin=True)),
-                          ("grouped_nchw", PackOptions(channels_last=False))):
+    ways = [("triton", PackOptions(conv="triton"))]
+    if all_ways:  # cuDNN's ways at 100 fits: 1.7-2.3x slower than Triton's on an H100 (2026-11-26)
+        ways += [("grouped", PackOptions()), ("split_pad", PackOptions(conv="split", pad_thin=True)),
+                 ("grouped_nchw", PackOptions(channels_last=False))]
+    for name, options in ways:
         probe(f"k100_bf16_graph_{name}", 100, options)
+    res.update(tests_and_outputs(cfg, img))
     draw, aug = Draw(torch.Generator().manual_seed(0)), augment_of(cfg)
     t0 = time.perf_counter()
     for _ in range(2000):
@@ -196,6 +231,8 @@ def main() -> None:
     ap.add_argument("--device", default="cuda")
     ap.add_argument("--pack", type=int, default=100)
     ap.add_argument("--tiles-out", type=Path, default=None, help="write the fastest Triton tiles here (JSON)")
+    ap.add_argument("--all-ways", action="store_true",
+                    help="also time and profile cuDNN's ways at 100 and 32 fits (measured slower on an H100)")
     args = ap.parse_args()
     if args.profile_only:  # on a CPU, with 32x32 crops: what matters there is the count, not the time
         cfg = resolve("paper", overrides={"crop": 32}) if args.device == "cpu" else None
@@ -248,9 +285,10 @@ def main() -> None:
     # Graph replays run the eager step's kernels: near-equal weights. Packed vs alone on a GPU: TF32 rounding
     # differs between grouped and plain convolutions, and Adam's first steps move every weight by ~lr whatever
     # the size of its gradient, so compare what the weights do (losses, outputs), not the weights themselves.
-    res["step_probe"] = step_probe(args.data, args.tiles_out)
-    res["kernel_profile"] = kernel_profile(32)
-    res["kernel_profile_split_pad"] = kernel_profile(32, options=PackOptions(conv="split", pad_thin=True))
+    res["step_probe"] = step_probe(args.data, args.tiles_out, args.all_ways)
+    if args.all_ways:
+        res["kernel_profile"] = kernel_profile(32)
+        res["kernel_profile_split_pad"] = kernel_profile(32, options=PackOptions(conv="split", pad_thin=True))
     if triton is not None:
         res["kernel_profile_triton"] = kernel_profile(32, options=PackOptions(conv="triton"))
     ok = (res["graph_replays"] > 0 and res["graph_vs_eager"]["weights"] < 1e-4

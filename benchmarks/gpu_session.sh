@@ -24,14 +24,17 @@ D=.device/data
 { date -u; nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv;
   python3 -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda, 'cudnn', torch.backends.cudnn.version())"; } 2>&1 | tee "$out/env.txt"
 start=$(date +%s)
+stamp() { echo "== $1 at $(( $(date +%s) - start )) s into the session ($(date -u +%T))" | tee -a "$out/env.txt"; }
+stamp gpu_check
 # gpu_check keeps the fastest Triton tiles in tiles.json and leaves run's probe timings in the step cache,
 # so throughput.py's probe (same card, same batch) reads them instead of timing again.
 timeout ${CHECK_S:-220} python3 benchmarks/gpu_check.py --data $D --tiles-out "$out/tiles.json" 2>&1 | tee "$out/check.log"
 [ -z "${RUN_PYTEST:-}" ] || timeout 60 python3 -m pytest -q -p no:cacheprovider -m gpu tests/test_engine.py tests/test_resize.py 2>&1 | tee -a "$out/check.log"
+stamp throughput
 left=$(( ${SESSION_S:-560} - $(date +%s) + start ))
 timeout $left python3 benchmarks/throughput.py --set $D/BSD100 --scale 2 --preset paper --device cuda \
   --baseline-limit ${BASELINE_N:-4} --baseline-workers ${BASELINE_WORKERS:-12} --variants ${VARIANTS:-bf16 bf16:beside} \
   --time-budget $(( left / 2 )) --quality-budget $(( left - 15 )) --triton-tiles "$out/tiles.json" 2>&1 | tee "$out/throughput.log"
 [ -z "${RUN_QUALITY:-}" ] || timeout ${QUALITY_S:-120} python3 benchmarks/quality.py --data $D --sets Set5 Set14 --scale 2 --preset paper \
   --device cuda --pack 14 2>&1 | tee "$out/quality.log"
-date -u | tee -a "$out/env.txt"
+stamp end
