@@ -65,7 +65,8 @@ def legacy_slope_std(xs: Sequence[float], ys: Sequence[float]) -> tuple[float, f
     return slope, math.sqrt(resid / dof / sxx)
 
 
-def test_noise(shape: Sequence[int], sf: Pair, noise_std: float, gen: torch.Generator) -> torch.Tensor | None:
+def reconstruction_noise(shape: Sequence[int], sf: Pair, noise_std: float,
+                         gen: torch.Generator) -> torch.Tensor | None:
     """The noise of the son of a test of an image of ``shape`` (C, h, w), drawn now from the image's
     stream: at the test's turn in it, even when the test itself runs later (a pack runs its tests
     beside the training)."""
@@ -75,8 +76,8 @@ def test_noise(shape: Sequence[int], sf: Pair, noise_std: float, gen: torch.Gene
 def reconstruction_error(net: ZSSRNet, image: torch.Tensor, sf: Pair, kernel: torch.Tensor | None,
                          noise: torch.Tensor | None, plan: MemoryPlan = MemoryPlan()) -> torch.Tensor:
     """How well the net restores the image from its own downscaled copy (with ``noise``, from
-    ``test_noise``): the rule's signal, as a 0-d tensor on the image's device, so that a packed fit
-    reads it back later without stalling the GPU."""
+    ``reconstruction_noise``): the rule's signal, as a 0-d tensor on the image's device, so that a
+    packed fit reads it back later without stalling the GPU."""
     with torch.no_grad():
         son = noisy_son(image, sf, kernel, noise)
         rec = network_upscale(net, son[None], sf, image.shape[-2:], plan)[0]
@@ -85,7 +86,7 @@ def reconstruction_error(net: ZSSRNet, image: torch.Tensor, sf: Pair, kernel: to
 
 def reconstruction_mse(net: ZSSRNet, image: torch.Tensor, sf: Pair, kernel: torch.Tensor | None, noise_std: float,
                        gen: torch.Generator, plan: MemoryPlan = MemoryPlan()) -> float:
-    noise = test_noise(image.shape, sf, noise_std, gen)
+    noise = reconstruction_noise(image.shape, sf, noise_std, gen)
     return float(reconstruction_error(net, image, sf, kernel, noise, plan))
 
 

@@ -48,7 +48,7 @@ from torch import nn
 
 from .config import FitConfig
 from .engine import SRResult, super_resolve, upscale_with
-from .fit import FitLog, Schedule, augment_of, reconstruction_error, test_noise
+from .fit import FitLog, Schedule, augment_of, reconstruction_error, reconstruction_noise
 from .infer import MemoryPlan
 from .kernels import shift_kernel
 from .model import ZSSRNet
@@ -802,7 +802,8 @@ def fit_packed(jobs: Iterable[Job], k: int, device: torch.device | str = "cpu", 
                 t3 = clock()
                 device_clock.enter("test")
                 row, img = pack.snapshot(i, s.hw)
-                drawn = test_noise(img.shape, pack.sf, cfg.noise_std, s.gen)  # now: at its turn in the image's stream
+                # drawn now: at its turn in the image's stream
+                drawn = reconstruction_noise(img.shape, pack.sf, cfg.noise_std, s.gen)
                 job = functools.partial(_test_job, pack.probe, row, img, pack.sf, pack.kernel, drawn, plan, readback)
                 s.tests.append((s.it, beside.run("test", job, row, img)))
                 stats["host_test_s"] += clock() - t3
