@@ -602,14 +602,21 @@ class _Beside:
                 self.clock.close()
 
 
-def _probe_of(probe: ZSSRNet, row: torch.Tensor) -> ZSSRNet:
-    """``probe`` with one slot's weights, from its flat row (the layers in order, as ``PackedNets`` lays them)."""
+def _layers(row: torch.Tensor, like: ZSSRNet) -> Iterator[torch.Tensor]:
+    """One slot's flat row of weights (on any device) as views shaped like ``like``'s layers, in
+    order, as ``PackedNets`` lays them out."""
     at = 0
+    for conv in like.convs:
+        n = conv.weight.numel()
+        yield row[at:at + n].view_as(conv.weight)
+        at += n
+
+
+def _probe_of(probe: ZSSRNet, row: torch.Tensor) -> ZSSRNet:
+    """``probe`` with one slot's weights, from its flat row."""
     with torch.no_grad():
-        for conv in probe.convs:
-            n = conv.weight.numel()
-            conv.weight.copy_(row[at:at + n].view_as(conv.weight))
-            at += n
+        for conv, w in zip(probe.convs, _layers(row, probe)):
+            conv.weight.copy_(w)
     return probe
 
 
@@ -658,7 +665,7 @@ class _Finished:
     fit_seconds: float
     finished_at: float
     output: _Later
-    state: dict[str, tuple]
+    weights: tuple  # readback handle of the slot's flat row of weights
 
 
 def full_pack(cfg: FitConfig, device: torch.device | str, k: int, options: PackOptions = PackOptions(),
@@ -739,7 +746,9 @@ def fit_packed(jobs: Iterable[Job], k: int, device: torch.device | str = "cpu", 
         assert history is not None
         done.log.loss.extend(history.losses(done.column, done.steps))
         out = done.output.get()
-        state = {name: _Readback.get(h) for name, h in done.state.items()}
+        assert pack is not None  # (whose probe has the layers' shapes)
+        # each its own tensor: safetensors refuses to save views of one storage
+        state = {f"convs.{n}.weight": w.clone() for n, w in enumerate(_layers(_Readback.get(done.weights), pack.probe))}
         stats["host_wait_s"] += clock() - t0
         return SRResult(out, done.log, done.fit_seconds, clock() - done.finished_at, state)
 
@@ -822,11 +831,10 @@ def fit_packed(jobs: Iterable[Job], k: int, device: torch.device | str = "cpu", 
                 row, img = pack.snapshot(i, s.hw)
                 job = functools.partial(_output_job, pack.probe, row, img, cfg, pack.kernel, plan, readback)
                 out = beside.run("finish", job, row, img)
-                state = {f"convs.{n}.weight": readback.push(w[i]) for n, w in enumerate(pack.nets.weights)}
                 pack.active[i] = False
                 now = clock()
                 finished.append(_Finished(s.job.key, s.column, s.log, range(s.first_step, step + 1),
-                                          now - s.started, now, out, state))
+                                          now - s.started, now, out, readback.push(row)))
                 slots[i] = None
                 stats["host_finish_s"] += now - t3
                 yield from fill(i)
