@@ -585,13 +585,16 @@ class _Beside:
         return later
 
     def advance(self, step: int) -> None:
+        """The pack's step count is now ``step``: run the lagging jobs due by then."""
         self.step = step
-        while self.waiting and self.waiting[0][0] <= step:
-            _, job, later = self.waiting.popleft()
-            later.handle = job()
+        self._run_due(step)
 
     def catch_up(self) -> None:
-        while self.waiting:
+        """Run every lagging job now (a result is wanted)."""
+        self._run_due(math.inf)
+
+    def _run_due(self, by: float) -> None:
+        while self.waiting and self.waiting[0][0] <= by:
             _, job, later = self.waiting.popleft()
             later.handle = job()
 
