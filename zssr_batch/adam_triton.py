@@ -14,6 +14,8 @@ import torch
 import triton
 import triton.language as tl
 
+from .conv3x3_triton import fits_int32
+
 BLOCK = 1024  # parameters per program
 
 
@@ -49,6 +51,5 @@ def adam_rows(p: torch.Tensor, g: torch.Tensor, m: torch.Tensor, v: torch.Tensor
     float32 holds each row's (moment-1 weight, moment-2 decay, moment-2 gain, step size, sqrt of the
     second bias correction): 0, 1, 0, 0 and anything positive leave a row as it is."""
     k, n = p.shape
-    if p.numel() >= 2**31:  # the kernel indexes in 32 bits
-        raise ValueError(f"adam_triton: {p.numel()} parameters are beyond 32-bit indexing")
+    fits_int32(p)
     _adam_rows[(triton.cdiv(n, BLOCK), k)](p, g, m, v, coef, n, eps, BLOCK=BLOCK)

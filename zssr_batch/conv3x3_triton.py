@@ -135,7 +135,7 @@ def weight_grad(x: torch.Tensor, gy: torch.Tensor, groups: int, shape: torch.Siz
     splits = max(1, min(triton.cdiv(h * wd, 4 * bp), triton.cdiv(2048, 9 * g)))
     chunk = triton.cdiv(triton.cdiv(h * wd, splits), bp) * bp
     part = torch.empty((splits, g, 9, cout, cin), dtype=torch.float32, device=x.device)
-    _fits_int32(x, gy, part)
+    fits_int32(x, gy, part)
     sx, sg = x.stride(), gy.stride()
     grid = (triton.cdiv(9, taps) * g, splits, triton.cdiv(cout, bn) * triton.cdiv(cin, bk))
     _wgrad3x3[grid](x, gy, part, h, wd, cin, cout, chunk,
@@ -155,11 +155,13 @@ def weight_grad(x: torch.Tensor, gy: torch.Tensor, groups: int, shape: torch.Siz
 TILES = {"conv": (128, 4, 3, ""), "wgrad": (64, 4, 3, 1)}
 
 
-def _fits_int32(*tensors: torch.Tensor) -> None:
-    """The kernels index in 32 bits: refuse (the pack's probe then keeps another way) rather than wrap."""
+def fits_int32(*tensors: torch.Tensor) -> None:
+    """Our Triton kernels (these and ``adam_triton``'s) index in 32 bits: refuse (the pack's probe
+    then keeps another way) rather than wrap."""
     for t in tensors:
         if t.numel() >= 2**31:
-            raise ValueError(f"conv3x3_triton: a tensor of {t.numel()} elements is beyond 32-bit indexing")
+            raise ValueError(f"zssr-batch's Triton kernels: a tensor of {t.numel()} elements is beyond "
+                             "32-bit indexing")
 
 
 def _block(c: int) -> int:
@@ -188,7 +190,7 @@ def conv3x3(x: torch.Tensor, wk: torch.Tensor, flip: bool = False, relu: bool = 
     fmt = torch.channels_last if x.is_contiguous(memory_format=torch.channels_last) else torch.contiguous_format
     y = torch.empty((1, g * cout, h, wd), dtype=x.dtype, device=x.device, memory_format=fmt)
     m = y if mask_by is None else mask_by
-    _fits_int32(x, y)
+    fits_int32(x, y)
     sx, sy, sw, sm = x.stride(), y.stride(), wk.stride(), m.stride()
     (bm, warps, stages, cache), bn, bk = TILES["conv"], _block(cout), _block(cin)
     grid = (triton.cdiv(h * wd, bm), triton.cdiv(cout, bn), g)
