@@ -208,7 +208,7 @@ def test_driver_sigkill_then_rerun_is_exactly_once(tmp_path):
 @pytest.mark.slow
 def test_worker_killed_mid_fit_is_retried_once(tmp_path):
     src = tmp_path / "in"
-    _make_inputs(src, 4)
+    _make_inputs(src, 6)
     # The restarted worker takes 3 s to start, as a GPU worker can on a busy node: work sent to it
     # while it restarts must wait for it, not count as another death. (Before the driver waited,
     # both images retried here failed, "worker died 3 times", after one death.)
@@ -221,11 +221,80 @@ def test_worker_killed_mid_fit_is_retried_once(tmp_path):
         assert res.returncode == 0, res.stderr
         assert marker.exists()  # the worker really died
         rows = {Path(r["input"]).name: r for r in _rows(out)}
-        assert len(rows) == 4 and all(r["status"] == "ok" for r in rows.values())
-        assert rows["002.png"]["attempts"] == rows["003.png"]["attempts"] == "2"
+        assert len(rows) == 6 and all(r["status"] == "ok" for r in rows.values())
+        attempts = {name: r["attempts"] for name, r in rows.items()}
         assert "worker died" in res.stderr and "actor 0 is back after" in res.stderr
-        if mode == "single":  # one image per call: only the image that was in the dead worker is redone
-            assert rows["001.png"]["attempts"] == "1"
+        assert "not started go back to the queue" in res.stderr  # the call queued behind, unharmed
+        if mode == "packed":
+            # Calls of 2: 002 and 003 were both started (decoded) when 002 killed the worker; they are
+            # resubmitted together, as one pack, not one by one. 004 and 005 waited in the queued call.
+            assert attempts == {"000.png": "1", "001.png": "1", "002.png": "2", "003.png": "2", "004.png": "1",
+                                "005.png": "1"}
+            assert rows["002.png"]["pack"] == rows["003.png"]["pack"] == "2"
+        else:  # one image per call: only the image that was in the dead worker is redone
+            assert attempts == {"000.png": "1", "001.png": "1", "002.png": "2", "003.png": "1", "004.png": "1",
+                                "005.png": "1"}
+
+
+@pytest.mark.slow
+def test_poison_image_costs_only_itself_and_its_pack(tmp_path):
+    # 001 kills its worker the moment it is read, every time (a decoder that segfaults on it).
+    src, out = tmp_path / "in", tmp_path / "out"
+    _make_inputs(src, 4)
+    env = {**os.environ, "ZSSR_BATCH_FAULT": "kill-on-read:001.png"}
+    res = subprocess.run(_cmd(src, out), capture_output=True, text=True, env=env)
+    assert res.returncode == 1, res.stderr  # some images failed
+    rows = {Path(r["input"]).name: r for r in _rows(out)}
+    assert {n: (r["status"], r["attempts"]) for n, r in rows.items()} == {
+        "000.png": ("ok", "3"), "001.png": ("failed", "3"), "002.png": ("ok", "1"), "003.png": ("ok", "1")}
+    assert "001.png: worker died 3 times" in rows["001.png"]["error"]
+    # 000 and 001 were read together (the call's first burst), so both were charged each death: once
+    # retried together, then alone. The call queued behind (002, 003) was never charged. Each death
+    # was charged at once: that needs each start notice to reach the driver before the worker goes on
+    # (the process's backpressure). A notice lost with the worker would send 000 and 001 back unharmed.
+    log = res.stderr
+    assert "worker died on 001.png (attempt 1); retrying with the 1 others it had started" in log
+    assert "worker died on 001.png (attempt 2); retrying alone" in log
+    assert "worker died on 000.png (attempt 2); retrying alone" in log
+    back = [line for line in log.splitlines() if "go back to the queue" in line]
+    assert back and all(line.endswith("not started go back to the queue: 002.png, 003.png") for line in back)
+
+
+def _call(n: int, started: set[int], attempt: int = 1, spared: int = 0, begun: bool = True):
+    from zssr_batch.driver import Call, Entry
+    from zssr_batch.sources import WorkItem
+
+    left = {i: Entry(WorkItem(input=f"{i}.png", output=f"out/{i}.png"), {}, attempt, spared) for i in range(n)}
+    return Call(left, actor=0, begun=begun, started=started)
+
+
+def test_a_death_costs_an_attempt_only_to_the_images_the_worker_had_started():
+    from zssr_batch.driver import SPARED_MAX, after_death
+
+    # A GPU call of 8 in which the worker had started (decoded, or was fitting) 0-2 when it died.
+    fate = after_death(_call(8, {0, 1, 2}), retries=2)
+    assert [e.item.input for e in fate.back] == ["3.png", "4.png", "5.png", "6.png", "7.png"]
+    assert all(e.attempt == 1 and e.spared == 1 for e in fate.back)
+    assert [[(e.item.input, e.attempt) for e in g] for g in fate.retry] == [[("0.png", 2), ("1.png", 2),
+                                                                              ("2.png", 2)]]
+    assert not fate.failed
+    # The call queued behind it had not begun: all of it goes back, as if nothing happened.
+    fate = after_death(_call(4, set(), begun=False), retries=2)
+    assert [(e.attempt, e.spared) for e in fate.back] == [(1, 0)] * 4 and not fate.retry
+    # Their next death is their last attempt's: a poison image among them now hurts no other.
+    fate = after_death(_call(3, {0, 1, 2}, attempt=2), retries=2)
+    assert [[(e.item.input, e.attempt) for e in g] for g in fate.retry] == [[("0.png", 3)], [("1.png", 3)],
+                                                                             [("2.png", 3)]]
+    # Out of attempts: a failed row each.
+    fate = after_death(_call(2, {0, 1}, attempt=3), retries=2)
+    assert [e.item.input for e in fate.failed] == ["0.png", "1.png"] and not fate.retry and not fate.back
+    # With --retries 1 the first retry is already the last: alone.
+    fate = after_death(_call(2, {0, 1}), retries=1)
+    assert [len(g) for g in fate.retry] == [1, 1]
+    # Deaths in a begun call before anything was announced (the pack-size probe, header reads): an
+    # image that sat through SPARED_MAX of them counts as started, so it cannot kill workers for ever.
+    fate = after_death(_call(1, set(), spared=SPARED_MAX), retries=2)
+    assert not fate.back and [(e.item.input, e.attempt, e.spared) for g in fate.retry for e in g] == [("0.png", 2, 0)]
 
 
 def test_out_of_memory_retries_with_smaller_tiles(tmp_path, monkeypatch):

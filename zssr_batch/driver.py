@@ -8,8 +8,9 @@ streaming generators, so each record comes back the moment its image is done. Wi
 call is one image and each actor holds ``1 / images_per_gpu`` of a GPU. At most
 two calls wait per actor, so the driver never holds more than ``2 x actors``
 object refs however long the input list is.
-An actor that dies (segfault, SIGKILL, node loss) is restarted by Ray and its
-image resubmitted, up to ``retries`` times.
+An actor that dies (segfault, SIGKILL, node loss) is restarted by Ray. The images it had
+started are resubmitted, up to ``retries`` times; those it had not started go back to the
+queue as they were (see ``after_death``).
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ from .worker import Extras, injected_slow_restart, run_item, run_packed
 # Exit codes (documented in the README).
 EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE, EXIT_TOO_MANY_FAILURES, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 DEPTH = 2  # tasks queued per actor: one running, one ready to start
+SPARED_MAX = 2  # deaths an image may sit through unannounced in a begun call before they count
 RESTART_WAIT_S = 600.0  # how long work waits for a dead worker to answer again before it is sent anyway
 PING_EVERY_S = 0.5
 
@@ -64,6 +66,69 @@ class RunSettings:
     engine: dict[str, Any] = field(default_factory=dict)  # resolved base settings, for run.json
 
 
+@dataclass
+class Entry:
+    """One image on its way through the workers."""
+
+    item: WorkItem
+    cfg: dict[str, Any]  # its FitConfig as a dict, ready to send
+    attempt: int = 1  # the times a worker has started it, this one included
+    spared: int = 0  # worker deaths it sat through without being started
+
+    def name(self) -> str:
+        return self.item.rel or self.item.input
+
+
+@dataclass
+class Call:
+    """One actor call in flight, as the driver knows it."""
+
+    left: dict[int, Entry]  # by index in the call: the images that have not come back yet
+    actor: int
+    begun: bool = False  # the worker said it began the call (its first item)
+    started: set[int] = field(default_factory=set)  # the images it announced before touching them
+
+
+@dataclass
+class AfterDeath:
+    back: list[Entry]  # not started by the dead worker: to the head of the queue, attempt unchanged
+    retry: list[list[Entry]]  # started: resubmitted, each inner list as one call
+    failed: list[Entry]  # started on their last attempt
+
+
+def after_death(call: Call, retries: int) -> AfterDeath:
+    """What becomes of the images of a call whose worker died before they came back.
+
+    A death is charged only to the images the worker had started: it announces them before it
+    touches them, and each announcement reaches the driver before the worker goes on (see
+    ``FitActor.process``). The others, most of a GPU worker's 256-image call and all of the call
+    queued behind it, were bystanders: before, each of them cost an attempt and went back alone,
+    so one lost node sent hundreds of images through one-image calls.
+    Started images with another attempt after this one go back together, as one call, so a lost
+    node costs one pack's worth of work; on their last attempt they go alone, so a poison image
+    costs only itself. A worker can also die in a begun call before it announced anything (its
+    pack-size probe, or the headers it reads for it); an image that has sat through
+    ``SPARED_MAX`` such deaths counts as started, so no image can kill workers for ever.
+    """
+    out = AfterDeath([], [], [])
+    together, alone = [], []
+    for i in sorted(call.left):
+        e = call.left[i]
+        if not call.begun:
+            out.back.append(e)
+        elif i not in call.started and e.spared < SPARED_MAX:
+            out.back.append(Entry(e.item, e.cfg, e.attempt, e.spared + 1))
+        elif e.attempt > retries:
+            out.failed.append(e)
+        else:
+            nxt = Entry(e.item, e.cfg, e.attempt + 1)
+            (alone if nxt.attempt > retries else together).append(nxt)
+    if together:
+        out.retry.append(together)
+    out.retry.extend([e] for e in alone)
+    return out
+
+
 @ray.remote(max_restarts=-1, max_task_retries=0)
 class FitActor:
     """Fits a batch of images per call, one by one or packed; heavy state (torch, CUDA context) lives here."""
@@ -80,23 +145,37 @@ class FitActor:
         return {"node": ray.get_runtime_context().get_node_id()[:12], "host": socket.gethostname(),
                 "gpu": ",".join(self.gpu_ids), "pid": os.getpid()}
 
+    @ray.method(_generator_backpressure_num_objects=1)
     def process(self, items: list[dict[str, Any]], cfgs: list[dict[str, Any]],
-                settings: dict[str, Any]) -> Iterator[tuple[int, dict[str, Any]]]:
-        """A Ray streaming generator: (index in the batch, record) for each image as soon as it is done.
+                settings: dict[str, Any]) -> Iterator[tuple[Any, dict[str, Any] | None]]:
+        """A Ray streaming generator: (index in the batch, record) for each image as soon as it is done,
+        and ([index, ...], None) before it starts those images (first of all ([], None): begun).
 
+        With a backpressure of one item, each ``yield`` returns only once the driver has taken the
+        item, so a start notice is never lost with a worker that dies right after it (without it,
+        17 of 20 were, in a trial with a SIGKILL right after the yield). The driver charges a death
+        only to the images the worker had announced (``after_death``).
         One image at a time, or the batch fitted in packs (continuous batching).
         """
+        yield [], None  # the call has begun: from here a death may be this call's doing
         started = time.time()
         configs = [FitConfig(**c) for c in cfgs]
         extras = Extras(**settings["extras"])
         if len(items) == 1 or settings["pack"] == 1:
-            results = ((i, run_item(item, cfg, self.device, extras.for_item(item), settings["max_pixels"],
-                                    settings["degrade"])) for i, (item, cfg) in enumerate(zip(items, configs)))
+            def one_by_one() -> Iterator[tuple[Any, dict[str, Any] | None]]:
+                for i, (item, cfg) in enumerate(zip(items, configs)):
+                    yield [i], None
+                    yield i, run_item(item, cfg, self.device, extras.for_item(item), settings["max_pixels"],
+                                      settings["degrade"])
+            results = one_by_one()
         else:
             results = run_packed(items, configs, self.device, extras, settings["max_pixels"], settings["degrade"],
-                                 settings["pack"], settings["precision"])
+                                 settings["pack"], settings["precision"], announce=True)
         where = self.where()
         for i, record in results:
+            if record is None:
+                yield i, None
+                continue
             record.update(where)
             record["started_at"] = _iso(started)
             record["finished_at"] = _iso(time.time())
@@ -250,11 +329,10 @@ def run(items: Callable[[], Iterator[WorkItem]], config_for: Callable[[WorkItem]
     batch_size = 1 if settings.pack == 1 else (settings.batch or (4 * settings.pack if settings.pack else default_batch))
     counts = {"ok": 0, "failed": 0, "skipped": 0}
     gain = {"sum": 0.0, "n": 0}  # running mean of the PSNR-Y gain, for the progress bar
-    Entry = tuple[WorkItem, dict[str, Any], int]  # item, settings, attempt
-    # generator -> (the batch it carries, by index: what has not come back yet), actor
-    pending: dict[Any, tuple[dict[int, Entry], int]] = {}
+    pending: dict[Any, Call] = {}  # by the call's generator
     load = [0] * n_actors
-    retry: deque[Entry] = deque()
+    retry: deque[list[Entry]] = deque()  # calls to resubmit after a worker died
+    back: deque[Entry] = deque()  # images a dead worker never started: they go before new ones
     source = iter(items())
     exhausted = False
     stop_reason = None
@@ -287,21 +365,21 @@ def run(items: Callable[[], Iterator[WorkItem]], config_for: Callable[[WorkItem]
         return min(free, key=lambda a: load[a]) if free else None
 
     def submit(batch: list[Entry], a: int) -> None:
-        gen = actors[a].process.remote([asdict(e[0]) for e in batch], [e[1] for e in batch], payload_settings)
-        pending[gen] = (dict(enumerate(batch)), a)
+        gen = actors[a].process.remote([asdict(e.item) for e in batch], [e.cfg for e in batch], payload_settings)
+        pending[gen] = Call(dict(enumerate(batch)), a)
         load[a] += 1
         info = where.get(a)
-        for item, _, attempt in batch:
-            log(f"started {item.rel or item.input} on actor {a}" + (f" (node {info['node']})" if info else "")
-                + (f", attempt {attempt}" if attempt > 1 else ""))
+        for e in batch:
+            log(f"sent {e.name()} to actor {a}" + (f" (node {info['node']})" if info else "")
+                + (f", attempt {e.attempt}" if e.attempt > 1 else ""))
 
     def next_batch() -> list[Entry]:
-        """Up to ``batch_size`` new images; an image being retried goes alone (a poison image hurts no other)."""
+        """A call to resubmit after a death (see ``after_death``), else up to ``batch_size`` images."""
         if retry:
-            return [retry.popleft()]
+            return retry.popleft()
         batch: list[Entry] = []
         while len(batch) < batch_size:
-            nxt = next_item()
+            nxt = back.popleft() if back else next_item()
             if nxt is None:
                 break
             batch.append(nxt)
@@ -330,7 +408,7 @@ def run(items: Callable[[], Iterator[WorkItem]], config_for: Callable[[WorkItem]
                 if bar is not None:
                     bar.update(1)
                 continue
-            return item, asdict(cfg), 1  # asdict keeps tuples as tuples
+            return Entry(item, asdict(cfg))  # asdict keeps tuples as tuples
         return None
 
     exit_code = EXIT_OK
@@ -353,7 +431,7 @@ def run(items: Callable[[], Iterator[WorkItem]], config_for: Callable[[WorkItem]
                     if not batch:
                         break
                     submit(batch, a)
-                waiting = comebacks.down and (retry or not exhausted)  # work for workers yet to come back
+                waiting = comebacks.down and (retry or back or not exhausted)  # work for workers yet to come back
                 if stop_reason == "interrupted" or not pending and (stop_reason or not waiting):
                     break
                 if not pending:
@@ -361,7 +439,8 @@ def run(items: Callable[[], Iterator[WorkItem]], config_for: Callable[[WorkItem]
                     continue
                 ready, _ = ray.wait(list(pending), num_returns=1, timeout=0.5)
                 for gen in ready:
-                    left, a = pending[gen]
+                    call = pending[gen]
+                    a = call.actor
                     try:
                         i, record = ray.get(next(gen))
                     except StopIteration:  # the batch is done
@@ -373,19 +452,31 @@ def run(items: Callable[[], Iterator[WorkItem]], config_for: Callable[[WorkItem]
                         load[a] -= 1
                         comebacks.died(a)
                         cause = " ".join(str(e).split())[:200]
-                        for item, cfg, attempt in left.values():  # only what had not come back
-                            if attempt <= settings.retries:
-                                log(f"worker died on {item.rel or item.input} (attempt {attempt}); retrying")
-                                retry.append((item, cfg, attempt + 1))
-                            else:
-                                emit({"input": item.input, "output": item.output, "gt": item.gt, "rel": item.rel,
-                                      "status": "failed", "attempts": attempt, "preset": item.preset,
-                                      "config_hash": FitConfig(**cfg).hash(),
-                                      "error": f"{item.input}: worker died {attempt} times ({cause})"})
+                        fate = after_death(call, settings.retries)  # only what had not come back
+                        for group in fate.retry:
+                            for r in group:
+                                log(f"worker died on {r.name()} (attempt {r.attempt - 1}); retrying"
+                                    + (f" with the {len(group) - 1} others it had started" if len(group) > 1
+                                       else " alone"))
+                        if fate.back:
+                            names = ", ".join(e.name() for e in fate.back[:3]) + (", ..." if len(fate.back) > 3 else "")
+                            log(f"actor {a} died; {len(fate.back)} images it had not started go back to the queue: "
+                                f"{names}")
+                        retry.extend(fate.retry)
+                        back.extendleft(reversed(fate.back))
+                        for f in fate.failed:
+                            emit({"input": f.item.input, "output": f.item.output, "gt": f.item.gt,
+                                  "rel": f.item.rel, "status": "failed", "attempts": f.attempt,
+                                  "preset": f.item.preset, "config_hash": FitConfig(**f.cfg).hash(),
+                                  "error": f"{f.item.input}: worker died {f.attempt} times ({cause})"})
                         continue
-                    item, _, attempt = left.pop(i)
-                    record["attempts"] = attempt
-                    record["preset"] = item.preset or settings.engine.get("preset")
+                    if record is None:  # the worker is about to start images i (a list)
+                        call.begun = True
+                        call.started.update(i)
+                        continue
+                    done = call.left.pop(i)
+                    record["attempts"] = done.attempt
+                    record["preset"] = done.item.preset or settings.engine.get("preset")
                     emit(record)
         except KeyboardInterrupt:
             stop_reason = "interrupted"

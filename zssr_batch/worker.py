@@ -184,6 +184,7 @@ def process_image(input_path: str | Path, output_path: str | Path, cfg: FitConfi
     With ``degrade_input`` the file is ground truth: the input is made from it by
     the MATLAB-bicubic ``degrade`` and the output is scored against it.
     """
+    injected_crash_on_read(str(input_path))
     prep = prepare(input_path, cfg, gt_path, max_pixels, degrade_input)
     dev = pick_device(device)
     stem = Path(output_path).with_suffix("")
@@ -223,6 +224,14 @@ def injected_fault(path: str):
             os.kill(os.getpid(), signal.SIGKILL)
 
     return fault
+
+
+def injected_crash_on_read(path: str) -> None:
+    """``kill-on-read:SUBSTR`` SIGKILLs the worker the moment it starts reading an input whose path
+    contains SUBSTR, every time: a poison image, as a decoder that segfaults on it would be."""
+    kind, _, substr = os.environ.get("ZSSR_BATCH_FAULT", "").partition(":")
+    if kind == "kill-on-read" and substr and substr in path:
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 def injected_slow_restart() -> None:
@@ -304,8 +313,12 @@ def largest_input(items: list[dict[str, Any]], cfg: FitConfig, degrade: bool = F
 
 def run_packed(items: list[dict[str, Any]], cfgs: list[FitConfig], device: str, extras: Extras = Extras(),
                max_pixels: int | None = None, degrade: bool = False, pack: int = 0,
-               precision: str = "bf16") -> Iterator[tuple[int, dict[str, Any]]]:
+               precision: str = "bf16", announce: bool = False) -> Iterator[tuple[Any, dict[str, Any] | None]]:
     """Fit a batch of images K at a time (see ``packed``); yields (index, record) as each one is written.
+
+    With ``announce`` it also yields ([index, ...], None) before it starts decoding those images, and
+    decodes them only once the caller asks for the next item: a worker that dies is then known to
+    have started only the images it announced (``driver.after_death``).
 
     The pack runs in its own thread; inputs are decoded by two threads ahead of
     it and each finished image is written and scored by another, so the device
@@ -318,24 +331,38 @@ def run_packed(items: list[dict[str, Any]], cfgs: list[FitConfig], device: str, 
 
     dev = pick_device(device)
     readers, writer = ThreadPoolExecutor(2), ThreadPoolExecutor(1)
-    events: queue.Queue = queue.Queue()  # ("row", i, record) | ("end", error or None)
+    events: queue.Queue = queue.Queue()  # ("row", i, record) | ("start", [i, ...], gate) | ("end", error or None)
     stop = threading.Event()
     options = PackOptions(bf16=precision == "bf16")
     k, options = (pack, options) if pack else plan_pack(cfgs[0], dev, largest_input(items, cfgs[0], degrade),
                                                         len(items), options)
 
-    def read(i: int):
-        return readers.submit(prepare, items[i]["input"], cfgs[i], items[i].get("gt"), max_pixels, degrade)
+    def read(indices: list[int]) -> dict[int, Any]:
+        """Start decoding; with ``announce``, only once the caller has been told (the gate opens)."""
+        gate = threading.Event()
+        if announce:
+            events.put(("start", indices, gate))
+        else:
+            gate.set()
+
+        def decode(i: int) -> Prepared:
+            while not gate.wait(0.1):
+                if stop.is_set():
+                    raise RuntimeError("the call was closed")
+            injected_crash_on_read(items[i]["input"])
+            return prepare(items[i]["input"], cfgs[i], items[i].get("gt"), max_pixels, degrade)
+
+        return {i: readers.submit(decode, i) for i in indices}
 
     def jobs() -> Iterator[Job]:
         ahead = k + 4  # decoded images wait in host memory: enough to refill the pack, no more
-        decoding = {i: read(i) for i in range(min(ahead, len(items)))}
+        decoding = read(list(range(min(ahead, len(items)))))
         for i in range(len(items)):
             if stop.is_set():
                 return
             fut = decoding.pop(i)
             if i + ahead < len(items):
-                decoding[i + ahead] = read(i + ahead)
+                decoding.update(read([i + ahead]))
             try:
                 prep = fut.result()
             except Exception as e:  # noqa: BLE001 - a bad input is a row, the batch goes on
@@ -369,19 +396,29 @@ def run_packed(items: list[dict[str, Any]], cfgs: list[FitConfig], device: str, 
     fitter = threading.Thread(target=fit_all, name="zssr-pack", daemon=True)
     fitter.start()
     answered: set[int] = set()
+    announced: set[int] = set()
     try:
         while True:
             event = events.get()
-            if event[0] == "row":
+            if event[0] == "start":
+                announced.update(event[1])
+                yield event[1], None  # under Ray's backpressure of 1 this returns once the driver has it
+                event[2].set()
+            elif event[0] == "row":
                 answered.add(event[1])
                 yield event[1], event[2]
             elif event[0] == "end":
                 error = event[1]
                 writer.shutdown(wait=True)  # every fitted image's row is queued after this
                 while not events.empty():
-                    _, i, record = events.get()
-                    answered.add(i)
-                    yield i, record
+                    kind, i, rest = events.get()
+                    if kind == "start":
+                        announced.update(i)
+                        yield i, None
+                        rest.set()
+                    else:
+                        answered.add(i)
+                        yield i, rest
                 break
         if error is not None:
             if not is_out_of_memory(error):
@@ -390,6 +427,8 @@ def run_packed(items: list[dict[str, Any]], cfgs: list[FitConfig], device: str, 
                 torch.cuda.empty_cache()
             for i in range(len(items)):
                 if i not in answered:
+                    if announce and i not in announced:
+                        yield [i], None
                     yield i, run_item(items[i], cfgs[i], device, extras.for_item(items[i]), max_pixels, degrade)
     finally:
         stop.set()
