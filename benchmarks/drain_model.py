@@ -11,6 +11,13 @@ positions, to the next of ``COMPACT_SIZES`` up, paying a re-recording each time.
 sizes are interpolated linearly; below the smallest measured one, a step costs
 the same per slot but never under ``--floor-ms`` (a replay of a few hundred
 kernels). Inference and host work are left out: it models the training loop only.
+
+With ``--calls``, the images come in actor calls as ``zssr-batch run`` sends them to one GPU
+(``auto``: ``driver.call_size``; a number: calls of that size), each call its own pack that
+drains at its end:
+
+    python benchmarks/drain_model.py --steps-json run1.json --step-ms 16:3.6 32:5.9 64:10.9 100:16.4 \
+        --images 10000 --packs 100 --rules 0.75 --calls 256 auto
 """
 
 from __future__ import annotations
@@ -66,6 +73,8 @@ def main() -> None:
     ap.add_argument("--floor-ms", type=float, default=1.5)
     ap.add_argument("--packs", type=int, nargs="+", default=[16, 32, 64, 100, 128])
     ap.add_argument("--rules", type=float, nargs="+", default=[0.5, 0.75])
+    ap.add_argument("--calls", nargs="+", default=["1"],
+                    help="how the images arrive: 'auto' (run's call sizes on one GPU), N per call, or 1 = all at once")
     args = ap.parse_args()
     steps = SET5_SET14_STEPS
     if args.steps_json:
@@ -74,12 +83,32 @@ def main() -> None:
     measured = {int(a): float(b) for a, b in (x.split(":") for x in args.step_ms)}
     drawn = list(np.random.default_rng(0).choice(steps, args.images))
     print(f"{args.images} images, mean {np.mean(drawn):.0f} steps; step ms {measured}")
-    print("| pack | compact at | training s | images / hour (training only) | slot use | compactions |")
-    print("|---|---|---|---|---|---|")
-    for k in args.packs:
-        for rule in args.rules:
-            secs, use, n = train_seconds(drawn, k, rule, measured, args.record_s, args.floor_ms)
-            print(f"| {k} | {rule:.2f} | {secs:.1f} | {3600 * args.images / secs:.0f} | {use:.2f} | {n} |")
+    print("| calls | pack | compact at | training s | images / hour (training only) | slot use | compactions |")
+    print("|---|---|---|---|---|---|---|")
+    for calls in args.calls:
+        sizes = call_sizes(args.images, calls)
+        for k in args.packs:
+            for rule in args.rules:
+                secs = used = n = 0.0
+                at = 0
+                for size in sizes:  # each call its own pack, draining at its end
+                    s, use, c = train_seconds(drawn[at:at + size], k, rule, measured, args.record_s, args.floor_ms)
+                    secs, used, n, at = secs + s, used + use * size, n + c, at + size
+                label = "one" if len(sizes) == 1 else f"{len(sizes)} ({calls})"
+                print(f"| {label} | {k} | {rule:.2f} | {secs:.1f} | {3600 * args.images / secs:.0f} | "
+                      f"{used / args.images:.2f} | {n:.0f} |")
+
+
+def call_sizes(images: int, how: str) -> list[int]:
+    """The calls one GPU's actor gets: ``driver.call_size``'s ('auto'), or a fixed size (1: one call)."""
+    from zssr_batch.driver import GPU_CALL, call_size
+
+    sizes, left = [], images
+    while left:
+        size = call_size(left, 1, *GPU_CALL) if how == "auto" else (images if how == "1" else int(how))
+        sizes.append(min(left, size))
+        left -= sizes[-1]
+    return sizes
 
 
 if __name__ == "__main__":

@@ -354,3 +354,33 @@ def test_max_failures_stops_early(tmp_path):
                "--batch", "2", "--workers", "1", *TINY])
     assert rc == 3
     assert 2 <= len(_rows(tmp_path / "out")) <= 6
+
+
+def test_max_failures_runs_no_call_that_begins_after_it(tmp_path):
+    src = tmp_path / "in"
+    src.mkdir()
+    for name in ("a0", "a1", "c0", "c1", "c2", "c3"):
+        (src / f"{name}.png").write_bytes(b"nope")
+    Image.fromarray(_photo(40, 40)).save(src / "b.png")
+    # Calls of 3: (a0, a1, b) runs, and a0 and a1 fail at once while b still fits for seconds; the call
+    # queued behind, (c0, c1, c2), begins only after the stop, so it is left unanswered, not run.
+    rc = main(["run", "--input", str(src), "--output", str(tmp_path / "out"), "--max-failures", "2", "--pack", "2",
+               "--batch", "3", "--workers", "1", *TINY, "--max-iters", "3000", "--crop", "16"])
+    assert rc == 3
+    assert sorted(Path(r["input"]).name for r in _rows(tmp_path / "out")) == ["a0.png", "a1.png", "b.png"]
+
+
+def test_calls_are_large_while_much_is_left_and_shrink_toward_the_end():
+    from zssr_batch.driver import DEPTH, GPU_CALL, call_size
+
+    lo, hi = GPU_CALL
+    assert call_size(10_000, 1, lo, hi) == hi  # one GPU, a long run: the largest calls (fewest drains)
+    assert call_size(1_000, 1, lo, hi) == 1_000 // DEPTH  # the end near: what is left, shared by the calls held
+    assert call_size(100, 1, lo, hi) == lo  # never less than a pack can fill
+    assert call_size(10_000, 8, lo, hi) == 625  # eight GPUs share it evenly
+    # Whatever is left, the calls sent one after another cover it, never more than hi or (but the last) under lo.
+    left, sizes = 5_000, []
+    while left:
+        sizes.append(min(left, call_size(left, 3, lo, hi)))
+        left -= sizes[-1]
+    assert sum(sizes) == 5_000 and all(lo <= s <= hi for s in sizes[:-1]) and sizes == sorted(sizes, reverse=True)

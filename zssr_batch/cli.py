@@ -174,7 +174,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--precision", choices=("bf16", "fp32"), default="bf16",
                      help="packed networks on a GPU (default bf16: faster, -0.03 dB measured); CPUs run fp32")
     run.add_argument("--batch", type=int, default=None,
-                     help="images per actor call when packing (default 4 x pack; 256 on a GPU, 16 on CPUs)")
+                     help="images per actor call when packing (default on a GPU: 1024 shrinking to 128 toward the "
+                          "end, or 8 to 2 x --pack; 16 on CPUs)")
     run.add_argument("--images-per-gpu", type=int, default=None,
                      help="actors sharing one GPU (default 1 when packing, 4 with --pack 1)")
     run.add_argument("--workers", type=int, default=None, help="CPU actors when no GPU is used (default cores/threads)")

@@ -39,6 +39,10 @@ from .worker import Extras, injected_slow_restart, run_item, run_packed
 # Exit codes (documented in the README).
 EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE, EXIT_TOO_MANY_FAILURES, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 DEPTH = 2  # tasks queued per actor: one running, one ready to start
+# Images per call on a GPU, by default: a call's pack drains at its end (a shrinking pack computes
+# fewer images per second, and the next call's pack starts from its first decode and recording), so
+# calls are large while much is left, then shrink so that the workers finish together (``call_size``).
+GPU_CALL = (128, 1024)
 SPARED_MAX = 2  # deaths an image may sit through unannounced in a begun call before they count
 RESTART_WAIT_S = 600.0  # how long work waits for a dead worker to answer again before it is sent anyway
 PING_EVERY_S = 0.5
@@ -51,7 +55,7 @@ class RunSettings:
     images_per_gpu: int | None = None  # actors per GPU; default 4 fitting one image each, 1 when packing
     pack: int = 0  # fits per pack: 0 = measured within GPU memory (CPU: pack_size.cpu_pack_size); 1 = one image per call
     precision: str = "bf16"  # packed networks on a GPU: 'bf16' or 'fp32' (CPUs always run fp32)
-    batch: int | None = None  # images per actor call when packing (4 x pack; else 256 on a GPU, 16 on CPUs)
+    batch: int | None = None  # images per actor call when packing (None: call_size within GPU_CALL, 16 on CPUs)
     cpu_workers: int | None = None  # --gpus 0: how many CPU actors (default: cores / threads)
     threads_per_worker: int | None = None
     address: str | None = None
@@ -64,6 +68,18 @@ class RunSettings:
     extras: Extras = field(default_factory=Extras)
     command: str = ""
     engine: dict[str, Any] = field(default_factory=dict)  # resolved base settings, for run.json
+
+
+def call_size(left: int, actors: int, lo: int, hi: int) -> int:
+    """Images for the next call when ``left`` images have not been sent yet: an even share of them
+    over every call the actors can hold (``DEPTH`` each), kept within [lo, hi].
+
+    By ``benchmarks/drain_model.py``'s replay of the paper preset on an H100's step times (run 1,
+    2026-11-26), 10,000 images on one GPU train in calls of 256 at ~11,000 images/hour, in these
+    (1024 while more than 2048 are left, then smaller, never under 128) at ~11,600, and in one call
+    that never drains at ~11,900.
+    """
+    return max(lo, min(hi, -(-left // (DEPTH * actors))))
 
 
 @dataclass
@@ -324,16 +340,21 @@ def run(items: Callable[[], Iterator[WorkItem]], config_for: Callable[[WorkItem]
     where = {}
     payload_settings = {"extras": asdict(settings.extras), "max_pixels": settings.max_pixels,
                         "degrade": settings.degrade, "pack": settings.pack, "precision": settings.precision}
-    # A GPU pack holds up to 128 fits; a batch twice that keeps its slots refilled instead of draining.
-    default_batch = 256 if resources.get("num_gpus") else 16
-    batch_size = 1 if settings.pack == 1 else (settings.batch or (4 * settings.pack if settings.pack else default_batch))
+    if settings.pack == 1 or settings.batch:
+        sizes = (1, 1) if settings.pack == 1 else (settings.batch, settings.batch)
+    elif settings.pack:
+        sizes = (2 * settings.pack, 8 * settings.pack)
+    else:
+        sizes = GPU_CALL if resources.get("num_gpus") else (16, 16)  # (a CPU's packs of 4 drain cheaply)
     counts = {"ok": 0, "failed": 0, "skipped": 0}
     gain = {"sum": 0.0, "n": 0}  # running mean of the PSNR-Y gain, for the progress bar
     pending: dict[Any, Call] = {}  # by the call's generator
+    abandoned: list = []  # calls begun after a stop, held until the workers are killed
     load = [0] * n_actors
     retry: deque[list[Entry]] = deque()  # calls to resubmit after a worker died
     back: deque[Entry] = deque()  # images a dead worker never started: they go before new ones
     source = iter(items())
+    pulled = 0  # items taken from the source
     exhausted = False
     stop_reason = None
     bar = _progress(total, settings.progress)
@@ -374,11 +395,12 @@ def run(items: Callable[[], Iterator[WorkItem]], config_for: Callable[[WorkItem]
                 + (f", attempt {e.attempt}" if e.attempt > 1 else ""))
 
     def next_batch() -> list[Entry]:
-        """A call to resubmit after a death (see ``after_death``), else up to ``batch_size`` images."""
+        """A call to resubmit after a death (see ``after_death``), else up to ``call_size`` new images."""
         if retry:
             return retry.popleft()
         batch: list[Entry] = []
-        while len(batch) < batch_size:
+        size = call_size(total - pulled + len(back), n_actors, *sizes)
+        while len(batch) < size:
             nxt = back.popleft() if back else next_item()
             if nxt is None:
                 break
@@ -386,13 +408,14 @@ def run(items: Callable[[], Iterator[WorkItem]], config_for: Callable[[WorkItem]
         return batch
 
     def next_item() -> Entry | None:
-        nonlocal exhausted
+        nonlocal exhausted, pulled
         while not exhausted:
             try:
                 item = next(source)
             except StopIteration:
                 exhausted = True
                 return None
+            pulled += 1
             base = {"input": item.input, "output": item.output, "gt": item.gt, "rel": item.rel,
                     "attempts": 0, "preset": item.preset}
             if item.error:
@@ -443,7 +466,7 @@ def run(items: Callable[[], Iterator[WorkItem]], config_for: Callable[[WorkItem]
                     a = call.actor
                     try:
                         i, record = ray.get(next(gen))
-                    except StopIteration:  # the batch is done
+                    except StopIteration:  # the call is done
                         del pending[gen]
                         load[a] -= 1
                         continue
@@ -471,6 +494,15 @@ def run(items: Callable[[], Iterator[WorkItem]], config_for: Callable[[WorkItem]
                                   "error": f"{f.item.input}: worker died {f.attempt} times ({cause})"})
                         continue
                     if record is None:  # the worker is about to start images i (a list)
+                        if not i and stop_reason:
+                            # A call that begins after the run was told to stop is left unanswered: the
+                            # worker waits at its next notice, before it reads anything, until the end
+                            # kills it. (ray.cancel of a queued call cost the running call its last row
+                            # in a trial with Ray 2.60, and left ray.wait blocked on the cancelled one.)
+                            del pending[gen]
+                            load[a] -= 1
+                            abandoned.append(gen)
+                            continue
                         call.begun = True
                         call.started.update(i)
                         continue
