@@ -344,18 +344,6 @@ def test_ctrl_c_stops_cleanly_and_rerun_completes(tmp_path):
     assert len(rows) == 10 and len({r["input"] for r in rows}) == 10 and all(r["status"] == "ok" for r in rows)
 
 
-def test_max_failures_stops_early(tmp_path):
-    src = tmp_path / "in"
-    src.mkdir()
-    for i in range(12):
-        (src / f"bad{i:02d}.png").write_bytes(b"nope")
-    # batches of 2: the run stops once 2 have failed, with at most the batches in flight (2 per actor) after it
-    rc = main(["run", "--input", str(src), "--output", str(tmp_path / "out"), "--max-failures", "2", "--pack", "2",
-               "--batch", "2", "--workers", "1", *TINY])
-    assert rc == 3
-    assert 2 <= len(_rows(tmp_path / "out")) <= 6
-
-
 def test_max_failures_runs_no_call_that_begins_after_it(tmp_path):
     src = tmp_path / "in"
     src.mkdir()
