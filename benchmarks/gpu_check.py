@@ -17,7 +17,8 @@ test's 2e-5 on weights does not apply. Then times a full-pack training step
 (paper network): the Triton tile shapes (the fastest kept, ``--tiles-out``),
 ``run``'s own probe for BSD100 x2 (every way, then sizes), Triton's way at 100
 fits, one reconstruction test and one output of a BSD100 input; and lists the kernels a
-Triton step spends its device time in (``--all-ways``: cuDNN's ways too, timed and listed).
+Triton step spends its device time in (``--all-ways``: cuDNN's ways too, timed and listed), then
+times each Triton kernel call of a step alone, by layer (``layer_times``; ``--layers-only``).
 """
 
 from __future__ import annotations
@@ -173,6 +174,70 @@ def step_probe(data: Path, tiles_out: Path | None = None, all_ways: bool = False
     return res
 
 
+def layer_times(k: int = 32, crop: int = 128, width: int = 64, channels: int = 3, device: str = "cuda",
+                reps: int = 20) -> list[dict]:
+    """Each Triton kernel call of a paper-network step at ``k`` fits, timed alone (bf16 channels-last on a GPU,
+    as a pack runs them): the forward, input gradient and weight gradient of the first (3 -> 64), a hidden
+    (64 -> 64) and the last (64 -> 3) layer. The kernels load every tap's activation tile, so a thin layer
+    may cost nearly a hidden one for a twentieth of its products: this says whether thin-end kernels of
+    their own are worth building. (On a CPU, under TRITON_INTERPRET=1, it only checks that it runs.)"""
+    import time
+
+    from zssr_batch.conv3x3_triton import conv3x3, tap_major, weight_grad
+
+    cuda = device == "cuda"
+    dt = torch.bfloat16 if cuda else torch.float32
+    gen = torch.Generator().manual_seed(0)
+
+    def act(c: int) -> torch.Tensor:
+        t = torch.rand(1, k * c, crop, crop, generator=gen) - 0.25
+        return t.to(device=device, dtype=dt).contiguous(memory_format=torch.channels_last)
+
+    def weights(cin: int, cout: int) -> torch.Tensor:
+        return tap_major(torch.randn(k, cout, cin, 3, 3, generator=gen).to(device) * 0.05, dt)
+
+    x3, x64, g64, g3 = act(channels), act(width), act(width), act(channels)
+    w_first, w_hidden, w_last = weights(channels, width), weights(width, width), weights(width, channels)
+    depth_hidden = 6  # the paper network: 8 layers, 6 of them 64 -> 64
+    calls = [  # (pass, layer, calls a step, products per pixel and fit, the call)
+        ("forward", f"first {channels}->{width}", 1, channels * width, lambda: conv3x3(x3, w_first, relu=True)),
+        ("forward", f"hidden {width}->{width}", depth_hidden, width * width, lambda: conv3x3(x64, w_hidden, relu=True)),
+        ("forward", f"last {width}->{channels}", 1, width * channels, lambda: conv3x3(x64, w_last)),
+        ("input grad", f"hidden {width}->{width}", depth_hidden, width * width,
+         lambda: conv3x3(g64, w_hidden.transpose(3, 4), flip=True, mask_by=x64)),
+        ("input grad", f"last {width}->{channels}", 1, width * channels,
+         lambda: conv3x3(g3, w_last.transpose(3, 4), flip=True, mask_by=x64)),
+        ("weight grad", f"first {channels}->{width}", 1, channels * width,
+         lambda: weight_grad(x3, g64, k, (k * width, channels, 3, 3))),
+        ("weight grad", f"hidden {width}->{width}", depth_hidden, width * width,
+         lambda: weight_grad(x64, g64, k, (k * width, width, 3, 3))),
+        ("weight grad", f"last {width}->{channels}", 1, width * channels,
+         lambda: weight_grad(x64, g3, k, (k * channels, width, 3, 3))),
+    ]
+    rows, step = [], 0.0
+    print(f"Triton kernel calls of one step, {k} fits, {crop}x{crop} crops, each alone ({'bf16' if cuda else 'fp32'}):",
+          flush=True)
+    for pas, layer, n, products, call in calls:
+        call()
+        if cuda:
+            torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        for _ in range(reps):
+            call()
+        if cuda:
+            torch.cuda.synchronize()
+        ms = (time.perf_counter() - t0) / reps * 1e3
+        tflops = 2 * 9 * products * crop * crop * k / ms / 1e9
+        step += n * ms
+        rows.append({"pass": pas, "layer": layer, "calls_per_step": n, "ms": round(ms, 4), "tflops": round(tflops, 1)})
+        print(f"  {pas:11s} {layer:14s} x{n}: {ms:.3f} ms ({tflops:.0f} TFLOP/s)", flush=True)
+    thin = sum(r["calls_per_step"] * r["ms"] for r in rows if not r["layer"].startswith("hidden"))
+    print(f"  all convolution kernels of a step: {step:.2f} ms; the 5 calls of the thin first and last layers: "
+          f"{thin:.2f} ms ({thin / step:.0%}) for {2 * channels / (2 * channels + depth_hidden * width):.0%} of the "
+          f"products", flush=True)
+    return rows
+
+
 def kernel_profile(k: int = 100, top: int = 15, device: str = "cuda", cfg=None,
                    options: PackOptions = PackOptions()) -> list[dict]:
     """Where a full-pack step's device time goes, by kernel (eager: a replay runs the same kernels)."""
@@ -231,9 +296,16 @@ def main() -> None:
     ap.add_argument("--device", default="cuda")
     ap.add_argument("--pack", type=int, default=100)
     ap.add_argument("--tiles-out", type=Path, default=None, help="write the fastest Triton tiles here (JSON)")
+    ap.add_argument("--layers-only", action="store_true",
+                    help="only the Triton kernels' time per layer (a CPU: TRITON_INTERPRET=1 ... --device cpu --pack 2)")
     ap.add_argument("--all-ways", action="store_true",
                     help="also time and profile cuDNN's ways at 100 and 32 fits (measured slower on an H100)")
     args = ap.parse_args()
+    if args.layers_only:  # a CPU only runs the interpreter: tiny shapes
+        cpu = args.device == "cpu"
+        layer_times(args.pack, crop=16 if cpu else 128, width=16 if cpu else 64, device=args.device,
+                    reps=1 if cpu else 20)
+        return
     if args.profile_only:  # on a CPU, with 32x32 crops: what matters there is the count, not the time
         cfg = resolve("paper", overrides={"crop": 32}) if args.device == "cpu" else None
         kernel_profile(args.pack, device=args.device, cfg=cfg)
@@ -291,6 +363,10 @@ def main() -> None:
         res["kernel_profile_split_pad"] = kernel_profile(32, options=PackOptions(conv="split", pad_thin=True))
     if triton is not None:
         res["kernel_profile_triton"] = kernel_profile(32, options=PackOptions(conv="triton"))
+        try:  # a finding, not a check: it must not cost the JSON line below
+            res["layer_times"] = layer_times(32)
+        except Exception as e:  # noqa: BLE001
+            print(f"layer times failed: {' '.join(str(e).split())[:300]}", flush=True)
     ok = (res["graph_replays"] > 0 and res["graph_vs_eager"]["weights"] < 1e-4
           and res["graph_vs_alone"]["loss"] < 1e-3 and res["graph_vs_alone"]["output"] < 1e-2
           and all(res[w]["loss"] is not None and res[w]["loss"] < 1e-3 and res[w]["output"] < 1e-2

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from conftest import DATA, needs_data
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -57,3 +59,17 @@ def test_cpu_pack_benchmark_times_every_way():
     assert [(r["crop"], r["pack"], r["pad_thin"]) for r in rows] == [
         (c, k, p) for c in (16, 24) for k, p in ((1, False), (2, True), (4, True), (4, False))]
     assert all(0 < r["best_ms"] <= r["median_ms"] for r in rows)
+
+
+def test_gpu_check_times_every_triton_kernel_call_of_a_step():
+    # On a CPU the Triton interpreter runs the kernels (tiny shapes): the GPU session's per-layer table
+    # must not fail there, where device time is scarce.
+    pytest.importorskip("triton")
+    env = {**os.environ, "TRITON_INTERPRET": "1"}
+    out = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "gpu_check.py"), "--layers-only", "--device", "cpu",
+                          "--pack", "2"], capture_output=True, text=True, timeout=300, env=env)
+    assert out.returncode == 0, out.stderr
+    rows = [line.split()[:2] for line in out.stdout.splitlines() if " x1:" in line or " x6:" in line]
+    assert rows == [["forward", "first"], ["forward", "hidden"], ["forward", "last"], ["input", "grad"],
+                    ["input", "grad"], ["weight", "grad"], ["weight", "grad"], ["weight", "grad"]]
+    assert "the 5 calls of the thin first and last layers" in out.stdout
