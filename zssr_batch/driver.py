@@ -117,9 +117,9 @@ def after_death(call: Call, retries: int) -> AfterDeath:
 
     A death is charged only to the images the worker had started: it announces them before it
     touches them, and each announcement reaches the driver before the worker goes on (see
-    ``FitActor.process``). The others, most of a GPU worker's 256-image call and all of the call
-    queued behind it, were bystanders: before, each of them cost an attempt and went back alone,
-    so one lost node sent hundreds of images through one-image calls.
+    ``FitActor.process``). The others, most of a GPU worker's call (up to 1024 images) and all of
+    the call queued behind it, were bystanders: before, each of them cost an attempt and went back
+    alone, so one lost node sent hundreds of images through one-image calls.
     Started images with another attempt after this one go back together, as one call, so a lost
     node costs one pack's worth of work; on their last attempt they go alone, so a poison image
     costs only itself. A worker can also die in a begun call before it announced anything (its
