@@ -72,6 +72,41 @@ def test_packed_fits_equal_single_fits_with_their_own_streams_and_stopping_point
         assert torch.allclose(p.output, alone.output, atol=1e-4)
 
 
+def test_a_pack_trains_what_it_has_while_its_next_images_are_not_ready():
+    # A source with nothing ready (None: images still decoding) at the start, between images and
+    # while the first finishes: the pack starts with the one image it has, trains it alone, and takes
+    # the others as they come, never waiting while a slot trains. Every fit equals fitting the image
+    # alone, to the float tolerance of the test above (other slots live beside it, other float order).
+    cfgs = [resolve("fast", overrides={"max_iters": n, "crop": 24, "width": 16, "seed": 3 + i})
+            for i, n in enumerate((8, 14, 11))]
+    jobs = [Job(i, img, cfg) for i, (img, cfg) in enumerate(zip(_crops(), cfgs))]
+    offered: list = []
+
+    stats: dict = {}
+
+    def slow_source():
+        for x in [None, None, jobs[0], None, None, None, None, None, jobs[1]] + [None] * 6 + [jobs[2]]:
+            offered.append((x.key if x is not None else None, stats["steps"]))  # the pack's steps so far
+            yield x
+
+    slow = dict(fit_packed(slow_source(), k=2, stats=stats))
+    assert sorted(slow) == [0, 1, 2] and len(offered) == 16
+    # The source is asked once a step while a slot is empty. The two Nones before the first image came
+    # while nothing trained; then the first image trained alone for 5 steps before the second came;
+    # the first finished after its 8 steps, and its slot was offered a job at the end of that step and
+    # then at each step until the third came 6 offers later.
+    taken = {key: at for key, at in offered if key is not None}
+    assert taken == {0: 0, 1: 5, 2: 13}
+    assert stats["steps"] == 13 + 11 and stats["live_slot_steps"] == 8 + 14 + 11
+    for job in jobs:
+        alone, p = super_resolve(job.image, job.cfg), slow[job.key]
+        assert p.iterations == alone.iterations == job.cfg.max_iters
+        for name, w in alone.state_dict.items():
+            assert torch.allclose(p.state_dict[name], w, atol=2e-5, rtol=1e-4), (job.key, name)
+        assert np.allclose(p.log.loss, alone.log.loss, atol=1e-5)
+        assert torch.allclose(p.output, alone.output, atol=1e-4)
+
+
 def test_packed_fits_follow_the_learning_rate_rule_and_noise_of_each_image():
     # The rule reads each image's test errors lazily in a pack; cuts and stops must land on the
     # same steps as alone. Noise exercises the per-image noise draws interleaved with the pairs.

@@ -698,6 +698,9 @@ def fit_packed(jobs: Iterable[Job], k: int, device: torch.device | str = "cpu", 
                stop: Callable[[], bool] | None = None) -> Iterator[tuple[Any, SRResult]]:
     """Fit every job, K at a time in one pack; yields (key, result) as each image's output reaches the host.
 
+    ``jobs`` may yield None: no job ready yet (an image still decoding). The pack then trains
+    the slots it has and offers the empty ones a job again at the next step, instead of
+    waiting; with no slot live it waits for a job.
     ``fit_seconds`` of a result is the image's wall time in the pack (K images
     shared it, as they share the device). ``stats``, if given, receives counts
     (pack steps, graph replays, compactions, whether recording failed, slot-steps
@@ -727,13 +730,17 @@ def fit_packed(jobs: Iterable[Job], k: int, device: torch.device | str = "cpu", 
     beside = _Beside(device, options.beside, stats if timed else None)
 
     def fill(slot: int) -> Iterator[tuple[Any, SRResult]]:
-        """Put the next packable job into ``slot``; jobs that cannot share the pack are fitted alone."""
-        nonlocal pack, history, sig, exhausted
-        while not exhausted:
+        """Put the next packable job into ``slot``; jobs that cannot share the pack are fitted alone.
+        A source with no job ready yet (None) leaves the slot empty until the next step."""
+        nonlocal pack, history, sig, exhausted, dry
+        while not exhausted and not dry:
             try:
                 job = next(pending)
             except StopIteration:
                 exhausted = True
+                return
+            if job is None:
+                dry = True
                 return
             s = signature(job)
             if s is None or (sig is not None and s != sig):
@@ -763,14 +770,28 @@ def fit_packed(jobs: Iterable[Job], k: int, device: torch.device | str = "cpu", 
         stats["host_wait_s"] += clock() - t0
         return SRResult(out, done.log, done.fit_seconds, clock() - done.finished_at, state)
 
-    for i in range(k):
-        yield from fill(i)
-    while any(s is not None for s in slots):
-        assert pack is not None and history is not None
+    dry = False  # the source said it had no job ready (None), this step
+    while True:
         if stop is not None and stop():
             return
         upcoming = step
+        dry = False
+        for i in range(len(slots)):  # a step's empty slots, first all of them: offer each a job
+            if slots[i] is None and not exhausted and not dry:
+                yield from fill(i)
         live = [i for i, s in enumerate(slots) if s is not None]
+        if not live:
+            if exhausted:
+                break
+            # Nothing to train until the source has a job ready (its images are still decoding):
+            # meanwhile the finished images' results still go out.
+            beside.catch_up()
+            while finished and finished[0].output.ready():
+                done = finished.popleft()
+                yield done.key, result(done)
+            time.sleep(0.002)
+            continue
+        assert pack is not None and history is not None
         if pack.use_graphs and exhausted and len(live) <= pack.k * options.compact_below:
             # A draining pack: keep the recorded step (nearly) free of empty slots.
             size = next((n for n in COMPACT_SIZES if n >= len(live)), len(live))

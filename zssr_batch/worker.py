@@ -323,6 +323,8 @@ def run_packed(items: list[dict[str, Any]], cfgs: list[FitConfig], device: str, 
     The pack runs in its own thread; inputs are decoded by two threads ahead of
     it and each finished image is written and scored by another, so the device
     never waits on files and a row is yielded the moment its image is written.
+    The pack starts training with its first decoded image, and a slot whose
+    next image is still decoding waits empty while the others train.
     If the pack runs out of memory, the images it had not finished are fitted
     one by one with ``run_item``, which has the smaller-tiles plan.
     """
@@ -354,12 +356,16 @@ def run_packed(items: list[dict[str, Any]], cfgs: list[FitConfig], device: str, 
 
         return {i: readers.submit(decode, i) for i in indices}
 
-    def jobs() -> Iterator[Job]:
+    def jobs() -> Iterator[Job | None]:
         ahead = k + 4  # decoded images wait in host memory: enough to refill the pack, no more
         decoding = read(list(range(min(ahead, len(items)))))
         for i in range(len(items)):
             if stop.is_set():
                 return
+            while not decoding[i].done():  # the pack trains what it has meanwhile (None: nothing ready)
+                yield None
+                if stop.is_set():
+                    return
             fut = decoding.pop(i)
             if i + ahead < len(items):
                 decoding.update(read([i + ahead]))
