@@ -17,7 +17,7 @@ With ``--calls``, the images come in actor calls as ``zssr-batch run`` sends the
 drains at its end:
 
     python benchmarks/drain_model.py --steps-json run1.json --step-ms 16:3.6 32:5.9 64:10.9 100:16.4 \
-        --images 10000 --packs 100 --rules 0.75 --calls 256 auto
+        --images 10000 --packs 100 --rules 0.9 --calls 256 auto
 """
 
 from __future__ import annotations
@@ -72,7 +72,8 @@ def main() -> None:
     ap.add_argument("--record-s", type=float, default=0.15, help="seconds to record the step again")
     ap.add_argument("--floor-ms", type=float, default=1.5)
     ap.add_argument("--packs", type=int, nargs="+", default=[16, 32, 64, 100, 128])
-    ap.add_argument("--rules", type=float, nargs="+", default=[0.5, 0.75])
+    ap.add_argument("--rules", type=float, nargs="+", default=[0.75, 0.9],
+                    help="compact once the live slots are at most this share of the positions (PackOptions)")
     ap.add_argument("--calls", nargs="+", default=["1"],
                     help="how the images arrive: 'auto' (run's call sizes on one GPU), N per call, or 1 = all at once")
     args = ap.parse_args()

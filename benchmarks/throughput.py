@@ -98,7 +98,8 @@ def parse_variant(text: str) -> tuple[str, int | None, PackOptions]:
     if parts[0] not in ("bf16", "fp32"):
         raise SystemExit(f"variant {text!r}: start with bf16 or fp32")
     k = next((int(p) for p in parts[1:] if p.isdigit()), None)
-    drain = next((int(p[5:]) / 100 for p in parts[1:] if p.startswith("drain") and p[5:].isdigit()), 0.75)
+    drain = next((int(p[5:]) / 100 for p in parts[1:] if p.startswith("drain") and p[5:].isdigit()),
+                 PackOptions().compact_below)
     conv = next((c for c in ("split", "triton", "bmm") if c in parts), "grouped")
     return text, k, PackOptions(graphs="eager" not in parts, bf16=parts[0] == "bf16", tune="tune" in parts,
                                 conv=conv, pad_thin="pad" in parts, compact_below=drain, beside="beside" in parts)

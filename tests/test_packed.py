@@ -214,13 +214,14 @@ def test_a_draining_pack_shrinks_and_still_equals_single_fits(monkeypatch):
 
 def test_a_draining_pack_shrinks_to_recurring_sizes(monkeypatch):
     # 12 -> 10 when 9 are live (one empty position rides along: sizes come from COMPACT_SIZES, so
-    # that they recur from batch to batch), then 7, 5, 3, 2, 1. Slot-steps: 12x3 + 10x3 + 7x3 +
-    # 5x2 + 3 + 2 + 1 = 103 for 98 live ones.
+    # that they recur from batch to batch), then, each time the live slots fall to 90% of the
+    # positions or below, 7, 6, 5, 4, 3, 2, 1. Slot-steps: 12x3 + 10x3 + 7x2 + 6 + 5 + 4 + 3 + 2 + 1
+    # = 101 for 98 live ones.
     _record_eagerly(monkeypatch)
     iters = (3, 3, 3, 6, 6, 8, 9, 10, 11, 12, 13, 14)
     _, stats = _drain(iters, 12)
-    assert stats["compactions"] == 6
-    assert stats["live_slot_steps"] == sum(iters) == 98 and stats["slot_steps"] == 103
+    assert stats["compactions"] == 8
+    assert stats["live_slot_steps"] == sum(iters) == 98 and stats["slot_steps"] == 101
 
 
 def test_the_device_clock_charges_each_phase_of_a_pack_its_own_time(monkeypatch):

@@ -82,11 +82,13 @@ class PackOptions:
     # 'pad_thin' and keeps what is faster: on an H100, 'triton' (docs/BENCHMARKS.md).
     pad_thin: bool = False
     # A draining pack (no job left to fill its empty slots) is compacted once its live slots are
-    # at most this fraction of its positions; each compaction records the step again (a few
-    # eager steps). 0.75 rather than 0.5: with the step times measured on an H200 and the step
-    # counts the paper rule gives, a 100-image pack of 100 trains ~9% faster (benchmarks/
-    # drain_model.py, a replay of this schedule over measured figures; docs/BENCHMARKS.md).
-    compact_below: float = 0.75
+    # at most this fraction of its positions; each compaction records the step again (one eager
+    # step and the capture). 0.75 rather than 0.5 gave a 100-image pack of 100 ~9% less training
+    # on an H200's step times; 0.9 rather than 0.75 another 0.6-2.4% on an H100's (run 1), as a
+    # recording again costs 0.15 down to 0.04 s, and no worse for packs of 32 to 100 on either
+    # card (benchmarks/drain_model.py, a replay of this schedule over measured figures;
+    # docs/BENCHMARKS.md).
+    compact_below: float = 0.9
     # Run tests and outputs on a second CUDA stream beside the training (``_Beside``): ~3,700 tests
     # of ~40 small kernels each, and 100 outputs, in a BSD100 run, which on the training stream
     # queue between its steps. Off until an H100 has timed it (benchmarks/throughput.py ``:beside``).
