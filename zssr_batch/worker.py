@@ -202,6 +202,13 @@ def process_image(input_path: str | Path, output_path: str | Path, cfg: FitConfi
     return finish(prep, result, output_path, cfg, dev, extras, compare_path, max_pixels)
 
 
+def _fault_spec() -> tuple[str, str, str]:
+    """ZSSR_BATCH_FAULT as (kind, SUBSTR, MARKER), empty strings where not given."""
+    kind, _, rest = os.environ.get("ZSSR_BATCH_FAULT", "").partition(":")
+    substr, _, marker = rest.partition(":")
+    return kind, substr, marker
+
+
 def injected_fault(path: str):
     """Fault injection for the robustness tests, off unless ZSSR_BATCH_FAULT is set.
 
@@ -210,10 +217,8 @@ def injected_fault(path: str):
     ``kill:SUBSTR:MARKER`` SIGKILLs the worker process mid-fit the first time
     (while the file MARKER does not exist yet), as a segfault or node loss would.
     """
-    spec = os.environ.get("ZSSR_BATCH_FAULT", "")
-    kind, _, rest = spec.partition(":")
-    substr, _, marker = rest.partition(":")
-    if not spec or not substr or substr not in path:
+    kind, substr, marker = _fault_spec()
+    if not kind or not substr or substr not in path:
         return None
 
     def fault(plan: MemoryPlan) -> None:
@@ -229,7 +234,7 @@ def injected_fault(path: str):
 def injected_crash_on_read(path: str) -> None:
     """``kill-on-read:SUBSTR`` SIGKILLs the worker the moment it starts reading an input whose path
     contains SUBSTR, every time: a poison image, as a decoder that segfaults on it would be."""
-    kind, _, substr = os.environ.get("ZSSR_BATCH_FAULT", "").partition(":")
+    kind, substr, _ = _fault_spec()
     if kind == "kill-on-read" and substr and substr in path:
         os.kill(os.getpid(), signal.SIGKILL)
 
@@ -238,8 +243,7 @@ def injected_slow_restart() -> None:
     """With ``kill:SUBSTR:MARKER`` injected and the worker already killed (MARKER exists), a worker
     that starts sleeps ``ZSSR_BATCH_FAULT_RESTART_S`` seconds first: a slow restart, as a GPU
     worker's on a busy node, while the driver already has work to hand it again."""
-    kind, _, rest = os.environ.get("ZSSR_BATCH_FAULT", "").partition(":")
-    marker = rest.partition(":")[2]
+    kind, _, marker = _fault_spec()
     if kind == "kill" and marker and os.path.exists(marker):
         time.sleep(float(os.environ.get("ZSSR_BATCH_FAULT_RESTART_S", "0")))
 
@@ -403,29 +407,29 @@ def run_packed(items: list[dict[str, Any]], cfgs: list[FitConfig], device: str, 
     fitter.start()
     answered: set[int] = set()
     announced: set[int] = set()
+
+    def hand_on(event: tuple) -> Iterator[tuple[Any, dict[str, Any] | None]]:
+        """A start notice (then its decodes may begin) or a row, to the caller."""
+        kind, i, rest = event
+        if kind == "start":
+            announced.update(i)
+            yield i, None  # under Ray's backpressure of 1 this returns once the driver has it
+            rest.set()
+        else:
+            answered.add(i)
+            yield i, rest
+
     try:
         while True:
             event = events.get()
-            if event[0] == "start":
-                announced.update(event[1])
-                yield event[1], None  # under Ray's backpressure of 1 this returns once the driver has it
-                event[2].set()
-            elif event[0] == "row":
-                answered.add(event[1])
-                yield event[1], event[2]
-            elif event[0] == "end":
-                error = event[1]
-                writer.shutdown(wait=True)  # every fitted image's row is queued after this
-                while not events.empty():
-                    kind, i, rest = events.get()
-                    if kind == "start":
-                        announced.update(i)
-                        yield i, None
-                        rest.set()
-                    else:
-                        answered.add(i)
-                        yield i, rest
-                break
+            if event[0] != "end":
+                yield from hand_on(event)
+                continue
+            error = event[1]
+            writer.shutdown(wait=True)  # every fitted image's row is queued after this
+            while not events.empty():
+                yield from hand_on(events.get())
+            break
         if error is not None:
             if not is_out_of_memory(error):
                 raise error
