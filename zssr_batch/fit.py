@@ -21,8 +21,8 @@ import torch
 from .config import FitConfig
 from .infer import MemoryPlan, network_upscale
 from .model import ZSSRNet
-from .pairs import Augment, Draw, make_son, noisy_son, sample_father, son_noise
-from .resize import imresize, output_size
+from .pairs import Augment, Draw, make_son, noisy_son, sample_father, son_noise, son_shape
+from .resize import imresize
 
 Pair = tuple[float, float]
 PairHook = Callable[[int, torch.Tensor, torch.Tensor], None]
@@ -70,7 +70,7 @@ def reconstruction_noise(shape: Sequence[int], sf: Pair, noise_std: float,
     """The noise of the son of a test of an image of ``shape`` (C, h, w), drawn now from the image's
     stream: at the test's turn in it, even when the test itself runs later (a pack runs its tests
     beside the training)."""
-    return son_noise((*shape[:-2], *output_size(shape[-2:], (1.0 / sf[0], 1.0 / sf[1]))), noise_std, gen)
+    return son_noise(son_shape(shape, sf), noise_std, gen)
 
 
 def reconstruction_error(net: ZSSRNet, image: torch.Tensor, sf: Pair, kernel: torch.Tensor | None,

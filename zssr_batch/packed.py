@@ -53,8 +53,8 @@ from .infer import MemoryPlan
 from .kernels import shift_kernel
 from .model import ZSSRNet
 from .pack_conv import CONVS, split_conv, triton_conv
-from .pairs import Augment, Draw, draw_father, son_noise, upload, warp_batch
-from .resize import imresize, output_size
+from .pairs import Augment, Draw, draw_father, son_noise, son_shape, upload, warp_batch
+from .resize import imresize
 
 
 @dataclass(frozen=True)
@@ -313,7 +313,7 @@ class _Pack:
         side = max(first.image.shape[-2:])
         self.src = torch.zeros(k, c, side, side, device=device)  # image k in the top-left corner, zeros around
         self.params = torch.zeros(k, 10, dtype=torch.float64, device=device)  # inverse father map, exact flag
-        self.son_shape = (c, *output_size((self.crop, self.crop), (1 / self.sf[0], 1 / self.sf[1])))
+        self.son_shape = son_shape((c, self.crop, self.crop), self.sf)
         self.noise = torch.zeros(k, *self.son_shape, device=device) if cfg.noise_std > 0 else None
         self.lr = torch.zeros(k, dtype=torch.float64, device=device)
         self.active = torch.zeros(k, dtype=torch.bool, device=device)
@@ -772,6 +772,12 @@ def fit_packed(jobs: Iterable[Job], k: int, device: torch.device | str = "cpu", 
         stats["host_wait_s"] += clock() - t0
         return SRResult(out, done.log, done.fit_seconds, clock() - done.finished_at, state)
 
+    def landed(wait: bool = False) -> Iterator[tuple[Any, SRResult]]:
+        """The finished images whose outputs have reached the host, in order (``wait``: all of them)."""
+        while finished and (wait or finished[0].output.ready()):
+            done = finished.popleft()
+            yield done.key, result(done)
+
     dry = False  # the source said it had no job ready (None), this step
     while True:
         if stop is not None and stop():
@@ -788,9 +794,7 @@ def fit_packed(jobs: Iterable[Job], k: int, device: torch.device | str = "cpu", 
             # Nothing to train until the source has a job ready (its images are still decoding):
             # meanwhile the finished images' results still go out.
             beside.catch_up()
-            while finished and finished[0].output.ready():
-                done = finished.popleft()
-                yield done.key, result(done)
+            yield from landed()
             time.sleep(0.002)
             continue
         assert pack is not None and history is not None
@@ -875,15 +879,11 @@ def fit_packed(jobs: Iterable[Job], k: int, device: torch.device | str = "cpu", 
         stats["host_book_s"] += clock() - t2
         step += 1
         beside.advance(step)
-        while finished and finished[0].output.ready():
-            done = finished.popleft()
-            yield done.key, result(done)
+        yield from landed()
         if step % 64 == 0:  # forget the losses no image still needs
             history.forget(min([s.first_step for s in slots if s is not None] + [f.steps.start for f in finished]
                                + [step]))
     device_clock.close()
     beside.close()
     stats["graph_failed"] = pack is not None and options.graphs and device.type == "cuda" and not pack.use_graphs
-    while finished:
-        done = finished.popleft()
-        yield done.key, result(done)
+    yield from landed(wait=True)

@@ -195,6 +195,11 @@ def upload(t: torch.Tensor, device: torch.device) -> torch.Tensor:
     return t.pin_memory().to(device, non_blocking=True)
 
 
+def son_shape(shape: Sequence[int], sf: Pair) -> tuple[int, ...]:
+    """The shape of the son of a father of ``shape`` (..., h, w), shrunk by ``sf``."""
+    return (*shape[:-2], *output_size(tuple(shape[-2:]), (1.0 / sf[0], 1.0 / sf[1])))
+
+
 def son_noise(shape: Sequence[int], noise_std: float, gen: torch.Generator) -> torch.Tensor | None:
     """The noise ``make_son`` adds to a son of ``shape``, drawn on the host from the image's stream
     (None without noise). Drawn apart so that a son made later still gets the draws of its turn."""
@@ -214,5 +219,4 @@ def noisy_son(father: torch.Tensor, sf: Pair, kernel: torch.Tensor | None, noise
 def make_son(father: torch.Tensor, sf: Pair, kernel: torch.Tensor | None, noise_std: float,
              gen: torch.Generator) -> torch.Tensor:
     """Shrink a father by ``sf`` (with the kernel if given) and add noise; values clipped to [0, 1]."""
-    shape = (*father.shape[:-2], *output_size(father.shape[-2:], (1.0 / sf[0], 1.0 / sf[1])))
-    return noisy_son(father, sf, kernel, son_noise(shape, noise_std, gen))
+    return noisy_son(father, sf, kernel, son_noise(son_shape(father.shape, sf), noise_std, gen))
