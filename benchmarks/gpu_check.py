@@ -35,6 +35,7 @@ import torch
 from zssr_batch.config import resolve
 from zssr_batch.engine import super_resolve
 from zssr_batch.images import load_image
+from zssr_batch.pack_size import ms_per_call
 from zssr_batch.packed import Job, PackOptions, fit_packed
 
 
@@ -59,8 +60,6 @@ def tests_and_outputs(cfg, img: torch.Tensor, tests: int = 50, outputs: int = 3)
     """Device milliseconds of one reconstruction test and of one output (8-way ensemble and
     back-projections) of a BSD100 x2 input, one at a time on an idle card: the work of a pack
     besides training, ~3,700 tests and 100 outputs in a BSD100 run."""
-    import time
-
     from zssr_batch.engine import upscale_with
     from zssr_batch.fit import reconstruction_error
     from zssr_batch.infer import MemoryPlan
@@ -72,13 +71,7 @@ def tests_and_outputs(cfg, img: torch.Tensor, tests: int = 50, outputs: int = 3)
     res = {}
     for name, n, work in (("test_ms", tests, lambda: reconstruction_error(net, image, sf, None, None)),
                           ("output_ms", outputs, lambda: upscale_with(net, image, cfg, 0, None, MemoryPlan()))):
-        work()
-        torch.cuda.synchronize()
-        t0 = time.perf_counter()
-        for _ in range(n):
-            work()
-        torch.cuda.synchronize()
-        res[name] = round((time.perf_counter() - t0) / n * 1000, 2)
+        res[name] = round(ms_per_call(work, n, "cuda"), 2)
     print(f"one test {res['test_ms']} ms, one output {res['output_ms']} ms ({tuple(img.shape)} input); a BSD100 "
           f"run's ~3,700 tests and 100 outputs: {(3700 * res['test_ms'] + 100 * res['output_ms']) / 1000:.1f} s "
           f"one at a time", flush=True)
@@ -181,8 +174,6 @@ def layer_times(k: int = 32, crop: int = 128, width: int = 64, channels: int = 3
     (64 -> 64) and the last (64 -> 3) layer. The kernels load every tap's activation tile, so a thin layer
     may cost nearly a hidden one for a twentieth of its products: this says whether thin-end kernels of
     their own are worth building. (On a CPU, under TRITON_INTERPRET=1, it only checks that it runs.)"""
-    import time
-
     from zssr_batch.conv3x3_triton import conv3x3, tap_major, weight_grad
 
     cuda = device == "cuda"
@@ -218,15 +209,7 @@ def layer_times(k: int = 32, crop: int = 128, width: int = 64, channels: int = 3
     print(f"Triton kernel calls of one step, {k} fits, {crop}x{crop} crops, each alone ({'bf16' if cuda else 'fp32'}):",
           flush=True)
     for pas, layer, n, products, call in calls:
-        call()
-        if cuda:
-            torch.cuda.synchronize()
-        t0 = time.perf_counter()
-        for _ in range(reps):
-            call()
-        if cuda:
-            torch.cuda.synchronize()
-        ms = (time.perf_counter() - t0) / reps * 1e3
+        ms = ms_per_call(call, reps, device)
         tflops = 2 * 9 * products * crop * crop * k / ms / 1e9
         step += n * ms
         rows.append({"pass": pas, "layer": layer, "calls_per_step": n, "ms": round(ms, 4), "tflops": round(tflops, 1)})

@@ -17,8 +17,8 @@ graph), ``:tune`` (cuDNN picks its algorithms by timing them), ``:split``
 (weight gradients as batched products), ``:triton`` (our implicit-GEMM kernel),
 ``:bmm`` (the K convolutions as im2col
 and batched matrix products), ``:pad`` (thin ends padded to 8 channels) and
-``:drainNN`` (a draining pack compacts at NN% live; default 75) and ``:beside`` (tests and
-outputs on a second CUDA stream, beside the training). Without ``:K``
+``:drainNN`` (a draining pack compacts at NN% live; default ``PackOptions.compact_below``, 90)
+and ``:beside`` (tests and outputs on a second CUDA stream, beside the training). Without ``:K``
 the ways left at their defaults are chosen by ``run``'s probe, as in ``run``. Prints a table, then one JSON line with
 device, torch, images, both rates, the speedup and the mean PSNR-Y of the
 baseline and of the first variant over the baseline's images (and over all

@@ -31,7 +31,7 @@ import time
 import warnings
 from dataclasses import asdict, replace
 from pathlib import Path
-from typing import Iterable
+from typing import Any, Callable, Iterable
 
 import torch
 
@@ -76,25 +76,31 @@ def memory_pack_size(cfg: FitConfig, device: torch.device | str, largest: tuple[
     return int(max(1, min(MAX_PACK, (free // 2 - inference) // per_slot)))
 
 
+def ms_per_call(work: Callable[[], Any], repeats: int, device: torch.device | str, warmup: int = 1) -> float:
+    """Milliseconds per call of ``work`` after ``warmup`` calls, the device's queue drained before and after."""
+    device = torch.device(device)
+
+    def sync() -> None:
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+
+    for _ in range(warmup):
+        work()
+    sync()
+    t0 = time.perf_counter()
+    for _ in range(repeats):
+        work()
+    sync()
+    return (time.perf_counter() - t0) / repeats * 1e3
+
+
 def time_pack_step(cfg: FitConfig, device: torch.device | str, k: int, options: PackOptions = PackOptions(),
                    image: torch.Tensor | None = None, repeats: int = 10) -> float:
     """Milliseconds per training step of a full pack of ``k`` (pairs to Adam, recorded as a graph where
     ``options`` say so), with no host work between steps: what the device alone needs."""
     device = torch.device(device)
     pack, live = full_pack(cfg, device, k, options, image)
-
-    def sync() -> None:
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-
-    for _ in range(3):  # the recording, and the first replays
-        pack.step(live)
-    sync()
-    t0 = time.perf_counter()
-    for _ in range(repeats):
-        pack.step(live)
-    sync()
-    ms = (time.perf_counter() - t0) / repeats * 1e3
+    ms = ms_per_call(lambda: pack.step(live), repeats, device, warmup=3)  # the recording, and the first replays
     del pack
     if device.type == "cuda":
         torch.cuda.empty_cache()
