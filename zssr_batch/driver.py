@@ -241,6 +241,13 @@ class _Comebacks:
                 state[1], state[2] = self.actors[a].where.remote(), now
 
 
+def _item_row(item: WorkItem, attempts: int) -> dict[str, Any]:
+    """The report fields a work item gives a row the driver writes itself (a failure before or after
+    the workers)."""
+    return {"input": item.input, "output": item.output, "gt": item.gt, "rel": item.rel, "attempts": attempts,
+            "preset": item.preset}
+
+
 def _iso(t: float) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(t)) + f".{int(t % 1 * 1000):03d}"
 
@@ -416,8 +423,7 @@ def run(items: Callable[[], Iterator[WorkItem]], config_for: Callable[[WorkItem]
                 exhausted = True
                 return None
             pulled += 1
-            base = {"input": item.input, "output": item.output, "gt": item.gt, "rel": item.rel,
-                    "attempts": 0, "preset": item.preset}
+            base = _item_row(item, attempts=0)
             if item.error:
                 emit({**base, "status": "failed", "error": item.error})
                 continue
@@ -488,9 +494,8 @@ def run(items: Callable[[], Iterator[WorkItem]], config_for: Callable[[WorkItem]
                         retry.extend(fate.retry)
                         back.extendleft(reversed(fate.back))
                         for f in fate.failed:
-                            emit({"input": f.item.input, "output": f.item.output, "gt": f.item.gt,
-                                  "rel": f.item.rel, "status": "failed", "attempts": f.attempt,
-                                  "preset": f.item.preset, "config_hash": FitConfig(**f.cfg).hash(),
+                            emit({**_item_row(f.item, f.attempt), "status": "failed",
+                                  "config_hash": FitConfig(**f.cfg).hash(),
                                   "error": f"{f.item.input}: worker died {f.attempt} times ({cause})"})
                         continue
                     if record is None:  # the worker is about to start images i (a list)
