@@ -12,7 +12,7 @@ from conftest import have_data, hr_path
 from zssr_batch.config import resolve
 from zssr_batch.engine import super_resolve
 from zssr_batch.images import load_image
-from zssr_batch.packed import Job, PackedAdam, fit_packed
+from zssr_batch.packed import Job, PackedAdam, PackOptions, fit_packed
 
 
 def _crops() -> list[torch.Tensor]:
@@ -159,23 +159,45 @@ def test_tests_and_outputs_read_their_own_copies_however_late_they_run(monkeypat
 
 def _record_eagerly(monkeypatch) -> None:
     """On a GPU the step is a recorded graph over every position; finished positions ride along
-    masked. Here an eager stand-in for the recording runs that same full-pack step, so a draining
-    pack's bookkeeping is checked on a CPU."""
+    masked. Here only the capture itself has an eager stand-in: the recording's warm-up steps run
+    as they do on a GPU (no slot active, every position computed), the capture runs the step once
+    more, and each replay runs that same full-pack step, so a draining pack's bookkeeping, and
+    that recording changes no slot, are checked on a CPU."""
     from zssr_batch import packed
 
     class Replay:
-        def __init__(self, pack):
-            self.pack = pack
+        def __init__(self, step, rows):
+            self.step, self.rows = step, rows
 
         def replay(self):
-            self.pack.graph_rows = self.pack._train_step(None)
+            self.rows.copy_(self.step())
 
-    def record(self):
-        self.graph = Replay(self)
+    def capture(step, device):
+        rows = step()
+        return Replay(step, rows), rows
 
-    monkeypatch.setattr(packed._Pack, "_record", record)
-    init = packed._Pack.__init__
-    monkeypatch.setattr(packed._Pack, "__init__", lambda self, *a: (init(self, *a), setattr(self, "use_graphs", True))[0])
+    monkeypatch.setattr(packed, "_capture", capture)
+    monkeypatch.setattr(packed, "_can_record", lambda device: True)
+
+
+def test_recording_a_pack_before_its_first_draws_changes_no_slot(monkeypatch):
+    # On the H100 (2026-11-27) every image placed before a pack's first recording came out NaN: the
+    # warm-up steps ran before any father was drawn, on all-zero maps, and the NaN they made reached
+    # the resting rows' Adam moments. A recording must leave weights and optimizer state as they were.
+    from zssr_batch import packed
+
+    _record_eagerly(monkeypatch)
+    cfg = resolve("fast", overrides={"crop": 16, "width": 8})
+    img = torch.rand(3, 30, 26, generator=torch.Generator().manual_seed(0))
+    pack = packed._Pack(3, Job(0, img, cfg), torch.device("cpu"), PackOptions())
+    for i in range(2):  # the third slot stays empty: its source image is still decoding
+        pack.place(i, Job(i, img, cfg), torch.Generator().manual_seed(i))
+    before = [t.clone() for t in (pack.nets.flat, pack.opt.m, pack.opt.v, pack.opt.t)]
+    pack.record()
+    assert pack.graph is not None and pack.recordings == 1
+    for t, b in zip((pack.nets.flat, pack.opt.m, pack.opt.v, pack.opt.t), before):
+        assert torch.equal(t, b)
+    assert pack.active.tolist() == [True, True, False]
 
 
 def _drain(iters: tuple[int, ...], k: int) -> tuple[dict, dict]:

@@ -286,6 +286,33 @@ class PackedAdam:
         self.p.sub_(self.m.div(denom).mul_(step_size))
 
 
+def _can_record(device: torch.device) -> bool:
+    """Whether a pack on ``device`` can record its step as a graph (tests stand in a CPU recording)."""
+    return device.type == "cuda"
+
+
+@contextlib.contextmanager
+def _side_stream(device: torch.device) -> Iterator[None]:
+    """Work in the block runs on a fresh side stream, ordered after and before the current stream's
+    (PyTorch's advice for the eager warm-up before a graph capture); off a GPU, in place."""
+    if device.type != "cuda":
+        yield
+        return
+    side = torch.cuda.Stream(device)
+    side.wait_stream(torch.cuda.current_stream(device))
+    with torch.cuda.stream(side):
+        yield
+    torch.cuda.current_stream(device).wait_stream(side)
+
+
+def _capture(step: Callable[[], torch.Tensor], device: torch.device) -> tuple[Any, torch.Tensor]:
+    """``step`` recorded as a CUDA graph, and the tensor its replays write their result to."""
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph, capture_error_mode="thread_local"):  # readers/writers run beside
+        rows = step()
+    return graph, rows
+
+
 class _Pack:
     """The device side of a pack: networks, optimizer, per-slot buffers, and the recorded step."""
 
@@ -295,7 +322,7 @@ class _Pack:
         self.k, self.device, self.crop = k, device, cfg.crop
         self.sf: tuple[float, float] = tuple(cfg.scale)  # type: ignore[assignment]
         cuda = device.type == "cuda"
-        self.use_graphs = options.graphs and cuda
+        self.use_graphs = options.graphs and _can_record(device)
         self.bf16 = options.bf16 and cuda
         self.channels_last = options.channels_last and cuda
         self.tune = options.tune and cuda
@@ -312,7 +339,11 @@ class _Pack:
             self.kernel = torch.as_tensor(shift_kernel(first.kernel, cfg.scale), dtype=torch.float32, device=device)
         side = max(first.image.shape[-2:])
         self.src = torch.zeros(k, c, side, side, device=device)  # image k in the top-left corner, zeros around
-        self.params = torch.zeros(k, 10, dtype=torch.float64, device=device)  # inverse father map, exact flag
+        # Each row an inverse father map (3x3) and an exact flag. Rows start as the identity, not zeros: a
+        # recording's warm-up steps compute every row, drawn or not, and a zero map divides by zero. The NaN
+        # gradient that makes then reaches the resting rows' Adam moments (0 * NaN), as it did on the H100.
+        self.params = torch.zeros(k, 10, dtype=torch.float64, device=device)
+        self.params[:, :9] = torch.eye(3, dtype=torch.float64).flatten()
         self.son_shape = son_shape((c, self.crop, self.crop), self.sf)
         self.noise = torch.zeros(k, *self.son_shape, device=device) if cfg.noise_std > 0 else None
         self.lr = torch.zeros(k, dtype=torch.float64, device=device)
@@ -372,7 +403,9 @@ class _Pack:
         return rows.detach()
 
     def _record(self) -> None:
-        """Record the full-pack step as a CUDA graph; warm-up steps run with no slot active, so they change nothing.
+        """Record the full-pack step as a CUDA graph. Its warm-up steps and the capture run with no slot
+        active: Adam then leaves every row as it was (per-row coefficients 0 and 1), so they change
+        nothing, provided every row's step is finite (hence the identity rows of ``params``).
 
         Three warm-up steps before the pack's first recording (libraries' lazy set-up, as PyTorch
         advises); one before a recording again (after a compaction or a larger image), where only
@@ -382,16 +415,10 @@ class _Pack:
         saved = self.active.clone()
         try:
             self.active.zero_()
-            side = torch.cuda.Stream(self.device)
-            side.wait_stream(torch.cuda.current_stream(self.device))
-            with torch.cuda.stream(side):
+            with _side_stream(self.device):
                 for _ in range(1 if self.recordings else 3):
                     self._train_step(None)
-            torch.cuda.current_stream(self.device).wait_stream(side)
-            graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(graph, capture_error_mode="thread_local"):  # readers/writers run beside
-                rows = self._train_step(None)
-            self.graph, self.graph_rows = graph, rows
+            self.graph, self.graph_rows = _capture(lambda: self._train_step(None), self.device)
             self.recordings += 1
         except Exception as e:  # noqa: BLE001 - an eager pack is slower, not wrong
             warnings.warn(f"zssr-batch: recording the training step as a CUDA graph failed ({e}); running eagerly")
@@ -826,11 +853,11 @@ def fit_packed(jobs: Iterable[Job], k: int, device: torch.device | str = "cpu", 
                 noise[i] = son_noise(pack.son_shape, s.job.cfg.noise_std, s.gen)
         params[:, :9] = np.linalg.inv(matrices).reshape(k_now, 9)
         t1 = clock()
+        pack.send_draws(params, noise)  # before a recording, whose warm-up steps then compute this step's pairs
         if pack.needs_recording():
             device_clock.enter("record")
             pack.record()
         device_clock.enter("train")
-        pack.send_draws(params, noise)
         history.record(pack.step(live))
         t2 = clock()
         stats["host_draw_s"] += t1 - t0
