@@ -124,13 +124,11 @@ def step_probe(data: Path, tiles_out: Path | None = None, all_ways: bool = False
         print(f"Triton tiles by default: {default}", flush=True)
         base = probe("k32_bf16_graph_triton", 32, PackOptions(conv="triton"))
         best = dict(default)
-        # (2026-11-26, H100: conv 64x4x4, 256x8x3, 128x8x3, 128x4x4 and wgrad 32x4x4, 128x4x3 were 1-9% slower
-        # than the defaults.) Now the convolution's copies through L1 too, the weight gradient's wider products
-        # (2 taps a program: 127 registers, 72 KB of shared memory; 4 taps in 32-pixel tiles: 188, 64 KB; by
-        # ptxas for sm_90, no spills), and one shape of each again with the gradients channels-last and the
-        # ReLUs fused.
-        for kind, shapes in (("conv", [(128, 4, 3, ".ca"), (256, 8, 3, ".ca"), (128, 8, 3, "")]),
-                             ("wgrad", [(64, 4, 3, 2), (32, 4, 3, 4), (128, 8, 3, 1)])):
+        # (H100, 2026-11-26: conv 64x4x4, 256x8x3, 128x8x3, 128x4x4 and wgrad 32x4x4, 128x4x3 were 1-9% slower
+        # than the then defaults; 2026-11-27: conv 256x8x3 (L1) 15% and 128x8x3 3% slower, wgrad 4 taps 4%
+        # and 128x8x3 6% slower than 2 taps, which became the default with the L1 copies.) Each run re-times
+        # the alternatives closest to the defaults: the convolution's copies through L2 only, one tap a program.
+        for kind, shapes in (("conv", [(128, 4, 3, "")]), ("wgrad", [(64, 4, 3, 1), (32, 4, 3, 4)])):
             fastest = base
             for shape in shapes:
                 tri.TILES = {**default, kind: shape}

@@ -677,16 +677,18 @@ def test_the_triton_kernels_build_for_an_h100():
                                                   "BN": tri._block(a["COUT"]), "BK": tri._block(a["CIN"]),
                                                   "CACHE": cache},
                                 warps, stages)
-    a = conv_args(64, 64, False)  # the sweep's other cache: the same copies, through L1 as well
-    ptx["forward, copies through L1"] = _hopper_ptx(tri._conv3x3, a, {"FLIP": 0, "RELU": 1, "MASK": 0, "BM": bm,
-                                                                      "BN": 64, "BK": 64, "CACHE": ".ca"}, warps, stages)
-    assert "cp.async.ca" in ptx["forward, copies through L1"]
+    assert cache == ".ca" and "cp.async.ca" in ptx["forward, ReLU"]  # the default's copies go through L1 too
+    a = conv_args(64, 64, False)  # the sweep's other cache: the same copies, through L2 only
+    ptx["forward, copies through L2"] = _hopper_ptx(tri._conv3x3, a, {"FLIP": 0, "RELU": 1, "MASK": 0, "BM": bm,
+                                                                      "BN": 64, "BK": 64, "CACHE": ""}, warps, stages)
+    assert "cp.async.cg" in ptx["forward, copies through L2"]
     strides = lambda prefix: dict(zip((f"{prefix}g", f"{prefix}c", f"{prefix}h", f"{prefix}w"), act(64)))  # noqa: E731
     wargs = {"x_ptr": "*bf16", "gy_ptr": "*bf16", "part_ptr": "*fp32", "H": h, "W": w, "CIN": 64, "COUT": 64,
              "CHUNK": 2048, **strides("sx"), **strides("sg")}
-    # the default, and the sweep's wider products (gpu_check.py): 2 taps a program, 4 in 32-pixel tiles
-    for name, (bp, warps, stages, taps) in {"weight gradient": tri.TILES["wgrad"],
-                                            "weight gradient, 2 taps": (64, 4, 3, 2),
+    # the default (2 taps a program) and the sweep's others (gpu_check.py): 1 tap, 4 in 32-pixel tiles
+    assert tri.TILES["wgrad"] == (64, 4, 3, 2)
+    for name, (bp, warps, stages, taps) in {"weight gradient": (64, 4, 3, 1),
+                                            "weight gradient, 2 taps": tri.TILES["wgrad"],
                                             "weight gradient, 4 taps": (32, 4, 3, 4)}.items():
         ptx[name] = _hopper_ptx(tri._wgrad3x3, wargs, {"BP": bp, "BN": 64, "BK": 64, "TAPS": taps}, warps, stages)
     from zssr_batch import adam_triton

@@ -149,10 +149,11 @@ def weight_grad(x: torch.Tensor, gy: torch.Tensor, groups: int, shape: torch.Siz
 # convolution the cache its tile copies go through: "" (L2 only) or ".ca" (L1 too, where a tap's
 # tile overlaps the last tap's and a group's weights serve its neighbouring tiles), and for the
 # weight gradient the taps a program takes (1, 2 or 4: a power of two, the product's width). The
-# channel sides come from the channel counts. On an H100 (2026-11-26, docs/BENCHMARKS.md) every other
-# shape benchmarks/gpu_check.py swept made a 32-fit step 1-9% slower; both kernels then moved
-# ~4.5-7 TB/s from L2, which is why the L1 and wider weight-gradient products are worth timing.
-TILES = {"conv": (128, 4, 3, ""), "wgrad": (64, 4, 3, 1)}
+# channel sides come from the channel counts. What benchmarks/gpu_check.py's sweeps kept on an H100
+# (2026-11-27, two runs, docs/BENCHMARKS.md), and what the 11,600 images/hour were measured with:
+# 2 taps a program made a 32-fit step 2-3% faster than 1 (4.19-4.20 vs 4.30-4.33 ms); the L1 copies
+# were within 1% of L2 only, either way; every other shape swept was 1-15% slower.
+TILES = {"conv": (128, 4, 3, ".ca"), "wgrad": (64, 4, 3, 2)}
 
 
 def fits_int32(*tensors: torch.Tensor) -> None:
