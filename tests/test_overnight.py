@@ -311,6 +311,42 @@ def test_out_of_memory_retries_with_smaller_tiles(tmp_path, monkeypatch):
     assert run_item(item, cfg, "cpu")["tile"] == 1024
 
 
+def test_a_fit_that_diverges_is_a_failed_row_not_a_garbage_picture(tmp_path):
+    from zssr_batch.config import resolve
+    from zssr_batch.worker import run_item
+
+    Image.fromarray(_photo(24, 24)).save(tmp_path / "in.png")
+    item = {"input": str(tmp_path / "in.png"), "output": str(tmp_path / "o.png")}
+    # Adam moves each weight by about the learning rate a step: at 1e10 the network's output is NaN
+    cfg = resolve("fast", overrides={"max_iters": 10, "crop": 12, "width": 8, "learning_rate": 1e10})
+    rec = run_item(item, cfg, "cpu")
+    assert rec["status"] == "failed" and not (tmp_path / "o.png").exists()
+    assert rec["error"].startswith(str(tmp_path / "in.png")) and "diverged" in rec["error"], rec["error"]
+    assert "\n" not in rec["error"]
+    assert run_item(item, resolve("fast", overrides={"max_iters": 10, "crop": 12, "width": 8}), "cpu")["status"] == "ok"
+
+
+def test_an_image_whose_packed_fit_diverges_is_fitted_again_alone(tmp_path, monkeypatch):
+    # A pack's own fault (on the H100 a recording once turned a whole pack NaN) must not cost the
+    # image: its output is then the one-image mode's, bit for bit, and its row says what happened.
+    from zssr_batch.config import resolve
+    from zssr_batch.worker import run_item, run_packed
+
+    for n in range(3):
+        Image.fromarray(_photo(24, 26, seed=n)).save(tmp_path / f"{n}.png")
+    cfg = resolve("fast", overrides={"max_iters": 6, "crop": 12, "width": 8})
+    items = [{"input": str(tmp_path / f"{n}.png"), "output": str(tmp_path / f"p{n}.png")} for n in range(3)]
+    monkeypatch.setenv("ZSSR_BATCH_FAULT", "diverge-in-pack:1.png")
+    rows = {i: r for i, r in run_packed(items, [cfg] * 3, "cpu", pack=2) if r is not None}
+    assert [rows[i]["status"] for i in range(3)] == ["ok"] * 3
+    assert "its packed fit diverged: fitted again alone" in rows[1]["notes"] and rows[1]["pack"] == 1
+    assert "diverged" not in rows[0]["notes"] and rows[0]["pack"] == 2
+    alone = run_item({**items[1], "output": str(tmp_path / "a1.png")}, cfg, "cpu")
+    assert alone["status"] == "ok"
+    assert np.array_equal(np.asarray(Image.open(tmp_path / "p1.png")), np.asarray(Image.open(tmp_path / "a1.png")))
+    assert rows[1]["iterations"] == alone["iterations"]
+
+
 def test_tiled_inference_has_no_seams():
     import torch
 

@@ -128,7 +128,13 @@ def prepare(input_path: str | Path, cfg: FitConfig, gt_path: str | Path | None =
 def finish(prep: Prepared, result: SRResult, output_path: str | Path, cfg: FitConfig, device: torch.device | str,
            extras: Extras = Extras(), compare_path: str | Path | None = None,
            max_pixels: int | None = None) -> dict[str, Any]:
-    """Write the output (and what ``extras`` asks for), score it; returns the image's record."""
+    """Write the output (and what ``extras`` asks for), score it; returns the image's record.
+
+    A fit that diverged (an output with NaN or inf) raises instead: nothing is written, and the image
+    becomes a failed row rather than a black or garbage picture with a row that says ok."""
+    if diverged(result):
+        raise FloatingPointError("the fit diverged: its output is not finite (NaN or inf), so none was written; "
+                                 "a lower learning rate may help")
     output_path = Path(output_path)
     stem = output_path.with_suffix("")
     pic, color = prep.pic, prep.color
@@ -202,6 +208,11 @@ def process_image(input_path: str | Path, output_path: str | Path, cfg: FitConfi
     return finish(prep, result, output_path, cfg, dev, extras, compare_path, max_pixels)
 
 
+def diverged(result: SRResult) -> bool:
+    """Whether a fit's output holds NaN or inf (a fit that diverged)."""
+    return not bool(torch.isfinite(result.output).all())
+
+
 def _fault_spec() -> tuple[str, str, str]:
     """ZSSR_BATCH_FAULT as (kind, SUBSTR, MARKER), empty strings where not given."""
     kind, _, rest = os.environ.get("ZSSR_BATCH_FAULT", "").partition(":")
@@ -237,6 +248,14 @@ def injected_crash_on_read(path: str) -> None:
     kind, substr, _ = _fault_spec()
     if kind == "kill-on-read" and substr and substr in path:
         os.kill(os.getpid(), signal.SIGKILL)
+
+
+def injected_divergence(path: str, result: SRResult) -> None:
+    """``diverge-in-pack:SUBSTR`` turns the packed fit of an input whose path contains SUBSTR to NaN,
+    as a pack's own fault would (on the H100, 2026-11-27, a recording did it to a whole pack)."""
+    kind, substr, _ = _fault_spec()
+    if kind == "diverge-in-pack" and substr and substr in path:
+        result.output.fill_(float("nan"))
 
 
 def injected_slow_restart() -> None:
@@ -386,9 +405,19 @@ def run_packed(items: list[dict[str, Any]], cfgs: list[FitConfig], device: str, 
     def write(i: int, prep: Prepared, result: SRResult) -> None:
         record = _base_record(items[i], cfgs[i])
         try:
+            injected_divergence(items[i]["input"], result)
+            refit = diverged(result)
+            if refit:
+                # Fitted again alone (eager, fp32, one-image mode's path): a pack's own fault (a bf16
+                # overflow, or a bug as on 2026-11-27) is then not the image's. A fit that diverges
+                # alone as well fails its row in ``finish``.
+                result = super_resolve(prep.color, cfgs[i], dev, prep.kernel)
             record.update(finish(prep, result, items[i]["output"], cfgs[i], dev, extras.for_item(items[i]), None,
                                  max_pixels))
-            record.update(status="ok", error=None, tile=MemoryPlan().tile, pack=k)
+            if refit:
+                record["notes"] = "; ".join(n for n in (record["notes"], "its packed fit diverged: fitted again alone")
+                                            if n)
+            record.update(status="ok", error=None, tile=MemoryPlan().tile, pack=1 if refit else k)
         except Exception as e:  # noqa: BLE001
             _failed(record, e)
         events.put(("row", i, record))
