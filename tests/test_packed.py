@@ -128,6 +128,25 @@ def test_packed_fits_follow_the_learning_rate_rule_and_noise_of_each_image():
     assert cut > 0  # the rule did act, so the lazy reads were exercised
 
 
+def test_a_fit_that_diverges_stops_at_once_alone_and_in_a_pack():
+    # The authors' rule never cuts on a NaN slope: without a stop, a diverged fit trains on to
+    # max_iters, in a pack holding its slot all that while. Alone it stops after the first test that
+    # comes back NaN; in a pack at the next look at its tests (the pack reads them lazily).
+    rule = {"max_iters": 200, "crop": 24, "width": 16, "test_every": 2, "lr_check_every": 3, "min_iters": 4,
+            "lr_slope_range": 8}
+    bad = resolve("fast", overrides={**rule, "seed": 7, "learning_rate": 1e10})
+    good = resolve("fast", overrides={**rule, "seed": 8, "max_iters": 30})
+    imgs = _crops()
+    alone = super_resolve(imgs[0], bad)
+    first_nan = next(i for i, e in enumerate(alone.log.rec_mse) if not np.isfinite(e))
+    assert alone.iterations == alone.log.test_steps[first_nan] + 1 < 20
+    assert not torch.isfinite(alone.output).all()
+    packed = dict(fit_packed([Job(0, imgs[0], bad), Job(1, imgs[1], good)], k=2))
+    assert packed[0].iterations < 20 and not torch.isfinite(packed[0].output).all()
+    fine = super_resolve(imgs[1], good)  # the other slot trains on as if alone
+    assert packed[1].iterations == fine.iterations and np.allclose(packed[1].log.loss, fine.log.loss, atol=1e-5)
+
+
 @pytest.mark.parametrize("lag", [3, 10_000])
 def test_tests_and_outputs_read_their_own_copies_however_late_they_run(monkeypatch, lag):
     # On a GPU a pack can run its tests and outputs on a second stream, so they may run steps after

@@ -106,6 +106,7 @@ class Schedule:
         self.rec: list[float] = []
         self.n_fit = max(1, cfg.lr_slope_range // cfg.test_every)
         self.drop_every = max(1, math.ceil(cfg.max_iters / cfg.lr_halvings))
+        self.diverged = False  # a test's error came back NaN or inf: the network is lost, training stops
 
     def rate(self, it: int) -> float:
         """The learning rate of step ``it``."""
@@ -119,6 +120,9 @@ class Schedule:
     def add_test(self, it: int, rec_mse: float) -> None:
         self.tests.append(it)
         self.rec.append(rec_mse)
+        # The authors' rule never cuts on a NaN slope, so a diverged fit would train on to max_iters
+        # (in a pack, holding its slot): stop it at once; its output is refused downstream.
+        self.diverged = self.diverged or not math.isfinite(rec_mse)
 
     def check_due(self, it: int) -> bool:
         """Whether the rule looks at the tests after step ``it`` (the only time it needs their values)."""
@@ -137,7 +141,7 @@ class Schedule:
 
     @property
     def finished(self) -> bool:
-        return self.cfg.lr_schedule == "zssr" and self.lr < self.cfg.min_learning_rate
+        return self.diverged or (self.cfg.lr_schedule == "zssr" and self.lr < self.cfg.min_learning_rate)
 
 
 class Trainer:
