@@ -714,11 +714,8 @@ def full_pack(cfg: FitConfig, device: torch.device | str, k: int, options: PackO
     what probes and profiles time."""
     img = image if image is not None else torch.rand(3, cfg.crop + 32, cfg.crop + 32)
     pack = _Pack(k, Job(None, img, cfg), torch.device(device), options)
-    for i in range(k):
+    for i in range(k):  # fathers as a pack starts with them: the top-left crop, unwarped (identity maps)
         pack.place(i, Job(i, img, cfg), torch.Generator().manual_seed(i))
-    params = np.zeros((k, 10))
-    params[:, :9] = np.eye(3).ravel()  # every father the top-left crop, unwarped
-    pack.send_draws(params, None)
     return pack, list(range(k))
 
 
@@ -912,5 +909,5 @@ def fit_packed(jobs: Iterable[Job], k: int, device: torch.device | str = "cpu", 
                                + [step]))
     device_clock.close()
     beside.close()
-    stats["graph_failed"] = pack is not None and options.graphs and device.type == "cuda" and not pack.use_graphs
+    stats["graph_failed"] = pack is not None and options.graphs and _can_record(device) and not pack.use_graphs
     yield from landed(wait=True)
