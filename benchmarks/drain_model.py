@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from zssr_batch.packed import COMPACT_SIZES
+from zssr_batch.pack.packed import COMPACT_SIZES
 
 # Steps the paper preset's learning-rate rule gave Set5 and Set14 x2 on an H200 (2026-11-26, run 1,
 # docs/gpu-logs/2026-11-26-h200-run1/quality.log); stand-ins until a run records BSD100's own.
@@ -102,7 +102,7 @@ def main() -> None:
 
 def call_sizes(images: int, how: str) -> list[int]:
     """The calls one GPU's actor gets: ``driver.call_size``'s ('auto'), or a fixed size (1: one call)."""
-    from zssr_batch.driver import GPU_CALL, call_size
+    from zssr_batch.run.driver import GPU_CALL, call_size
 
     sizes, left = [], images
     while left:

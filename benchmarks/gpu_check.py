@@ -33,10 +33,10 @@ from pathlib import Path
 import torch
 
 from zssr_batch.config import resolve
-from zssr_batch.engine import super_resolve
-from zssr_batch.images import load_image
-from zssr_batch.pack_size import ms_per_call
-from zssr_batch.packed import Job, PackOptions, fit_packed
+from zssr_batch.engine.super_resolve import super_resolve
+from zssr_batch.files.images import load_image
+from zssr_batch.pack.size import ms_per_call
+from zssr_batch.pack.packed import Job, PackOptions, fit_packed
 
 
 def crops(data: Path) -> list[torch.Tensor]:
@@ -60,10 +60,10 @@ def tests_and_outputs(cfg, img: torch.Tensor, tests: int = 50, outputs: int = 3)
     """Device milliseconds of one reconstruction test and of one output (8-way ensemble and
     back-projections) of a BSD100 x2 input, one at a time on an idle card: the work of a pack
     besides training, ~3,700 tests and 100 outputs in a BSD100 run."""
-    from zssr_batch.engine import upscale_with
-    from zssr_batch.fit import reconstruction_error
-    from zssr_batch.infer import MemoryPlan
-    from zssr_batch.model import ZSSRNet
+    from zssr_batch.engine.super_resolve import upscale_with
+    from zssr_batch.engine.fit import reconstruction_error
+    from zssr_batch.engine.infer import MemoryPlan
+    from zssr_batch.engine.model import ZSSRNet
 
     net = ZSSRNet(img.shape[0], cfg.depth, cfg.width).cuda()
     image = img.cuda()
@@ -91,10 +91,10 @@ def step_probe(data: Path, tiles_out: Path | None = None, all_ways: bool = False
 
     from PIL import Image
 
-    from zssr_batch.fit import augment_of
-    from zssr_batch.pack_conv import triton_available
-    from zssr_batch.pack_size import describe, plan_pack, time_pack_step
-    from zssr_batch.pairs import Draw, draw_father
+    from zssr_batch.engine.fit import augment_of
+    from zssr_batch.pack.conv import triton_available
+    from zssr_batch.pack.size import describe, plan_pack, time_pack_step
+    from zssr_batch.engine.pairs import Draw, draw_father
 
     cfg = resolve("paper")
     lr_dir = data / "BSD100" / "LR_bicubic" / "X2"
@@ -118,7 +118,7 @@ def step_probe(data: Path, tiles_out: Path | None = None, all_ways: bool = False
         return ms
 
     if triton_available():  # (pixels per tile, warps, stages) per kernel; the default first
-        from zssr_batch import conv3x3_triton as tri
+        from zssr_batch.pack import triton_conv as tri
 
         default = dict(tri.TILES)
         print(f"Triton tiles by default: {default}", flush=True)
@@ -172,7 +172,7 @@ def layer_times(k: int = 32, crop: int = 128, width: int = 64, channels: int = 3
     (64 -> 64) and the last (64 -> 3) layer. The kernels load every tap's activation tile, so a thin layer
     may cost nearly a hidden one for a twentieth of its products: this says whether thin-end kernels of
     their own are worth building. (On a CPU, under TRITON_INTERPRET=1, it only checks that it runs.)"""
-    from zssr_batch.conv3x3_triton import conv3x3, tap_major, weight_grad
+    from zssr_batch.pack.triton_conv import conv3x3, tap_major, weight_grad
 
     cuda = device == "cuda"
     dt = torch.bfloat16 if cuda else torch.float32
@@ -225,7 +225,7 @@ def kernel_profile(k: int = 100, top: int = 15, device: str = "cuda", cfg=None,
 
     from torch.profiler import ProfilerActivity, profile
 
-    from zssr_batch.packed import full_pack
+    from zssr_batch.pack.packed import full_pack
 
     cuda = device == "cuda"
     pack, live = full_pack(cfg or resolve("paper"), device, k, replace(options, graphs=False))

@@ -18,9 +18,9 @@ from pathlib import Path
 import numpy as np
 
 from zssr_batch.config import resolve
-from zssr_batch.published import markdown_table
-from zssr_batch.sources import ScanOptions, scan_folder
-from zssr_batch.worker import process_image, run_packed
+from zssr_batch.report.published import markdown_table
+from zssr_batch.files.sources import ScanOptions, scan_folder
+from zssr_batch.run.worker import process_image, run_packed
 
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 

@@ -38,12 +38,12 @@ import numpy as np
 import torch
 
 from zssr_batch.config import resolve
-from zssr_batch.engine import pick_device, super_resolve
-from zssr_batch.images import load_image
-from zssr_batch.metrics import score
-from zssr_batch.pack_size import plan_pack
-from zssr_batch.packed import Job, PackOptions, fit_packed
-from zssr_batch.sources import ScanOptions, scan_folder
+from zssr_batch.engine.super_resolve import pick_device, super_resolve
+from zssr_batch.files.images import load_image
+from zssr_batch.engine.metrics import score
+from zssr_batch.pack.size import plan_pack
+from zssr_batch.pack.packed import Job, PackOptions, fit_packed
+from zssr_batch.files.sources import ScanOptions, scan_folder
 
 DEFAULT_SET = Path(__file__).resolve().parents[2] / "shared" / "data" / "BSD100"
 
@@ -130,7 +130,7 @@ def main() -> None:
     args = ap.parse_args()
     device = pick_device(args.device)
     if args.triton_tiles and args.triton_tiles.is_file():  # the shapes gpu_check measured fastest on this card
-        from zssr_batch import conv3x3_triton
+        from zssr_batch.pack import triton_conv as conv3x3_triton
 
         conv3x3_triton.TILES = {k: tuple(v) for k, v in json.loads(args.triton_tiles.read_text()).items()}
         print(f"Triton tiles: {conv3x3_triton.TILES}", flush=True)

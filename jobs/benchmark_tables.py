@@ -17,8 +17,8 @@ from pathlib import Path
 import pandas as pd
 
 from zssr_batch.cli import main as zssr_main
-from zssr_batch.images import write_atomic
-from zssr_batch.published import markdown_table
+from zssr_batch.files.images import write_atomic
+from zssr_batch.report.published import markdown_table
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -11,13 +11,13 @@ import torch
 
 from conftest import hr_path, lr_path, needs_data
 from zssr_batch.config import resolve
-from zssr_batch.engine import super_resolve
-from zssr_batch.fit import legacy_slope_std
-from zssr_batch.images import load_image
-from zssr_batch.infer import back_project, combine, median, orient, orientations, unorient
-from zssr_batch.metrics import score
-from zssr_batch.model import ZSSRNet
-from zssr_batch.resize import imresize
+from zssr_batch.engine.super_resolve import super_resolve
+from zssr_batch.engine.fit import legacy_slope_std
+from zssr_batch.files.images import load_image
+from zssr_batch.engine.infer import back_project, combine, median, orient, orientations, unorient
+from zssr_batch.engine.metrics import score
+from zssr_batch.engine.model import ZSSRNet
+from zssr_batch.engine.resize import imresize
 
 
 def test_legacy_slope_std_is_numpy_polyfit_with_the_old_covariance_scaling():

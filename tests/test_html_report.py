@@ -13,8 +13,8 @@ import pytest
 
 from conftest import hr_path, lr_path, names, needs_data
 from zssr_batch.cli import main
-from zssr_batch.html_report import write_html_report
-from zssr_batch.report import COLUMNS
+from zssr_batch.report.html import write_html_report
+from zssr_batch.report.table import COLUMNS
 
 ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")

@@ -15,10 +15,10 @@ from PIL import Image
 from conftest import hr_path, lr_path, needs_data
 from zssr_batch.cli import main
 from zssr_batch.config import resolve
-from zssr_batch.engine import super_resolve
-from zssr_batch.images import ImageError, load_image
-from zssr_batch.infer import combine, ensemble_outputs
-from zssr_batch.weights import load_weights
+from zssr_batch.engine.super_resolve import super_resolve
+from zssr_batch.files.images import ImageError, load_image
+from zssr_batch.engine.infer import combine, ensemble_outputs
+from zssr_batch.files.weights import load_weights
 
 TINY = ["--max-iters", "2", "--crop", "12", "--width", "8", "--back-projection-iters", "1"]
 

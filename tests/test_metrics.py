@@ -8,9 +8,9 @@ import torch
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
 from conftest import hr_path, lr_path, names, needs_data
-from zssr_batch.images import load_image
-from zssr_batch.metrics import psnr, rgb_to_y, score, shave, ssim, to_uint8_levels
-from zssr_batch.resize import imresize
+from zssr_batch.files.images import load_image
+from zssr_batch.engine.metrics import psnr, rgb_to_y, score, shave, ssim, to_uint8_levels
+from zssr_batch.engine.resize import imresize
 
 
 def _bicubic(set_name: str, name: str, s: int) -> tuple[np.ndarray, np.ndarray]:

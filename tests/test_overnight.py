@@ -147,14 +147,14 @@ def test_permission_denied_becomes_a_clear_failed_row(tmp_path, monkeypatch):
     from PIL import Image as PILImage
 
     from zssr_batch.config import resolve
-    from zssr_batch.worker import run_item
+    from zssr_batch.run.worker import run_item
 
     PILImage.fromarray(_photo(16, 16)).save(tmp_path / "locked.png")
 
     def denied(*args, **kwargs):
         raise PermissionError(13, "Permission denied", str(tmp_path / "locked.png"))
 
-    monkeypatch.setattr("zssr_batch.images.Image.open", denied)
+    monkeypatch.setattr("zssr_batch.files.images.Image.open", denied)
     rec = run_item({"input": str(tmp_path / "locked.png"), "output": str(tmp_path / "o.png")},
                    resolve("fast", overrides={"max_iters": 1}), "cpu")
     assert rec["status"] == "failed" and rec["error"] == f"{tmp_path / 'locked.png'}: permission denied"
@@ -261,15 +261,15 @@ def test_poison_image_costs_only_itself_and_its_pack(tmp_path):
 
 
 def _call(n: int, started: set[int], attempt: int = 1, spared: int = 0, begun: bool = True):
-    from zssr_batch.driver import Call, Entry
-    from zssr_batch.sources import WorkItem
+    from zssr_batch.run.driver import Call, Entry
+    from zssr_batch.files.sources import WorkItem
 
     left = {i: Entry(WorkItem(input=f"{i}.png", output=f"out/{i}.png"), {}, attempt, spared) for i in range(n)}
     return Call(left, actor=0, begun=begun, started=started)
 
 
 def test_a_death_costs_an_attempt_only_to_the_images_the_worker_had_started():
-    from zssr_batch.driver import SPARED_MAX, after_death
+    from zssr_batch.run.driver import SPARED_MAX, after_death
 
     # A GPU call of 8 in which the worker had started (decoded, or was fitting) 0-2 when it died.
     fate = after_death(_call(8, {0, 1, 2}), retries=2)
@@ -299,7 +299,7 @@ def test_a_death_costs_an_attempt_only_to_the_images_the_worker_had_started():
 
 def test_out_of_memory_retries_with_smaller_tiles(tmp_path, monkeypatch):
     from zssr_batch.config import resolve
-    from zssr_batch.worker import run_item
+    from zssr_batch.run.worker import run_item
 
     Image.fromarray(_photo(24, 24)).save(tmp_path / "big.png")
     monkeypatch.setenv("ZSSR_BATCH_FAULT", "oom:big.png")
@@ -313,7 +313,7 @@ def test_out_of_memory_retries_with_smaller_tiles(tmp_path, monkeypatch):
 
 def test_a_fit_that_diverges_is_a_failed_row_not_a_garbage_picture(tmp_path):
     from zssr_batch.config import resolve
-    from zssr_batch.worker import run_item
+    from zssr_batch.run.worker import run_item
 
     Image.fromarray(_photo(24, 24)).save(tmp_path / "in.png")
     item = {"input": str(tmp_path / "in.png"), "output": str(tmp_path / "o.png")}
@@ -330,7 +330,7 @@ def test_an_image_whose_packed_fit_diverges_is_fitted_again_alone(tmp_path, monk
     # A pack's own fault (on the H100 a recording once turned a whole pack NaN) must not cost the
     # image: its output is then the one-image mode's, bit for bit, and its row says what happened.
     from zssr_batch.config import resolve
-    from zssr_batch.worker import run_item, run_packed
+    from zssr_batch.run.worker import run_item, run_packed
 
     for n in range(3):
         Image.fromarray(_photo(24, 26, seed=n)).save(tmp_path / f"{n}.png")
@@ -350,9 +350,9 @@ def test_an_image_whose_packed_fit_diverges_is_fitted_again_alone(tmp_path, monk
 def test_tiled_inference_has_no_seams():
     import torch
 
-    from zssr_batch.infer import MemoryPlan, network_upscale
-    from zssr_batch.metrics import psnr
-    from zssr_batch.model import ZSSRNet
+    from zssr_batch.engine.infer import MemoryPlan, network_upscale
+    from zssr_batch.engine.metrics import psnr
+    from zssr_batch.engine.model import ZSSRNet
 
     net = ZSSRNet(3, 8, 16, 0.5, torch.Generator().manual_seed(0)).eval()  # a strong residual shows seams
     img = torch.rand(2, 3, 70, 90)
@@ -395,7 +395,7 @@ def test_max_failures_runs_no_call_that_begins_after_it(tmp_path):
 
 
 def test_calls_are_large_while_much_is_left_and_shrink_toward_the_end():
-    from zssr_batch.driver import DEPTH, GPU_CALL, call_size
+    from zssr_batch.run.driver import DEPTH, GPU_CALL, call_size
 
     lo, hi = GPU_CALL
     assert call_size(10_000, 1, lo, hi) == hi  # one GPU, a long run: the largest calls (fewest drains)

@@ -10,9 +10,9 @@ import torch
 
 from conftest import have_data, hr_path
 from zssr_batch.config import resolve
-from zssr_batch.engine import super_resolve
-from zssr_batch.images import load_image
-from zssr_batch.packed import Job, PackedAdam, PackOptions, fit_packed
+from zssr_batch.engine.super_resolve import super_resolve
+from zssr_batch.files.images import load_image
+from zssr_batch.pack.packed import Job, PackedAdam, PackOptions, fit_packed
 
 
 def _crops() -> list[torch.Tensor]:
@@ -27,7 +27,7 @@ def _crops() -> list[torch.Tensor]:
 def test_packed_adam_matches_torch_adam_per_slot():
     # Two layers of different shapes, both views of the pack's (K, P) rows: each slot must move as
     # torch's Adam moves that slot's own two tensors, and a slot that sits out a step must not move.
-    from zssr_batch.packed import PackedNets
+    from zssr_batch.pack.packed import PackedNets
 
     torch.manual_seed(0)
     nets = PackedNets(3, 2, 2, 4)
@@ -155,7 +155,7 @@ def test_tests_and_outputs_read_their_own_copies_however_late_they_run(monkeypat
     # what it is when jobs run at once. Noise checks the test's draws keep their turn in the stream;
     # the third image takes the first one's slot, so an output that read the live slot would get
     # the wrong image or weights.
-    from zssr_batch import packed
+    from zssr_batch.pack import packed
 
     rule = {"max_iters": 30, "crop": 24, "width": 16, "test_every": 2, "lr_check_every": 3, "min_iters": 4,
             "lr_slope_range": 8, "noise_std": 0.02, "learning_rate": 0.01}
@@ -182,7 +182,7 @@ def _record_eagerly(monkeypatch) -> None:
     as they do on a GPU (no slot active, every position computed), the capture runs the step once
     more, and each replay runs that same full-pack step, so a draining pack's bookkeeping, and
     that recording changes no slot, are checked on a CPU."""
-    from zssr_batch import packed
+    from zssr_batch.pack import packed
 
     class Replay:
         def __init__(self, step, rows):
@@ -203,7 +203,7 @@ def test_recording_a_pack_before_its_first_draws_changes_no_slot(monkeypatch):
     # On the H100 (2026-11-27) every image placed before a pack's first recording came out NaN: the
     # warm-up steps ran before any father was drawn, on all-zero maps, and the NaN they made reached
     # the resting rows' Adam moments. A recording must leave weights and optimizer state as they were.
-    from zssr_batch import packed
+    from zssr_batch.pack import packed
 
     _record_eagerly(monkeypatch)
     cfg = resolve("fast", overrides={"crop": 16, "width": 8})
@@ -270,7 +270,7 @@ def test_the_device_clock_charges_each_phase_of_a_pack_its_own_time(monkeypatch)
     # marks the device's timeline exactly: the clock must then split the whole loop among its phases.
     import time
 
-    from zssr_batch import packed
+    from zssr_batch.pack import packed
 
     class Stamp:
         def __init__(self):
@@ -309,7 +309,7 @@ def test_the_device_clock_charges_each_phase_of_a_pack_its_own_time(monkeypatch)
 
 def small_pack():
     """Three small networks drawn from a fixed stream, and an input for two of them (slots 2 and 0)."""
-    from zssr_batch.packed import PackedNets
+    from zssr_batch.pack.packed import PackedNets
 
     gen = torch.Generator().manual_seed(2)
     nets = PackedNets(3, 3, 4, 8)
@@ -323,7 +323,7 @@ def test_every_convolution_formulation_trains_the_same_networks():
     # batched products) and pad_thin (3-channel ends padded to 8) are other ways of computing the
     # same K networks: outputs and weight gradients must agree to float rounding (sums in another
     # order: 1e-6 on outputs of ~1, 1e-5 relative on gradients), in both memory layouts.
-    from zssr_batch.packed import PackOptions
+    from zssr_batch.pack.packed import PackOptions
 
     nets, x, slots, gen = small_pack()
     ref = nets(x, slots)
@@ -356,13 +356,13 @@ _TRITON_CHECK = """
 import json, torch, numpy as np
 from test_packed import small_pack
 from zssr_batch.config import resolve
-from zssr_batch.conv3x3_triton import conv3x3, tap_major
-from zssr_batch.packed import Job, PackOptions, fit_packed
+from zssr_batch.pack.triton_conv import conv3x3, tap_major
+from zssr_batch.pack.packed import Job, PackOptions, fit_packed
 nets, x, slots, gen = small_pack()
 ref = nets(x, slots)
 g_ref = torch.autograd.grad(ref.square().sum(), list(nets.weights))
 res = {"out": 0.0, "grad": 0.0}
-from zssr_batch import conv3x3_triton
+from zssr_batch.pack import triton_conv as conv3x3_triton
 seen, real = [], (conv3x3_triton.conv3x3, conv3x3_triton.weight_grad)
 def conv_seen(x, *a, **k):
     seen.append(x.is_contiguous(memory_format=torch.channels_last))
@@ -386,20 +386,20 @@ exact = torch.nn.functional.conv2d(xh.half().float(), wh.half().float(), padding
 res["half"] = float((conv3x3(xh.half(), tap_major(wh.half().view(2, 8, 16, 3, 3))).float() - exact).abs().max())
 res["half_scale"] = float(exact.abs().max())
 # the weight-gradient kernel with its pixels cut into several chunks (a 24x25 image)
-from zssr_batch.conv3x3_triton import weight_grad
+from zssr_batch.pack.triton_conv import weight_grad
 xw = torch.randn(1, 2 * 16, 24, 25, generator=gen)
 ww = torch.randn(2 * 16, 16, 3, 3, generator=gen, requires_grad=True)
 yw = torch.nn.functional.conv2d(xw, ww, padding=1, groups=2)
 gyw = torch.randn(yw.shape, generator=gen)
 ref_w, = torch.autograd.grad(yw, ww, gyw)
-from zssr_batch import conv3x3_triton
+from zssr_batch.pack import triton_conv as conv3x3_triton
 res["wgrad"] = 0.0
 # 3 chunks of 64-pixel tiles, 5 of 32; one tap a program, or 2 or 4 (the last program's columns partly past tap 9)
 for tiles in ((64, 4, 3, 1), (32, 4, 3, 1), (64, 4, 3, 2), (32, 4, 3, 4)):
     conv3x3_triton.TILES = {**conv3x3_triton.TILES, "wgrad": tiles}
     res["wgrad"] = max(res["wgrad"], float((weight_grad(xw, gyw, 2, ww.shape) - ref_w).abs().max() / ref_w.abs().max()))
 # the pack's Adam as one kernel (the Triton way's) against PackedAdam's torch operations, rows sitting out
-from zssr_batch.packed import PackedAdam
+from zssr_batch.pack.packed import PackedAdam
 flat_a = torch.randn(3, 2500, generator=gen)
 flat_b = flat_a.clone()
 opt_a, opt_b = PackedAdam(flat_a), PackedAdam(flat_b, fused=True)
@@ -445,8 +445,8 @@ def test_pack_size_follows_gpu_memory_and_image_size(monkeypatch, tmp_path):
     # The formula is host arithmetic on the free memory CUDA reports; here a 40 GiB card is pretended.
     from PIL import Image
 
-    from zssr_batch.pack_size import memory_pack_size, plan_pack
-    from zssr_batch.worker import largest_input
+    from zssr_batch.pack.size import memory_pack_size, plan_pack
+    from zssr_batch.run.worker import largest_input
 
     monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (40 << 30, 80 << 30))
     cfg = resolve("paper")
@@ -464,9 +464,9 @@ def test_pack_size_follows_gpu_memory_and_image_size(monkeypatch, tmp_path):
 
 
 def test_pack_size_is_the_measured_cheapest_per_image_within_memory(monkeypatch, tmp_path):
-    from zssr_batch import pack_size
-    from zssr_batch.pack_size import choose_pack_size, memory_pack_size, plan_pack, time_pack_step
-    from zssr_batch.packed import PackOptions
+    from zssr_batch.pack import size as pack_size
+    from zssr_batch.pack.size import choose_pack_size, memory_pack_size, plan_pack, time_pack_step
+    from zssr_batch.pack.packed import PackOptions
 
     # The H200's figures (docs/BENCHMARKS.md): 32 slots cost 0.241 ms each, 100 cost 0.262.
     assert choose_pack_size({32: 7.72, 100: 26.23}) == 32
@@ -557,7 +557,7 @@ def test_pack_size_is_the_measured_cheapest_per_image_within_memory(monkeypatch,
     assert plan_pack(paper, "cuda", (160, 240), images=100) == (16, PackOptions(conv="triton"))
     # The Triton way's timings are kept per tile shape: other tiles (a new default, or the ones a
     # benchmark sets) are timed again, the other ways not.
-    tri = pytest.importorskip("zssr_batch.conv3x3_triton", reason="triton is in the test extra")
+    tri = pytest.importorskip("zssr_batch.pack.triton_conv", reason="triton is in the test extra")
     timed = []
 
     def count(cfg, device, k, options, image, repeats=10):
@@ -576,8 +576,8 @@ def test_pack_size_is_the_measured_cheapest_per_image_within_memory(monkeypatch,
 def test_a_cpu_packs_only_while_a_slot_stays_in_cache():
     # Measured on this 2-core CPU (docs/BENCHMARKS.md): packs of 2-4 win up to crop 64 at width 64,
     # one fit at a time wins at 96 and 128. Nothing is timed on a CPU.
-    from zssr_batch.pack_size import plan_pack
-    from zssr_batch.packed import PackOptions
+    from zssr_batch.pack.size import plan_pack
+    from zssr_batch.pack.packed import PackOptions
 
     assert plan_pack(resolve("paper"), "cpu", images=16) == (1, PackOptions())
     assert plan_pack(resolve("paper", overrides={"crop": 96}), "cpu", images=16)[0] == 1
@@ -605,8 +605,8 @@ def test_a_closed_packed_call_stops_its_pack(tmp_path):
 
     from PIL import Image
 
-    from zssr_batch.sources import ScanOptions, scan_folder
-    from zssr_batch.worker import run_packed
+    from zssr_batch.files.sources import ScanOptions, scan_folder
+    from zssr_batch.run.worker import run_packed
 
     gen = np.random.default_rng(0)
     for i in range(3):
@@ -670,7 +670,7 @@ def test_the_triton_kernels_build_for_an_h100():
     pytest.importorskip("triton", reason="triton is in the test extra: pip install -e '.[test]'")
     import re
 
-    from zssr_batch import conv3x3_triton as tri
+    from zssr_batch.pack import triton_conv as tri
 
     g, h, w = 32, 128, 128
     act = lambda c: (c, 1, w * g * c, g * c)  # noqa: E731 - channels-last strides: group, channel, row, column
@@ -710,7 +710,7 @@ def test_the_triton_kernels_build_for_an_h100():
                                             "weight gradient, 2 taps": tri.TILES["wgrad"],
                                             "weight gradient, 4 taps": (32, 4, 3, 4)}.items():
         ptx[name] = _hopper_ptx(tri._wgrad3x3, wargs, {"BP": bp, "BN": 64, "BK": 64, "TAPS": taps}, warps, stages)
-    from zssr_batch import adam_triton
+    from zssr_batch.pack import triton_adam as adam_triton
 
     adam = _hopper_ptx(adam_triton._adam_rows, {"p_ptr": "*fp32", "g_ptr": "*fp32", "m_ptr": "*fp32", "v_ptr": "*fp32",
                                                 "c_ptr": "*fp32", "P": 224640, "eps": 1e-8}, {"BLOCK": adam_triton.BLOCK},
@@ -736,7 +736,8 @@ def test_the_triton_kernels_refuse_what_32_bit_indexing_cannot_reach():
     # A pack too large for the kernels' 32-bit offsets must fail loudly (the probe then keeps another
     # way) instead of writing somewhere else. Meta tensors: the sizes without the memory.
     pytest.importorskip("triton", reason="triton is in the test extra")
-    from zssr_batch import adam_triton, conv3x3_triton
+    from zssr_batch.pack import triton_adam as adam_triton
+    from zssr_batch.pack import triton_conv as conv3x3_triton
 
     big = torch.empty(1, 2 * 64, 4096, 4096, device="meta")
     with pytest.raises(ValueError, match="32-bit"):

@@ -8,9 +8,9 @@ import pytest
 import torch
 
 from conftest import hr_path, needs_data
-from zssr_batch.images import load_image
-from zssr_batch.pairs import Augment, Draw, father_transform, make_son, sample_father, warp
-from zssr_batch.resize import imresize
+from zssr_batch.files.images import load_image
+from zssr_batch.engine.pairs import Augment, Draw, father_transform, make_son, sample_father, warp
+from zssr_batch.engine.resize import imresize
 
 AUG = Augment(crop=64, p_as_is=0.05, p_no_interp=0.45, min_scale=0.5, max_scale=0.0, scale_diff_sigma=0.25,
               shear_sigma=0.1, rotation="any")

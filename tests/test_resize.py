@@ -8,10 +8,10 @@ import torch
 from scipy import ndimage
 
 from conftest import DATA, hr_path, lr_path, names, needs_data
-from zssr_batch.degrade import degrade_path, degrade_picture
-from zssr_batch.images import load_image
-from zssr_batch.kernels import load_kernel, shift_kernel
-from zssr_batch.resize import imresize, kernel_downscale, output_size
+from zssr_batch.files.degrade import degrade_path, degrade_picture
+from zssr_batch.files.images import load_image
+from zssr_batch.engine.kernels import load_kernel, shift_kernel
+from zssr_batch.engine.resize import imresize, kernel_downscale, output_size
 
 
 def _levels(a: np.ndarray) -> np.ndarray:

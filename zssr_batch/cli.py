@@ -46,7 +46,7 @@ def _json_safe(v: Any) -> Any:
 
 
 def cmd_fit(args: argparse.Namespace) -> int:
-    from .worker import Extras, process_image
+    from .run.worker import Extras, process_image
 
     cfg = engine_config(args)
     extras = Extras(args.save_weights, args.save_pairs, args.save_variants, args.save_curve)
@@ -67,9 +67,9 @@ def cmd_fit(args: argparse.Namespace) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     from functools import lru_cache
 
-    from .driver import RunSettings, run
-    from .sources import ScanOptions, scan
-    from .worker import Extras
+    from .run.driver import RunSettings, run
+    from .files.sources import ScanOptions, scan
+    from .run.worker import Extras
 
     base_preset, file_values, cli = engine_sources(args)
     base = resolve(base_preset, file_values, cli)  # fails early on bad settings
@@ -108,8 +108,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from .html_report import write_html_report
-    from .report import write_summary
+    from .report.html import write_html_report
+    from .report.table import write_summary
 
     d = Path(args.dir)
     if not (d / "report.csv").is_file():
@@ -120,7 +120,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_samples(args: argparse.Namespace) -> int:
-    from .samples import write_samples
+    from .files.samples import write_samples
 
     paths = write_samples(args.dir, args.size)
     print(f"wrote {len(paths)} sample images to {args.dir}; try: zssr-batch run --input {args.dir} "
@@ -129,7 +129,7 @@ def cmd_samples(args: argparse.Namespace) -> int:
 
 
 def cmd_degrade(args: argparse.Namespace) -> int:
-    from .degrade import degrade_path
+    from .files.degrade import degrade_path
 
     pairs = degrade_path(args.input, args.output, args.scale, args.suffix)
     print(f"degraded {len(pairs)} image(s) by x{args.scale:g} into {args.output}")

@@ -9,9 +9,9 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save
 
-from .config import FitConfig
+from ..config import FitConfig
 from .images import write_atomic
-from .model import ZSSRNet
+from ..engine.model import ZSSRNet
 
 
 def save_weights(path: str | os.PathLike, state_dict: dict[str, torch.Tensor], cfg: FitConfig,

@@ -155,7 +155,7 @@ def _coerce(v: Any) -> Any:
 
 def read_manifest(path: Path, opts: ScanOptions) -> Iterator[WorkItem]:
     """Rows of a .csv (header row) or .jsonl manifest; relative paths are relative to the manifest."""
-    from .config import FitConfig
+    from ..config import FitConfig
 
     knobs = set(FitConfig.__dataclass_fields__)
     base = path.parent

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from .images import write_atomic
+from ..files.images import write_atomic
 
 THUMB = 160
 CROP = 64

@@ -18,7 +18,7 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
-from .config import FitConfig
+from ..config import FitConfig
 from .infer import MemoryPlan, network_upscale
 from .model import ZSSRNet
 from .pairs import Augment, Draw, make_son, noisy_son, sample_father, son_noise, son_shape

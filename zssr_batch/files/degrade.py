@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 
 from .images import EXTENSIONS, Picture, load_image, save_image
-from .resize import matlab_imresize_quantized
+from ..engine.resize import matlab_imresize_quantized
 
 
 def degrade_picture(pic: Picture, scale: float) -> Picture:

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from .config import FitConfig
+from ..config import FitConfig
 from .fit import FitLog, PairHook, Trainer
 from .infer import MemoryPlan, combine, ensemble_outputs
 from .kernels import shift_kernel

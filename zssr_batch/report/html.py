@@ -20,9 +20,9 @@ from urllib.parse import quote
 
 import pandas as pd
 
-from .images import write_atomic
+from ..files.images import write_atomic
 from .plots import scatter, sorted_bars
-from .report import summarize
+from .table import summarize
 
 _NUM = ["psnr_y", "bicubic_psnr_y", "ssim_y", "bicubic_ssim_y", "psnr_rgb", "ssim_rgb", "fit_seconds",
         "infer_seconds", "iterations", "height", "width", "out_height", "out_width"]

@@ -26,7 +26,7 @@ What keeps a GPU busy:
 
 Images that cannot share a pack (gradual scale steps, ``max_iters`` 0, another
 channel count, network shape, crop, scale or kernel) are fitted on their own by
-``engine``.
+``engine.super_resolve``.
 """
 
 from __future__ import annotations
@@ -46,15 +46,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .config import FitConfig
-from .engine import SRResult, super_resolve, upscale_with
-from .fit import FitLog, Schedule, augment_of, reconstruction_error, reconstruction_noise
-from .infer import MemoryPlan
-from .kernels import shift_kernel
-from .model import ZSSRNet
-from .pack_conv import CONVS, split_conv, triton_conv
-from .pairs import Augment, Draw, draw_father, son_noise, son_shape, upload, warp_batch
-from .resize import imresize
+from ..config import FitConfig
+from ..engine.super_resolve import SRResult, super_resolve, upscale_with
+from ..engine.fit import FitLog, Schedule, augment_of, reconstruction_error, reconstruction_noise
+from ..engine.infer import MemoryPlan
+from ..engine.kernels import shift_kernel
+from ..engine.model import ZSSRNet
+from .conv import CONVS, split_conv, triton_conv
+from ..engine.pairs import Augment, Draw, draw_father, son_noise, son_shape, upload, warp_batch
+from ..engine.resize import imresize
 
 
 @dataclass(frozen=True)
@@ -68,17 +68,17 @@ class PackOptions:
     channels_last: bool = True  # NHWC activations: the layout tensor-core convolutions want
     # Let cuDNN time its algorithms for the pack's one training shape (the grouped convolutions are
     # what bounds a pack, see docs/BENCHMARKS.md). Off by default; run's probe turns it on where it
-    # measures faster (pack_size.plan_pack).
+    # measures faster (pack.size.plan_pack).
     tune: bool = False
     # How the K convolutions run: 'grouped' (one grouped cuDNN convolution per layer, measured),
     # 'split' (the same, but weight gradients as batched matrix products: cuDNN's grouped weight
     # gradient can be its slowest kernel), 'triton' (our own implicit-GEMM kernels for the forward,
-    # input and weight gradients, ReLUs fused, and a one-kernel Adam; pack_conv) or 'bmm' (im2col
+    # input and weight gradients, ReLUs fused, and a one-kernel Adam; pack.conv) or 'bmm' (im2col
     # and batched products throughout).
     conv: str = "grouped"
     # Pad the 3-channel ends (first layer in, last layer out) to 8 channels a group: tensor-core
     # kernels want multiples of 8, and a direct kernel on 3 channels a group can cost far more than
-    # its 1.5% of the FLOPs. The pack-size probe (pack_size.plan_pack) times 'split', 'triton' and
+    # its 1.5% of the FLOPs. The pack-size probe (pack.size.plan_pack) times 'split', 'triton' and
     # 'pad_thin' and keeps what is faster: on an H100, 'triton' (docs/BENCHMARKS.md).
     pad_thin: bool = False
     # A draining pack (no job left to fill its empty slots) is compacted once its live slots are
@@ -188,7 +188,7 @@ class PackedNets(nn.Module):
         """``x``: (N, C, H, W), row n the input of slot ``slots[n]`` (default: all K slots) -> (N, C, H, W).
 
         ``conv``: 'grouped' (cuDNN's grouped convolutions), 'split' or 'triton' (see
-        ``pack_conv``) or 'bmm' (im2col and batched products throughout). ``pad_thin`` runs the
+        ``pack.conv``) or 'bmm' (im2col and batched products throughout). ``pad_thin`` runs the
         C-channel ends (the first layer's input, the last layer's output) padded with
         zeros to a multiple of 8 channels, the group width tensor-core kernels take:
         the same sums, the padded weights constant zeros.
@@ -238,7 +238,7 @@ class PackedAdam:
 
     def __init__(self, flat: torch.Tensor, betas=(0.9, 0.999), eps: float = 1e-8, fused: bool = False) -> None:
         self.p, self.betas, self.eps = flat, betas, eps
-        self.fused = fused  # one Triton kernel for the update (``adam_triton``): the pack's Triton way
+        self.fused = fused  # one Triton kernel for the update (``pack.triton_adam``): the pack's Triton way
         self.m = torch.zeros_like(flat)
         self.v = torch.zeros_like(flat)
         self.t = torch.zeros(flat.shape[0], dtype=torch.float64, device=flat.device)
@@ -275,7 +275,7 @@ class PackedAdam:
         v_decay = torch.where(keep, b2, 1.0).to(dt)
         v_gain = torch.where(keep, 1 - b2, 0.0).to(dt)
         if self.fused:
-            from .adam_triton import adam_rows
+            from .triton_adam import adam_rows
 
             coef = torch.cat([m_weight, v_decay, v_gain, step_size, bc2_sqrt], dim=1)
             adam_rows(self.p, g, self.m, self.v, coef, self.eps)

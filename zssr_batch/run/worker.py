@@ -22,17 +22,17 @@ from typing import Any, Iterator
 import numpy as np
 import torch
 
-from .config import FitConfig
-from .degrade import degrade_picture
-from .engine import SRResult, pick_device, super_resolve
-from .infer import MemoryPlan
-from .images import Picture, image_size, load_image, save_image, write_atomic
-from .kernels import load_kernel
-from .metrics import score
-from .plots import lines
-from .resize import imresize, output_size
-from .thumbs import write_thumbs
-from .weights import save_weights
+from ..config import FitConfig
+from ..files.degrade import degrade_picture
+from ..engine.super_resolve import SRResult, pick_device, super_resolve
+from ..engine.infer import MemoryPlan
+from ..files.images import Picture, image_size, load_image, save_image, write_atomic
+from ..engine.kernels import load_kernel
+from ..engine.metrics import score
+from ..report.plots import lines
+from ..engine.resize import imresize, output_size
+from ..report.thumbs import write_thumbs
+from ..files.weights import save_weights
 
 SCORE_KEYS = ("psnr_rgb", "ssim_rgb", "psnr_y", "ssim_y")
 MIN_SIDE = 8  # below this a 3x3 network and an 11x11 SSIM window have nothing to work on
@@ -337,7 +337,7 @@ def largest_input(items: list[dict[str, Any]], cfg: FitConfig, degrade: bool = F
 def run_packed(items: list[dict[str, Any]], cfgs: list[FitConfig], device: str, extras: Extras = Extras(),
                max_pixels: int | None = None, degrade: bool = False, pack: int = 0,
                precision: str = "bf16", announce: bool = False) -> Iterator[tuple[Any, dict[str, Any] | None]]:
-    """Fit a batch of images K at a time (see ``packed``); yields (index, record) as each one is written.
+    """Fit a batch of images K at a time (see ``pack.packed``); yields (index, record) as each one is written.
 
     With ``announce`` it also yields ([index, ...], None) before it starts decoding those images, and
     decodes them only once the caller asks for the next item: a worker that dies is then known to
@@ -351,8 +351,8 @@ def run_packed(items: list[dict[str, Any]], cfgs: list[FitConfig], device: str, 
     If the pack runs out of memory, the images it had not finished are fitted
     one by one with ``run_item``, which has the smaller-tiles plan.
     """
-    from .pack_size import plan_pack
-    from .packed import Job, PackOptions, fit_packed
+    from ..pack.size import plan_pack
+    from ..pack.packed import Job, PackOptions, fit_packed
 
     dev = pick_device(device)
     readers, writer = ThreadPoolExecutor(2), ThreadPoolExecutor(1)

@@ -3,7 +3,7 @@
 The only module that imports Ray. With no address it starts a local Ray sized
 to the machine and shuts it down at the end; with one it joins the cluster.
 By default each actor gets batches of images and fits them in packs (see
-``packed``): one actor per GPU, or per few CPU cores. Actor calls are Ray
+``pack.packed``): one actor per GPU, or per few CPU cores. Actor calls are Ray
 streaming generators, so each record comes back the moment its image is done. With ``--pack 1`` each
 call is one image and each actor holds ``1 / images_per_gpu`` of a GPU. At most
 two calls wait per actor, so the driver never holds more than ``2 x actors``
@@ -30,10 +30,10 @@ from typing import Any, Callable, Iterator
 import ray
 from ray.exceptions import GetTimeoutError, RayActorError, RayTaskError, WorkerCrashedError
 
-from . import __version__
-from .config import FitConfig
-from .report import ReportWriter, read_rows, write_summary
-from .sources import WorkItem
+from .. import __version__
+from ..config import FitConfig
+from ..report.table import ReportWriter, read_rows, write_summary
+from ..files.sources import WorkItem
 from .worker import Extras, injected_slow_restart, run_item, run_packed
 
 # Exit codes (documented in the README).
@@ -53,7 +53,7 @@ class RunSettings:
     output_dir: Path
     gpus: int | None = None  # None: every GPU there is
     images_per_gpu: int | None = None  # actors per GPU; default 4 fitting one image each, 1 when packing
-    pack: int = 0  # fits per pack: 0 = measured within GPU memory (CPU: pack_size.cpu_pack_size); 1 = one image per call
+    pack: int = 0  # fits per pack: 0 = measured within GPU memory (CPU: pack.size.cpu_pack_size); 1 = one image per call
     precision: str = "bf16"  # packed networks on a GPU: 'bf16' or 'fp32' (CPUs always run fp32)
     batch: int | None = None  # images per actor call when packing (None: call_size within GPU_CALL, 16 on CPUs)
     cpu_workers: int | None = None  # --gpus 0: how many CPU actors (default: cores / threads)
@@ -535,7 +535,7 @@ def run(items: Callable[[], Iterator[WorkItem]], config_for: Callable[[WorkItem]
     table = write_summary(out)
     t_end = time.time()
     write_run_json(out, settings, counts, total, t_start, t_end, n_actors, resources, stop_reason)
-    from .html_report import write_html_report
+    from ..report.html import write_html_report
 
     write_html_report(out)
     print(table)
@@ -573,6 +573,6 @@ def write_run_json(out: Path, settings: RunSettings, counts: dict[str, int], tot
         "stopped": stop_reason,
         "started_at": _iso(t_start), "finished_at": _iso(t_end), "wall_seconds": round(t_end - t_start, 3),
     }
-    from .images import write_atomic
+    from ..files.images import write_atomic
 
     write_atomic(out / "run.json", json.dumps(info, indent=2).encode())

@@ -1,6 +1,6 @@
 """A grouped 3x3 convolution (stride 1, zero padding 1) as one implicit-GEMM Triton kernel.
 
-Imported only when a pack runs its convolutions with ``conv="triton"`` (``pack_conv``);
+Imported only when a pack runs its convolutions with ``conv="triton"`` (``pack.conv``);
 GPU builds of torch ship Triton. Group g is a GEMM of (H*W pixels) x (9 taps * Cin) by
 (9 * Cin) x Cout: each program computes a BM-pixel by BN-channel tile of one group,
 loading its input tiles shifted by each tap straight from the activation (no im2col
@@ -157,7 +157,7 @@ TILES = {"conv": (128, 4, 3, ".ca"), "wgrad": (64, 4, 3, 2)}
 
 
 def fits_int32(*tensors: torch.Tensor) -> None:
-    """Our Triton kernels (these and ``adam_triton``'s) index in 32 bits: refuse (the pack's probe
+    """Our Triton kernels (these and ``pack.triton_adam``'s) index in 32 bits: refuse (the pack's probe
     then keeps another way) rather than wrap."""
     for t in tensors:
         if t.numel() >= 2**31:

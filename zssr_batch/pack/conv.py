@@ -4,13 +4,13 @@ A pack's layers are grouped convolutions, one group per image, and cuDNN may run
 grouped convolutions with direct kernels far slower than its dense ones (a public
 profile, pytorch/pytorch#34977, has ``wgrad2d_grouped_direct_kernel`` at two thirds
 of a grouped layer's time). Which way is fastest depends on the card and the
-releases, so ``pack_size`` times them and the pack keeps the fastest:
+releases, so ``pack.size`` times them and the pack keeps the fastest:
 
-- 'grouped': ``F.conv2d(..., groups=K)``, cuDNN throughout (in ``packed``);
+- 'grouped': ``F.conv2d(..., groups=K)``, cuDNN throughout (in ``pack.packed``);
 - 'split': cuDNN's forward and input gradient; the weight gradient as nine
   batched matrix products (``weight_grad_by_taps``);
 - 'triton': forward and input gradient as one implicit-GEMM Triton kernel, the
-  weight gradient as another (``conv3x3_triton``; GPU builds of torch ship
+  weight gradient as another (``pack.triton_conv``; GPU builds of torch ship
   Triton). No cuDNN or cuBLAS at all.
 """
 
@@ -74,7 +74,7 @@ class _SplitConv(torch.autograd.Function):
 
 
 class _TritonConv(torch.autograd.Function):
-    """Forward, input and weight gradients by ``conv3x3_triton``'s kernels, ReLUs fused.
+    """Forward, input and weight gradients by ``pack.triton_conv``'s kernels, ReLUs fused.
 
     ``relu`` applies the layer's ReLU as the output is stored; ``after_relu`` (the input is
     a ReLU's output) zeroes the input gradient where that input is zero, as the ReLU's own
@@ -85,7 +85,7 @@ class _TritonConv(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x: torch.Tensor, w: torch.Tensor, relu: bool, after_relu: bool) -> torch.Tensor:  # type: ignore[override]
-        from .conv3x3_triton import conv3x3, tap_major
+        from .triton_conv import conv3x3, tap_major
 
         wk = tap_major(w, x.dtype)  # the weights in the kernel's layout and the activations' dtype: one copy
         ctx.save_for_backward(x, wk)
@@ -95,7 +95,7 @@ class _TritonConv(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, gy: torch.Tensor):  # type: ignore[override]
-        from .conv3x3_triton import conv3x3, weight_grad
+        from .triton_conv import conv3x3, weight_grad
 
         x, wk = ctx.saved_tensors
         # The kernels load channel runs: the output gradient must be laid out as the activations are.

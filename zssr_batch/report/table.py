@@ -15,7 +15,7 @@ import os
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
-from .images import write_atomic
+from ..files.images import write_atomic
 
 COLUMNS = [
     "input", "output", "gt", "status", "error", "scale", "height", "width", "out_height", "out_width",

@@ -14,7 +14,7 @@ import torch
 import triton
 import triton.language as tl
 
-from .conv3x3_triton import fits_int32
+from .triton_conv import fits_int32
 
 BLOCK = 1024  # parameters per program
 

@@ -4,7 +4,7 @@ Memory gives the ceiling. Below it, a GPU's pack is measured, on synthetic
 images through the real recorded step. First the ways of running the
 convolutions (``PackOptions``: cuDNN's grouped convolutions or split weight
 gradients, thin ends padded or not, cuDNN timing its own algorithms or not,
-or our Triton kernel; ``pack_conv``) are timed at one
+or our Triton kernel; ``pack.conv``) are timed at one
 pack size, and the simplest within a few percent of the fastest is kept:
 grouped convolutions bound a pack, and which of their kernels is fastest
 depends on the card and the cuDNN release. Then that way is timed at a few
@@ -35,8 +35,8 @@ from typing import Any, Callable, Iterable
 
 import torch
 
-from .config import FitConfig
-from .pack_conv import triton_available
+from ..config import FitConfig
+from .conv import triton_available
 from .packed import PackOptions, full_pack, packable
 
 # On a 2-core CPU (docs/BENCHMARKS.md) a pack of 2-4 trains 5-20% faster per image than one fit while a
@@ -144,7 +144,7 @@ def _way(options: PackOptions) -> dict:
     way = asdict(options)
     del way["beside"]  # where tests and outputs run leaves the training step as it is
     if options.conv == "triton":
-        from .conv3x3_triton import TILES
+        from .triton_conv import TILES
 
         way["tiles"] = {kind: list(shape) for kind, shape in sorted(TILES.items())}
     return way
