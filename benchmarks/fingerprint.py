@@ -42,6 +42,19 @@ def _summary_rows(text: str) -> list[dict[str, str]]:
     return [{k: v for k, v in r.items() if k not in volatile} for r in csv.DictReader(io.StringIO(text))]
 
 
+def _safetensors_digest(path: Path) -> str:
+    """A weights file by its tensors and metadata: safetensors writes its metadata keys in a
+    different order in every process, so the bytes of two equal files differ."""
+    from safetensors import safe_open
+
+    h = hashlib.sha256()
+    with safe_open(str(path), framework="pt") as f:
+        h.update(json.dumps(f.metadata(), sort_keys=True).encode())
+        for k in sorted(f.keys()):
+            h.update(k.encode() + f.get_tensor(k).numpy().tobytes())
+    return h.hexdigest()
+
+
 def fingerprint_folder(out: Path, root: Path) -> dict:
     files, rows, summary = {}, [], []
     for p in sorted(out.rglob("*")):
@@ -56,7 +69,7 @@ def fingerprint_folder(out: Path, root: Path) -> dict:
         if p.name == "summary.csv":
             summary = _summary_rows(text.decode())
             continue
-        files[rel] = hashlib.sha256(text).hexdigest()
+        files[rel] = _safetensors_digest(p) if p.suffix == ".safetensors" else hashlib.sha256(text).hexdigest()
     rows.sort(key=lambda r: (r.get("input", ""), r.get("scale", "")))
     return {"files": files, "rows": rows, "summary": summary}
 
