@@ -17,7 +17,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Mapping
 
-Pair = tuple[float, float]
+Scale = tuple[float, float]  # (vertical, horizontal) scale factors
 
 
 def _knob(default: Any, help: str) -> Any:
@@ -29,8 +29,8 @@ def _knob(default: Any, help: str) -> Any:
 @dataclass(frozen=True)
 class FitConfig:
     # --- what to do ---
-    scale: Pair = _knob((2.0, 2.0), "final (vertical, horizontal) scale; '2' or '2,1.5'")
-    scale_steps: tuple[Pair, ...] = _knob(
+    scale: Scale = _knob((2.0, 2.0), "final (vertical, horizontal) scale; '2' or '2,1.5'")
+    scale_steps: tuple[Scale, ...] = _knob(
         (), "gradual scales, e.g. '1,1.5;1.5,1;1.5,1.5;1.5,2;2,1.5;2,2'; empty = one jump to --scale")
     # --- network (authors: 8 layers x 64 channels, no bias, residual) ---
     depth: int = _knob(8, "number of 3x3 conv layers")
@@ -96,7 +96,7 @@ class FitConfig:
             raise ValueError("invalid settings: " + "; ".join(problems))
 
     @property
-    def steps(self) -> tuple[Pair, ...]:
+    def steps(self) -> tuple[Scale, ...]:
         """The scale steps the fit walks through (one jump unless gradual)."""
         return tuple(self.scale_steps) or (tuple(self.scale),)  # type: ignore[return-value]
 
@@ -151,9 +151,9 @@ def _field_types() -> dict[str, Any]:
 def parse_value(name: str, value: Any) -> Any:
     """Coerce a CLI string or a YAML/TOML value to the type of field ``name``."""
     kind = _field_types()[name]
-    if kind in ("Pair",):
+    if kind in ("Scale",):
         return _pair(value, name)
-    if kind == "tuple[Pair, ...]":
+    if kind == "tuple[Scale, ...]":
         if isinstance(value, str):
             value = [v for v in value.split(";") if v.strip()]
         return tuple(_pair(v, name) for v in value)
@@ -180,7 +180,7 @@ def parse_value(name: str, value: Any) -> Any:
     return str(value)
 
 
-def _pair(value: Any, name: str) -> Pair:
+def _pair(value: Any, name: str) -> Scale:
     if isinstance(value, str):
         parts = [p for p in value.replace("x", ",").split(",") if p.strip()]
     elif isinstance(value, (int, float)):

@@ -18,13 +18,12 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
-from ..config import FitConfig
+from ..config import FitConfig, Scale
 from .infer import MemoryPlan, network_upscale
 from .model import ZSSRNet
 from .pairs import Augment, Draw, make_son, noisy_son, sample_father, son_noise, son_shape
 from .resize import imresize
 
-Pair = tuple[float, float]
 PairHook = Callable[[int, torch.Tensor, torch.Tensor], None]
 
 
@@ -65,7 +64,7 @@ def legacy_slope_std(xs: Sequence[float], ys: Sequence[float]) -> tuple[float, f
     return slope, math.sqrt(resid / dof / sxx)
 
 
-def reconstruction_noise(shape: Sequence[int], sf: Pair, noise_std: float,
+def reconstruction_noise(shape: Sequence[int], sf: Scale, noise_std: float,
                          gen: torch.Generator) -> torch.Tensor | None:
     """The noise of the son of a test of an image of ``shape`` (C, h, w), drawn now from the image's
     stream: at the test's turn in it, even when the test itself runs later (a pack runs its tests
@@ -73,7 +72,7 @@ def reconstruction_noise(shape: Sequence[int], sf: Pair, noise_std: float,
     return son_noise(son_shape(shape, sf), noise_std, gen)
 
 
-def reconstruction_error(net: ZSSRNet, image: torch.Tensor, sf: Pair, kernel: torch.Tensor | None,
+def reconstruction_error(net: ZSSRNet, image: torch.Tensor, sf: Scale, kernel: torch.Tensor | None,
                          noise: torch.Tensor | None, plan: MemoryPlan = MemoryPlan()) -> torch.Tensor:
     """How well the net restores the image from its own downscaled copy (with ``noise``, from
     ``reconstruction_noise``): the rule's signal, as a 0-d tensor on the image's device, so that a
@@ -84,7 +83,7 @@ def reconstruction_error(net: ZSSRNet, image: torch.Tensor, sf: Pair, kernel: to
         return ((image - rec) ** 2).mean()
 
 
-def reconstruction_mse(net: ZSSRNet, image: torch.Tensor, sf: Pair, kernel: torch.Tensor | None, noise_std: float,
+def reconstruction_mse(net: ZSSRNet, image: torch.Tensor, sf: Scale, kernel: torch.Tensor | None, noise_std: float,
                        gen: torch.Generator, plan: MemoryPlan = MemoryPlan()) -> float:
     noise = reconstruction_noise(image.shape, sf, noise_std, gen)
     return float(reconstruction_error(net, image, sf, kernel, noise, plan))
@@ -160,10 +159,10 @@ class Trainer:
         self.opt = torch.optim.Adam(net.parameters(), lr=cfg.learning_rate, betas=(0.9, 0.999), eps=1e-8)
         self.aug = augment_of(cfg)
 
-    def reconstruction_mse(self, image: torch.Tensor, sf: Pair, kernel: torch.Tensor | None) -> float:
+    def reconstruction_mse(self, image: torch.Tensor, sf: Scale, kernel: torch.Tensor | None) -> float:
         return reconstruction_mse(self.net, image, sf, kernel, self.cfg.noise_std, self.gen, self.plan)
 
-    def train(self, image: torch.Tensor, sources: list[torch.Tensor], base_scales: Sequence[Pair], sf: Pair,
+    def train(self, image: torch.Tensor, sources: list[torch.Tensor], base_scales: Sequence[Scale], sf: Scale,
               kernel: torch.Tensor | None, scale_step: int = 0) -> None:
         cfg, log = self.cfg, self.log
         sched = Schedule(cfg)

@@ -15,10 +15,9 @@ from typing import Sequence
 
 import torch
 
+from ..config import Scale
 from .model import ZSSRNet
 from .resize import imresize
-
-Pair = tuple[float, float]
 
 
 @dataclass(frozen=True)
@@ -48,7 +47,7 @@ def _run_net(net: ZSSRNet, up: torch.Tensor, plan: MemoryPlan) -> torch.Tensor:
     return torch.cat([net(up[i:i + chunk]).clamp(0, 1) for i in range(0, n, chunk)])
 
 
-def network_upscale(net: ZSSRNet, lr: torch.Tensor, sf: Pair, out_shape: Sequence[int] | None = None,
+def network_upscale(net: ZSSRNet, lr: torch.Tensor, sf: Scale, out_shape: Sequence[int] | None = None,
                     plan: MemoryPlan = MemoryPlan()) -> torch.Tensor:
     """``lr``: (N, C, h, w) -> network output (N, C, H, W), clipped to [0, 1], tiled when large."""
     up = imresize(lr, sf, out_shape)
@@ -68,7 +67,7 @@ def network_upscale(net: ZSSRNet, lr: torch.Tensor, sf: Pair, out_shape: Sequenc
         return out
 
 
-def back_project(sr: torch.Tensor, lr: torch.Tensor, sf: Pair, iters: int,
+def back_project(sr: torch.Tensor, lr: torch.Tensor, sf: Scale, iters: int,
                  down_kernel: torch.Tensor | None = None) -> torch.Tensor:
     """Make ``sr`` (..., H, W) consistent with ``lr`` (..., h, w): add the upscaled downscaling error."""
     inv = (1.0 / sf[0], 1.0 / sf[1])
@@ -79,20 +78,20 @@ def back_project(sr: torch.Tensor, lr: torch.Tensor, sf: Pair, iters: int,
     return sr
 
 
-def orientations(sf: Pair, use_all: bool) -> list[int]:
-    """The authors' ``range(0, 1 + 7 * flip, 1 + (sf_v != sf_h))``: k < 4 rotates, k >= 4 also mirrors."""
+def orientations(sf: Scale, use_all: bool) -> list[int]:
+    """The authors' ``range(0, 1 + 7 * flip, 1 + (sf_v != sf_h))``: o < 4 rotates by o quarter turns, o >= 4 also mirrors."""
     return list(range(0, 1 + 7 * int(use_all), 1 + int(sf[0] != sf[1])))
 
 
-def orient(x: torch.Tensor, k: int) -> torch.Tensor:
-    x = torch.rot90(x, k % 4, dims=(-2, -1))
-    return torch.flip(x, dims=(-1,)) if k >= 4 else x
+def orient(x: torch.Tensor, o: int) -> torch.Tensor:
+    x = torch.rot90(x, o % 4, dims=(-2, -1))
+    return torch.flip(x, dims=(-1,)) if o >= 4 else x
 
 
-def unorient(x: torch.Tensor, k: int) -> torch.Tensor:
-    if k >= 4:
+def unorient(x: torch.Tensor, o: int) -> torch.Tensor:
+    if o >= 4:
         x = torch.flip(x, dims=(-1,))
-    return torch.rot90(x, -(k % 4), dims=(-2, -1))
+    return torch.rot90(x, -(o % 4), dims=(-2, -1))
 
 
 def median(stack: torch.Tensor) -> torch.Tensor:
@@ -102,24 +101,24 @@ def median(stack: torch.Tensor) -> torch.Tensor:
     return vals[n // 2] if n % 2 else (vals[n // 2 - 1] + vals[n // 2]) / 2
 
 
-def ensemble_outputs(net: ZSSRNet, image: torch.Tensor, sf: Pair, use_all: bool, bp_iters: int,
+def ensemble_outputs(net: ZSSRNet, image: torch.Tensor, sf: Scale, use_all: bool, bp_iters: int,
                      down_kernel: torch.Tensor | None = None, plan: MemoryPlan = MemoryPlan()) -> torch.Tensor:
     """(K, C, H, W): each orientation's output, turned back and back-projected (first = plain pass)."""
-    ks = orientations(sf, use_all)
+    turns = orientations(sf, use_all)
     by_shape: dict[tuple[int, ...], list[int]] = {}
-    for k in ks:
-        by_shape.setdefault(tuple(orient(image, k).shape), []).append(k)
+    for o in turns:
+        by_shape.setdefault(tuple(orient(image, o).shape), []).append(o)
     outs: dict[int, torch.Tensor] = {}
     for group in by_shape.values():
-        batch = torch.stack([orient(image, k) for k in group])
+        batch = torch.stack([orient(image, o) for o in group])
         sr = network_upscale(net, batch, sf, plan=plan)
-        for k, o in zip(group, sr):
-            outs[k] = unorient(o, k)
-    stacked = torch.stack([outs[k] for k in ks])
+        for o, out in zip(group, sr):
+            outs[o] = unorient(out, o)
+    stacked = torch.stack([outs[o] for o in turns])
     return back_project(stacked, image[None], sf, bp_iters, down_kernel)
 
 
-def combine(outputs: torch.Tensor, how: str, image: torch.Tensor, sf: Pair, bp_iters: int,
+def combine(outputs: torch.Tensor, how: str, image: torch.Tensor, sf: Scale, bp_iters: int,
             down_kernel: torch.Tensor | None = None) -> torch.Tensor:
     """Fuse the orientations ('median' as the authors, or 'mean') and back-project the result once more."""
     fused = outputs.mean(0) if how == "mean" else median(outputs)

@@ -22,9 +22,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..config import Scale
 from .resize import imresize, output_size
-
-Pair = tuple[float, float]
 
 
 @dataclass(frozen=True)
@@ -134,7 +133,7 @@ def warp(image: torch.Tensor, matrix: np.ndarray, crop: int, exact: bool) -> tor
     return out[0].clamp(0, 1)
 
 
-def draw_father(sizes: Sequence[tuple[int, int]], base_scales: Sequence[Pair], aug: Augment,
+def draw_father(sizes: Sequence[tuple[int, int]], base_scales: Sequence[Scale], aug: Augment,
                 draw: Draw) -> tuple[int, np.ndarray, int, bool]:
     """The random choices of one father: (source index, 3x3 matrix, crop side, exact?).
 
@@ -157,7 +156,7 @@ def draw_father(sizes: Sequence[tuple[int, int]], base_scales: Sequence[Pair], a
     return index, matrix, crop, mode != "affine"
 
 
-def sample_father(sources: Sequence[torch.Tensor], base_scales: Sequence[Pair], aug: Augment,
+def sample_father(sources: Sequence[torch.Tensor], base_scales: Sequence[Scale], aug: Augment,
                   draw: Draw) -> torch.Tensor:
     """One father ``(C, crop, crop)`` from the current sources (the image, then gradual outputs)."""
     index, matrix, crop, exact = draw_father([tuple(s.shape[-2:]) for s in sources], base_scales, aug, draw)
@@ -167,24 +166,24 @@ def sample_father(sources: Sequence[torch.Tensor], base_scales: Sequence[Pair], 
 def warp_batch(sources: torch.Tensor, inverses: torch.Tensor, exact: torch.Tensor, crop: int) -> torch.Tensor:
     """``warp`` for K images at once, all on the device (no host copies: it can sit in a CUDA graph).
 
-    ``sources``: (K, C, S, S), image k in its top-left corner and zeros around it,
-    which is what ``warp``'s zero border reads there too; ``inverses``: (K, 3, 3)
-    float64, crop pixel -> source pixel; ``exact``: (K,) bool, gather instead of
+    ``sources``: (N, C, S, S), image n in its top-left corner and zeros around it,
+    which is what ``warp``'s zero border reads there too; ``inverses``: (N, 3, 3)
+    float64, crop pixel -> source pixel; ``exact``: (N,) bool, gather instead of
     bicubic sampling.
     """
-    k, c, sh, sw = sources.shape
+    n, c, sh, sw = sources.shape
     ys, xs = torch.meshgrid(torch.arange(crop, dtype=torch.float64, device=sources.device),
                             torch.arange(crop, dtype=torch.float64, device=sources.device), indexing="ij")
-    pts = inverses @ torch.stack([xs.reshape(-1), ys.reshape(-1), torch.ones_like(xs).reshape(-1)])  # (K, 3, P)
+    pts = inverses @ torch.stack([xs.reshape(-1), ys.reshape(-1), torch.ones_like(xs).reshape(-1)])  # (N, 3, P)
     sx, sy = pts[:, 0] / pts[:, 2], pts[:, 1] / pts[:, 2]
-    grid = torch.stack([(2 * sx + 1) / sw - 1, (2 * sy + 1) / sh - 1], dim=-1).reshape(k, crop, crop, 2)
+    grid = torch.stack([(2 * sx + 1) / sw - 1, (2 * sy + 1) / sh - 1], dim=-1).reshape(n, crop, crop, 2)
     smooth = F.grid_sample(sources, grid.to(sources.dtype), mode="bicubic", padding_mode="zeros",
                            align_corners=False).clamp(0, 1)
     ix, iy = sx.round().long(), sy.round().long()
     inside = (ix >= 0) & (ix < sw) & (iy >= 0) & (iy < sh)
-    flat = torch.where(inside, iy * sw + ix, 0)[:, None].expand(k, c, -1)
-    gathered = sources.reshape(k, c, -1).gather(2, flat) * inside[:, None].to(sources.dtype)
-    return torch.where(exact.view(k, 1, 1, 1), gathered.reshape(k, c, crop, crop), smooth)
+    flat = torch.where(inside, iy * sw + ix, 0)[:, None].expand(n, c, -1)
+    gathered = sources.reshape(n, c, -1).gather(2, flat) * inside[:, None].to(sources.dtype)
+    return torch.where(exact.view(n, 1, 1, 1), gathered.reshape(n, c, crop, crop), smooth)
 
 
 def upload(t: torch.Tensor, device: torch.device) -> torch.Tensor:
@@ -195,7 +194,7 @@ def upload(t: torch.Tensor, device: torch.device) -> torch.Tensor:
     return t.pin_memory().to(device, non_blocking=True)
 
 
-def son_shape(shape: Sequence[int], sf: Pair) -> tuple[int, ...]:
+def son_shape(shape: Sequence[int], sf: Scale) -> tuple[int, ...]:
     """The shape of the son of a father of ``shape`` (..., h, w), shrunk by ``sf``."""
     return (*shape[:-2], *output_size(tuple(shape[-2:]), (1.0 / sf[0], 1.0 / sf[1])))
 
@@ -208,7 +207,7 @@ def son_noise(shape: Sequence[int], noise_std: float, gen: torch.Generator) -> t
     return torch.randn(tuple(shape), generator=gen, dtype=torch.float32) * noise_std
 
 
-def noisy_son(father: torch.Tensor, sf: Pair, kernel: torch.Tensor | None, noise: torch.Tensor | None) -> torch.Tensor:
+def noisy_son(father: torch.Tensor, sf: Scale, kernel: torch.Tensor | None, noise: torch.Tensor | None) -> torch.Tensor:
     """Shrink a father by ``sf`` (with the kernel if given) and add ``noise`` (``son_noise``); clipped to [0, 1]."""
     son = imresize(father, (1.0 / sf[0], 1.0 / sf[1]), kernel=kernel if kernel is not None else "cubic")
     if noise is not None:
@@ -216,7 +215,7 @@ def noisy_son(father: torch.Tensor, sf: Pair, kernel: torch.Tensor | None, noise
     return son.clamp(0, 1)
 
 
-def make_son(father: torch.Tensor, sf: Pair, kernel: torch.Tensor | None, noise_std: float,
+def make_son(father: torch.Tensor, sf: Scale, kernel: torch.Tensor | None, noise_std: float,
              gen: torch.Generator) -> torch.Tensor:
     """Shrink a father by ``sf`` (with the kernel if given) and add noise; values clipped to [0, 1]."""
     return noisy_son(father, sf, kernel, son_noise(son_shape(father.shape, sf), noise_std, gen))

@@ -94,17 +94,17 @@ def super_resolve(image: torch.Tensor, cfg: FitConfig, device: torch.device | st
     fit_s = infer_s = 0.0
     out = img
     for i, sf in enumerate(steps):
-        k = None
+        step_kernel = None
         if kernel is not None:
-            k = torch.as_tensor(shift_kernel(kernel, sf), dtype=torch.float32, device=device)
+            step_kernel = torch.as_tensor(shift_kernel(kernel, sf), dtype=torch.float32, device=device)
         if i > 0 and cfg.reinit_each_step:
             net = new_network(cfg, channels, gen, device)
             trainer = Trainer(net, cfg, gen, log, pair_hook, plan, pairs_on_host)
         t0 = time.perf_counter()
-        trainer.train(img, sources, base_scales, sf, k, scale_step=i)
+        trainer.train(img, sources, base_scales, sf, step_kernel, scale_step=i)
         _sync(device)
         t1 = time.perf_counter()
-        out, variants = upscale_with(net, img, cfg, i, k, plan, want_variants and i == len(steps) - 1)
+        out, variants = upscale_with(net, img, cfg, i, step_kernel, plan, want_variants and i == len(steps) - 1)
         _sync(device)
         fit_s += t1 - t0
         infer_s += time.perf_counter() - t1

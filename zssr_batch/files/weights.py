@@ -22,9 +22,9 @@ def save_weights(path: str | os.PathLike, state_dict: dict[str, torch.Tensor], c
 
 def load_weights(path: str | os.PathLike) -> tuple[ZSSRNet, FitConfig]:
     """Rebuild the fitted network and the settings it was fitted with."""
-    with safe_open(str(path), framework="pt") as sf:
-        meta = sf.metadata() or {}
-        tensors = {k: sf.get_tensor(k) for k in sf.keys()}
+    with safe_open(str(path), framework="pt") as f:
+        meta = f.metadata() or {}
+        tensors = {k: f.get_tensor(k) for k in f.keys()}
     if meta.get("format") != "zssr-batch/1":
         raise ValueError(f"{path}: not a zssr-batch weights file")
     raw = json.loads(meta["config"])
