@@ -13,7 +13,9 @@ from __future__ import annotations
 import io
 import os
 import re
+import struct
 import tempfile
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -67,12 +69,26 @@ def _is_16bit_color(im: Image.Image) -> bool:
     return any(";16" in str(tile.args) for tile in getattr(im, "tile", []) or [])
 
 
+def icc_colour_space(icc: bytes) -> str:
+    """The data colour space an ICC profile describes ('RGB', 'GRAY', 'CMYK', ...), from its header
+    (bytes 16-19 of every ICC profile); '' for what is not a profile."""
+    return icc[16:20].decode("latin-1").strip() if len(icc) >= 20 else ""
+
+
 def _split(arr: np.ndarray, scale: float, bit_depth: int, icc: bytes | None, notes: list[str]) -> Picture:
     a = arr.astype(np.float32) / scale
     if a.ndim == 2:
         a = a[..., None]
     a = np.ascontiguousarray(np.transpose(a, (2, 0, 1)))
     color, alpha = (a[:-1], a[-1:]) if a.shape[0] in (2, 4) else (a, None)
+    if icc:
+        # A profile describes the pixels it came with: a CMYK profile read with a CMYK JPEG no longer
+        # applies to the RGB pixels it was converted to, and copied onto the output it would tell
+        # every viewer to read RGB as CMYK.
+        space, want = icc_colour_space(icc), "GRAY" if color.shape[0] == 1 else "RGB"
+        if space != want:
+            notes = [*notes, f"its {space or 'unreadable'} colour profile was dropped: the output is {want}"]
+            icc = None
     return Picture(color, alpha, bit_depth, icc, notes)
 
 
@@ -177,7 +193,10 @@ def encode_image(pic: Picture, suffix: str) -> bytes:
         ok, buf = cv2.imencode(suffix, arr)
         if not ok:
             raise ImageError(f"OpenCV could not encode a 16-bit '{suffix}' image")
-        return buf.tobytes()
+        data = buf.tobytes()
+        # OpenCV writes no colour profile; a PNG carries one in an iCCP chunk, which we add
+        # (a 16-bit TIFF goes without: ``keeps_profile`` says so, for the row's notes).
+        return _with_png_profile(data, pic.icc_profile) if pic.icc_profile and suffix == ".png" else data
     if suffix in (".jpg", ".jpeg") and arr.ndim == 3 and arr.shape[-1] in (2, 4):
         arr = arr[..., :-1]  # JPEG has no alpha
         arr = arr[..., 0] if arr.shape[-1] == 1 else arr
@@ -198,12 +217,45 @@ def encode_image(pic: Picture, suffix: str) -> bytes:
     return out.getvalue()
 
 
+def keeps_profile(pic: Picture, suffix: str) -> bool:
+    """Whether ``encode_image`` writes ``pic``'s colour profile into a ``suffix`` file (BMP and GIF
+    hold none; OpenCV, which writes our 16-bit TIFFs, writes none)."""
+    suffix = suffix.lower()
+    if not pic.icc_profile or suffix in (".bmp", ".gif"):
+        return False
+    return not (pic.bit_depth == 16 and suffix in (".tif", ".tiff"))
+
+
+def _with_png_profile(png: bytes, icc: bytes) -> bytes:
+    """``png`` with an iCCP chunk holding ``icc``, right after its IHDR chunk (where the PNG
+    specification wants it: before PLTE and IDAT)."""
+    body = b"iCCP" + b"icc\0\0" + zlib.compress(icc)  # profile name, NUL, compression method 0
+    chunk = struct.pack(">I", len(body) - 4) + body + struct.pack(">I", zlib.crc32(body) & 0xFFFFFFFF)
+    ihdr_end = 8 + 4 + 4 + 13 + 4  # signature, IHDR's length, type, data and CRC
+    return png[:ihdr_end] + chunk + png[ihdr_end:]
+
+
+def _umask() -> int:
+    """The process's umask (read once: setting it back and forth is not thread-safe)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+_FILE_MODE = 0o666 & ~_umask()  # what open() would give a new file here
+
+
 def write_atomic(path: str | os.PathLike, data: bytes) -> None:
-    """Write ``data`` so that ``path`` is either the old file, or the whole new one: never a part."""
+    """Write ``data`` so that ``path`` is either the old file, or the whole new one: never a part.
+
+    The temporary file has a short name of its own (a name near the file system's 255-byte limit
+    leaves no room for a suffix) and gets the mode a plain ``open`` would give under the user's
+    umask (``mkstemp`` makes it 0600)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".zssr-", suffix=".part")
     try:
+        os.fchmod(fd, _FILE_MODE)
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()

@@ -1,0 +1,74 @@
+"""files/: atomic writes under the user's umask and any name length, colour profiles kept where
+they still apply."""
+
+from __future__ import annotations
+
+import os
+import stat
+import zlib
+
+import numpy as np
+import pytest
+from PIL import Image, ImageCms
+
+from zssr_batch.files.images import Picture, icc_colour_space, keeps_profile, load_image, save_image, write_atomic
+
+
+def test_atomic_writes_follow_the_umask_and_leave_no_part(tmp_path):
+    old = os.umask(0o022)
+    try:
+        write_atomic(tmp_path / "a.bin", b"x")
+    finally:
+        os.umask(old)
+    # the module read the umask at import; with the usual 022 a file is 0644, as open() makes it
+    mode = stat.S_IMODE((tmp_path / "a.bin").stat().st_mode)
+    assert mode == 0o666 & ~old
+    assert [p.name for p in tmp_path.iterdir()] == ["a.bin"]
+
+
+def test_a_name_at_the_file_systems_limit_still_writes(tmp_path):
+    name = "n" * 251 + ".png"  # 255 bytes: no room for a suffix of the temporary file's own
+    save_image(tmp_path / name, Picture(np.full((3, 9, 9), 0.5, np.float32)))
+    assert load_image(tmp_path / name).size == (9, 9)
+    assert [p.name for p in tmp_path.iterdir()] == [name]
+
+
+def _srgb() -> bytes:
+    return ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+
+
+def test_a_16_bit_png_keeps_its_colour_profile(tmp_path):
+    icc = _srgb()
+    src = tmp_path / "in.png"
+    pic = Picture(np.random.default_rng(0).random((3, 12, 10), dtype=np.float32), None, 16, icc)
+    save_image(src, pic)
+    back = load_image(src)
+    assert back.bit_depth == 16 and back.icc_profile == icc
+    with Image.open(src) as im:  # an independent reader finds the profile where PNG keeps it
+        assert im.info.get("icc_profile") == icc
+        im.load()  # and the file still decodes whole (chunk CRCs checked)
+    raw = src.read_bytes()
+    at = raw.index(b"iCCP")
+    assert raw.index(b"IHDR") < at < raw.index(b"IDAT")
+    assert zlib.decompress(raw[at + 4 + len(b"icc\0\0"):raw.index(b"IDAT") - 8]) == icc
+
+
+def test_a_cmyk_profile_is_dropped_with_a_note_when_the_output_is_rgb(tmp_path):
+    icc = _srgb()
+    cmyk = bytearray(icc)
+    cmyk[16:20] = b"CMYK"  # the header field a CMYK profile carries
+    Image.new("CMYK", (10, 8), (10, 40, 90, 5)).save(tmp_path / "c.jpg", icc_profile=bytes(cmyk))
+    pic = load_image(tmp_path / "c.jpg")
+    assert pic.icc_profile is None and pic.color.shape[0] == 3
+    assert any("CMYK colour profile was dropped" in n for n in pic.notes)
+    assert icc_colour_space(icc) == "RGB"
+
+
+@pytest.mark.parametrize("suffix,bits,kept", [(".png", 8, True), (".png", 16, True), (".jpg", 8, True),
+                                               (".tif", 16, False), (".bmp", 8, False), (".gif", 8, False)])
+def test_keeps_profile_says_what_the_file_really_holds(tmp_path, suffix, bits, kept):
+    pic = Picture(np.full((3, 6, 6), 0.25, np.float32), None, bits, _srgb())
+    assert keeps_profile(pic, suffix) is kept
+    save_image(tmp_path / f"x{suffix}", pic)
+    with Image.open(tmp_path / f"x{suffix}") as im:
+        assert (im.info.get("icc_profile") == pic.icc_profile) is kept
