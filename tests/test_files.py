@@ -72,3 +72,46 @@ def test_keeps_profile_says_what_the_file_really_holds(tmp_path, suffix, bits, k
     save_image(tmp_path / f"x{suffix}", pic)
     with Image.open(tmp_path / f"x{suffix}") as im:
         assert (im.info.get("icc_profile") == pic.icc_profile) is kept
+
+
+def _items(manifest, tmp_path):
+    from zssr_batch.files.sources import ScanOptions, read_manifest
+
+    return list(read_manifest(manifest, ScanOptions(output_dir=tmp_path / "out")))
+
+
+def test_a_spreadsheets_csv_with_a_byte_order_mark_reads_as_any_other(tmp_path):
+    (tmp_path / "a.png").write_bytes(b"")
+    (tmp_path / "m.csv").write_bytes("\ufeffinput,crop\na.png,16\n".encode("utf-8"))
+    [item] = _items(tmp_path / "m.csv", tmp_path)
+    assert item.error is None and item.input == str(tmp_path / "a.png") and item.overrides == (("crop", "16"),)
+
+
+def test_bad_manifest_lines_fail_their_own_row_naming_file_line_and_column(tmp_path):
+    (tmp_path / "a.png").write_bytes(b"")
+    (tmp_path / "m.jsonl").write_text(
+        '\n'                                   # 1: blank, skipped but counted
+        '{"input": "a.png", "crop": [16]}\n'   # 2: a list where a number goes
+        '[1, 2]\n'                             # 3: not an object
+        '{"input": "a.png", \n'                # 4: broken JSON
+        '{"input": 7}\n'                       # 5: a number where a path goes
+        '{"input": "a.png", "crop": "abc"}\n'  # 6: not a number
+        '{"input": "a.png", "max_iters": 3}\n')  # 7: fine
+    items = _items(tmp_path / "m.jsonl", tmp_path)
+    errors = [i.error for i in items]
+    assert len(items) == 6
+    assert errors[0].startswith("m.jsonl line 2, column crop: bad value [16]")
+    assert errors[1] == "m.jsonl line 3: expected a JSON object, got list"
+    assert errors[2].startswith("m.jsonl line 4: not JSON")
+    assert errors[3].startswith("m.jsonl line 5, column input: expected a path, got int")
+    assert errors[4].startswith("m.jsonl line 6, column crop: bad value 'abc'")
+    assert errors[5] is None and items[5].overrides == (("max_iters", 3),)
+
+
+def test_report_names_of_manifest_rows_stay_inside_the_manifests_folder(tmp_path):
+    (tmp_path / "d").mkdir()
+    (tmp_path / "up.png").write_bytes(b"")
+    (tmp_path / "d" / "m.csv").write_text("input,output\n../up.png,x.png\n../up.png,\n")
+    items = _items(tmp_path / "d" / "m.csv", tmp_path)
+    assert [i.rel for i in items] == ["up.png", "up.png"]  # thumbs/<rel> and curves/<rel> stay in --output
+    assert items[0].output == str(tmp_path / "out" / "x.png")

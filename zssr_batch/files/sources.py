@@ -153,50 +153,103 @@ def _coerce(v: Any) -> Any:
     return v
 
 
+def _manifest_rows(path: Path) -> Iterator[tuple[int, dict[str, Any] | str]]:
+    """(line number, row) for each row of a .csv (header row) or .jsonl manifest, or (line, why)
+    for a line that is not a row. A byte-order mark (spreadsheets save one) is skipped."""
+    if path.suffix.lower() == ".csv":
+        with open(path, newline="", encoding="utf-8-sig") as f:
+            reader = csv.DictReader(f)
+            for row in reader:
+                yield reader.line_num, row
+        return
+    with open(path, encoding="utf-8-sig") as f:
+        for n, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as e:
+                yield n, f"not JSON ({e.msg} at column {e.colno})"
+                continue
+            if not isinstance(row, dict):
+                yield n, f"expected a JSON object, got {type(row).__name__}"
+                continue
+            yield n, row
+
+
+def _overrides(row: dict[str, Any], knobs: set[str], where: str) -> tuple[tuple[tuple[str, Any], ...], str | None]:
+    """The row's engine settings, each checked against its type now (a bad value fails its row
+    here, naming the column, instead of failing later with Python's words), or an error."""
+    from ..config import parse_value
+
+    out = []
+    for k, v in sorted(row.items()):
+        if k not in knobs or v is None:
+            continue
+        try:
+            parse_value(k, v)
+        except (ValueError, TypeError) as e:
+            detail = str(e).removeprefix(f"{k}: ")
+            return (), f"{where}, column {k}: bad value {v!r} ({detail})"
+        out.append((k, v))
+    return tuple(out), None
+
+
+def _path_cell(row: dict[str, Any], name: str, where: str) -> str | None:
+    v = row.get(name)
+    if v is None or isinstance(v, str):
+        return v
+    raise ValueError(f"{where}, column {name}: expected a path, got {type(v).__name__} {v!r}")
+
+
 def read_manifest(path: Path, opts: ScanOptions) -> Iterator[WorkItem]:
-    """Rows of a .csv (header row) or .jsonl manifest; relative paths are relative to the manifest."""
+    """Rows of a .csv (header row) or .jsonl manifest; relative paths are relative to the manifest.
+
+    A row that cannot be used (no input, an unknown column, a value of the wrong type, a line
+    that is not a JSON object) becomes an item with its error, naming the manifest, the line and
+    the column: it fails its own row and the run goes on."""
     from ..config import FitConfig
 
     knobs = set(FitConfig.__dataclass_fields__)
     base = path.parent
-    if path.suffix.lower() == ".csv":
-        f = open(path, newline="", encoding="utf-8")
-        rows: Iterator[dict[str, Any]] = csv.DictReader(f)
-    else:
-        f = open(path, encoding="utf-8")
-        rows = (json.loads(line) for line in f if line.strip())
-    with f:
-        for n, row in enumerate(rows, start=2 if path.suffix.lower() == ".csv" else 1):
-            row = {str(k).strip(): _coerce(v) for k, v in row.items() if k is not None}
-            where = f"{path.name} line {n}"
-            src = row.get("input")
-            if not src:
-                yield WorkItem(f"{where}", "", error=f"{where}: no 'input' column value")
+    for n, row in _manifest_rows(path):
+        where = f"{path.name} line {n}"
+        if isinstance(row, str):
+            yield WorkItem(where, "", error=f"{where}: {row}")
+            continue
+        row = {str(k).strip(): _coerce(v) for k, v in row.items() if k is not None}
+        try:
+            src, out, gt, preset = (_path_cell(row, c, where) for c in ("input", "output", "gt", "preset"))
+        except ValueError as e:
+            yield WorkItem(where, "", error=str(e))
+            continue
+        if not src:
+            yield WorkItem(where, "", error=f"{where}: no 'input' column value")
+            continue
+        src_path = Path(src) if Path(src).is_absolute() else base / src
+        unknown = [k for k in row if k not in knobs and k not in ITEM_COLUMNS]
+        if unknown:
+            yield WorkItem(str(src_path), "", error=f"{where}: unknown column(s) {', '.join(unknown)}")
+            continue
+        overrides, bad = _overrides(row, knobs, where)
+        if bad:
+            yield WorkItem(str(src_path), "", error=bad)
+            continue
+        # rel names the item in the report (its folder, its thumbnails): never outside the manifest's folder
+        rel = Path(src).as_posix() if not Path(src).is_absolute() and ".." not in Path(src).parts else Path(src).name
+        if out:
+            if Path(out).is_absolute() or ".." in Path(out).parts:
+                yield WorkItem(str(src_path), "", error=f"{where}: output {out!r} escapes the output folder")
                 continue
-            src_path = Path(src) if Path(src).is_absolute() else base / src
-            unknown = [k for k in row if k not in knobs and k not in ITEM_COLUMNS]
-            if unknown:
-                yield WorkItem(str(src_path), "", error=f"{where}: unknown column(s) {', '.join(unknown)}")
-                continue
-            rel = Path(src).name if Path(src).is_absolute() else Path(src).as_posix()
-            out = row.get("output")
-            if out:
-                if Path(out).is_absolute() or ".." in Path(out).parts:
-                    yield WorkItem(str(src_path), "", error=f"{where}: output {out!r} escapes the output folder")
-                    continue
-                out_path = opts.output_dir / out
-            else:
-                if ".." in Path(rel).parts:
-                    rel = Path(src).name
-                out_path = output_for(str(rel), opts)
-            gt = row.get("gt")
-            gt_path = None if not gt else (Path(gt) if Path(gt).is_absolute() else base / gt)
-            if opts.degrade and not gt_path:
-                gt_path = src_path
-            overrides = tuple(sorted((k, v) for k, v in row.items() if k in knobs and v is not None))
-            error = None if src_path.exists() else f"{src_path}: no such file"
-            yield WorkItem(str(src_path), str(out_path), str(gt_path) if gt_path else None, str(rel),
-                           row.get("preset"), overrides, error)
+            out_path = opts.output_dir / out
+        else:
+            out_path = output_for(rel, opts)
+        gt_path = None if not gt else (Path(gt) if Path(gt).is_absolute() else base / gt)
+        if opts.degrade and not gt_path:
+            gt_path = src_path
+        error = None if src_path.exists() else f"{src_path}: no such file"
+        yield WorkItem(str(src_path), str(out_path), str(gt_path) if gt_path else None, rel, preset, overrides,
+                       error)
 
 
 def scan(input_path: Path, opts: ScanOptions) -> Iterator[WorkItem]:
