@@ -3,9 +3,11 @@ they still apply."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import stat
 import zlib
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -115,3 +117,58 @@ def test_report_names_of_manifest_rows_stay_inside_the_manifests_folder(tmp_path
     items = _items(tmp_path / "d" / "m.csv", tmp_path)
     assert [i.rel for i in items] == ["up.png", "up.png"]  # thumbs/<rel> and curves/<rel> stay in --output
     assert items[0].output == str(tmp_path / "out" / "x.png")
+
+
+def _plan_folder(tmp_path, names, **opts):
+    from zssr_batch.files.plan import plan_outputs
+    from zssr_batch.files.sources import ScanOptions, scan
+
+    src = tmp_path / "in" / "+".join(names) / str(sorted(opts.items()))
+    for n in names:
+        (src / n).parent.mkdir(parents=True, exist_ok=True)
+        (src / n).write_bytes(b"")
+    o = ScanOptions(output_dir=tmp_path / "out", **opts)
+    return plan_outputs(scan(src, o), o.output_dir)
+
+
+def test_two_inputs_that_would_share_an_output_stop_the_run_naming_both(tmp_path):
+    from zssr_batch.files.plan import PlanError
+
+    with pytest.raises(PlanError, match=r"b\.gif and .*b\.png would both write .*b\.png"):
+        _plan_folder(tmp_path, ["b.png", "b.gif"])
+    with pytest.raises(PlanError, match="a.jpg and .*a.png would both write"):
+        _plan_folder(tmp_path, ["a.jpg", "a.png"], ext="png")
+    plan = _plan_folder(tmp_path, ["b.png", "b.gif"], keep_ext=True)  # the rule that keeps them apart
+    assert sorted(Path(i.output).name for i in plan.items) == ["b.gif.png", "b.png"]
+
+
+def test_outputs_are_proven_inside_the_output_folder(tmp_path):
+    from zssr_batch.files.plan import plan_outputs
+    from zssr_batch.files.sources import WorkItem
+
+    out = tmp_path / "out"
+    (out / "sub").mkdir(parents=True)
+    (tmp_path / "elsewhere").mkdir()
+    (out / "link").symlink_to(tmp_path / "elsewhere")  # a symlink already inside --output
+    items = [WorkItem("a.png", str(out / "link" / "a.png")), WorkItem("b.png", str(out / "sub" / ".." / ".." / "b.png")),
+             WorkItem("c.png", str(out / "report.csv")), WorkItem("d.png", str(out / "sub" / "d.png"))]
+    plan = plan_outputs(items, out)
+    errors = [i.error for i in plan.items]
+    assert "resolves outside the output folder" in errors[0] and "resolves outside" in errors[1]
+    assert "the run's own report.csv" in errors[2]
+    assert errors[3] is None and plan.items[3].output == str(out / "sub" / "d.png")
+
+
+def test_one_input_twice_is_refused_but_at_two_scales_is_two_items(tmp_path):
+    from zssr_batch.files.plan import PlanError, item_key, plan_outputs
+    from zssr_batch.files.sources import WorkItem
+
+    out = tmp_path / "out"
+    a2 = WorkItem("in/a.png", str(out / "a_x2.png"), overrides=(("scale", "2"),))
+    a3 = WorkItem("in/a.png", str(out / "a_x3.png"), overrides=(("scale", "3"),))
+    assert len(plan_outputs([a2, a3], out).items) == 2
+    with pytest.raises(PlanError, match="listed twice"):
+        plan_outputs([a2, dataclasses.replace(a2, output=str(out / "other.png"))], out)
+    # a relative and an absolute spelling of one input are one key
+    cwd = os.getcwd()
+    assert item_key(WorkItem("in/a.png", "")) == item_key(WorkItem(os.path.join(cwd, "in", "a.png"), ""))

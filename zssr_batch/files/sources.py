@@ -46,6 +46,7 @@ class ScanOptions:
     gt_dir: Path | None = None
     scale: float | None = None  # picks LR_bicubic/X<s> in a benchmark folder
     degrade: bool = False
+    keep_ext: bool = False  # keep the input's extension in the output's name where the two differ
     skipped: list[str] = field(default_factory=list)  # what the scan passed over, and why
 
 
@@ -55,7 +56,9 @@ def output_for(rel: str, opts: ScanOptions) -> Path:
     ext = opts.ext if opts.ext else (".png" if p.suffix.lower() == ".gif" else p.suffix)
     if ext and not ext.startswith("."):
         ext = "." + ext
-    return opts.output_dir / p.parent / f"{p.stem}{opts.suffix}{ext}"
+    # b.png and b.gif both make b.png; with keep_ext the GIF's is b.gif.png
+    stem = p.name if opts.keep_ext and p.suffix.lower() != ext.lower() else p.stem
+    return opts.output_dir / p.parent / f"{stem}{opts.suffix}{ext}"
 
 
 def _is_image(name: str, opts: ScanOptions) -> bool:

@@ -1,0 +1,92 @@
+"""The output plan: every path a run will write, decided and checked before any work.
+
+A run that lets two inputs write one output reports both as ok while one result is gone, and
+a rerun never repairs it; a path that leaves ``--output`` (through a symlink already in it, a
+``../`` in a name) writes where the user never asked. So the whole list of items is planned
+first: each item's output is made absolute, proven to resolve inside the output folder
+(symlinks resolved) or the item is refused with its own error, and any two items that would
+share an output, or be one item listed twice, stop the run before the first fit.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable
+
+from .sources import WorkItem
+
+# What the run itself writes at the top of --output: no input's output may take these names.
+RESERVED = ("report.csv", "summary.csv", "run.json", "report.html", ".report", ".zssr-batch.lock")
+
+
+class PlanError(ValueError):
+    """The run cannot start as asked (two inputs, one output): one line naming both."""
+
+
+@dataclass(frozen=True)
+class Plan:
+    items: list[WorkItem]  # in scan order; outputs absolute; a refused item carries its error
+    output_dir: Path  # resolved
+
+
+def item_key(item: WorkItem) -> str:
+    """What names one piece of work in report.csv across runs: the resolved input and its own
+    settings (preset and manifest overrides). ``dir`` and ``/abs/dir`` give the same key; one
+    input at two scales gives two."""
+    settings = json.dumps([item.preset, [list(kv) for kv in item.overrides]], default=str)
+    return f"{os.path.realpath(item.input)} {settings}" if item.overrides or item.preset else \
+        os.path.realpath(item.input)
+
+
+def inside(path: str | os.PathLike, root_real: str) -> bool:
+    """Whether ``path`` resolves (symlinks and ``..`` followed, as far as they exist) inside
+    ``root_real``, itself resolved."""
+    real = os.path.realpath(path)
+    return real == root_real or real.startswith(root_real.rstrip(os.sep) + os.sep)
+
+
+def _refusal(item: WorkItem, out: Path, out_real: str) -> str | None:
+    if not inside(out, out_real):
+        return f"{item.input}: its output {out} resolves outside the output folder ({os.path.realpath(out)})"
+    rel = Path(os.path.relpath(os.path.realpath(out), out_real))
+    if rel.parts and rel.parts[0] in RESERVED:
+        return f"{item.input}: its output {out} would take the name of the run's own {rel.parts[0]}"
+    if os.path.realpath(out) == os.path.realpath(item.input):
+        return f"{item.input}: its output is the input itself"
+    return None
+
+
+def plan_outputs(items: Iterable[WorkItem], output_dir: Path) -> Plan:
+    """Check and settle every item's output (see the module's docstring); raises PlanError when
+    two items would write one output, or one item is listed twice."""
+    out_dir = Path(os.path.abspath(output_dir))
+    out_real = os.path.realpath(out_dir)
+    planned: list[WorkItem] = []
+    by_output: dict[str, WorkItem] = {}
+    by_key: dict[str, WorkItem] = {}
+    for item in items:
+        if item.error:
+            planned.append(item)
+            continue
+        out = Path(os.path.abspath(item.output))
+        refused = _refusal(item, out, out_real)
+        if refused:
+            planned.append(dataclasses.replace(item, output=str(out), error=refused))
+            continue
+        real = os.path.realpath(out)
+        if real in by_output:
+            other = by_output[real]
+            raise PlanError(f"{other.input} and {item.input} would both write {out}; give them apart "
+                            "(--keep-ext keeps the input's extension in the name, or a manifest's output column)")
+        key = item_key(item)
+        if key in by_key:
+            raise PlanError(f"{item.input} is listed twice with the same settings (outputs {by_key[key].output} "
+                            f"and {out}); list it once, or give each its own settings")
+        settled = dataclasses.replace(item, output=str(out))
+        by_output[real] = by_key[key] = settled
+        planned.append(settled)
+    return Plan(planned, Path(out_real))
