@@ -172,3 +172,10 @@ def test_one_input_twice_is_refused_but_at_two_scales_is_two_items(tmp_path):
     # a relative and an absolute spelling of one input are one key
     cwd = os.getcwd()
     assert item_key(WorkItem("in/a.png", "")) == item_key(WorkItem(os.path.join(cwd, "in", "a.png"), ""))
+
+
+def test_a_picture_knows_the_hash_of_the_file_it_came_from(tmp_path):
+    import hashlib
+
+    save_image(tmp_path / "a.png", Picture(np.full((3, 9, 9), 0.5, np.float32)))
+    assert load_image(tmp_path / "a.png").sha256 == hashlib.sha256((tmp_path / "a.png").read_bytes()).hexdigest()

@@ -143,7 +143,7 @@ def test_unreadable_file_is_a_failed_row(tmp_path):
 
 def test_permission_denied_becomes_a_clear_failed_row(tmp_path, monkeypatch):
     # Root (as in CI) reads any file, so the real chmod case above cannot run there:
-    # here the decoder meets the PermissionError a non-root user would get.
+    # here the read meets the PermissionError a non-root user would get.
     from PIL import Image as PILImage
 
     from zssr_batch.config import resolve
@@ -154,7 +154,7 @@ def test_permission_denied_becomes_a_clear_failed_row(tmp_path, monkeypatch):
     def denied(*args, **kwargs):
         raise PermissionError(13, "Permission denied", str(tmp_path / "locked.png"))
 
-    monkeypatch.setattr("zssr_batch.files.images.Image.open", denied)
+    monkeypatch.setattr("zssr_batch.files.images.Path.read_bytes", denied)
     rec = run_item({"input": str(tmp_path / "locked.png"), "output": str(tmp_path / "o.png")},
                    resolve("fast", overrides={"max_iters": 1}), "cpu")
     assert rec["status"] == "failed" and rec["error"] == f"{tmp_path / 'locked.png'}: permission denied"

@@ -10,6 +10,7 @@ folder, fsynced, then renamed over the target.
 
 from __future__ import annotations
 
+import hashlib
 import io
 import os
 import re
@@ -43,6 +44,7 @@ class Picture:
     bit_depth: int = 8
     icc_profile: bytes | None = None
     notes: list[str] = field(default_factory=list)  # e.g. "first of 12 frames"
+    sha256: str = ""  # of the file it was read from (resume checks that an input is unchanged)
 
     @property
     def channels(self) -> int:
@@ -107,7 +109,23 @@ def load_image(path: str | os.PathLike, max_pixels: int | None = None) -> Pictur
     if max_pixels is not None:  # our limit replaces Pillow's bomb guard where ours is looser
         Image.MAX_IMAGE_PIXELS = max(Image.MAX_IMAGE_PIXELS or 0, max_pixels)
     try:
-        with Image.open(path) as im:
+        data = path.read_bytes()  # once: decoded from memory, and hashed for the report
+        pic = _decode(data, path, max_pixels)
+        pic.sha256 = hashlib.sha256(data).hexdigest()
+        return pic
+    except ImageError:
+        raise
+    except FileNotFoundError:
+        raise ImageError(f"{path}: no such file") from None
+    except PermissionError:
+        raise ImageError(f"{path}: permission denied") from None
+    except IsADirectoryError:
+        raise ImageError(f"{path}: is a directory") from None
+
+
+def _decode(data: bytes, path: Path, max_pixels: int | None) -> Picture:
+    try:
+        with Image.open(io.BytesIO(data)) as im:
             sixteen_bit_color = _is_16bit_color(im)  # before anything loads the pixels and clears the tiles
             notes = []
             frames = getattr(im, "n_frames", 1)
@@ -121,11 +139,11 @@ def load_image(path: str | os.PathLike, max_pixels: int | None = None) -> Pictur
             if sixteen_bit_color:
                 import cv2
 
-                data = cv2.imdecode(np.fromfile(path, dtype=np.uint8), cv2.IMREAD_UNCHANGED)
-                if data is None or data.dtype != np.uint16:
+                pixels = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_UNCHANGED)
+                if pixels is None or pixels.dtype != np.uint16:
                     raise ImageError(f"{path}: could not decode 16-bit colour data")
-                data = cv2.cvtColor(data, cv2.COLOR_BGRA2RGBA if data.shape[-1] == 4 else cv2.COLOR_BGR2RGB)
-                return _split(_orient(data, orientation), 65535.0, 16, icc, notes)
+                pixels = cv2.cvtColor(pixels, cv2.COLOR_BGRA2RGBA if pixels.shape[-1] == 4 else cv2.COLOR_BGR2RGB)
+                return _split(_orient(pixels, orientation), 65535.0, 16, icc, notes)
             im.seek(0)
             im = ImageOps.exif_transpose(im)
             mode = im.mode
@@ -134,10 +152,10 @@ def load_image(path: str | os.PathLike, max_pixels: int | None = None) -> Pictur
             elif mode in _CONVERT:
                 im = im.convert(_CONVERT[mode])
             if im.mode in _SIXTEEN_BIT_GRAY or im.mode == "I":
-                data = np.asarray(im).astype(np.int64)
-                if data.size and (data.min() < 0 or data.max() > 65535):
+                ints = np.asarray(im).astype(np.int64)
+                if ints.size and (ints.min() < 0 or ints.max() > 65535):
                     raise ImageError(f"{path}: 32-bit integer pixels are not supported")
-                return _split(data, 65535.0, 16, icc, notes)
+                return _split(ints, 65535.0, 16, icc, notes)
             if im.mode == "F":
                 raise ImageError(f"{path}: floating-point images are not supported")
             if im.mode not in ("L", "LA", "RGB", "RGBA"):
@@ -145,14 +163,8 @@ def load_image(path: str | os.PathLike, max_pixels: int | None = None) -> Pictur
             return _split(np.asarray(im), 255.0, 8, icc, notes)
     except ImageError:
         raise
-    except FileNotFoundError:
-        raise ImageError(f"{path}: no such file") from None
-    except PermissionError:
-        raise ImageError(f"{path}: permission denied") from None
-    except IsADirectoryError:
-        raise ImageError(f"{path}: is a directory") from None
     except UnidentifiedImageError:
-        kind = "empty file" if path.stat().st_size == 0 else "not an image (or an unsupported format)"
+        kind = "empty file" if not data else "not an image (or an unsupported format)"
         raise ImageError(f"{path}: {kind}") from None
     except Image.DecompressionBombError as e:
         found = re.search(r"\((\d+) pixels\)", str(e))
