@@ -68,7 +68,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from functools import lru_cache
 
     from .run.driver import RunSettings, run
-    from .files.sources import ScanOptions, scan
+    from .files.sources import ScanOptions, check_layout, scan
     from .run.worker import Extras
 
     base_preset, file_values, cli = engine_sources(args)
@@ -91,6 +91,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     input_path = Path(args.input)
     if not input_path.exists():
         raise FileNotFoundError(f"{input_path}: no such file or folder")
+    check_layout(input_path, opts)
     settings = RunSettings(
         output_dir=out, gpus=args.gpus, images_per_gpu=args.images_per_gpu, pack=args.pack, batch=args.batch,
         precision=args.precision,
@@ -136,6 +137,36 @@ def cmd_degrade(args: argparse.Namespace) -> int:
     return 0
 
 
+def _at_least(low: int):
+    """An argparse type: a whole number >= ``low`` (a bad one is a usage error before any work)."""
+    def parse(text: str) -> int:
+        try:
+            n = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+        if n < low:
+            raise argparse.ArgumentTypeError(f"must be at least {low}, got {n}")
+        return n
+    parse.__name__ = f"whole number >= {low}"
+    return parse
+
+
+def _output_ext(text: str) -> str:
+    from .files.images import EXTENSIONS
+
+    ext = "." + text.lower().lstrip(".")
+    if ext not in EXTENSIONS:
+        raise argparse.ArgumentTypeError(f"cannot write {text!r} files; use one of "
+                                         f"{', '.join(e[1:] for e in EXTENSIONS)}")
+    return ext
+
+
+def _suffix(text: str) -> str:
+    if "/" in text or "\\" in text or "\0" in text:
+        raise argparse.ArgumentTypeError(f"{text!r}: a suffix is part of a file name and cannot hold a path separator")
+    return text
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="zssr-batch", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"zssr-batch {__version__}")
@@ -164,28 +195,28 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--glob", help="only inputs whose relative path matches this pattern, e.g. '*.png'")
     run.add_argument("--extensions", help="comma-separated extensions to pick up (default: all supported)")
     run.add_argument("--no-recursive", action="store_true", help="do not descend into subfolders")
-    run.add_argument("--suffix", default="", help="appended to each output stem (default none)")
-    run.add_argument("--ext", default=None, help="output format, e.g. png (default: same as the input)")
-    run.add_argument("--gpus", type=int, default=None, help="GPUs to use (default all; 0 = CPU only)")
-    run.add_argument("--pack", type=int, default=0,
+    run.add_argument("--suffix", default="", type=_suffix, help="appended to each output stem (default none)")
+    run.add_argument("--ext", default=None, type=_output_ext, help="output format, e.g. png (default: same as the input)")
+    run.add_argument("--gpus", type=_at_least(0), default=None, help="GPUs to use (default all; 0 = CPU only)")
+    run.add_argument("--pack", type=_at_least(0), default=0,
                      help="fits trained together in one pack (default 0: on a GPU the fastest measured size "
                           "that its memory holds; on a CPU 4 for crops up to 64, else 1); 1 = one image per actor "
                           "call, no packing")
     run.add_argument("--precision", choices=("bf16", "fp32"), default="bf16",
                      help="packed networks on a GPU (default bf16: faster, -0.03 dB measured); CPUs run fp32")
-    run.add_argument("--batch", type=int, default=None,
+    run.add_argument("--batch", type=_at_least(1), default=None,
                      help="images per actor call when packing (default on a GPU: 1024 shrinking to 128 toward the "
                           "end, or 8 to 2 x --pack; 16 on CPUs)")
-    run.add_argument("--images-per-gpu", type=int, default=None,
+    run.add_argument("--images-per-gpu", type=_at_least(1), default=None,
                      help="actors sharing one GPU (default 1 when packing, 4 with --pack 1)")
-    run.add_argument("--workers", type=int, default=None, help="CPU actors when no GPU is used (default cores/threads)")
-    run.add_argument("--threads", type=int, default=None, help="torch threads per actor")
+    run.add_argument("--workers", type=_at_least(1), default=None, help="CPU actors when no GPU is used (default cores/threads)")
+    run.add_argument("--threads", type=_at_least(1), default=None, help="torch threads per actor")
     run.add_argument("--address", default=None, help="Ray cluster to join (default: RAY_ADDRESS, else local Ray)")
-    run.add_argument("--retries", type=int, default=2, help="resubmissions of an image whose worker died")
-    run.add_argument("--max-failures", type=int, default=None, help="stop early after this many failed images")
+    run.add_argument("--retries", type=_at_least(0), default=2, help="resubmissions of an image whose worker died")
+    run.add_argument("--max-failures", type=_at_least(1), default=None, help="stop early after this many failed images")
     run.add_argument("--overwrite", action="store_true", help="redo images already done with the same settings")
     run.add_argument("--no-progress", action="store_true", help="log lines instead of a progress bar")
-    run.add_argument("--max-pixels", type=int, default=100_000_000, help="refuse inputs larger than this")
+    run.add_argument("--max-pixels", type=_at_least(64), default=100_000_000, help="refuse inputs larger than this")
     run.add_argument("--save-weights", action="store_true", help="keep each fitted network beside its output")
     run.add_argument("--no-report-images", action="store_true",
                      help="skip the thumbnails, crops and curves of report.html (thumbs/, curves/)")

@@ -125,6 +125,18 @@ def benchmark_layout(root: Path, scale: float | None) -> tuple[Path, Path] | Non
     return (lr, hr) if lr.is_dir() and hr.is_dir() else None
 
 
+def check_layout(root: Path, opts: ScanOptions) -> None:
+    """Refuse a benchmark set (``HR/`` beside ``LR_bicubic/``) that has no inputs at the asked scale:
+    without this, ``--scale 5`` upscaled HR/ and every LR folder x5 with no scores."""
+    if opts.degrade or not root.is_dir() or not (root / "HR").is_dir() or not (root / "LR_bicubic").is_dir():
+        return
+    if benchmark_layout(root, opts.scale) is None:
+        have = sorted(d.name for d in (root / "LR_bicubic").iterdir() if d.is_dir())
+        asked = "this scale" if opts.scale is None else f"x{opts.scale:g}"
+        raise ValueError(f"{root} is a benchmark set with LR_bicubic/{', '.join(have) or '(nothing)'} but no "
+                         f"inputs at {asked}; give one of those scales, or --degrade to make inputs from HR/")
+
+
 def scan_folder(root: Path, opts: ScanOptions) -> Iterator[WorkItem]:
     bench = None if opts.degrade else benchmark_layout(root, opts.scale)
     if opts.degrade and (root / "HR").is_dir() and (root / "LR_bicubic").is_dir():

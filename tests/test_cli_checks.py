@@ -1,0 +1,32 @@
+"""Settings that can be checked before any work are checked before any work: one line, exit 2."""
+
+from __future__ import annotations
+
+import pytest
+
+from conftest import DATA, needs_data
+from zssr_batch.cli import main
+
+
+@pytest.mark.parametrize("flag,value,says", [
+    ("--pack", "-1", "must be at least 0"), ("--batch", "-3", "must be at least 1"),
+    ("--workers", "0", "must be at least 1"), ("--gpus", "-1", "must be at least 0"),
+    ("--ext", "xyz", "cannot write 'xyz' files"), ("--suffix", "/../../x", "cannot hold a path separator"),
+    ("--retries", "two", "expected a whole number"),
+])
+def test_bad_run_settings_stop_before_any_work(tmp_path, capsys, flag, value, says):
+    with pytest.raises(SystemExit) as stop:
+        main(["run", "--input", str(tmp_path), "--output", str(tmp_path / "out"), flag, value])
+    assert stop.value.code == 2
+    assert says in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()  # nothing was started
+
+
+@needs_data
+def test_a_benchmark_set_without_the_asked_scale_is_refused(tmp_path, capsys):
+    rc = main(["run", "--input", str(DATA / "Set5"), "--output", str(tmp_path / "out"), "--scale", "5",
+               "--gpus", "0"])
+    assert rc == 2
+    err = capsys.readouterr().err
+    assert "LR_bicubic/X2, X3, X4 but no inputs at x5" in err
+    assert not (tmp_path / "out").exists()
