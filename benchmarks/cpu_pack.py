@@ -17,7 +17,7 @@ from collections import defaultdict
 
 from zssr_batch.config import resolve
 from zssr_batch.pack.size import time_pack_step
-from zssr_batch.pack.packed import PackOptions
+from zssr_batch.pack.options import PackOptions
 
 WAYS = ((1, False), (2, True), (4, True), (4, False))  # (pack size, thin ends padded)
 

@@ -5,7 +5,7 @@
 
 A pack's time is the sum of its step times, and a step costs what a full pack of
 its current size costs (finished slots ride along masked in the recorded step).
-This replays ``packed.fit_packed``'s schedule: slots refill while images remain,
+This replays ``pack.loop.fit_packed``'s schedule: slots refill while images remain,
 then the draining pack compacts once its live slots are at most a fraction of its
 positions, to the next of ``COMPACT_SIZES`` up, paying a re-recording each time. Step times between the measured pack
 sizes are interpolated linearly; below the smallest measured one, a step costs
@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from zssr_batch.pack.packed import COMPACT_SIZES
+from zssr_batch.pack.options import COMPACT_SIZES
 
 # Steps the paper preset's learning-rate rule gave Set5 and Set14 x2 on an H200 (2026-11-26, run 1,
 # docs/gpu-logs/2026-11-26-h200-run1/quality.log); stand-ins until a run records BSD100's own.

@@ -36,14 +36,16 @@ from zssr_batch.config import resolve
 from zssr_batch.engine.super_resolve import super_resolve
 from zssr_batch.files.images import load_image
 from zssr_batch.pack.size import ms_per_call
-from zssr_batch.pack.packed import Job, PackOptions, fit_packed
+from zssr_batch.pack.jobs import Job
+from zssr_batch.pack.loop import fit_packed
+from zssr_batch.pack.options import PackOptions
 
 
 def crops(data: Path) -> list[torch.Tensor]:
     f = data / "Set5" / "HR" / "baby.png"
     if f.is_file():
         img = torch.from_numpy(load_image(f).color)
-        return [img[:, 40:70, 50:84], img[:, 200:240, 100:128], img[:, 300:336, 300:336]]  # as tests/test_packed
+        return [img[:, 40:70, 50:84], img[:, 200:240, 100:128], img[:, 300:336, 300:336]]  # as tests/test_pack_fit.py
     gen = torch.Generator().manual_seed(0)
     return [torch.rand(3, 36, 36, generator=gen) for _ in range(3)]
 
@@ -225,7 +227,7 @@ def kernel_profile(k: int = 100, top: int = 15, device: str = "cuda", cfg=None,
 
     from torch.profiler import ProfilerActivity, profile
 
-    from zssr_batch.pack.packed import full_pack
+    from zssr_batch.pack.device import full_pack
 
     cuda = device == "cuda"
     pack, live = full_pack(cfg or resolve("paper"), device, k, replace(options, graphs=False))

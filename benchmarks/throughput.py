@@ -42,7 +42,9 @@ from zssr_batch.engine.super_resolve import pick_device, super_resolve
 from zssr_batch.files.images import load_image
 from zssr_batch.engine.metrics import score
 from zssr_batch.pack.size import plan_pack
-from zssr_batch.pack.packed import Job, PackOptions, fit_packed
+from zssr_batch.pack.jobs import Job
+from zssr_batch.pack.loop import fit_packed
+from zssr_batch.pack.options import PackOptions
 from zssr_batch.files.sources import ScanOptions, scan_folder
 
 DEFAULT_SET = Path(__file__).resolve().parents[2] / "shared" / "data" / "BSD100"

@@ -1,4 +1,12 @@
-"""K fits at once on one device, each as it would be alone: options, packed networks and Adam,
-the step on the device (pairs, forward, backward, Adam) and its CUDA graph, readback, the pack
-loop, how many fits to pack and how (size), the ways of running its convolutions (conv, Triton).
-Imports ``engine`` and ``config`` only."""
+"""K fits at once on one device, each as it would be alone. Imports ``engine`` and ``config`` only.
+
+- ``loop``: the pack loop (``fit_packed``, ``PackRun``): slots filled, trained, booked, finished;
+- ``jobs``: what a pack is given (``Job``) and which jobs may share one;
+- ``options``: how a pack runs (``PackOptions``) and the sizes a draining pack shrinks to;
+- ``device``: the device side (``DevicePack``): buffers, the step and its CUDA graph, compaction;
+- ``nets``: the packed networks and their slot-wise Adam;
+- ``readback``, ``beside``: results brought to the host without waiting; where checks and outputs run;
+- ``instruments``: counts and clocks for benchmarks (``PackTimers``), used only when asked for;
+- ``size``: how many fits to pack and how; ``conv``, ``triton_conv``, ``triton_adam``: the ways of
+  running the convolutions and Adam.
+"""

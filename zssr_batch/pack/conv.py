@@ -6,12 +6,14 @@ profile, pytorch/pytorch#34977, has ``wgrad2d_grouped_direct_kernel`` at two thi
 of a grouped layer's time). Which way is fastest depends on the card and the
 releases, so ``pack.size`` times them and the pack keeps the fastest:
 
-- 'grouped': ``F.conv2d(..., groups=K)``, cuDNN throughout (in ``pack.packed``);
+- 'grouped': ``F.conv2d(..., groups=K)``, cuDNN throughout (in ``pack.nets``);
 - 'split': cuDNN's forward and input gradient; the weight gradient as nine
   batched matrix products (``weight_grad_by_taps``);
 - 'triton': forward and input gradient as one implicit-GEMM Triton kernel, the
   weight gradient as another (``pack.triton_conv``; GPU builds of torch ship
-  Triton). No cuDNN or cuBLAS at all.
+  Triton). No cuDNN or cuBLAS at all;
+- 'bmm': im2col and batched products throughout (``bmm_layers``), the whole network at once: a
+  reference for benchmarks, never chosen by ``pack.size``.
 """
 
 from __future__ import annotations
@@ -101,7 +103,7 @@ class _TritonConv(torch.autograd.Function):
         # The kernels load channel runs: the output gradient must be laid out as the activations are.
         # The last layer's arrives NCHW from the residual sum; without this it would stay NCHW through
         # every input gradient below (each follows its output gradient's layout), where shifted pixel
-        # runs load unaligned and the H100's step was 1 ms slower at 32 fits (docs/BENCHMARKS.md).
+        # runs load unaligned, a slower step (docs/BENCHMARKS.md, "Why the pack's defaults are what they are").
         if x.is_contiguous(memory_format=torch.channels_last):
             gy = gy.contiguous(memory_format=torch.channels_last)
         gx = None
@@ -130,3 +132,19 @@ def split_conv(x: torch.Tensor, w: torch.Tensor, groups: int) -> torch.Tensor:
         x, w = x.to(dt), w.to(dt)
     with torch.autocast(dev, enabled=False):
         return _SplitConv.apply(x, w, groups)
+
+
+def bmm_layers(x: torch.Tensor, weights: list[torch.Tensor], slots: torch.Tensor | None) -> torch.Tensor:
+    """The residual of the K networks whose layer weights are ``weights`` ((K, out, in, 3, 3) each) on
+    ``x`` (N, C, H, W), row n the input of slot ``slots[n]`` (default: all K slots), as im2col and
+    batched matrix products: row n's 3x3 neighbourhoods (C*9, H*W), in ``unfold``'s channel-major
+    order, times slot n's (out, C*9) weights. Returns (N, C, H, W), the ReLUs between layers applied."""
+    n, c, h, w = x.shape
+    y = x
+    for i, wt in enumerate(weights):
+        if slots is not None:
+            wt = wt.index_select(0, slots)
+        y = torch.bmm(wt.reshape(n, wt.shape[1], -1), F.unfold(y, 3, padding=1)).view(n, -1, h, w)
+        if i < len(weights) - 1:
+            y = torch.relu(y)
+    return y

@@ -10,9 +10,8 @@ grouped convolutions bound a pack, and which of their kernels is fastest
 depends on the card and the cuDNN release. Then that way is timed at a few
 sizes, and the size that trains the most images per second wins, the
 smaller one when two are within 1% (a smaller pack drains sooner
-at the end of a batch and leaves memory to inference). An H200 gave 0.24 ms
-per slot at 32 and 0.26 ms at 100 (docs/BENCHMARKS.md), so bigger is not
-always faster. The timings are kept for the life of the process, and on disk
+at the end of a batch and leaves memory to inference). A bigger pack is not
+always cheaper per slot (docs/BENCHMARKS.md, "Why the pack's defaults are what they are"). The timings are kept for the life of the process, and on disk
 (``step_cache``) for later runs on the same card model, torch and cuDNN: an
 actor measures once, a machine once per card and software.
 
@@ -37,11 +36,13 @@ import torch
 
 from ..config import FitConfig
 from .conv import triton_available
-from .packed import PackOptions, full_pack, packable
+from .device import full_pack
+from .jobs import packable
+from .options import PackOptions
 
-# On a 2-core CPU (docs/BENCHMARKS.md) a pack of 2-4 trains 5-20% faster per image than one fit while a
-# slot's layer activations (width x crop^2 floats) take at most ~1 MiB (crops up to 64 at width 64), and
-# 1.3-1.6x slower beyond (crops 96, 128: the default). Padding the thin ends helps packs there by 5-12%.
+# On a CPU a pack of 2-4 trains faster per image than one fit while a slot's layer activations
+# (width x crop^2 floats) stay in cache, ~1 MiB, and slower beyond; padding the thin ends helps packs
+# there (docs/BENCHMARKS.md, "Why the pack's defaults are what they are").
 CPU_PACK = 4
 CPU_SLOT_BYTES = 1 << 20
 PROBE_AT = 32  # the pack size at which the ways of running a pack are compared
@@ -49,8 +50,8 @@ MAX_PACK = 128
 PROBE_SIZES = (16, 32, 64, 128)
 SLACK = 0.03  # ways this close count as equal, and the simplest wins (the timing noise of 10 replays is ~1%)
 # Sizes this close count as equal, and the smaller wins (it drains sooner and leaves memory to inference).
-# Only just above the noise: on an H100 (Triton) a pack of 100 cost 2.9% less per slot than 64, and
-# benchmarks/drain_model.py puts it at 2-4% less training time for batches of 100 to 1,000 images.
+# Only just above the noise: a bigger pack a few percent cheaper per slot trains a batch faster even
+# though it drains later (benchmarks/drain_model.py; docs/BENCHMARKS.md, as above).
 SIZE_SLACK = 0.01
 
 _step_ms: dict[tuple, float] = {}  # (device, network, way (_way), pack size) -> ms per full-pack step
@@ -142,7 +143,7 @@ def _machine(device: torch.device) -> list:
 def _way(options: PackOptions) -> dict:
     """``options`` as the step cache keys them: with the Triton kernels' tile shapes, on which their speed hangs."""
     way = asdict(options)
-    del way["beside"]  # where tests and outputs run leaves the training step as it is
+    del way["beside"]  # where checks and outputs run leaves the training step as it is
     if options.conv == "triton":
         from .triton_conv import TILES
 
@@ -153,7 +154,7 @@ def _way(options: PackOptions) -> dict:
 def _load_cache() -> dict[str, float]:
     try:
         data = json.loads(step_cache().read_text())
-        return {k: float(v) for k, v in data.items()} if isinstance(data, dict) else {}
+        return {key: float(v) for key, v in data.items()} if isinstance(data, dict) else {}
     except (OSError, RuntimeError, ValueError, TypeError):  # RuntimeError: no home folder to be found
         return {}  # none yet, or unreadable: measure
 

@@ -1,8 +1,9 @@
 """The pack's Adam step as one Triton kernel: each parameter row read and written once.
 
-Imported only when a pack runs its convolutions with ``conv="triton"`` (``packed.PackedAdam``).
+Imported only when a pack runs its convolutions with ``conv="triton"`` (``nets.PackedAdam``).
 ``PackedAdam`` in whole-pack torch operations passes over the (K, P) tensors about a dozen
-times a step, each pass a kernel (~0.15-0.2 ms a step for 32 fits on an H100, 3-4% of it);
+times a step, each pass a kernel (a few percent of a step: docs/BENCHMARKS.md, "Why the pack's
+defaults are what they are");
 here one pass reads the gradient, the moments and the weights and writes the three back.
 The arithmetic is torch's, operation by operation, with correctly rounded square roots and
 divisions (``sqrt_rn``, ``div_rn``) as torch computes them.

@@ -80,7 +80,8 @@ def _wgrad3x3(x_ptr, gy_ptr, part_ptr, H, W, CIN, COUT, CHUNK,
     # output-gradient tile is loaded once for TAPS taps, and a product TAPS times wider keeps the
     # tensor cores busier per byte read. A group's tap blocks are neighbouring programs, so they read
     # the same output-gradient tiles while those sit in L2. (Three taps as three separate products,
-    # each with its own accumulator and store, made an H100's step 23% slower: docs/BENCHMARKS.md.)
+    # each with its own accumulator and store, made a step slower: docs/BENCHMARKS.md, "Why the pack's
+    # defaults are what they are".)
     pid = tl.program_id(0)
     s = tl.program_id(1)
     pid_b = tl.program_id(2)
@@ -149,10 +150,9 @@ def weight_grad(x: torch.Tensor, gy: torch.Tensor, groups: int, shape: torch.Siz
 # convolution the cache its tile copies go through: "" (L2 only) or ".ca" (L1 too, where a tap's
 # tile overlaps the last tap's and a group's weights serve its neighbouring tiles), and for the
 # weight gradient the taps a program takes (1, 2 or 4: a power of two, the product's width). The
-# channel sides come from the channel counts. What benchmarks/gpu_check.py's sweeps kept on an H100
-# (2026-11-27, two runs, docs/BENCHMARKS.md), and what the 11,600 images/hour were measured with:
-# 2 taps a program made a 32-fit step 2-3% faster than 1 (4.19-4.20 vs 4.30-4.33 ms); the L1 copies
-# were within 1% of L2 only, either way; every other shape swept was 1-15% slower.
+# channel sides come from the channel counts. What benchmarks/gpu_check.py's sweeps kept: 2 taps a
+# program beat 1, the L1 copies were within the noise of L2 only, and every other shape swept was
+# slower (docs/BENCHMARKS.md, "Why the pack's defaults are what they are").
 TILES = {"conv": (128, 4, 3, ".ca"), "wgrad": (64, 4, 3, 2)}
 
 

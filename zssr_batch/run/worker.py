@@ -352,7 +352,9 @@ def run_packed(items: list[dict[str, Any]], cfgs: list[FitConfig], device: str, 
     one by one with ``run_item``, which has the smaller-tiles plan.
     """
     from ..pack.size import plan_pack
-    from ..pack.packed import Job, PackOptions, fit_packed
+    from ..pack.jobs import Job
+    from ..pack.loop import fit_packed
+    from ..pack.options import PackOptions
 
     dev = pick_device(device)
     readers, writer = ThreadPoolExecutor(2), ThreadPoolExecutor(1)

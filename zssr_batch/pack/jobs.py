@@ -1,0 +1,37 @@
+"""What a pack is given to fit (``Job``), and which jobs can share a pack."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..config import FitConfig
+
+
+@dataclass
+class Job:
+    key: Any  # the caller's handle on the image (e.g. its work item)
+    image: torch.Tensor  # (C, h, w) in [0, 1]
+    cfg: FitConfig
+    kernel: np.ndarray | None = None  # the downscaling kernel the image was made with, if known
+
+
+def packable(cfg: FitConfig) -> bool:
+    """Whether fits with these settings can share a pack (gradual scale steps and no training cannot)."""
+    return not (cfg.scale_steps and len(cfg.steps) > 1 or cfg.max_iters == 0)
+
+
+def signature(job: Job) -> tuple | None:
+    """What must match for two jobs to share a pack; None for jobs that are fitted alone."""
+    cfg, (c, h, w) = job.cfg, job.image.shape
+    if not packable(cfg) or min(h, w) < cfg.crop:
+        return None
+    kernel = None
+    if job.kernel is not None:
+        blur = np.ascontiguousarray(job.kernel, dtype=np.float64)
+        kernel = hashlib.sha1(blur.tobytes() + str(blur.shape).encode()).hexdigest()
+    return (c, cfg.depth, cfg.width, cfg.crop, tuple(cfg.scale), kernel, cfg.noise_std > 0)
