@@ -446,7 +446,8 @@ def test_pack_size_follows_gpu_memory_and_image_size(monkeypatch, tmp_path):
     from PIL import Image
 
     from zssr_batch.pack.size import memory_pack_size, plan_pack
-    from zssr_batch.run.worker import largest_input
+    from zssr_batch.files.sources import WorkItem
+    from zssr_batch.run.batch import largest_input
 
     monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (40 << 30, 80 << 30))
     cfg = resolve("paper")
@@ -458,7 +459,7 @@ def test_pack_size_follows_gpu_memory_and_image_size(monkeypatch, tmp_path):
     Image.new("RGB", (400, 300)).save(tmp_path / "a.png")
     Image.new("RGB", (200, 100)).save(tmp_path / "b.png")
     (tmp_path / "bad.png").write_bytes(b"not an image")
-    items = [{"input": str(tmp_path / n)} for n in ("b.png", "bad.png", "a.png")]
+    items = [WorkItem(input=str(tmp_path / n), output="") for n in ("b.png", "bad.png", "a.png")]
     assert largest_input(items, cfg) == (300, 400)
     assert largest_input(items, cfg, degrade=True) == (150, 200)
 
@@ -601,17 +602,15 @@ def test_a_closed_packed_call_stops_its_pack(tmp_path):
     # leave it fitting the images in its slots for nobody beside the actor's next call.
     import threading
     import time
-    from dataclasses import asdict
-
     from PIL import Image
 
     from zssr_batch.files.sources import ScanOptions, scan_folder
-    from zssr_batch.run.worker import run_packed
+    from zssr_batch.run.batch import run_packed
 
     gen = np.random.default_rng(0)
     for i in range(3):
         Image.fromarray(gen.integers(0, 255, (28, 28, 3), dtype=np.uint8)).save(tmp_path / f"{i}.png")
-    items = [asdict(it) for it in scan_folder(tmp_path, ScanOptions(output_dir=tmp_path / "out"))]
+    items = [it for it in scan_folder(tmp_path, ScanOptions(output_dir=tmp_path / "out"))]
     tiny = {"crop": 16, "width": 8, "back_projection_iters": (1,)}
     # 'halving' never ends a fit early, so the long ones would train all 100,000 steps
     cfgs = [resolve("fast", overrides={**tiny, "lr_schedule": "halving", "max_iters": 3 if i == 0 else 100_000})
