@@ -349,6 +349,7 @@ def test_an_image_whose_packed_fit_diverges_is_fitted_again_alone(tmp_path, monk
     assert [rows[i]["status"] for i in range(3)] == ["ok"] * 3
     assert "its packed fit diverged: fitted again alone" in rows[1]["notes"] and rows[1]["pack"] == 1
     assert "diverged" not in rows[0]["notes"] and rows[0]["pack"] == 2
+    assert rows[0]["pack_way"] == "grouped" and rows[1]["pack_way"] == ""  # --pack 2 on a CPU; the refit ran alone
     alone = run_item(replace(items[1], output=str(tmp_path / "a1.png")), cfg, "cpu")
     assert alone["status"] == "ok"
     assert np.array_equal(np.asarray(Image.open(tmp_path / "p1.png")), np.asarray(Image.open(tmp_path / "a1.png")))

@@ -62,6 +62,7 @@ class Row:
     tile: int | None = _col()  # the inference tile that fitted in memory
     pack: int | None = _col()  # fits trained together with it (1: alone)
     notes: str | None = _col()  # what the decoder or the pack noted, '; '-separated
+    pack_way: str | None = _col()  # how its pack ran, e.g. 'triton+pad8+bf16' (``run.batch.pack_way``); empty alone
 
     @classmethod
     def of(cls, item: WorkItem, **known: Any) -> "Row":

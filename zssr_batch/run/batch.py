@@ -32,6 +32,15 @@ from .settings import Extras
 Result = tuple[Any, "dict[str, Any] | None"]  # (index, record), or ([index, ...], None): about to start those
 
 
+def pack_way(options: PackOptions, device: torch.device) -> str:
+    """How a pack ran, in short, for its rows' ``pack_way`` and run.json: the conv way, then what was
+    on of padding the thin ends to 8 channels, cuDNN tuning and bf16 (the last two GPUs only, as
+    ``pack.packed`` applies them)."""
+    cuda = torch.device(device).type == "cuda"
+    on = [("pad8", options.pad_thin), ("tune", options.tune and cuda), ("bf16", options.bf16 and cuda)]
+    return "+".join([options.conv] + [name for name, used in on if used])
+
+
 def largest_input(items: list[WorkItem], cfg: FitConfig, degrade: bool = False) -> tuple[int, int] | None:
     """The largest (h, w) among the inputs, from their headers only (files that cannot be read are skipped:
     they fail with their own row later); with ``degrade`` the size after shrinking."""
@@ -65,6 +74,7 @@ class PackedCall:
         # k: fits per pack; options: how the pack runs (measured on a GPU when ``pack`` is 0)
         self.k, self.options = (pack, options) if pack else plan_pack(
             cfgs[0], self.dev, largest_input(items, cfgs[0], degrade), len(items), options)
+        self.way = pack_way(self.options, self.dev)  # the rows' pack_way
         self.readers = ThreadPoolExecutor(2)  # decode inputs ahead of the pack
         self.writer = ThreadPoolExecutor(1)  # write and score each finished image
         self.events: queue.Queue = queue.Queue()  # ("row", i, record) | ("start", [i, ...], gate) | ("end", error)
@@ -132,7 +142,7 @@ class PackedCall:
                 done["notes"] = "; ".join(n for n in (done["notes"], "its packed fit diverged: fitted again alone")
                                           if n)
             record = {**row.as_record(), **done, "status": "ok", "error": None, "tile": MemoryPlan().tile,
-                      "pack": 1 if refit else self.k}
+                      "pack": 1 if refit else self.k, "pack_way": "" if refit else self.way}
         except Exception as e:  # noqa: BLE001
             record = failed(row, e)
         self.events.put(("row", i, record))

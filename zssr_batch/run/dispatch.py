@@ -10,7 +10,7 @@ object refs however long the input list is. A worker's death sends its images th
 from __future__ import annotations
 
 import time
-from collections import deque
+from collections import Counter, deque
 from typing import Any, Callable, Iterator
 
 import ray
@@ -71,6 +71,7 @@ class Dispatcher:
         self.exhausted = False  # the source has no more
         self.counts = {"ok": 0, "failed": 0, "skipped": 0}
         self.gain = {"sum": 0.0, "n": 0}  # running mean of the PSNR-Y gain, for the progress bar
+        self.pack_ways: Counter[str] = Counter()  # rows by how their pack ran (run.json's pack_ways)
         self.stop_reason: str | None = None
 
     def emit(self, record: dict[str, Any]) -> None:
@@ -78,6 +79,8 @@ class Dispatcher:
         self.writer.write(record)
         status = record.get("status")
         self.counts["ok" if status == "ok" else "failed"] += 1
+        if record.get("pack_way"):
+            self.pack_ways[record["pack_way"]] += 1
         if status == "ok" and record.get("psnr_y") is not None and record.get("bicubic_psnr_y") is not None:
             self.gain["sum"] += record["psnr_y"] - record["bicubic_psnr_y"]
             self.gain["n"] += 1

@@ -118,7 +118,7 @@ def run(items: Callable[[], Iterator[WorkItem]], config_for: Callable[[WorkItem]
     counts, stop_reason = work.counts, work.stop_reason
     table = write_summary(out)
     t_end = time.time()
-    write_run_json(out, settings, counts, total, t_start, t_end, n_actors, resources, stop_reason)
+    write_run_json(out, settings, counts, total, t_start, t_end, n_actors, resources, stop_reason, work.pack_ways)
     from ..report.html import write_html_report
 
     write_html_report(out)

@@ -20,7 +20,9 @@ from .settings import RunSettings
 
 
 def write_run_json(out: Path, settings: RunSettings, counts: dict[str, int], total: int, t_start: float,
-                   t_end: float, n_actors: int, resources: dict[str, float], stop_reason: str | None) -> None:
+                   t_end: float, n_actors: int, resources: dict[str, float], stop_reason: str | None,
+                   pack_ways: dict[str, int]) -> None:
+    """``pack_ways``: images by how their pack ran (``run.batch.pack_way``), none for one-image fits."""
     import numpy
     import torch
 
@@ -36,6 +38,7 @@ def write_run_json(out: Path, settings: RunSettings, counts: dict[str, int], tot
                     "gpus": [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]},
         "actors": {"count": n_actors, "resources": resources},
         "images": {"total": total, **counts},
+        "pack_ways": dict(sorted(pack_ways.items())),
         "stopped": stop_reason,
         "started_at": timestamp(t_start), "finished_at": timestamp(t_end), "wall_seconds": round(t_end - t_start, 3),
     }
