@@ -13,7 +13,7 @@ the same per slot but never under ``--floor-ms`` (a replay of a few hundred
 kernels). Inference and host work are left out: it models the training loop only.
 
 With ``--calls``, the images come in actor calls as ``zssr-batch run`` sends them to one GPU
-(``auto``: ``driver.call_size``; a number: calls of that size), each call its own pack that
+(``auto``: ``dispatch.call_size``; a number: calls of that size), each call its own pack that
 drains at its end:
 
     python benchmarks/drain_model.py --steps-json run1.json --step-ms 16:3.6 32:5.9 64:10.9 100:16.4 \
@@ -101,8 +101,8 @@ def main() -> None:
 
 
 def call_sizes(images: int, how: str) -> list[int]:
-    """The calls one GPU's actor gets: ``driver.call_size``'s ('auto'), or a fixed size (1: one call)."""
-    from zssr_batch.run.driver import GPU_CALL, call_size
+    """The calls one GPU's actor gets: ``dispatch.call_size``'s ('auto'), or a fixed size (1: one call)."""
+    from zssr_batch.run.dispatch import GPU_CALL, call_size
 
     sizes, left = [], images
     while left:

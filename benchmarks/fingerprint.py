@@ -89,10 +89,14 @@ def make() -> dict:
         return {name: fingerprint_folder(root / name, root) for name in ("packed", "alone", "manifest", "fit")}
 
 
-def compare(a: dict, b: dict) -> list[str]:
+def _without(fp: dict, columns: set[str]) -> dict:
+    return {**fp, "rows": [{k: v for k, v in r.items() if k not in columns} for r in fp.get("rows", [])]}
+
+
+def compare(a: dict, b: dict, ignore: set[str] = frozenset()) -> list[str]:
     diffs = []
     for run in sorted(set(a) | set(b)):
-        fa, fb = a.get(run, {}), b.get(run, {})
+        fa, fb = _without(a.get(run, {}), ignore), _without(b.get(run, {}), ignore)
         for key in ("files", "rows", "summary"):
             if fa.get(key) != fb.get(key):
                 diffs.append(f"{run}: {key} differ:\n  before {json.dumps(fa.get(key))}\n  after  {json.dumps(fb.get(key))}")
@@ -102,10 +106,12 @@ def compare(a: dict, b: dict) -> list[str]:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--compare", nargs=2, metavar="JSON", help="compare two fingerprints instead of making one")
+    p.add_argument("--ignore", action="append", default=[], metavar="COLUMN",
+                   help="a report column to leave out of the comparison (one a change adds on purpose)")
     args = p.parse_args(argv)
     if args.compare:
         a, b = (json.loads(Path(f).read_text()) for f in args.compare)
-        diffs = compare(a, b)
+        diffs = compare(a, b, set(args.ignore))
         for d in diffs:
             print(d)
         n = sum(len(v["files"]) for v in a.values())

@@ -20,7 +20,8 @@ import numpy as np
 from zssr_batch.config import resolve
 from zssr_batch.report.published import markdown_table
 from zssr_batch.files.sources import ScanOptions, scan_folder
-from zssr_batch.run.worker import process_image, run_packed
+from zssr_batch.run.batch import run_packed
+from zssr_batch.run.item import process_image
 
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
@@ -46,15 +47,15 @@ def main() -> None:
         for set_name in args.sets:
             # the benchmark layout pairs LR_bicubic/X<s>/NAMEx<s>.png with HR/NAME.png, as `run` does
             scan = ScanOptions(output_dir=Path(tmp) / set_name, scale=args.scale)
-            items = [vars(it) for it in scan_folder(args.data / set_name, scan)][: args.limit]
-            files = [Path(it["input"]) for it in items]
+            items = list(scan_folder(args.data / set_name, scan))[: args.limit]
+            files = [Path(it.input) for it in items]
             t0 = time.perf_counter()
             if args.pack:  # the fast path, written and scored as `run` writes and scores it
                 done = dict(run_packed(items, [cfg] * len(items), args.device, pack=min(args.pack, len(items)),
                                        precision=args.precision))
                 recs = [done[i] for i in range(len(items))]
             else:
-                recs = [process_image(it["input"], it["output"], cfg, args.device, it["gt"]) for it in items]
+                recs = [process_image(it.input, it.output, cfg, args.device, it.gt) for it in items]
             failed = [r["error"] for r in recs if r.get("status") == "failed"]
             if failed:
                 raise SystemExit("; ".join(failed))

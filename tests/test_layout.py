@@ -6,8 +6,6 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
-import pytest
-
 PKG = Path(__file__).resolve().parents[1] / "zssr_batch"
 WINGS = ("engine", "pack", "files", "report", "run")
 # What each wing may import from the package besides itself (the arrows of the map).
@@ -82,7 +80,6 @@ def test_only_run_imports_ray():
     assert not wrong, "Ray imported outside run/: " + ", ".join(wrong)
 
 
-@pytest.mark.xfail(strict=True, reason="driver.run, fit_packed and run_packed are still long closures (issue 17)")
 def test_no_function_is_longer_than_a_reader_can_hold():
     long = []
     for path in _modules():

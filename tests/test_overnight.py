@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 import zlib
+from dataclasses import replace
 from pathlib import Path
 
 import cv2
@@ -147,7 +148,8 @@ def test_permission_denied_becomes_a_clear_failed_row(tmp_path, monkeypatch):
     from PIL import Image as PILImage
 
     from zssr_batch.config import resolve
-    from zssr_batch.run.worker import run_item
+    from zssr_batch.files.sources import WorkItem
+    from zssr_batch.run.item import run_item
 
     PILImage.fromarray(_photo(16, 16)).save(tmp_path / "locked.png")
 
@@ -155,7 +157,7 @@ def test_permission_denied_becomes_a_clear_failed_row(tmp_path, monkeypatch):
         raise PermissionError(13, "Permission denied", str(tmp_path / "locked.png"))
 
     monkeypatch.setattr("zssr_batch.files.images.Path.read_bytes", denied)
-    rec = run_item({"input": str(tmp_path / "locked.png"), "output": str(tmp_path / "o.png")},
+    rec = run_item(WorkItem(input=str(tmp_path / "locked.png"), output=str(tmp_path / "o.png")),
                    resolve("fast", overrides={"max_iters": 1}), "cpu")
     assert rec["status"] == "failed" and rec["error"] == f"{tmp_path / 'locked.png'}: permission denied"
 
@@ -261,15 +263,17 @@ def test_poison_image_costs_only_itself_and_its_pack(tmp_path):
 
 
 def _call(n: int, started: set[int], attempt: int = 1, spared: int = 0, begun: bool = True):
-    from zssr_batch.run.driver import Call, Entry
+    from zssr_batch.config import FitConfig
     from zssr_batch.files.sources import WorkItem
+    from zssr_batch.run.recovery import Call, Entry
 
-    left = {i: Entry(WorkItem(input=f"{i}.png", output=f"out/{i}.png"), {}, attempt, spared) for i in range(n)}
+    left = {i: Entry(WorkItem(input=f"{i}.png", output=f"out/{i}.png"), FitConfig(), attempt, spared)
+            for i in range(n)}
     return Call(left, actor=0, begun=begun, started=started)
 
 
 def test_a_death_costs_an_attempt_only_to_the_images_the_worker_had_started():
-    from zssr_batch.run.driver import SPARED_MAX, after_death
+    from zssr_batch.run.recovery import SPARED_MAX, after_death
 
     # A GPU call of 8 in which the worker had started (decoded, or was fitting) 0-2 when it died.
     fate = after_death(_call(8, {0, 1, 2}), retries=2)
@@ -299,12 +303,13 @@ def test_a_death_costs_an_attempt_only_to_the_images_the_worker_had_started():
 
 def test_out_of_memory_retries_with_smaller_tiles(tmp_path, monkeypatch):
     from zssr_batch.config import resolve
-    from zssr_batch.run.worker import run_item
+    from zssr_batch.files.sources import WorkItem
+    from zssr_batch.run.item import run_item
 
     Image.fromarray(_photo(24, 24)).save(tmp_path / "big.png")
     monkeypatch.setenv("ZSSR_BATCH_FAULT", "oom:big.png")
     cfg = resolve("fast", overrides={"max_iters": 3, "crop": 12, "width": 8})
-    item = {"input": str(tmp_path / "big.png"), "output": str(tmp_path / "o.png")}
+    item = WorkItem(input=str(tmp_path / "big.png"), output=str(tmp_path / "o.png"))
     rec = run_item(item, cfg, "cpu")
     assert rec["status"] == "ok" and rec["tile"] == 256  # 1024 and 512 ran out of memory
     monkeypatch.setenv("ZSSR_BATCH_FAULT", "")
@@ -313,10 +318,11 @@ def test_out_of_memory_retries_with_smaller_tiles(tmp_path, monkeypatch):
 
 def test_a_fit_that_diverges_is_a_failed_row_not_a_garbage_picture(tmp_path):
     from zssr_batch.config import resolve
-    from zssr_batch.run.worker import run_item
+    from zssr_batch.files.sources import WorkItem
+    from zssr_batch.run.item import run_item
 
     Image.fromarray(_photo(24, 24)).save(tmp_path / "in.png")
-    item = {"input": str(tmp_path / "in.png"), "output": str(tmp_path / "o.png")}
+    item = WorkItem(input=str(tmp_path / "in.png"), output=str(tmp_path / "o.png"))
     # Adam moves each weight by about the learning rate a step: at 1e10 the network's output is NaN
     cfg = resolve("fast", overrides={"max_iters": 10, "crop": 12, "width": 8, "learning_rate": 1e10})
     rec = run_item(item, cfg, "cpu")
@@ -330,18 +336,21 @@ def test_an_image_whose_packed_fit_diverges_is_fitted_again_alone(tmp_path, monk
     # A pack's own fault (on the H100 a recording once turned a whole pack NaN) must not cost the
     # image: its output is then the one-image mode's, bit for bit, and its row says what happened.
     from zssr_batch.config import resolve
-    from zssr_batch.run.worker import run_item, run_packed
+    from zssr_batch.files.sources import WorkItem
+    from zssr_batch.run.batch import run_packed
+    from zssr_batch.run.item import run_item
 
     for n in range(3):
         Image.fromarray(_photo(24, 26, seed=n)).save(tmp_path / f"{n}.png")
     cfg = resolve("fast", overrides={"max_iters": 6, "crop": 12, "width": 8})
-    items = [{"input": str(tmp_path / f"{n}.png"), "output": str(tmp_path / f"p{n}.png")} for n in range(3)]
+    items = [WorkItem(input=str(tmp_path / f"{n}.png"), output=str(tmp_path / f"p{n}.png")) for n in range(3)]
     monkeypatch.setenv("ZSSR_BATCH_FAULT", "diverge-in-pack:1.png")
     rows = {i: r for i, r in run_packed(items, [cfg] * 3, "cpu", pack=2) if r is not None}
     assert [rows[i]["status"] for i in range(3)] == ["ok"] * 3
     assert "its packed fit diverged: fitted again alone" in rows[1]["notes"] and rows[1]["pack"] == 1
     assert "diverged" not in rows[0]["notes"] and rows[0]["pack"] == 2
-    alone = run_item({**items[1], "output": str(tmp_path / "a1.png")}, cfg, "cpu")
+    assert rows[0]["pack_way"] == "grouped" and rows[1]["pack_way"] == ""  # --pack 2 on a CPU; the refit ran alone
+    alone = run_item(replace(items[1], output=str(tmp_path / "a1.png")), cfg, "cpu")
     assert alone["status"] == "ok"
     assert np.array_equal(np.asarray(Image.open(tmp_path / "p1.png")), np.asarray(Image.open(tmp_path / "a1.png")))
     assert rows[1]["iterations"] == alone["iterations"]
@@ -395,7 +404,7 @@ def test_max_failures_runs_no_call_that_begins_after_it(tmp_path):
 
 
 def test_calls_are_large_while_much_is_left_and_shrink_toward_the_end():
-    from zssr_batch.run.driver import DEPTH, GPU_CALL, call_size
+    from zssr_batch.run.dispatch import DEPTH, GPU_CALL, call_size
 
     lo, hi = GPU_CALL
     assert call_size(10_000, 1, lo, hi) == hi  # one GPU, a long run: the largest calls (fewest drains)

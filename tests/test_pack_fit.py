@@ -155,17 +155,16 @@ def test_a_closed_packed_call_stops_its_pack(tmp_path):
     # leave it fitting the images in its slots for nobody beside the actor's next call.
     import threading
     import time
-    from dataclasses import asdict
 
     from PIL import Image
 
     from zssr_batch.files.sources import ScanOptions, scan_folder
-    from zssr_batch.run.worker import run_packed
+    from zssr_batch.run.batch import run_packed
 
     gen = np.random.default_rng(0)
     for i in range(3):
         Image.fromarray(gen.integers(0, 255, (28, 28, 3), dtype=np.uint8)).save(tmp_path / f"{i}.png")
-    items = [asdict(it) for it in scan_folder(tmp_path, ScanOptions(output_dir=tmp_path / "out"))]
+    items = list(scan_folder(tmp_path, ScanOptions(output_dir=tmp_path / "out")))
     tiny = {"crop": 16, "width": 8, "back_projection_iters": (1,)}
     # 'halving' never ends a fit early, so the long ones would train all 100,000 steps
     cfgs = [resolve("fast", overrides={**tiny, "lr_schedule": "halving", "max_iters": 3 if i == 0 else 100_000})

@@ -17,7 +17,8 @@ def test_pack_size_follows_gpu_memory_and_image_size(monkeypatch, tmp_path):
     from PIL import Image
 
     from zssr_batch.pack.size import memory_pack_size, plan_pack
-    from zssr_batch.run.worker import largest_input
+    from zssr_batch.files.sources import WorkItem
+    from zssr_batch.run.batch import largest_input
 
     monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (40 << 30, 80 << 30))
     cfg = resolve("paper")
@@ -29,7 +30,7 @@ def test_pack_size_follows_gpu_memory_and_image_size(monkeypatch, tmp_path):
     Image.new("RGB", (400, 300)).save(tmp_path / "a.png")
     Image.new("RGB", (200, 100)).save(tmp_path / "b.png")
     (tmp_path / "bad.png").write_bytes(b"not an image")
-    items = [{"input": str(tmp_path / n)} for n in ("b.png", "bad.png", "a.png")]
+    items = [WorkItem(input=str(tmp_path / n), output="") for n in ("b.png", "bad.png", "a.png")]
     assert largest_input(items, cfg) == (300, 400)
     assert largest_input(items, cfg, degrade=True) == (150, 200)
 

@@ -57,6 +57,8 @@ def test_set5_benchmark_layout_on_cpu(tmp_path):
     assert summary.iloc[-1]["folder"] == "ALL" and summary.iloc[-1]["ok"] == 5
     info = json.loads((out / "run.json").read_text())
     assert info["images"]["ok"] == 5 and info["engine"]["preset"] == "fast" and "torch" in info["versions"]
+    # how the packs ran: per row, and counted in run.json
+    assert info["pack_ways"] == {w: sum(r["pack_way"] == w for r in rows) for w in {r["pack_way"] for r in rows} if w}
     # `report` rebuilds the summary from report.csv alone
     (out / "summary.csv").unlink()
     assert main(["report", str(out)]) == 0

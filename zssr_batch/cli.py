@@ -46,7 +46,8 @@ def _json_safe(v: Any) -> Any:
 
 
 def cmd_fit(args: argparse.Namespace) -> int:
-    from .run.worker import Extras, process_image
+    from .run.item import process_image
+    from .run.settings import Extras
 
     cfg = engine_config(args)
     extras = Extras(args.save_weights, args.save_pairs, args.save_variants, args.save_curve)
@@ -67,9 +68,9 @@ def cmd_fit(args: argparse.Namespace) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     from functools import lru_cache
 
-    from .run.driver import RunSettings, run
     from .files.sources import ScanOptions, check_layout, scan
-    from .run.worker import Extras
+    from .run.driver import run
+    from .run.settings import Extras, RunSettings
 
     base_preset, file_values, cli = engine_sources(args)
     base = resolve(base_preset, file_values, cli)  # fails early on bad settings

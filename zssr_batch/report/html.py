@@ -22,10 +22,9 @@ import pandas as pd
 
 from ..files.images import write_atomic
 from .plots import scatter, sorted_bars
+from .row import PAGE_NUMBERS
 from .table import summarize
 
-_NUM = ["psnr_y", "bicubic_psnr_y", "ssim_y", "bicubic_ssim_y", "psnr_rgb", "ssim_rgb", "fit_seconds",
-        "infer_seconds", "iterations", "height", "width", "out_height", "out_width"]
 
 
 def _clean(v):
@@ -38,7 +37,7 @@ def page_rows(df: pd.DataFrame, out_dir: Path) -> list[dict]:
     rows = []
     for r in df.to_dict("records"):
         rel = r.get("rel") if isinstance(r.get("rel"), str) and r.get("rel") else Path(str(r["input"])).name
-        row = {k: _clean(r.get(k)) for k in _NUM}
+        row = {k: _clean(r.get(k)) for k in PAGE_NUMBERS}
         gain = None if row["psnr_y"] is None or row["bicubic_psnr_y"] is None else row["psnr_y"] - row["bicubic_psnr_y"]
         row.update(rel=rel, status=str(r.get("status")), error=r.get("error") if isinstance(r.get("error"), str) else "",
                    gain=gain, node=str(r.get("node") or ""), scale=str(r.get("scale") or ""),
@@ -77,7 +76,7 @@ def write_html_report(out_dir: str | Path) -> Path:
     out_dir = Path(out_dir)
     df = pd.read_csv(out_dir / "report.csv", dtype={"input": str, "rel": str, "error": str, "node": str,
                                                     "scale": str})
-    for c in _NUM:
+    for c in PAGE_NUMBERS:
         df[c] = pd.to_numeric(df[c], errors="coerce")
     info = {}
     if (out_dir / "run.json").is_file():

@@ -16,16 +16,7 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 from ..files.images import write_atomic
-
-COLUMNS = [
-    "input", "output", "gt", "status", "error", "scale", "height", "width", "out_height", "out_width",
-    "psnr_rgb", "ssim_rgb", "psnr_y", "ssim_y",
-    "bicubic_psnr_rgb", "bicubic_ssim_rgb", "bicubic_psnr_y", "bicubic_ssim_y",
-    "iterations", "fit_seconds", "infer_seconds", "node", "gpu", "attempts", "config_hash",
-    "host", "device", "channels", "bit_depth", "preset", "started_at", "finished_at", "rel", "tile", "pack", "notes",
-]
-SCORES = ["psnr_rgb", "ssim_rgb", "psnr_y", "ssim_y", "bicubic_psnr_rgb", "bicubic_ssim_rgb",
-          "bicubic_psnr_y", "bicubic_ssim_y"]
+from .row import COLUMNS, SCORES, SUMMARY_MEANS, TABLE_MEANS, WORK, Y_SCORES
 
 
 def _cell(v: Any) -> str:
@@ -85,20 +76,18 @@ def summarize(report_csv: Path):
     df = pd.read_csv(report_csv, dtype={"input": str, "rel": str, "error": str})
     if df.empty:
         return pd.DataFrame(columns=["folder", "images", "ok", "failed"])
-    for c in SCORES + ["fit_seconds", "infer_seconds", "iterations"]:
+    for c in SCORES + WORK:
         df[c] = pd.to_numeric(df[c], errors="coerce")
     rel = df["rel"].fillna(df["input"]).astype(str)
     df["folder"] = rel.map(lambda r: str(Path(r).parent) if str(Path(r).parent) != "." else "(top)")
     df["ok"] = df["status"].eq("ok")
-    df["gain_psnr_y"] = df["psnr_y"] - df["bicubic_psnr_y"]
-    df["gain_ssim_y"] = df["ssim_y"] - df["bicubic_ssim_y"]
+    for k in Y_SCORES:
+        df["gain_" + k] = df[k] - df["bicubic_" + k]
 
     def agg(g) -> dict[str, Any]:
         ok = g[g["ok"]]
         out: dict[str, Any] = {"images": len(g), "ok": int(g["ok"].sum()), "failed": int((~g["ok"]).sum())}
-        for c in ["psnr_y", "bicubic_psnr_y", "gain_psnr_y", "ssim_y", "bicubic_ssim_y", "gain_ssim_y",
-                  "psnr_rgb", "bicubic_psnr_rgb", "ssim_rgb", "bicubic_ssim_rgb", "iterations", "fit_seconds",
-                  "infer_seconds"]:
+        for c in SUMMARY_MEANS:
             out[c] = ok[c].mean() if ok[c].notna().any() else float("nan")
         return out
 
@@ -114,13 +103,18 @@ def write_summary(out_dir: Path) -> str:
     return format_table(table)
 
 
+def _format(column: str) -> str:
+    """The printed table's format for a column: dB to 0.01 (a gain signed), SSIM to 0.0001, seconds to 0.1."""
+    if "psnr" in column:
+        return "{:+.2f}" if column.startswith("gain_") else "{:.2f}"
+    return "{:.4f}" if "ssim" in column else "{:.1f}"
+
+
 def format_table(table) -> str:
     if table.empty:
         return "no images"
-    cols = ["folder", "images", "ok", "failed", "psnr_y", "bicubic_psnr_y", "gain_psnr_y", "ssim_y",
-            "bicubic_ssim_y", "fit_seconds"]
-    fmt = {"psnr_y": "{:.2f}", "bicubic_psnr_y": "{:.2f}", "gain_psnr_y": "{:+.2f}", "ssim_y": "{:.4f}",
-           "bicubic_ssim_y": "{:.4f}", "fit_seconds": "{:.1f}"}
+    cols = ["folder", "images", "ok", "failed", *TABLE_MEANS]
+    fmt = {c: _format(c) for c in TABLE_MEANS}
     show = table[cols].copy()
     for c, f in fmt.items():
         show[c] = show[c].map(lambda v, f=f: "-" if v != v else f.format(v))

@@ -1,0 +1,76 @@
+"""The Ray actor that fits images: one per GPU (or per share of one, or per few CPU cores).
+
+Heavy state (torch, the CUDA context) lives here for the whole run. Each call is a batch of
+``WorkItem``s with their ``FitConfig``s, fitted one by one or in packs, and is a Ray streaming
+generator, so each row comes back the moment its image is done.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+from typing import Any, Iterator
+
+import ray
+
+from ..config import FitConfig
+from ..files.sources import WorkItem
+from ..report.row import timestamp
+from .batch import Result, run_packed
+from .item import run_item
+from .settings import ActorSettings
+
+
+@ray.remote(max_restarts=-1, max_task_retries=0)
+class FitActor:
+    """Fits a batch of images per call, one by one or packed, under the run's ``ActorSettings``."""
+
+    def __init__(self, threads: int, settings: ActorSettings) -> None:
+        import torch
+
+        self.settings = settings
+        settings.faults.slow_restart()  # off unless the robustness tests ask for it
+        torch.set_num_threads(max(1, threads))
+        self.gpu_ids = [str(g) for g in ray.get_gpu_ids()]
+        self.device = "cuda" if self.gpu_ids and torch.cuda.is_available() else "cpu"
+
+    def where(self) -> dict[str, Any]:
+        return {"node": ray.get_runtime_context().get_node_id()[:12], "host": socket.gethostname(),
+                "gpu": ",".join(self.gpu_ids), "pid": os.getpid()}
+
+    def _one_by_one(self, items: list[WorkItem], cfgs: list[FitConfig]) -> Iterator[Result]:
+        s = self.settings
+        for i, (item, cfg) in enumerate(zip(items, cfgs)):
+            yield [i], None
+            yield i, run_item(item, cfg, self.device, s.extras.for_item(item), s.max_pixels, s.degrade, s.faults)
+
+    @ray.method(_generator_backpressure_num_objects=1)
+    def process(self, items: list[WorkItem], cfgs: list[FitConfig]) -> Iterator[Result]:
+        """A Ray streaming generator: (index in the batch, record) for each image as soon as it is done,
+        and ([index, ...], None) before it starts those images (first of all ([], None): begun).
+
+        With a backpressure of one item, each ``yield`` returns only once the driver has taken the
+        item, so a start notice is never lost with a worker that dies right after it (without it,
+        most were: docs/BENCHMARKS.md, "Why the run's defaults are what they are"). The driver
+        charges a death only to the images the worker had announced (``recovery.after_death``).
+        One image at a time, or the batch fitted in packs (continuous batching).
+        """
+        yield [], None  # the call has begun: from here a death may be this call's doing
+        started = time.time()
+        s = self.settings
+        if len(items) == 1 or s.pack == 1:
+            results = self._one_by_one(items, cfgs)
+        else:
+            results = run_packed(items, cfgs, self.device, s.extras, s.max_pixels, s.degrade, s.pack, s.precision,
+                                 announce=True, faults=s.faults)
+        where = self.where()
+        for i, record in results:
+            if record is None:
+                yield i, None
+                continue
+            record.update(where)
+            record["started_at"] = timestamp(started)
+            record["finished_at"] = timestamp(time.time())
+            started = time.time()
+            yield i, record

@@ -1,0 +1,251 @@
+"""The dispatch loop: WorkItems streamed to the fit actors, a bounded window in flight, each row
+written the moment its image is done.
+
+At most ``DEPTH`` calls wait per actor, so the driver never holds more than ``DEPTH x actors``
+object refs however long the input list is. A worker's death sends its images through
+``recovery.after_death``; ``Dispatcher`` is otherwise a pool of actors in the way
+``ray.util.ActorPool`` is, that also knows which images each call still owes.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter, deque
+from typing import Any, Callable, Iterator
+
+import ray
+from ray.exceptions import GetTimeoutError, RayActorError
+
+from ..config import FitConfig
+from ..files.sources import WorkItem
+from ..report.row import Row
+from ..report.table import ReportWriter
+from .recovery import DEATHS, PING_EVERY_S, AfterDeath, Call, Comebacks, Entry, after_death
+from .settings import RunSettings
+
+DEPTH = 2  # tasks queued per actor: one running, one ready to start
+# Images per call on a GPU, by default: a call's pack drains at its end (a shrinking pack computes
+# fewer images per second, and the next call's pack starts from its first decode and recording), so
+# calls are large while much is left, then shrink so that the workers finish together (``call_size``).
+GPU_CALL = (128, 1024)
+
+
+def call_size(left: int, actors: int, lo: int, hi: int) -> int:
+    """Images for the next call when ``left`` images have not been sent yet: an even share of them
+    over every call the actors can hold (``DEPTH`` each), kept within [lo, hi].
+
+    Large calls drain less often; an even share at the end lets the workers finish together. A
+    replay of measured step times puts this between many small calls and one that never drains
+    (docs/BENCHMARKS.md, "Why the run's defaults are what they are").
+    """
+    return max(lo, min(hi, -(-left // (DEPTH * actors))))
+
+
+def call_bounds(settings: RunSettings, on_gpus: bool) -> tuple[int, int]:
+    """(lo, hi) for ``call_size`` under these settings."""
+    if settings.pack == 1 or settings.batch:
+        return (1, 1) if settings.pack == 1 else (settings.batch, settings.batch)
+    if settings.pack:
+        return 2 * settings.pack, 8 * settings.pack
+    return GPU_CALL if on_gpus else (16, 16)  # (a CPU's packs of 4 drain cheaply)
+
+
+class Dispatcher:
+    """Sends the run's images to its actors and writes each row as it lands (``run``)."""
+
+    def __init__(self, settings: RunSettings, actors: list, sizes: tuple[int, int], source: Iterator[WorkItem],
+                 total: int, config_for: Callable[[WorkItem], FitConfig], done_before: set[str],
+                 writer: ReportWriter, bar: Any, log: Callable[[str], None]) -> None:
+        self.settings, self.actors, self.sizes = settings, actors, sizes  # sizes: call_size's (lo, hi)
+        self.source, self.total = source, total  # the work, and how many items it holds
+        self.config_for, self.done_before = config_for, done_before  # settings per item; inputs already done
+        self.writer, self.bar, self.log = writer, bar, log  # report.csv; progress bar (or None); log lines
+        self.where: dict[int, dict] = {}  # actor -> where it runs, for the log
+        self.comebacks = Comebacks(actors, self.where, log)  # dead workers until they answer again
+        self.pending: dict[Any, Call] = {}  # calls in flight, by their generator
+        self.abandoned: list = []  # calls begun after a stop, held until the workers are killed
+        self.load = [0] * len(actors)  # calls in flight per actor
+        self.retry: deque[list[Entry]] = deque()  # calls to resubmit after a worker died
+        self.back: deque[Entry] = deque()  # images a dead worker never started: they go before new ones
+        self.pulled = 0  # items taken from the source
+        self.exhausted = False  # the source has no more
+        self.counts = {"ok": 0, "failed": 0, "skipped": 0}
+        self.gain = {"sum": 0.0, "n": 0}  # running mean of the PSNR-Y gain, for the progress bar
+        self.pack_ways: Counter[str] = Counter()  # rows by how their pack ran (run.json's pack_ways)
+        self.stop_reason: str | None = None
+
+    def emit(self, record: dict[str, Any]) -> None:
+        """Write a row, count it, and show it."""
+        self.writer.write(record)
+        status = record.get("status")
+        self.counts["ok" if status == "ok" else "failed"] += 1
+        if record.get("pack_way"):
+            self.pack_ways[record["pack_way"]] += 1
+        if status == "ok" and record.get("psnr_y") is not None and record.get("bicubic_psnr_y") is not None:
+            self.gain["sum"] += record["psnr_y"] - record["bicubic_psnr_y"]
+            self.gain["n"] += 1
+        if self.bar is not None:
+            self.bar.update(1)
+            post = {"ok": self.counts["ok"], "failed": self.counts["failed"]}
+            if self.gain["n"]:
+                post["gain"] = f"{self.gain['sum'] / self.gain['n']:+.2f}dB"
+            self.bar.set_postfix(post, refresh=False)
+        extra = f" ({record.get('error')})" if status != "ok" else \
+            f" psnr_y={record['psnr_y']:.2f}" if record.get("psnr_y") is not None else ""
+        self.log(f"finished {record.get('rel') or record['input']}: {status} on node {record.get('node', '-')} "
+                 f"gpu {record.get('gpu') or '-'} in {record.get('fit_seconds') or 0:.1f}+"
+                 f"{record.get('infer_seconds') or 0:.1f} s{extra}")
+
+    def free_actor(self) -> int | None:
+        """The least loaded worker that is up and can queue another batch."""
+        free = [a for a in range(len(self.actors)) if self.comebacks.up(a) and self.load[a] < DEPTH]
+        return min(free, key=lambda a: self.load[a]) if free else None
+
+    def submit(self, batch: list[Entry], a: int) -> None:
+        gen = self.actors[a].process.remote([e.item for e in batch], [e.cfg for e in batch])
+        self.pending[gen] = Call(dict(enumerate(batch)), a)
+        self.load[a] += 1
+        info = self.where.get(a)
+        for e in batch:
+            self.log(f"sent {e.name()} to actor {a}" + (f" (node {info['node']})" if info else "")
+                     + (f", attempt {e.attempt}" if e.attempt > 1 else ""))
+
+    def next_batch(self) -> list[Entry]:
+        """A call to resubmit after a death (see ``after_death``), else up to ``call_size`` new images."""
+        if self.retry:
+            return self.retry.popleft()
+        batch: list[Entry] = []
+        size = call_size(self.total - self.pulled + len(self.back), len(self.actors), *self.sizes)
+        while len(batch) < size:
+            nxt = self.back.popleft() if self.back else self.next_item()
+            if nxt is None:
+                break
+            batch.append(nxt)
+        return batch
+
+    def next_item(self) -> Entry | None:
+        """The next item of the source with work to do; those refused before any work get their row here."""
+        while not self.exhausted:
+            try:
+                item = next(self.source)
+            except StopIteration:
+                self.exhausted = True
+                return None
+            self.pulled += 1
+            base = Row.of(item, attempts=0, preset=item.preset)
+            if item.error:
+                self.emit(base.failed(item.error).as_record())
+                continue
+            try:
+                cfg = self.config_for(item)
+            except ValueError as e:
+                self.emit(base.failed(f"{item.input}: {e}").as_record())
+                continue
+            if item.input in self.done_before:
+                self.counts["skipped"] += 1
+                if self.bar is not None:
+                    self.bar.update(1)
+                continue
+            return Entry(item, cfg)
+        return None
+
+    def _drop(self, gen: Any) -> Call:
+        call = self.pending.pop(gen)
+        self.load[call.actor] -= 1
+        return call
+
+    def on_death(self, gen: Any, err: BaseException) -> None:
+        """A call's worker died: requeue, retry or fail what it had not sent back."""
+        call = self._drop(gen)
+        self.comebacks.died(call.actor)
+        cause = " ".join(str(err).split())[:200]
+        fate = after_death(call, self.settings.retries)  # only what had not come back
+        self._log_fate(call.actor, fate)
+        self.retry.extend(fate.retry)
+        self.back.extendleft(reversed(fate.back))
+        for f in fate.failed:
+            self.emit(Row.of(f.item, attempts=f.attempt, preset=f.item.preset, config_hash=f.cfg.hash()).failed(
+                f"{f.item.input}: worker died {f.attempt} times ({cause})").as_record())
+
+    def _log_fate(self, a: int, fate: AfterDeath) -> None:
+        for group in fate.retry:
+            for r in group:
+                self.log(f"worker died on {r.name()} (attempt {r.attempt - 1}); retrying"
+                         + (f" with the {len(group) - 1} others it had started" if len(group) > 1 else " alone"))
+        if fate.back:
+            names = ", ".join(e.name() for e in fate.back[:3]) + (", ..." if len(fate.back) > 3 else "")
+            self.log(f"actor {a} died; {len(fate.back)} images it had not started go back to the queue: {names}")
+
+    def on_ready(self, gen: Any) -> None:
+        """Take a call's next item: the end, a death, a start notice or a row."""
+        call = self.pending[gen]
+        try:
+            i, record = ray.get(next(gen))
+        except StopIteration:  # the call is done
+            self._drop(gen)
+            return
+        except DEATHS as e:
+            self.on_death(gen, e)
+            return
+        if record is None:  # the worker is about to start images i (a list)
+            if not i and self.stop_reason:
+                # A call that begins after the run was told to stop is left unanswered: the worker
+                # waits at its next notice, before it reads anything, until the end kills it.
+                # (ray.cancel of a queued call lost the running call's last row, and left ray.wait
+                # blocked on the cancelled one: docs/BENCHMARKS.md, "Why the run's defaults are
+                # what they are".)
+                self._drop(gen)
+                self.abandoned.append(gen)
+                return
+            call.begun = True
+            call.started.update(i)
+            return
+        done = call.left.pop(i)
+        record["attempts"] = done.attempt
+        record["preset"] = done.item.preset or self.settings.engine.get("preset")
+        self.emit(record)
+
+    def locate(self) -> None:
+        """Where each actor landed, for the log."""
+        for i, a in enumerate(self.actors):
+            try:
+                self.where[i] = ray.get(a.where.remote(), timeout=120)
+            except (GetTimeoutError, RayActorError):
+                pass
+
+    def _check_stop(self, interrupted: bool) -> None:
+        if interrupted:
+            self.stop_reason = "interrupted"
+        limit = self.settings.max_failures
+        if limit is not None and self.counts["failed"] >= limit and not self.stop_reason:
+            self.stop_reason = f"--max-failures {limit} reached"
+            self.log(f"zssr-batch: {self.stop_reason}; finishing the images in flight")
+
+    def _fill(self) -> None:
+        """Give every free worker a call, while there is work and no stop."""
+        while not self.stop_reason and (a := self.free_actor()) is not None:
+            batch = self.next_batch()
+            if not batch:
+                break
+            self.submit(batch, a)
+
+    def run(self, interrupted: Callable[[], bool]) -> None:
+        """Dispatch until the work is done or the run stops (``stop_reason``)."""
+        try:
+            self.locate()
+            while True:
+                self._check_stop(interrupted())
+                self.comebacks.poll()
+                self._fill()
+                # work for workers yet to come back
+                waiting = self.comebacks.down and (self.retry or self.back or not self.exhausted)
+                if self.stop_reason == "interrupted" or not self.pending and (self.stop_reason or not waiting):
+                    break
+                if not self.pending:
+                    time.sleep(PING_EVERY_S / 5)
+                    continue
+                ready, _ = ray.wait(list(self.pending), num_returns=1, timeout=0.5)
+                for gen in ready:
+                    self.on_ready(gen)
+        except KeyboardInterrupt:
+            self.stop_reason = "interrupted"

@@ -1,0 +1,234 @@
+"""One image: read it, fit it, write the output atomically, score it; what ``fit`` does, and what an
+actor does per image when it does not pack.
+
+load -> fit -> infer -> write -> score against the ground truth (and an optional comparison
+image such as an EDSR result). ``prepare`` and ``finish`` are the halves a packed call
+(``run.batch``) runs around its pack; ``run_item`` never raises for a bad image: failures come
+back as rows, so that a run goes on.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..config import FitConfig
+from ..engine.infer import MemoryPlan
+from ..engine.kernels import load_kernel
+from ..engine.metrics import score
+from ..engine.resize import imresize
+from ..engine.super_resolve import SRResult, pick_device, super_resolve
+from ..files.degrade import degrade_picture
+from ..files.images import Picture, load_image, save_image, write_atomic
+from ..files.sources import WorkItem
+from ..files.weights import save_weights
+from ..report.curves import curve_csv, curve_svg
+from ..report.row import SCORE_KEYS, Row
+from ..report.thumbs import write_thumbs
+from .faults import Faults
+from .settings import Extras
+
+MIN_SIDE = 8  # below this a 3x3 network and an 11x11 SSIM window have nothing to work on
+
+
+def scale_label(cfg: FitConfig) -> str:
+    """'2' for a uniform scale, '2x1.5' (vertical x horizontal) otherwise: the report's ``scale``."""
+    sv, sh = cfg.scale
+    return f"{sv:g}" if sv == sh else f"{sv:g}x{sh:g}"
+
+
+def item_row(item: WorkItem, cfg: FitConfig) -> Row:
+    """What a worker knows of an image's row before it reads the image."""
+    return Row.of(item, config_hash=cfg.hash(), scale=scale_label(cfg))
+
+
+def failed(row: Row, err: BaseException) -> dict[str, Any]:
+    """``row`` as a failed record for ``err``."""
+    return row.failed(one_line(err, row.input)).as_record()
+
+
+def _tensor(a: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(np.ascontiguousarray(a))
+
+
+def report_name(input_path: Path, extras: Extras) -> str:
+    """The input's path relative to the run (its ``rel``), naming its curve and thumbnails."""
+    return extras.rel or input_path.name
+
+
+def _as_picture(color: torch.Tensor, like: Picture, alpha: torch.Tensor | None) -> Picture:
+    return Picture(color.numpy(), None if alpha is None else alpha.numpy(), like.bit_depth, like.icc_profile)
+
+
+@dataclass
+class Prepared:
+    """An input read and checked, ready to fit: what ``finish`` needs to write and score it."""
+
+    input_path: Path
+    pic: Picture  # the LR input
+    gt: Picture | None
+    gt_path: str | None
+    color: torch.Tensor  # (C, h, w) the engine's input
+    kernel: np.ndarray | None
+
+
+def prepare(input_path: str | Path, cfg: FitConfig, gt_path: str | Path | None = None,
+            max_pixels: int | None = None, degrade_input: bool = False) -> Prepared:
+    """Read (and with ``degrade_input`` make) the input and its ground truth; raises on bad input."""
+    input_path = Path(input_path)
+    pic = load_image(input_path, max_pixels)
+    gt_pic = None
+    if degrade_input:
+        gt_pic = pic
+        pic = degrade_picture(pic, max(cfg.scale))
+    h, w = pic.size
+    if min(h, w) < MIN_SIDE:
+        raise ValueError(f"{input_path}: image {w}x{h} is smaller than the minimum {MIN_SIDE}x{MIN_SIDE}")
+    if gt_pic is None and gt_path:
+        gt_pic = load_image(gt_path, max_pixels)
+    kernel = load_kernel(cfg.kernel) if cfg.kernel else None
+    gt_name = str(input_path) if degrade_input else (str(gt_path) if gt_path else None)
+    return Prepared(input_path, pic, gt_pic, gt_name, _tensor(pic.color), kernel)
+
+
+def _write_extras(prep: Prepared, result: SRResult, output_path: Path, cfg: FitConfig, extras: Extras,
+                  alpha: torch.Tensor | None, bicubic: torch.Tensor) -> None:
+    """What ``extras`` asks for besides the output: variants, weights, the curve, report.html's pictures."""
+    stem = output_path.with_suffix("")
+    if extras.save_variants:
+        for name, v in result.variants.items():
+            save_image(f"{stem}_{name}{output_path.suffix}", _as_picture(v, prep.pic, alpha))
+    if extras.save_weights:
+        save_weights(f"{stem}.safetensors", result.state_dict, cfg, prep.color.shape[0])
+    curve = curve_csv(result).encode() if extras.save_curve or extras.report_dir else b""
+    if extras.save_curve:
+        write_atomic(f"{stem}_curve.csv", curve)
+    if extras.report_dir:
+        rel = report_name(prep.input_path, extras)
+        write_atomic(Path(extras.report_dir) / "curves" / f"{rel}.csv", curve)
+        write_atomic(Path(extras.report_dir) / "curves" / f"{rel}.svg", curve_svg(result).encode())
+        write_thumbs(Path(extras.report_dir) / "thumbs" / rel, prep.color, bicubic, result.output,
+                     None if prep.gt is None else _tensor(prep.gt.color))
+
+
+def finish(prep: Prepared, result: SRResult, output_path: str | Path, cfg: FitConfig, device: torch.device | str,
+           extras: Extras = Extras(), compare_path: str | Path | None = None,
+           max_pixels: int | None = None) -> dict[str, Any]:
+    """Write the output (and what ``extras`` asks for), score it; returns the image's record.
+
+    A fit that diverged (an output with NaN or inf) raises instead: nothing is written, and the image
+    becomes a failed row rather than a black or garbage picture with a row that says ok."""
+    if diverged(result):
+        raise FloatingPointError("the fit diverged: its output is not finite (NaN or inf), so none was written; "
+                                 "a lower learning rate may help")
+    output_path = Path(output_path)
+    pic, color = prep.pic, prep.color
+    out_hw = tuple(result.output.shape[-2:])
+    alpha = None
+    if pic.alpha is not None:  # alpha is not super-resolved: plain bicubic, clipped
+        alpha = imresize(_tensor(pic.alpha).double(), cfg.scale, out_hw).clamp(0, 1).float()
+    save_image(output_path, _as_picture(result.output, pic, alpha))
+    bicubic = imresize(color.double(), cfg.scale, out_hw).float()
+    _write_extras(prep, result, output_path, cfg, extras, alpha, bicubic)
+    gt = prep.gt
+    h, w = pic.size
+    record: dict[str, Any] = {
+        "input": str(prep.input_path), "output": str(output_path), "gt": prep.gt_path,
+        "scale": scale_label(cfg),
+        "height": h, "width": w, "out_height": out_hw[0], "out_width": out_hw[1],
+        "channels": pic.channels, "bit_depth": pic.bit_depth, "device": str(device), "notes": "; ".join(pic.notes),
+        "iterations": result.iterations, "fit_seconds": round(result.fit_seconds, 3),
+        "infer_seconds": round(result.infer_seconds, 3), "config_hash": cfg.hash(),
+    }
+    for prefix in ("", "bicubic_"):
+        record.update({prefix + k: None for k in SCORE_KEYS})
+    if gt is not None:
+        border = int(round(max(cfg.scale)))
+        record.update(score(result.output, gt.color, border))
+        record.update({"bicubic_" + k: v for k, v in score(bicubic, gt.color, border).items()})
+        if compare_path:
+            cmp = load_image(compare_path, max_pixels)
+            record.update({"comparison_" + k: v for k, v in score(cmp.color, gt.color, border).items()})
+            record["psnr_ratio"] = record["psnr_y"] / record["comparison_psnr_y"]
+    return record
+
+
+def process_image(input_path: str | Path, output_path: str | Path, cfg: FitConfig, device: str = "auto",
+                  gt_path: str | Path | None = None, compare_path: str | Path | None = None,
+                  extras: Extras = Extras(), max_pixels: int | None = None,
+                  degrade_input: bool = False, plan: MemoryPlan = MemoryPlan(),
+                  faults: Faults | None = None) -> dict[str, Any]:
+    """Upscale one file; returns a flat record of sizes, scores and timings (scores None without GT).
+
+    With ``degrade_input`` the file is ground truth: the input is made from it by
+    the MATLAB-bicubic ``degrade`` and the output is scored against it. ``faults`` (None: read
+    from the environment, for callers outside a run) are the robustness tests' injected faults.
+    """
+    faults = Faults.from_env() if faults is None else faults
+    faults.on_read(str(input_path))
+    prep = prepare(input_path, cfg, gt_path, max_pixels, degrade_input)
+    dev = pick_device(device)
+    stem = Path(output_path).with_suffix("")
+    fault = faults.mid_fit(str(input_path))
+
+    def hook(step: int, father: torch.Tensor, son: torch.Tensor) -> None:
+        if fault and step == 1:
+            fault(plan)
+        if extras.save_pairs > 0 and step % extras.save_pairs == 0:
+            for name, t in (("father", father), ("son", son)):
+                save_image(f"{stem}_pairs/step{step:05d}_{name}.png", Picture(t.detach().cpu().numpy(), None, 8))
+
+    use_hook = fault is not None or extras.save_pairs > 0
+    result = super_resolve(prep.color, cfg, dev, prep.kernel, hook if use_hook else None, extras.save_variants, plan)
+    return finish(prep, result, output_path, cfg, dev, extras, compare_path, max_pixels)
+
+
+def diverged(result: SRResult) -> bool:
+    """Whether a fit's output holds NaN or inf (a fit that diverged)."""
+    return not bool(torch.isfinite(result.output).all())
+
+
+def is_out_of_memory(err: BaseException) -> bool:
+    return isinstance(err, (MemoryError, torch.OutOfMemoryError)) or "out of memory" in str(err).lower()
+
+
+def one_line(err: BaseException, path: str) -> str:
+    """A failure as one line that names the file and the cause."""
+    msg = " ".join(str(err).split()) or type(err).__name__
+    if is_out_of_memory(err):
+        msg = f"out of memory even with {msg}"
+    elif not isinstance(err, (ValueError, OSError)):
+        msg = f"{type(err).__name__}: {msg}"
+    return msg if path in msg else f"{path}: {msg}"
+
+
+def run_item(item: WorkItem, cfg: FitConfig, device: str, extras: Extras = Extras(),
+             max_pixels: int | None = None, degrade: bool = False,
+             faults: Faults | None = None) -> dict[str, Any]:
+    """``process_image`` that never raises for a bad image: failures come back as records.
+
+    Out of memory (CUDA or host) is retried with smaller tiles and batches
+    (1024 -> 512 -> 256 -> 128 pixel tiles) before the image is given up.
+    """
+    faults = Faults.from_env() if faults is None else faults
+    row = item_row(item, cfg)
+    plan = MemoryPlan()
+    while True:
+        try:
+            done = process_image(item.input, item.output, cfg, device, item.gt, None, extras, max_pixels,
+                                 degrade_input=degrade, plan=plan, faults=faults)
+            return {**row.as_record(), **done, "status": "ok", "error": None, "tile": plan.tile}
+        except Exception as e:  # noqa: BLE001 - every per-image failure becomes a row, the run goes on
+            if is_out_of_memory(e):
+                if torch.cuda.is_available():
+                    torch.cuda.empty_cache()
+                smaller = plan.smaller()
+                if smaller is not None:
+                    plan = smaller
+                    continue
+                e = MemoryError(f"{plan.tile}-pixel tiles ({' '.join(str(e).split())[:160]})")
+            return failed(row, e)
