@@ -179,3 +179,19 @@ def test_a_picture_knows_the_hash_of_the_file_it_came_from(tmp_path):
 
     save_image(tmp_path / "a.png", Picture(np.full((3, 9, 9), 0.5, np.float32)))
     assert load_image(tmp_path / "a.png").sha256 == hashlib.sha256((tmp_path / "a.png").read_bytes()).hexdigest()
+
+
+def test_a_ground_truth_of_another_size_fails_its_row_with_the_sizes(tmp_path):
+    from zssr_batch.config import resolve
+    from zssr_batch.files.sources import WorkItem
+    from zssr_batch.run.item import run_item
+
+    save_image(tmp_path / "lr.png", Picture(np.full((3, 10, 12), 0.5, np.float32)))
+    save_image(tmp_path / "gt.png", Picture(np.full((3, 21, 25), 0.5, np.float32)))  # x2 and the mod-2 crop: fine
+    save_image(tmp_path / "other.png", Picture(np.full((3, 30, 30), 0.5, np.float32)))  # another image's
+    cfg = resolve("fast", overrides={"max_iters": 1, "crop": 8, "width": 8, "back_projection_iters": (0,)})
+    good = run_item(WorkItem(str(tmp_path / "lr.png"), str(tmp_path / "o1.png"), str(tmp_path / "gt.png")), cfg, "cpu")
+    assert good["status"] == "ok", good["error"]
+    bad = run_item(WorkItem(str(tmp_path / "lr.png"), str(tmp_path / "o2.png"), str(tmp_path / "other.png")), cfg, "cpu")
+    assert bad["status"] == "failed" and "ground truth is 30x30, but x2 of the 12x10 input is 24x20" in bad["error"]
+    assert not (tmp_path / "o2.png").exists()  # refused before the fit

@@ -128,7 +128,7 @@ def test_truncated_png_and_tiny_image_are_refused(tmp_path, capsys):
 @needs_data
 def test_fit_json_scores_and_zero_iterations_bicubic(tmp_path, capsys):
     lr, hr = lr_path("Set5", "baby", 4), hr_path("Set5", "baby")
-    rc = main(["fit", str(lr), "-o", str(tmp_path / "b.png"), "--gt", str(hr), "--compare", str(hr),
+    rc = main(["fit", str(lr), "-o", str(tmp_path / "b.png"), "--gt", str(hr), "--compare", str(hr), "--scale", "4",
                "--max-iters", "0", "--back-projection-iters", "0", "--json"])
     assert rc == 0
     rec = json.loads(capsys.readouterr().out)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import sys
 from dataclasses import fields
 from pathlib import Path
@@ -68,7 +69,7 @@ def cmd_fit(args: argparse.Namespace) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     from functools import lru_cache
 
-    from .files.sources import ScanOptions, check_layout, scan
+    from .files.sources import ScanOptions, check_layout, scan, why_nothing
     from .run.driver import run
     from .run.settings import Extras, RunSettings
 
@@ -86,7 +87,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     exts = tuple("." + e.lower().lstrip(".") for e in args.extensions.split(",")) if args.extensions else None
     scale = base.scale[0] if base.scale[0] == base.scale[1] else None
     opts = ScanOptions(output_dir=out, glob=args.glob, recursive=not args.no_recursive, suffix=args.suffix,
-                       ext=args.ext, gt_dir=Path(args.gt) if args.gt else None, scale=scale, degrade=args.degrade)
+                       ext=args.ext, gt_dir=Path(args.gt) if args.gt else None, scale=scale, degrade=args.degrade,
+                       keep_ext=args.keep_ext)
     if exts:
         opts.extensions = exts
     input_path = Path(args.input)
@@ -103,10 +105,14 @@ def cmd_run(args: argparse.Namespace) -> int:
         extras=Extras(args.save_weights, report_dir=None if args.no_report_images else str(out)),
         command=" ".join(sys.argv),
         engine={"preset": base_preset, **base.to_dict(), "config_hash": base.hash()})
-    code = run(lambda: scan(input_path, opts), config_for, settings)
+    if input_path.is_dir() and os.path.realpath(input_path) == os.path.realpath(out):
+        raise ValueError(f"{out}: --output is the input folder; outputs would lie among the inputs: choose another")
+    items = list(scan(input_path, opts))
     for line in opts.skipped[:20]:
         print(f"zssr-batch: skipped {line}", file=sys.stderr)
-    return code
+    if not items and input_path.is_dir():
+        print(f"zssr-batch: {why_nothing(input_path, opts)}", file=sys.stderr)
+    return run(items, config_for, settings)
 
 
 def cmd_report(args: argparse.Namespace) -> int:
@@ -197,6 +203,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--extensions", help="comma-separated extensions to pick up (default: all supported)")
     run.add_argument("--no-recursive", action="store_true", help="do not descend into subfolders")
     run.add_argument("--suffix", default="", type=_suffix, help="appended to each output stem (default none)")
+    run.add_argument("--keep-ext", action="store_true",
+                     help="keep the input's extension in the output's name where the two differ (b.gif -> b.gif.png), "
+                          "so that b.png and b.gif do not write one file")
     run.add_argument("--ext", default=None, type=_output_ext, help="output format, e.g. png (default: same as the input)")
     run.add_argument("--gpus", type=_at_least(0), default=None, help="GPUs to use (default all; 0 = CPU only)")
     run.add_argument("--pack", type=_at_least(0), default=0,

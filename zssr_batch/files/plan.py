@@ -11,6 +11,7 @@ share an output, or be one item listed twice, stop the run before the first fit.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import os
 from dataclasses import dataclass
@@ -19,8 +20,11 @@ from typing import Iterable
 
 from .sources import WorkItem
 
+# report.html's pictures (thumbnails, curves) go under this folder of --output, named after each
+# output: hidden, so no folder scan can put an input's output there, and refused to manifests.
+REPORT_PICTURES = ".report"
 # What the run itself writes at the top of --output: no input's output may take these names.
-RESERVED = ("report.csv", "summary.csv", "run.json", "report.html", ".report", ".zssr-batch.lock")
+RESERVED = ("report.csv", "summary.csv", "run.json", "report.html", REPORT_PICTURES, ".zssr-batch.lock")
 
 
 class PlanError(ValueError):
@@ -29,7 +33,7 @@ class PlanError(ValueError):
 
 @dataclass(frozen=True)
 class Plan:
-    items: list[WorkItem]  # in scan order; outputs absolute; a refused item carries its error
+    items: list[WorkItem]  # in scan order; paths absolute, keys set; a refused item carries its error
     output_dir: Path  # resolved
 
 
@@ -40,6 +44,30 @@ def item_key(item: WorkItem) -> str:
     settings = json.dumps([item.preset, [list(kv) for kv in item.overrides]], default=str)
     return f"{os.path.realpath(item.input)} {settings}" if item.overrides or item.preset else \
         os.path.realpath(item.input)
+
+
+def file_stamp(path: str | os.PathLike) -> str:
+    """'size:mtime_ns' of a file: what resume compares first, before hashing (50,000 inputs stat in
+    a second; hashing them all would take minutes)."""
+    st = os.stat(path)
+    return f"{st.st_size}:{st.st_mtime_ns}"
+
+
+def unchanged(path: str | os.PathLike, stamp: str | None, sha256: str | None) -> bool:
+    """Whether the file at ``path`` still holds what a row recorded of it: the same stamp, or, when
+    the stamp moved (a copy, a touch), the same content."""
+    if not stamp or not sha256:
+        return False
+    try:
+        if file_stamp(path) == stamp:
+            return True
+        h = hashlib.sha256()
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                h.update(block)
+        return h.hexdigest() == sha256
+    except OSError:
+        return False
 
 
 def inside(path: str | os.PathLike, root_real: str) -> bool:
@@ -70,12 +98,12 @@ def plan_outputs(items: Iterable[WorkItem], output_dir: Path) -> Plan:
     by_key: dict[str, WorkItem] = {}
     for item in items:
         if item.error:
-            planned.append(item)
+            planned.append(dataclasses.replace(item, key=item_key(item)))
             continue
         out = Path(os.path.abspath(item.output))
         refused = _refusal(item, out, out_real)
         if refused:
-            planned.append(dataclasses.replace(item, output=str(out), error=refused))
+            planned.append(dataclasses.replace(item, output=str(out), error=refused, key=item_key(item)))
             continue
         real = os.path.realpath(out)
         if real in by_output:
@@ -86,7 +114,8 @@ def plan_outputs(items: Iterable[WorkItem], output_dir: Path) -> Plan:
         if key in by_key:
             raise PlanError(f"{item.input} is listed twice with the same settings (outputs {by_key[key].output} "
                             f"and {out}); list it once, or give each its own settings")
-        settled = dataclasses.replace(item, output=str(out))
+        settled = dataclasses.replace(item, input=os.path.abspath(item.input), output=str(out), key=key,
+                                      gt=os.path.abspath(item.gt) if item.gt else None)
         by_output[real] = by_key[key] = settled
         planned.append(settled)
     return Plan(planned, Path(out_real))

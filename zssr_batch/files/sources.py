@@ -14,6 +14,7 @@ import csv
 import json
 import os
 import re
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
@@ -33,6 +34,7 @@ class WorkItem:
     preset: str | None = None
     overrides: tuple[tuple[str, Any], ...] = ()  # per-item engine settings (manifest columns)
     error: str | None = None  # set when the item is refused before any work (bad manifest row)
+    key: str = ""  # names its row across runs (``plan.item_key``), set by the plan
 
 
 @dataclass
@@ -48,6 +50,7 @@ class ScanOptions:
     degrade: bool = False
     keep_ext: bool = False  # keep the input's extension in the output's name where the two differ
     skipped: list[str] = field(default_factory=list)  # what the scan passed over, and why
+    passed: Counter = field(default_factory=Counter)  # files passed over by reason: the answer to "no images"
 
 
 def output_for(rel: str, opts: ScanOptions) -> Path:
@@ -76,6 +79,7 @@ def walk_images(root: Path, opts: ScanOptions) -> Iterator[Path]:
             opts.skipped.append(f"{d}: symlink loop, not followed again")
             return
         if real == out_real:
+            opts.passed["the output folder"] += 1
             return
         seen.add(real)
         try:
@@ -85,6 +89,7 @@ def walk_images(root: Path, opts: ScanOptions) -> Iterator[Path]:
             return
         for entry in entries:
             if entry.name.startswith("."):
+                opts.passed["hidden"] += 1
                 continue
             path = Path(entry.path)
             try:
@@ -94,9 +99,13 @@ def walk_images(root: Path, opts: ScanOptions) -> Iterator[Path]:
             if is_dir:
                 if opts.recursive:
                     yield from visit(path)
-            elif _is_image(entry.name, opts):
-                if opts.glob and not path.relative_to(root).match(opts.glob):
-                    continue
+                else:
+                    opts.passed["in subfolders (--no-recursive)"] += 1
+            elif not _is_image(entry.name, opts):
+                opts.passed["not of an image extension"] += 1
+            elif opts.glob and not path.relative_to(root).match(opts.glob):
+                opts.passed[f"not matching --glob {opts.glob!r}"] += 1
+            else:
                 yield path
 
     yield from visit(root)
@@ -123,6 +132,14 @@ def benchmark_layout(root: Path, scale: float | None) -> tuple[Path, Path] | Non
     lr = root / "LR_bicubic" / f"X{int(scale)}"
     hr = root / "HR"
     return (lr, hr) if lr.is_dir() and hr.is_dir() else None
+
+
+def why_nothing(root: Path, opts: ScanOptions) -> str:
+    """Why a scan of ``root`` found no images, in one line."""
+    if not opts.passed:
+        return f"{root} is empty"
+    parts = ", ".join(f"{n} {why}" for why, n in opts.passed.most_common())
+    return f"no images to upscale in {root}: passed over {parts}"
 
 
 def check_layout(root: Path, opts: ScanOptions) -> None:

@@ -7,13 +7,14 @@ page by page from JSON embedded in the page, so that 10,000 images open in
 seconds: thumbnails of input / bicubic / ZSSR / ground truth, the zoomed crop
 where ZSSR and bicubic differ most, the fit's loss and learning-rate curve, and
 its numbers; failed images show their error. The pictures are the small files
-the workers made once (``thumbs/``, ``curves/``), linked by relative paths.
+the workers made once (``.report/thumbs/``, ``.report/curves/``), linked by relative paths.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import os
 from html import escape
 from pathlib import Path
 from urllib.parse import quote
@@ -21,9 +22,10 @@ from urllib.parse import quote
 import pandas as pd
 
 from ..files.images import write_atomic
+from ..files.plan import REPORT_PICTURES
 from .plots import scatter, sorted_bars
 from .row import PAGE_NUMBERS
-from .table import summarize
+from .table import ENCODING, ERRORS, summarize
 
 
 
@@ -33,16 +35,37 @@ def _clean(v):
     return v
 
 
+def _url(path: str) -> str:
+    return quote(path, errors="surrogateescape")  # a name that is not UTF-8 still links to its file
+
+
+def _pictures(r: dict, out_dir: Path, rel: str) -> tuple[str, str]:
+    """(the URL of a row's thumbnail folder, of its curve), relative to report.html; '' where there
+    is none. They are named after the row's output under .report/ (``files.plan.REPORT_PICTURES``);
+    reports made before that named them after the input's rel, at the top of the folder."""
+    output = r.get("output")
+    found = []
+    if isinstance(output, str) and output:
+        name = os.path.relpath(os.path.abspath(output), os.path.abspath(out_dir))
+        found.append((Path(REPORT_PICTURES) / "thumbs" / name, Path(REPORT_PICTURES) / "curves" / f"{name}.svg"))
+    found.append((Path("thumbs") / rel, Path("curves") / f"{rel}.svg"))
+    for thumbs, curve in found:
+        has_thumbs, has_curve = (out_dir / thumbs).is_dir(), (out_dir / curve).is_file()
+        if has_thumbs or has_curve:
+            return (_url(thumbs.as_posix()) if has_thumbs else ""), (_url(curve.as_posix()) if has_curve else "")
+    return "", ""
+
+
 def page_rows(df: pd.DataFrame, out_dir: Path) -> list[dict]:
     rows = []
     for r in df.to_dict("records"):
         rel = r.get("rel") if isinstance(r.get("rel"), str) and r.get("rel") else Path(str(r["input"])).name
         row = {k: _clean(r.get(k)) for k in PAGE_NUMBERS}
         gain = None if row["psnr_y"] is None or row["bicubic_psnr_y"] is None else row["psnr_y"] - row["bicubic_psnr_y"]
+        thumbs, curve = _pictures(r, out_dir, rel)
         row.update(rel=rel, status=str(r.get("status")), error=r.get("error") if isinstance(r.get("error"), str) else "",
                    gain=gain, node=str(r.get("node") or ""), scale=str(r.get("scale") or ""),
-                   thumbs=(out_dir / "thumbs" / rel).is_dir(), curve=(out_dir / "curves" / f"{rel}.svg").is_file(),
-                   url=quote(rel))
+                   thumbs=thumbs, curve=curve)
         rows.append(row)
     return rows
 
@@ -75,7 +98,8 @@ def _summary_table(out_dir: Path) -> str:
 def write_html_report(out_dir: str | Path) -> Path:
     out_dir = Path(out_dir)
     df = pd.read_csv(out_dir / "report.csv", dtype={"input": str, "rel": str, "error": str, "node": str,
-                                                    "scale": str})
+                                                    "scale": str, "output": str},
+                     encoding=ENCODING, encoding_errors=ERRORS, keep_default_na=False, na_values=[""])
     for c in PAGE_NUMBERS:
         df[c] = pd.to_numeric(df[c], errors="coerce")
     info = {}
@@ -95,7 +119,7 @@ def write_html_report(out_dir: str | Path) -> Path:
     html = _TEMPLATE.format(run=_run_table(info), summary=_summary_table(out_dir), charts=charts, data=data,
                             title=escape(str(out_dir.name)))
     path = out_dir / "report.html"
-    write_atomic(path, html.encode())
+    write_atomic(path, html.encode("utf-8", "replace"))  # a name that is not UTF-8 shows as '?'
     return path
 
 
@@ -170,7 +194,7 @@ table.summary {{ border-collapse: collapse; }} table.summary td, table.summary t
   }}
   function pics(r) {{
     if (!r.thumbs) return "";
-    const base = "thumbs/" + r.url + "/";
+    const base = r.thumbs + "/";
     const names = ["input", "bicubic", "zssr", "gt"];
     const fig = (src, label, cls) => `<figure><img loading="lazy" ${{cls ? 'class="' + cls + '"' : ""}} src="${{src}}" alt="${{label}}" onerror="this.parentNode.remove()"><figcaption>${{label}}</figcaption></figure>`;
     return `<div class="pics"><div>${{names.map((n) => fig(base + n + ".png", n)).join("")}}</div>`
@@ -185,7 +209,7 @@ table.summary {{ border-collapse: collapse; }} table.summary td, table.summary t
         + `<tr><td>fit</td><td>${{fmt(r.fit_seconds, 1)}} s</td><td>steps</td><td>${{fmt(r.iterations, 0)}}</td><td>infer</td><td>${{fmt(r.infer_seconds, 1)}} s</td></tr>`
         + `<tr><td>node</td><td colspan="5">${{esc(r.node)}}</td></tr></table>`
       : `<div class="error">${{esc(r.error)}}</div>`;
-    const curve = r.curve ? `<img loading="lazy" class="curve" src="curves/${{r.url}}.svg" alt="loss and learning rate">` : "";
+    const curve = r.curve ? `<img loading="lazy" class="curve" src="${{r.curve}}" alt="loss and learning rate">` : "";
     return `<div class="entry ${{esc(r.status)}}" data-rel="${{esc(r.rel)}}" data-status="${{esc(r.status)}}" data-gain="${{r.gain === null ? "" : r.gain}}">`
       + `<div><div class="name">${{esc(r.rel)}}</div>${{nums}}</div>${{pics(r)}}${{curve}}</div>`;
   }}

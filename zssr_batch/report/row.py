@@ -63,11 +63,16 @@ class Row:
     pack: int | None = _col()  # fits trained together with it (1: alone)
     notes: str | None = _col()  # what the decoder or the pack noted, '; '-separated
     pack_way: str | None = _col()  # how its pack ran, e.g. 'triton+pad8+bf16' (``run.batch.pack_way``); empty alone
+    key: str | None = _col()  # names the row across runs: the resolved input and its own settings (files.plan)
+    input_sha256: str | None = _col()  # the input file's content when it was read (resume: unchanged?)
+    input_stat: str | None = _col()  # its 'size:mtime_ns' then: the cheap first check before hashing again
+    gt_sha256: str | None = _col()  # the same for the ground truth
+    gt_stat: str | None = _col()
 
     @classmethod
     def of(cls, item: WorkItem, **known: Any) -> "Row":
         """The row of ``item`` with what else is ``known`` of it so far; the rest empty."""
-        return cls(input=item.input, output=item.output, gt=item.gt, rel=item.rel, **known)
+        return cls(input=item.input, output=item.output, gt=item.gt, rel=item.rel, key=item.key or None, **known)
 
     def failed(self, error: str) -> "Row":
         """This row as a failure for ``error``."""

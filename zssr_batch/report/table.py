@@ -9,6 +9,7 @@ dropped) and rewritten atomically, so it always holds one row per input.
 from __future__ import annotations
 
 import csv
+import errno
 import io
 import math
 import os
@@ -16,6 +17,10 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 from ..files.images import write_atomic
+
+# report.csv is UTF-8; a file name that is not (Linux allows any bytes) is kept in it as the bytes it
+# was, through Python's surrogate escapes, so that resume finds it again.
+ENCODING, ERRORS = "utf-8", "surrogateescape"
 from .row import COLUMNS, SCORES, SUMMARY_MEANS, TABLE_MEANS, WORK, Y_SCORES
 
 
@@ -27,20 +32,34 @@ def _cell(v: Any) -> str:
     return str(v)
 
 
+def row_key(row: Mapping[str, str]) -> str:
+    """A row's key: its ``key`` column, or for a row of a report made before there was one, its
+    resolved input (which is what the key of an item with no settings of its own is)."""
+    return row.get("key") or os.path.realpath(row.get("input") or "")
+
+
 def read_rows(path: Path) -> dict[str, dict[str, str]]:
-    """input -> its last complete row (a row cut short by a crash is ignored)."""
+    """key -> its last complete row (a row cut short by a crash is ignored).
+
+    Read back with the surrogates a file name that is not UTF-8 was written with, so that every
+    name a file system allows round-trips."""
     rows: dict[str, dict[str, str]] = {}
     if not path.exists():
         return rows
-    with open(path, newline="", encoding="utf-8") as f:
+    with open(path, newline="", encoding=ENCODING, errors=ERRORS) as f:
         text = f.read()
     if text and not text.endswith("\n"):
         text = text[: text.rfind("\n") + 1]  # torn last line
-    reader = csv.DictReader(io.StringIO(text))
+    reader = csv.DictReader(io.StringIO(text, newline=""))
     for row in reader:
         if row.get("input") and None not in row and len(row) == len(reader.fieldnames or []):
-            rows[row["input"]] = row
+            rows[row_key(row)] = row
     return rows
+
+
+class DiskFull(OSError):
+    """report.csv could not take a row: the disk (or the quota) is full. The file is left as it was
+    before the row, never with half of one."""
 
 
 class ReportWriter:
@@ -48,32 +67,56 @@ class ReportWriter:
 
     def __init__(self, path: Path, keep: Iterable[Mapping[str, str]] = ()) -> None:
         self.path = path
-        buf = io.StringIO()
+        buf = io.StringIO(newline="")
         w = csv.DictWriter(buf, COLUMNS, extrasaction="ignore", lineterminator="\n")
         w.writeheader()
         for row in keep:
             w.writerow({k: row.get(k, "") for k in COLUMNS})
-        write_atomic(path, buf.getvalue().encode())  # compacted copy of what is kept
-        self.f = open(path, "a", newline="", encoding="utf-8")
-        self.w = csv.DictWriter(self.f, COLUMNS, extrasaction="ignore", lineterminator="\n")
+        try:
+            write_atomic(path, buf.getvalue().encode(ENCODING, ERRORS))  # compacted copy of what is kept
+        except OSError as e:
+            raise _full(e, path) from None
+        self.f = open(path, "ab")
 
     def write(self, record: Mapping[str, Any]) -> None:
-        buf = io.StringIO()
+        buf = io.StringIO(newline="")
         csv.DictWriter(buf, COLUMNS, extrasaction="ignore", lineterminator="\n").writerow(
             {k: _cell(record.get(k)) for k in COLUMNS})
-        self.f.write(buf.getvalue())  # one write per row: a crash cannot interleave two rows
-        self.f.flush()
-        os.fsync(self.f.fileno())
+        data = buf.getvalue().encode(ENCODING, ERRORS)
+        end = self.f.tell()
+        try:
+            self.f.write(data)  # one write per row: a crash cannot interleave two rows
+            self.f.flush()
+            os.fsync(self.f.fileno())
+        except OSError as e:
+            self._cut(end)
+            raise _full(e, self.path) from None
+
+    def _cut(self, end: int) -> None:
+        """Drop what a failed write left of a row (the buffer too: closing would write it again)."""
+        try:
+            self.f.close()
+        except OSError:
+            pass
+        os.truncate(self.path, end)
+        self.f = open(self.path, "ab")
 
     def close(self) -> None:
         self.f.close()
+
+
+def _full(e: OSError, path: Path) -> OSError:
+    if e.errno in (errno.ENOSPC, errno.EDQUOT):
+        return DiskFull(e.errno, f"{path}: disk full ({e.strerror}); the report keeps every row written before")
+    return e
 
 
 def summarize(report_csv: Path):
     """Means per input folder and overall: a pandas DataFrame (folder 'ALL' last)."""
     import pandas as pd
 
-    df = pd.read_csv(report_csv, dtype={"input": str, "rel": str, "error": str})
+    df = pd.read_csv(report_csv, dtype={"input": str, "rel": str, "error": str}, encoding=ENCODING,
+                     encoding_errors=ERRORS, keep_default_na=False, na_values=[""])
     if df.empty:
         return pd.DataFrame(columns=["folder", "images", "ok", "failed"])
     for c in SCORES + WORK:
@@ -99,7 +142,7 @@ def summarize(report_csv: Path):
 def write_summary(out_dir: Path) -> str:
     """Write ``summary.csv`` from ``report.csv``; returns the printable table."""
     table = summarize(out_dir / "report.csv")
-    write_atomic(out_dir / "summary.csv", table.to_csv(index=False, float_format="%.6g").encode())
+    write_atomic(out_dir / "summary.csv", table.to_csv(index=False, float_format="%.6g").encode(ENCODING, ERRORS))
     return format_table(table)
 
 

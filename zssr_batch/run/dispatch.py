@@ -19,7 +19,8 @@ from ray.exceptions import GetTimeoutError, RayActorError
 from ..config import FitConfig
 from ..files.sources import WorkItem
 from ..report.row import Row
-from ..report.table import ReportWriter
+from ..report.table import DiskFull, ReportWriter
+from .item import DISK_FULL
 from .recovery import DEATHS, PING_EVERY_S, AfterDeath, Call, Comebacks, Entry, after_death
 from .settings import RunSettings
 
@@ -28,6 +29,8 @@ DEPTH = 2  # tasks queued per actor: one running, one ready to start
 # fewer images per second, and the next call's pack starts from its first decode and recording), so
 # calls are large while much is left, then shrink so that the workers finish together (``call_size``).
 GPU_CALL = (128, 1024)
+# Reasons to stop that do not wait for the images in flight: a signal, or a disk that takes no more.
+STOP_NOW = ("interrupted", "terminated", DISK_FULL)
 
 
 def call_size(left: int, actors: int, lo: int, hi: int) -> int:
@@ -72,12 +75,20 @@ class Dispatcher:
         self.counts = {"ok": 0, "failed": 0, "skipped": 0}
         self.gain = {"sum": 0.0, "n": 0}  # running mean of the PSNR-Y gain, for the progress bar
         self.pack_ways: Counter[str] = Counter()  # rows by how their pack ran (run.json's pack_ways)
-        self.stop_reason: str | None = None
+        self.stop_reason: str | None = None  # why the run stopped early (a key of STOP_NOW, or --max-failures)
+        self.stop_detail = ""  # the line that says so, for a stop that is not the user's
 
     def emit(self, record: dict[str, Any]) -> None:
-        """Write a row, count it, and show it."""
-        self.writer.write(record)
+        """Write a row, count it, and show it. A full disk stops the run (``DISK_FULL``): every image
+        after would fail the same way, and a night's worth of failed rows is no report."""
+        try:
+            self.writer.write(record)
+        except DiskFull as e:
+            self._stop_now(DISK_FULL, str(e))
+            return
         status = record.get("status")
+        if status != "ok" and DISK_FULL in (record.get("error") or ""):
+            self._stop_now(DISK_FULL, record["error"])
         self.counts["ok" if status == "ok" else "failed"] += 1
         if record.get("pack_way"):
             self.pack_ways[record["pack_way"]] += 1
@@ -141,7 +152,7 @@ class Dispatcher:
             except ValueError as e:
                 self.emit(base.failed(f"{item.input}: {e}").as_record())
                 continue
-            if item.input in self.done_before:
+            if item.key in self.done_before:
                 self.counts["skipped"] += 1
                 if self.bar is not None:
                     self.bar.update(1)
@@ -213,9 +224,16 @@ class Dispatcher:
             except (GetTimeoutError, RayActorError):
                 pass
 
-    def _check_stop(self, interrupted: bool) -> None:
-        if interrupted:
-            self.stop_reason = "interrupted"
+    def _stop_now(self, reason: str, why: str) -> None:
+        """Stop without finishing the images in flight (a signal, a full disk)."""
+        if self.stop_reason not in STOP_NOW:
+            self.stop_reason = reason
+            self.log(f"zssr-batch: stopping: {why}")
+            self.stop_detail = why
+
+    def _check_stop(self, asked: str | None) -> None:
+        if asked:
+            self.stop_reason = asked
         limit = self.settings.max_failures
         if limit is not None and self.counts["failed"] >= limit and not self.stop_reason:
             self.stop_reason = f"--max-failures {limit} reached"
@@ -229,17 +247,18 @@ class Dispatcher:
                 break
             self.submit(batch, a)
 
-    def run(self, interrupted: Callable[[], bool]) -> None:
-        """Dispatch until the work is done or the run stops (``stop_reason``)."""
+    def run(self, asked_to_stop: Callable[[], str | None]) -> None:
+        """Dispatch until the work is done or the run stops (``stop_reason``); ``asked_to_stop`` gives
+        the reason a signal asked for ('interrupted', 'terminated'), or None."""
         try:
             self.locate()
             while True:
-                self._check_stop(interrupted())
+                self._check_stop(asked_to_stop())
                 self.comebacks.poll()
                 self._fill()
                 # work for workers yet to come back
                 waiting = self.comebacks.down and (self.retry or self.back or not self.exhausted)
-                if self.stop_reason == "interrupted" or not self.pending and (self.stop_reason or not waiting):
+                if self.stop_reason in STOP_NOW or not self.pending and (self.stop_reason or not waiting):
                     break
                 if not self.pending:
                     time.sleep(PING_EVERY_S / 5)

@@ -13,85 +13,120 @@ import signal
 import sys
 import time
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Any, Callable, Iterable
 
 import ray
 
 from ..config import FitConfig
 from ..files.sources import WorkItem
-from ..report.table import ReportWriter, read_rows, write_summary
+from ..files.plan import plan_outputs, unchanged
+from ..report.html import write_html_report
+from ..report.table import DiskFull, ReportWriter, read_rows, write_summary
 from .actor import FitActor
 from .cluster import plan_actors, start_ray
 from .dispatch import Dispatcher, call_bounds
 from .faults import Faults
+from .item import DISK_FULL
+from .lock import FolderBusy, FolderLock
 from .runinfo import write_run_json
 from .settings import RunSettings
 
 # Exit codes (documented in the README).
-EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE, EXIT_TOO_MANY_FAILURES, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
+EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE, EXIT_TOO_MANY_FAILURES = 0, 1, 2, 3
+EXIT_DISK_FULL, EXIT_INTERRUPTED, EXIT_TERMINATED = 4, 130, 143  # 128 + SIGINT, 128 + SIGTERM
+EXIT_FOR_STOP = {"interrupted": EXIT_INTERRUPTED, "terminated": EXIT_TERMINATED, DISK_FULL: EXIT_DISK_FULL}
 
 
 class Interrupt:
-    """First Ctrl-C: stop cleanly (report flushed); second: stop at once."""
+    """The first Ctrl-C or SIGTERM (what Slurm, Kubernetes and ``ray job stop`` send) stops the run
+    cleanly: rows flushed, summary, run.json and report.html written. A second one stops at once."""
+
+    SIGNALS = {signal.SIGINT: ("interrupted", "Ctrl-C"), signal.SIGTERM: ("terminated", "SIGTERM")}
 
     def __init__(self) -> None:
-        self.requested = False
-        self.old = None
+        self.reason: str | None = None  # 'interrupted' or 'terminated' once asked
+        self.old: dict = {}
 
     def __enter__(self) -> "Interrupt":
         def handler(signum, frame):  # noqa: ARG001
-            if self.requested:
-                print("\nzssr-batch: second Ctrl-C, stopping now", file=sys.stderr)
-                os._exit(EXIT_INTERRUPTED)
-            self.requested = True
-            print("\nzssr-batch: stopping after cleanup (Ctrl-C again to stop at once)", file=sys.stderr)
+            reason, name = self.SIGNALS[signum]
+            if self.reason:
+                print(f"\nzssr-batch: second {name}, stopping now", file=sys.stderr)
+                os._exit(EXIT_FOR_STOP[reason])
+            self.reason = reason
+            print(f"\nzssr-batch: {name}: stopping after cleanup ({name} again to stop at once)", file=sys.stderr)
 
-        self.old = signal.signal(signal.SIGINT, handler)
+        self.old = {s: signal.signal(s, handler) for s in self.SIGNALS}
         return self
 
     def __exit__(self, *exc) -> None:
-        signal.signal(signal.SIGINT, self.old)
+        for s, old in self.old.items():
+            signal.signal(s, old)
 
 
-def is_done(row: dict[str, str] | None, cfg_hash: str) -> bool:
-    return bool(row) and row.get("status") == "ok" and row.get("config_hash") == cfg_hash \
-        and bool(row.get("output")) and Path(row["output"]).is_file()
+def is_done(row: dict[str, str] | None, item: WorkItem, cfg_hash: str) -> bool:
+    """Whether ``row`` is still the result of ``item``: made ok with the same settings, into the same
+    output (which still exists), against the same ground truth (or none), from an input and a ground
+    truth whose contents have not changed since."""
+    if not row or row.get("status") != "ok" or row.get("config_hash") != cfg_hash:
+        return False
+    if row.get("output") != item.output or not Path(item.output).is_file() or (row.get("gt") or None) != item.gt:
+        return False
+    if not unchanged(item.input, row.get("input_stat"), row.get("input_sha256")):
+        return False
+    return not item.gt or unchanged(item.gt, row.get("gt_stat"), row.get("gt_sha256"))
 
 
-def kept_rows(items: Callable[[], Iterator[WorkItem]], config_for: Callable[[WorkItem], FitConfig],
-              report_path: Path, overwrite: bool) -> tuple[int, dict[str, dict[str, str]]]:
-    """Pass 1 (names only): (items in all, the old rows this run keeps), so that the compacted
-    report keeps exactly one row per input at every moment."""
+def kept_rows(items: list[WorkItem], config_for: Callable[[WorkItem], FitConfig], report_path: Path,
+              overwrite: bool) -> dict[str, dict[str, str]]:
+    """The old rows this run keeps, by key: those of items still done, and those of other items
+    (earlier runs into the same folder), so that the compacted report keeps one row per key."""
     old = {} if overwrite else read_rows(report_path)
-    total = 0
     keep = dict(old)
-    for item in items():
-        total += 1
+    for item in items:
         try:
             h = None if item.error else config_for(item).hash()
         except ValueError:
             h = None
-        if h is None or not is_done(old.get(item.input), h):
-            keep.pop(item.input, None)
-    return total, keep
+        if h is None or not is_done(old.get(item.key), item, h):
+            keep.pop(item.key, None)
+    return keep
 
 
 def exit_code(stop_reason: str | None, failed: int) -> int:
-    if stop_reason == "interrupted":
-        return EXIT_INTERRUPTED
+    if stop_reason in EXIT_FOR_STOP:
+        return EXIT_FOR_STOP[stop_reason]
     if stop_reason:
         return EXIT_TOO_MANY_FAILURES
     return EXIT_SOME_FAILED if failed else EXIT_OK
 
 
-def run(items: Callable[[], Iterator[WorkItem]], config_for: Callable[[WorkItem], FitConfig],
-        settings: RunSettings) -> int:
-    """Process everything ``items()`` yields; returns the exit code. ``items`` is called twice (count, work)."""
+def run(items: Iterable[WorkItem], config_for: Callable[[WorkItem], FitConfig], settings: RunSettings) -> int:
+    """Plan, then process every item; returns the exit code.
+
+    The plan (``files.plan``) is made before anything is written: a run that cannot start as asked
+    (two inputs, one output) raises ``PlanError`` with nothing touched. Then the output folder is
+    locked for the whole run: a second run on it is refused at once."""
+    plan = plan_outputs(items, settings.output_dir)
     out = settings.output_dir
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        with FolderLock(out):
+            return _locked_run(plan.items, config_for, settings)
+    except FolderBusy as e:
+        print(f"zssr-batch run: error: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    except DiskFull as e:
+        print(f"zssr-batch run: stopped: {e}", file=sys.stderr)
+        return EXIT_DISK_FULL
+
+
+def _locked_run(items: list[WorkItem], config_for: Callable[[WorkItem], FitConfig], settings: RunSettings) -> int:
+    out = settings.output_dir
     report_path = out / "report.csv"
     t_start = time.time()
-    total, keep = kept_rows(items, config_for, report_path, settings.overwrite)
+    total = len(items)
+    keep = kept_rows(items, config_for, report_path, settings.overwrite)
     writer = ReportWriter(report_path, keep.values())
 
     started_ray = start_ray(settings.address)
@@ -100,12 +135,12 @@ def run(items: Callable[[], Iterator[WorkItem]], config_for: Callable[[WorkItem]
     actors = [FitActor.options(**resources).remote(threads, actor_settings) for _ in range(n_actors)]
     bar = _progress(total, settings.progress)
     log = (lambda msg: None) if settings.progress else (lambda msg: print(msg, file=sys.stderr, flush=True))
-    work = Dispatcher(settings, actors, call_bounds(settings, bool(resources.get("num_gpus"))), iter(items()),
+    work = Dispatcher(settings, actors, call_bounds(settings, bool(resources.get("num_gpus"))), iter(items),
                       total, config_for, set(keep), writer, bar, log)
     del keep
     with Interrupt() as interrupt:
         try:
-            work.run(lambda: interrupt.requested)
+            work.run(lambda: interrupt.reason)
         finally:
             for a in actors:  # also drops whatever was still queued on them
                 ray.kill(a, no_restart=True)
@@ -114,19 +149,29 @@ def run(items: Callable[[], Iterator[WorkItem]], config_for: Callable[[WorkItem]
                 ray.shutdown()
             if bar is not None:
                 bar.close()
-
-    counts, stop_reason = work.counts, work.stop_reason
-    table = write_summary(out)
-    t_end = time.time()
-    write_run_json(out, settings, counts, total, t_start, t_end, n_actors, resources, stop_reason, work.pack_ways)
-    from ..report.html import write_html_report
-
-    write_html_report(out)
+        counts, stop_reason = work.counts, work.stop_reason
+        if work.stop_detail:
+            print(f"zssr-batch: stopped: {work.stop_detail}", file=sys.stderr)
+        t_end = time.time()
+        table = _written(lambda: write_summary(out), "summary.csv") or ""
+        _written(lambda: write_run_json(out, settings, counts, total, t_start, t_end, n_actors, resources,
+                                        stop_reason, work.pack_ways), "run.json")
+        _written(lambda: write_html_report(out), "report.html")
     print(table)
     print(f"zssr-batch: {counts['ok']} ok, {counts['failed']} failed, {counts['skipped']} already done "
           f"of {total} in {t_end - t_start:.1f} s; report: {report_path}"
           + (f" (stopped: {stop_reason})" if stop_reason else ""))
     return exit_code(stop_reason, counts["failed"])
+
+
+def _written(write: Callable[[], Any], name: str) -> Any:
+    """Write one of the end-of-run files; a full disk (or any file error) costs that file only, with
+    a line that says so: report.csv, already written row by row, is the run's record."""
+    try:
+        return write()
+    except OSError as e:
+        print(f"zssr-batch: could not write {name}: {e.strerror or e}", file=sys.stderr)
+        return None
 
 
 def _progress(total: int, enabled: bool):

@@ -9,7 +9,9 @@ back as rows, so that a run goes on.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import errno
+import math
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -20,10 +22,11 @@ from ..config import FitConfig
 from ..engine.infer import MemoryPlan
 from ..engine.kernels import load_kernel
 from ..engine.metrics import score
-from ..engine.resize import imresize
+from ..engine.resize import imresize, output_size
 from ..engine.super_resolve import SRResult, pick_device, super_resolve
 from ..files.degrade import degrade_picture
-from ..files.images import Picture, load_image, save_image, write_atomic
+from ..files.images import Picture, keeps_profile, load_image, save_image, write_atomic
+from ..files.plan import REPORT_PICTURES, file_stamp
 from ..files.sources import WorkItem
 from ..files.weights import save_weights
 from ..report.curves import curve_csv, curve_svg
@@ -33,6 +36,7 @@ from .faults import Faults
 from .settings import Extras
 
 MIN_SIDE = 8  # below this a 3x3 network and an 11x11 SSIM window have nothing to work on
+DISK_FULL = "disk full"  # how a failed row names a full disk (the driver stops the run on it)
 
 
 def scale_label(cfg: FitConfig) -> str:
@@ -74,25 +78,44 @@ class Prepared:
     gt_path: str | None
     color: torch.Tensor  # (C, h, w) the engine's input
     kernel: np.ndarray | None
+    sources: dict[str, str | None] = field(default_factory=dict)  # what the files held: the row's *_sha256, *_stat
+
+
+def check_gt_size(gt_path: str | Path, gt: Picture, lr_hw: tuple[int, int], cfg: FitConfig) -> None:
+    """Refuse a ground truth that cannot be this input's: it must be ``scale`` x the input, give or
+    take the usual crop to a multiple of the scale (less than ``scale`` pixels more). Scored
+    anyway, another image's ground truth reads as an 11 dB 'result'."""
+    out_h, out_w = output_size(lr_hw, cfg.scale)
+    h, w = gt.size
+    slack_h, slack_w = math.ceil(cfg.scale[0]), math.ceil(cfg.scale[1])
+    if not (out_h <= h < out_h + slack_h and out_w <= w < out_w + slack_w):
+        raise ValueError(f"{gt_path}: ground truth is {w}x{h}, but x{scale_label(cfg)} of the {lr_hw[1]}x{lr_hw[0]} "
+                         f"input is {out_w}x{out_h}: not this input's ground truth?")
 
 
 def prepare(input_path: str | Path, cfg: FitConfig, gt_path: str | Path | None = None,
             max_pixels: int | None = None, degrade_input: bool = False) -> Prepared:
     """Read (and with ``degrade_input`` make) the input and its ground truth; raises on bad input."""
     input_path = Path(input_path)
+    stamp = file_stamp(input_path) if input_path.exists() else None  # before the read: a later change shows
     pic = load_image(input_path, max_pixels)
+    sources = {"input_sha256": pic.sha256, "input_stat": stamp}
     gt_pic = None
     if degrade_input:
         gt_pic = pic
         pic = degrade_picture(pic, max(cfg.scale))
+        sources.update(gt_sha256=gt_pic.sha256, gt_stat=stamp)
     h, w = pic.size
     if min(h, w) < MIN_SIDE:
         raise ValueError(f"{input_path}: image {w}x{h} is smaller than the minimum {MIN_SIDE}x{MIN_SIDE}")
     if gt_pic is None and gt_path:
+        gt_stamp = file_stamp(gt_path) if Path(gt_path).exists() else None
         gt_pic = load_image(gt_path, max_pixels)
+        sources.update(gt_sha256=gt_pic.sha256, gt_stat=gt_stamp)
+        check_gt_size(gt_path, gt_pic, (h, w), cfg)
     kernel = load_kernel(cfg.kernel) if cfg.kernel else None
     gt_name = str(input_path) if degrade_input else (str(gt_path) if gt_path else None)
-    return Prepared(input_path, pic, gt_pic, gt_name, _tensor(pic.color), kernel)
+    return Prepared(input_path, pic, gt_pic, gt_name, _tensor(pic.color), kernel, sources)
 
 
 def _write_extras(prep: Prepared, result: SRResult, output_path: Path, cfg: FitConfig, extras: Extras,
@@ -109,10 +132,20 @@ def _write_extras(prep: Prepared, result: SRResult, output_path: Path, cfg: FitC
         write_atomic(f"{stem}_curve.csv", curve)
     if extras.report_dir:
         rel = report_name(prep.input_path, extras)
-        write_atomic(Path(extras.report_dir) / "curves" / f"{rel}.csv", curve)
-        write_atomic(Path(extras.report_dir) / "curves" / f"{rel}.svg", curve_svg(result).encode())
-        write_thumbs(Path(extras.report_dir) / "thumbs" / rel, prep.color, bicubic, result.output,
+        pictures = Path(extras.report_dir) / REPORT_PICTURES
+        write_atomic(pictures / "curves" / f"{rel}.csv", curve)
+        write_atomic(pictures / "curves" / f"{rel}.svg", curve_svg(result).encode())
+        write_thumbs(pictures / "thumbs" / rel, prep.color, bicubic, result.output,
                      None if prep.gt is None else _tensor(prep.gt.color))
+
+
+def _notes(pic: Picture, output_path: Path) -> list[str]:
+    """What the row should say of the input's decoding and of what its output could not keep."""
+    notes = list(pic.notes)
+    if pic.icc_profile and not keeps_profile(pic, output_path.suffix):
+        notes.append(f"its colour profile is not in the output: a {pic.bit_depth}-bit {output_path.suffix} "
+                     "is written without one")
+    return notes
 
 
 def finish(prep: Prepared, result: SRResult, output_path: str | Path, cfg: FitConfig, device: torch.device | str,
@@ -140,9 +173,9 @@ def finish(prep: Prepared, result: SRResult, output_path: str | Path, cfg: FitCo
         "input": str(prep.input_path), "output": str(output_path), "gt": prep.gt_path,
         "scale": scale_label(cfg),
         "height": h, "width": w, "out_height": out_hw[0], "out_width": out_hw[1],
-        "channels": pic.channels, "bit_depth": pic.bit_depth, "device": str(device), "notes": "; ".join(pic.notes),
+        "channels": pic.channels, "bit_depth": pic.bit_depth, "device": str(device), "notes": "; ".join(_notes(pic, output_path)),
         "iterations": result.iterations, "fit_seconds": round(result.fit_seconds, 3),
-        "infer_seconds": round(result.infer_seconds, 3), "config_hash": cfg.hash(),
+        "infer_seconds": round(result.infer_seconds, 3), "config_hash": cfg.hash(), **prep.sources,
     }
     for prefix in ("", "bicubic_"):
         record.update({prefix + k: None for k in SCORE_KEYS})
@@ -201,6 +234,8 @@ def one_line(err: BaseException, path: str) -> str:
     msg = " ".join(str(err).split()) or type(err).__name__
     if is_out_of_memory(err):
         msg = f"out of memory even with {msg}"
+    elif isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT):
+        msg = f"{DISK_FULL}: {msg}"
     elif not isinstance(err, (ValueError, OSError)):
         msg = f"{type(err).__name__}: {msg}"
     return msg if path in msg else f"{path}: {msg}"

@@ -8,6 +8,7 @@ actor that Ray restarts gets the same value again, and it pickles as it is: no d
 from __future__ import annotations
 
 import dataclasses
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,12 +25,15 @@ class Extras:
     save_pairs: int = 0  # every Nth training pair as PNGs; 0 = none
     save_variants: bool = False  # single pass, mean and median ensembles
     save_curve: bool = False  # per-step loss and learning rate as CSV
-    rel: str | None = None  # the input's relative path, set per item by the run
-    report_dir: str | None = None  # a run's folder: curves/<rel>.csv|svg and thumbs/<rel>/ for report.html
+    rel: str | None = None  # names the item's report pictures: its output's path in report_dir, set per item
+    report_dir: str | None = None  # a run's folder: .report/curves/<rel>.csv|svg and .report/thumbs/<rel>/
 
     def for_item(self, item: WorkItem) -> "Extras":
-        """These extras for one work item (its ``rel`` names its curve and thumbnails)."""
-        return dataclasses.replace(self, rel=item.rel or None)
+        """These extras for one work item. Its pictures are named after its output, which the plan
+        proved unique and inside the run's folder (an input's own name may be neither)."""
+        if not self.report_dir:
+            return dataclasses.replace(self, rel=item.rel or None)
+        return dataclasses.replace(self, rel=os.path.relpath(os.path.abspath(item.output), os.path.abspath(self.report_dir)))
 
 
 @dataclass

@@ -1,0 +1,181 @@
+"""Nothing lost, nothing stale: every input owns its output, resume keys on content, one writer
+per folder, signals and a full disk end cleanly. Each test runs the real command line on a
+2-core CPU with tiny settings; the names and faults are the hostile cases users hit."""
+
+from __future__ import annotations
+
+import csv
+import os
+import signal
+import subprocess
+import sys
+import time
+import unicodedata
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+TINY = ["--max-iters", "2", "--crop", "12", "--width", "8", "--back-projection-iters", "1", "--no-progress",
+        "--gpus", "0", "--workers", "1", "--no-report-images"]
+
+
+def _rows(out: Path) -> list[dict[str, str]]:
+    with open(out / "report.csv", newline="", encoding="utf-8", errors="surrogateescape") as f:
+        return list(csv.DictReader(f))
+
+
+def _img(path: Path, seed: int = 0, h: int = 20, w: int = 24) -> None:
+    y, x = np.mgrid[0:h, 0:w]
+    rgb = np.stack([np.sin(x / (2 + seed)), np.cos(y / (3 + seed)), np.sin((x + y) / 5)], -1) * 0.4 + 0.5
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray((rgb * 255).astype(np.uint8)).save(path)
+
+
+def _run(*args: str, cwd: Path | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "zssr_batch", "run", *args], cwd=cwd, capture_output=True,
+                          text=True, errors="replace", timeout=timeout)
+
+
+def _tree(root: Path, skip: Path | None = None) -> set[str]:
+    return {str(p.relative_to(root)) for p in root.rglob("*") if skip is None or skip not in p.parents and p != skip}
+
+
+def _done(proc: subprocess.CompletedProcess) -> int:
+    """How many images the run's last line says were already done."""
+    last = [line for line in proc.stdout.splitlines() if line.startswith("zssr-batch:")][-1]
+    return int(last.split(" already done")[0].rsplit(", ", 1)[1])
+
+
+@pytest.mark.slow
+def test_hostile_names_each_get_their_own_output_and_row_and_nothing_leaves_the_output(tmp_path):
+    src, out = tmp_path / "in", tmp_path / "out"
+    names = ["b.png", "b.gif", "ctl\x01name.png", "new\nline.png", 'quote",comma.png', "l" * 246 + ".png",
+             "thumbs/inner.png", "curves/inner.png", unicodedata.normalize("NFC", "café.png"),
+             unicodedata.normalize("NFD", "café.png"), os.fsdecode(b"bad\xff.png")]
+    for i, n in enumerate(names):
+        _img(src / n, i)
+    outside = _tree(tmp_path)
+    # b.png and b.gif would both write out/b.png: refused before any work, naming both
+    clash = _run("--input", str(src), "--output", str(out), *TINY)
+    assert clash.returncode == 2, clash.stderr
+    assert "b.gif" in clash.stderr and "b.png" in clash.stderr and "would both write" in clash.stderr
+    assert not (out / "report.csv").exists()
+    # with the rule that keeps them apart, every input runs: one row each, distinct intact outputs
+    proc = _run("--input", str(src), "--output", str(out), "--keep-ext", *TINY[:-1])  # report pictures too
+    assert proc.returncode == 0, proc.stderr
+    rows = _rows(out)
+    assert sorted(os.path.relpath(r["input"], src) for r in rows) == sorted(names)
+    assert all(r["status"] == "ok" for r in rows), [r["error"] for r in rows]
+    outputs = [r["output"] for r in rows]
+    assert len(set(outputs)) == len(names)
+    for r in rows:
+        assert Path(r["output"]).resolve().is_relative_to(out.resolve())
+        with Image.open(r["output"]) as im:
+            assert im.size == (48, 40)
+    assert _tree(tmp_path, skip=out) == outside  # nothing was written outside --output
+    assert not [p for p in out.rglob("*.part")]
+    again = _run("--input", str(src), "--output", str(out), "--keep-ext", *TINY[:-1])
+    assert again.returncode == 0 and _done(again) == len(names), again.stdout  # the report reads back whole
+
+
+@pytest.mark.slow
+def test_a_second_run_on_one_folder_is_refused_and_the_first_keeps_every_row(tmp_path):
+    src, out = tmp_path / "in", tmp_path / "out"
+    for i in range(6):
+        _img(src / f"{i}.png", i, 40, 40)
+    first = subprocess.Popen([sys.executable, "-m", "zssr_batch", "run", "--input", str(src), "--output", str(out),
+                              *TINY, "--max-iters", "40"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    t0 = time.time()
+    while not (out / "report.csv").exists() and time.time() - t0 < 120:
+        time.sleep(0.1)
+    second = _run("--input", str(src), "--output", str(out), *TINY, timeout=60)
+    assert second.returncode == 2
+    assert "another zssr-batch run is writing here" in second.stderr and f"pid {first.pid}" in second.stderr
+    assert first.wait(timeout=300) == 0, first.stderr.read()
+    rows = _rows(out)
+    assert sorted(r["input"] for r in rows) == sorted(str(src / f"{i}.png") for i in range(6))
+    assert all(r["status"] == "ok" for r in rows)
+
+
+@pytest.mark.slow
+def test_resume_redoes_exactly_what_changed(tmp_path):
+    src, gt, out = tmp_path / "in", tmp_path / "gt", tmp_path / "out"
+    for i in range(3):
+        _img(src / f"{i}.png", i)
+        _img(gt / f"{i}.png", i, 40, 48)
+    base = ["--input", str(src), "--output", str(out), "--gt", str(gt), *TINY]
+    assert _run(*base).returncode == 0
+    before = {r["input"]: r for r in _rows(out)}
+    _img(gt / "0.png", 9, 40, 48)  # a new ground truth: its scores are stale
+    _img(src / "1.png", 8)  # a new input: its output is stale
+    proc = _run(*base)
+    assert proc.returncode == 0 and _done(proc) == 1
+    after = {r["input"]: r for r in _rows(out)}
+    assert len(after) == 3
+    assert after[str(src / "0.png")]["psnr_y"] != before[str(src / "0.png")]["psnr_y"]
+    assert after[str(src / "2.png")]["finished_at"] == before[str(src / "2.png")]["finished_at"]
+    os.utime(src / "2.png")  # touched, same bytes: still done
+    assert _done(_run(*base)) == 3
+    # the same run spelt with a relative input is the same run
+    rel = _run("--input", os.path.relpath(src, tmp_path), "--output", str(out), "--gt", str(gt), *TINY, cwd=tmp_path)
+    assert rel.returncode == 0 and _done(rel) == 3
+    assert len(_rows(out)) == 3
+    # without the ground truth the scores no longer apply; with a suffix the outputs are others
+    assert _done(_run(*base[:4], *TINY)) == 0
+    proc = _run(*base, "--suffix", "_x2")
+    assert _done(proc) == 0
+    rows = _rows(out)
+    assert len(rows) == 3 and all(Path(r["output"]).stem.endswith("_x2") for r in rows)
+
+
+@pytest.mark.slow
+def test_sigterm_ends_like_a_first_ctrl_c(tmp_path):
+    src, out = tmp_path / "in", tmp_path / "out"
+    for i in range(8):
+        _img(src / f"{i}.png", i, 40, 40)
+    proc = subprocess.Popen([sys.executable, "-m", "zssr_batch", "run", "--input", str(src), "--output", str(out),
+                             *TINY, "--max-iters", "60", "--pack", "1"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    t0 = time.time()
+    while (not (out / "report.csv").exists() or len(_rows(out)) < 1) and time.time() - t0 < 180:
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=120) == 143
+    finished = [r for r in _rows(out) if r["status"] == "ok"]
+    assert finished and (out / "summary.csv").is_file() and (out / "run.json").is_file()
+    assert "terminated" in (out / "run.json").read_text()
+    again = _run("--input", str(src), "--output", str(out), *TINY, "--max-iters", "60", "--pack", "1")
+    assert again.returncode == 0 and _done(again) == len(finished)
+
+
+def _mount_tmpfs(where: Path, size: str) -> None:
+    where.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(where)],
+                      capture_output=True).returncode != 0:
+        pytest.skip("a small tmpfs needs mount (root): the disk-full test runs as root, as CI does")
+
+
+@pytest.mark.slow
+def test_a_full_disk_stops_the_run_cleanly_and_a_rerun_completes(tmp_path):
+    src, out = tmp_path / "in", tmp_path / "small"
+    for i in range(12):
+        _img(src / f"{i}.png", i, 64, 64)
+    _mount_tmpfs(out, "1m")
+    try:
+        ballast = out / "ballast"
+        ballast.write_bytes(b"\0" * 1_020_000)  # leaves 7 pages of 4 KiB: room for a few outputs only
+        proc = _run("--input", str(src), "--output", str(out), *TINY)
+        assert proc.returncode == 4, (proc.returncode, proc.stderr)
+        assert "disk full" in proc.stderr.lower() or "no space left" in proc.stderr.lower()
+        rows = _rows(out)  # the report reads whole: no torn row
+        assert all(r["status"] in ("ok", "failed") and r["input"] for r in rows)
+        assert not list(out.rglob("*.part"))
+        ballast.unlink()
+        again = _run("--input", str(src), "--output", str(out), *TINY)
+        assert again.returncode == 0, again.stderr
+        rows = _rows(out)
+        assert len(rows) == 12 and all(r["status"] == "ok" for r in rows)
+    finally:
+        subprocess.run(["umount", "-l", str(out)], capture_output=True)
