@@ -38,6 +38,14 @@ def _run(*args: str, cwd: Path | None = None, timeout: float = 300) -> subproces
                           text=True, errors="replace", timeout=timeout)
 
 
+def _images_and_start(src: Path, out: Path, n: int, *more: str) -> subprocess.Popen:
+    """``n`` 40x40 inputs, and a run over them started in the background."""
+    for i in range(n):
+        _img(src / f"{i}.png", i, 40, 40)
+    return subprocess.Popen([sys.executable, "-m", "zssr_batch", "run", "--input", str(src), "--output", str(out),
+                             *TINY, *more], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
 def _tree(root: Path, skip: Path | None = None) -> set[str]:
     return {str(p.relative_to(root)) for p in root.rglob("*") if skip is None or skip not in p.parents and p != skip}
 
@@ -83,10 +91,7 @@ def test_hostile_names_each_get_their_own_output_and_row_and_nothing_leaves_the_
 @pytest.mark.slow
 def test_a_second_run_on_one_folder_is_refused_and_the_first_keeps_every_row(tmp_path):
     src, out = tmp_path / "in", tmp_path / "out"
-    for i in range(6):
-        _img(src / f"{i}.png", i, 40, 40)
-    first = subprocess.Popen([sys.executable, "-m", "zssr_batch", "run", "--input", str(src), "--output", str(out),
-                              *TINY, "--max-iters", "40"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    first = _images_and_start(src, out, 6, "--max-iters", "40")
     t0 = time.time()
     while not (out / "report.csv").exists() and time.time() - t0 < 120:
         time.sleep(0.1)
@@ -133,11 +138,7 @@ def test_resume_redoes_exactly_what_changed(tmp_path):
 @pytest.mark.slow
 def test_sigterm_ends_like_a_first_ctrl_c(tmp_path):
     src, out = tmp_path / "in", tmp_path / "out"
-    for i in range(8):
-        _img(src / f"{i}.png", i, 40, 40)
-    proc = subprocess.Popen([sys.executable, "-m", "zssr_batch", "run", "--input", str(src), "--output", str(out),
-                             *TINY, "--max-iters", "60", "--pack", "1"], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    proc = _images_and_start(src, out, 8, "--max-iters", "60", "--pack", "1")
     t0 = time.time()
     while (not (out / "report.csv").exists() or len(_rows(out)) < 1) and time.time() - t0 < 180:
         time.sleep(0.2)
