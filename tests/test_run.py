@@ -94,7 +94,7 @@ def test_manifest_with_per_row_overrides_and_escapes_refused(tmp_path):
     assert not (tmp_path / "escape.png").exists()
 
 
-def test_jsonl_manifest_and_gt_folder(tmp_path):
+def test_jsonl_manifest_and_gt_folder(tmp_path, one_ray):  # two runs, one Ray
     _img(tmp_path / "lr" / "sub" / "x.png", 16, 16, 3)
     _img(tmp_path / "hr" / "sub" / "x.jpg", 32, 32, 3)
     (tmp_path / "m.jsonl").write_text(json.dumps({"input": "lr/sub/x.png", "gt": "hr/sub/x.jpg"}) + "\n")
@@ -108,7 +108,7 @@ def test_jsonl_manifest_and_gt_folder(tmp_path):
     assert row["gt"].endswith("x.jpg") and row["output"].endswith("sub/x.webp") and row["psnr_y"] != ""
 
 
-def test_degrade_run_scores_against_the_originals_and_authors_gt_naming(tmp_path):
+def test_degrade_run_scores_against_the_originals_and_authors_gt_naming(tmp_path, one_ray):  # two runs, one Ray
     src = tmp_path / "hr"
     _img(src / "p.png", 33, 26, 4)
     _img(src / "q.png", 30, 30, 5)
@@ -213,7 +213,7 @@ def test_streaming_2000_images_keeps_driver_memory_flat_and_rows_arrive_during_t
     assert warm and max(warm) - warm[0] < 40, (warm[0], max(warm))
 
 
-def test_scan_filters_suffix_and_hidden_files(tmp_path):
+def test_scan_filters_suffix_and_hidden_files(tmp_path, one_ray):  # two runs, one Ray
     src = tmp_path / "src"
     _img(src / "a.png", 16, 16, 1)
     _img(src / "b.jpg", 16, 16, 2)
