@@ -29,3 +29,18 @@ def hr_path(set_name: str, name: str) -> Path:
 
 def names(set_name: str) -> list[str]:
     return sorted(p.stem for p in (DATA / set_name / "HR").glob("*.png"))
+
+
+@pytest.fixture
+def one_ray():
+    """One local Ray for a test's several in-process ``run``s, started as ``run`` starts its own
+    (``start_ray``: same CPUs, no GPUs on a CPU box). ``run`` joins a Ray already up and leaves it
+    up, killing its actors as always, so the test pays Ray's start and stop once, not per run."""
+    import ray
+
+    from zssr_batch.run.cluster import start_ray
+
+    started = start_ray(None)
+    yield
+    if started:
+        ray.shutdown()

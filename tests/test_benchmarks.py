@@ -21,6 +21,7 @@ def _throughput(*extra: str) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+@pytest.mark.slow
 @needs_data
 def test_throughput_tiny_on_cpu_prints_the_comparison():
     result = _throughput()
@@ -40,6 +41,7 @@ def test_throughput_tiny_on_cpu_prints_the_comparison():
     assert abs(split["baseline_psnr_y_all"] - result["baseline_psnr_y_all"]) < 0.01
 
 
+@pytest.mark.slow
 @needs_data
 def test_quality_benchmark_runs_on_one_image():
     out = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "quality.py"), "--sets", "Set5", "--limit", "1",

@@ -103,7 +103,7 @@ def _check_output(path: Path, kind: str, src: Path, row_notes: str = "") -> None
         assert im.mode == kind and im.size == (2 * w, 2 * h), (path, im.mode, im.size)
 
 
-def test_corpus_of_bad_and_odd_inputs(tmp_path):
+def test_corpus_of_bad_and_odd_inputs(tmp_path, one_ray):  # two runs, one Ray
     src = tmp_path / "in"
     exp = _corpus(src)
     out = src / "out"  # the output folder inside the input folder: never picked up as input
