@@ -25,7 +25,7 @@ from ..files.images import write_atomic
 from ..files.plan import REPORT_PICTURES
 from .plots import scatter, sorted_bars
 from .row import PAGE_NUMBERS
-from .table import ENCODING, ERRORS, summarize
+from .table import read_report, summarize
 
 
 
@@ -97,11 +97,7 @@ def _summary_table(out_dir: Path) -> str:
 
 def write_html_report(out_dir: str | Path) -> Path:
     out_dir = Path(out_dir)
-    df = pd.read_csv(out_dir / "report.csv", dtype={"input": str, "rel": str, "error": str, "node": str,
-                                                    "scale": str, "output": str},
-                     encoding=ENCODING, encoding_errors=ERRORS, keep_default_na=False, na_values=[""])
-    for c in PAGE_NUMBERS:
-        df[c] = pd.to_numeric(df[c], errors="coerce")
+    df = read_report(out_dir / "report.csv", PAGE_NUMBERS)
     info = {}
     if (out_dir / "run.json").is_file():
         info = json.loads((out_dir / "run.json").read_text())

@@ -17,11 +17,11 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 from ..files.images import write_atomic
+from .row import COLUMNS, SCORES, SUMMARY_MEANS, TABLE_MEANS, WORK, Y_SCORES
 
 # report.csv is UTF-8; a file name that is not (Linux allows any bytes) is kept in it as the bytes it
 # was, through Python's surrogate escapes, so that resume finds it again.
 ENCODING, ERRORS = "utf-8", "surrogateescape"
-from .row import COLUMNS, SCORES, SUMMARY_MEANS, TABLE_MEANS, WORK, Y_SCORES
 
 
 def _cell(v: Any) -> str:
@@ -111,16 +111,26 @@ def _full(e: OSError, path: Path) -> OSError:
     return e
 
 
+def read_report(report_csv: Path, numbers: Iterable[str] = ()):
+    """report.csv as a pandas DataFrame: names as text whatever they look like ('NA.png', '1e5',
+    bytes that are not UTF-8), only an empty cell missing, and ``numbers`` as numbers (NaN where
+    a cell is not one)."""
+    import pandas as pd
+
+    df = pd.read_csv(report_csv, dtype={c: str for c in ("input", "output", "gt", "rel", "error", "node", "scale")},
+                     encoding=ENCODING, encoding_errors=ERRORS, keep_default_na=False, na_values=[""])
+    for c in numbers:
+        df[c] = pd.to_numeric(df[c], errors="coerce")
+    return df
+
+
 def summarize(report_csv: Path):
     """Means per input folder and overall: a pandas DataFrame (folder 'ALL' last)."""
     import pandas as pd
 
-    df = pd.read_csv(report_csv, dtype={"input": str, "rel": str, "error": str}, encoding=ENCODING,
-                     encoding_errors=ERRORS, keep_default_na=False, na_values=[""])
+    df = read_report(report_csv, SCORES + WORK)
     if df.empty:
         return pd.DataFrame(columns=["folder", "images", "ok", "failed"])
-    for c in SCORES + WORK:
-        df[c] = pd.to_numeric(df[c], errors="coerce")
     rel = df["rel"].fillna(df["input"]).astype(str)
     df["folder"] = rel.map(lambda r: str(Path(r).parent) if str(Path(r).parent) != "." else "(top)")
     df["ok"] = df["status"].eq("ok")
