@@ -250,5 +250,21 @@ def test_packed_batches_stream_a_row_per_image(tmp_path):
                 seen.add(max(0, f.read().count(b"\n") - 1))
         time.sleep(0.05)
     assert proc.returncode == 0
-    assert len(_rows(out)) == 8
+    rows = _rows(out)
+    assert len(rows) == 8
     assert len({n for n in seen if 0 < n < 8}) >= 3, sorted(seen)
+    # Each row's times are its own image's: its fit began when a slot of the pack of 2 took it, so
+    # two fits run at once at the start and never three (the rows once gave the previous image's
+    # end as the start, and every interval followed the last).
+    fits = [(_seconds(r["started_at"]), _seconds(r["started_at"]) + float(r["fit_seconds"])) for r in rows]
+    at_once = [sum(s <= start < e for s, e in fits) for start, _ in fits]
+    assert max(at_once) == 2, (at_once, fits)
+    for r in rows:
+        assert _seconds(r["started_at"]) + float(r["fit_seconds"]) <= _seconds(r["finished_at"]) + 0.002, r
+        assert float(r["infer_seconds"]) > 0, r
+
+
+def _seconds(stamp: str) -> float:
+    from datetime import datetime
+
+    return datetime.fromisoformat(stamp).timestamp()

@@ -29,6 +29,7 @@ class SRResult:
     infer_seconds: float
     state_dict: dict[str, torch.Tensor]
     variants: dict[str, torch.Tensor] = field(default_factory=dict)  # 'single', 'mean', 'median'
+    started_at: float = 0.0  # time.time() when its fit began (in a pack: when a slot took it)
 
     @property
     def iterations(self) -> int:
@@ -81,6 +82,7 @@ def super_resolve(image: torch.Tensor, cfg: FitConfig, device: torch.device | st
     if image.dim() != 3 or image.shape[0] < 1:
         raise ValueError(f"super_resolve expects an image (C, H, W), got shape {tuple(image.shape)}")
     device = torch.device(device)
+    started_at = time.time()
     gen = torch.Generator().manual_seed(cfg.seed)
     img = image.to(device=device, dtype=torch.float32)
     channels = img.shape[0]
@@ -110,4 +112,4 @@ def super_resolve(image: torch.Tensor, cfg: FitConfig, device: torch.device | st
         infer_s += time.perf_counter() - t1
         sources.append(out)
     state = {name: t.detach().cpu().clone() for name, t in net.state_dict().items()}
-    return SRResult(out.cpu(), log, fit_s, infer_s, state, {n: v.cpu() for n, v in variants.items()})
+    return SRResult(out.cpu(), log, fit_s, infer_s, state, {n: v.cpu() for n, v in variants.items()}, started_at)

@@ -81,7 +81,8 @@ class _Slot:
     sched: Schedule
     aug: Augment
     first_step: int  # the pack's step count when this image started
-    started: float
+    started: float  # perf_counter() then
+    started_at: float  # time.time() then, for its row
     column: int  # its column in the loss history
     hw: tuple[int, int] = (0, 0)
     rate: float = -1.0  # the learning rate last set on the device
@@ -103,8 +104,9 @@ class _Finished:
     column: int
     log: FitLog
     steps: range  # the pack steps this image trained in
-    fit_seconds: float
-    finished_at: float
+    started_at: float  # time.time() when a slot took it
+    fit_seconds: float  # from then to its last step
+    issued_at: float  # perf_counter() when its output (ensemble, back-projection) was issued
     output: Later
     weights: Handle  # the slot's flat row of weights
 
@@ -204,7 +206,7 @@ class PackRun:
             self._enter("fill")
             self.pack.place(slot, job, gen)
             self.slots[slot] = _Slot(job, gen, Draw(gen), Schedule(job.cfg), augment_of(job.cfg),
-                                     first_step=self.upcoming, started=time.perf_counter(),
+                                     first_step=self.upcoming, started=time.perf_counter(), started_at=time.time(),
                                      column=self.pack.columns[slot], hw=tuple(job.image.shape[-2:]))
             return
 
@@ -307,11 +309,13 @@ class PackRun:
         row, img = pack.snapshot(i, s.hw)
         job = functools.partial(_output_job, pack.slot_net, row, img, s.job.cfg, pack.kernel, self.plan,
                                 self.readback)
+        # Timed before the output is issued: on a CPU the runner computes it right here, and its
+        # time is the image's inference, not its fit.
+        issued = time.perf_counter()
         out = self.runner.run("finish", job, row, img)
         pack.active[i] = False
-        now = time.perf_counter()
         self.finished.append(_Finished(s.job.key, s.column, s.log, range(s.first_step, self.step + 1),
-                                       now - s.started, now, out, self.readback.push(row)))
+                                       s.started_at, issued - s.started, issued, out, self.readback.push(row)))
         self.slots[i] = None
 
     def result(self, done: _Finished) -> SRResult:
@@ -323,7 +327,8 @@ class PackRun:
             # each its own tensor: safetensors refuses to save views of one storage
             state = {f"convs.{n}.weight": w.clone()
                      for n, w in enumerate(slot_layers(Readback.get(done.weights), self.pack.slot_net))}
-        return SRResult(out, done.log, done.fit_seconds, time.perf_counter() - done.finished_at, state)
+        return SRResult(out, done.log, done.fit_seconds, time.perf_counter() - done.issued_at, state,
+                        started_at=done.started_at)
 
     def landed(self, wait: bool = False) -> Iterator[Result]:
         """The finished images whose outputs have reached the host, in order (``wait``: all of them)."""

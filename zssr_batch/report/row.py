@@ -46,7 +46,7 @@ class Row:
     bicubic_ssim_y: float | None = _col("bicubic")
     iterations: int | None = _col("work")  # training steps the fit took
     fit_seconds: float | None = _col("work")  # training time
-    infer_seconds: float | None = _col("work")  # ensemble and back-projection time
+    infer_seconds: float | None = _col("work")  # ensemble and back-projection time (in a pack: from its last step to its output on the host)
     node: str | None = _col()  # the Ray node the worker ran on (12 characters of its id)
     gpu: str | None = _col()  # the GPU ids Ray gave the worker, comma-separated
     attempts: int | None = _col()  # the times a worker started the image (deaths retried)
@@ -56,7 +56,7 @@ class Row:
     channels: int | None = _col()  # the input's colour channels
     bit_depth: int | None = _col()  # the input's bits per channel
     preset: str | None = _col()  # the preset the image's settings start from
-    started_at: str | None = _col()  # when the worker started the image (``timestamp``)
+    started_at: str | None = _col()  # when its fit began (in a pack: when a slot took it; ``timestamp``)
     finished_at: str | None = _col()  # when its row was ready
     rel: str | None = _col()  # the input's path relative to the input root (names curves and thumbnails)
     tile: int | None = _col()  # the inference tile that fitted in memory

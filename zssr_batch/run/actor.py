@@ -57,7 +57,6 @@ class FitActor:
         One image at a time, or the batch fitted in packs (continuous batching).
         """
         yield [], None  # the call has begun: from here a death may be this call's doing
-        started = time.time()
         s = self.settings
         if len(items) == 1 or s.pack == 1:
             results = self._one_by_one(items, cfgs)
@@ -69,8 +68,6 @@ class FitActor:
             if record is None:
                 yield i, None
                 continue
-            record.update(where)
-            record["started_at"] = timestamp(started)
+            record.update(where)  # started_at is the image's own, from its fit (empty if none began)
             record["finished_at"] = timestamp(time.time())
-            started = time.time()
             yield i, record

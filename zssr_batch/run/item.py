@@ -30,7 +30,7 @@ from ..files.plan import REPORT_PICTURES, file_stamp
 from ..files.sources import WorkItem
 from ..files.weights import save_weights
 from ..report.curves import curve_csv, curve_svg
-from ..report.row import SCORE_KEYS, Row
+from ..report.row import SCORE_KEYS, Row, timestamp
 from ..report.thumbs import write_thumbs
 from .faults import Faults
 from .settings import Extras
@@ -174,6 +174,7 @@ def finish(prep: Prepared, result: SRResult, output_path: str | Path, cfg: FitCo
         "scale": scale_label(cfg),
         "height": h, "width": w, "out_height": out_hw[0], "out_width": out_hw[1],
         "channels": pic.channels, "bit_depth": pic.bit_depth, "device": str(device), "notes": "; ".join(_notes(pic, output_path)),
+        "started_at": timestamp(result.started_at) if result.started_at else None,
         "iterations": result.iterations, "fit_seconds": round(result.fit_seconds, 3),
         "infer_seconds": round(result.infer_seconds, 3), "config_hash": cfg.hash(), **prep.sources,
     }
