@@ -13,6 +13,7 @@ import errno
 import io
 import math
 import os
+import threading
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
@@ -63,7 +64,8 @@ class DiskFull(OSError):
 
 
 class ReportWriter:
-    """Appends one row per finished image to ``report.csv``."""
+    """Appends one row per finished image to ``report.csv``; safe to use from two threads (the
+    run's, and the watch that ends a run whose Ray head is gone: ``hold``)."""
 
     def __init__(self, path: Path, keep: Iterable[Mapping[str, str]] = ()) -> None:
         self.path = path
@@ -77,20 +79,27 @@ class ReportWriter:
         except OSError as e:
             raise _full(e, path) from None
         self.f = open(path, "ab")
+        self.lock = threading.Lock()  # one row at a time; held for good by ``hold``
 
     def write(self, record: Mapping[str, Any]) -> None:
         buf = io.StringIO(newline="")
         csv.DictWriter(buf, COLUMNS, extrasaction="ignore", lineterminator="\n").writerow(
             {k: _cell(record.get(k)) for k in COLUMNS})
         data = buf.getvalue().encode(ENCODING, ERRORS)
-        end = self.f.tell()
-        try:
-            self.f.write(data)  # one write per row: a crash cannot interleave two rows
-            self.f.flush()
-            os.fsync(self.f.fileno())
-        except OSError as e:
-            self._cut(end)
-            raise _full(e, self.path) from None
+        with self.lock:
+            end = self.f.tell()
+            try:
+                self.f.write(data)  # one write per row: a crash cannot interleave two rows
+                self.f.flush()
+                os.fsync(self.f.fileno())
+            except OSError as e:
+                self._cut(end)
+                raise _full(e, self.path) from None
+
+    def hold(self) -> None:
+        """Take the writer for good, after the row being written (if any) is whole: a process about
+        to end writes no more rows (a caller of ``write`` or ``close`` waits until it ends)."""
+        self.lock.acquire()
 
     def _cut(self, end: int) -> None:
         """Drop what a failed write left of a row (the buffer too: closing would write it again)."""
@@ -102,7 +111,8 @@ class ReportWriter:
         self.f = open(self.path, "ab")
 
     def close(self) -> None:
-        self.f.close()
+        with self.lock:
+            self.f.close()
 
 
 def _full(e: OSError, path: Path) -> OSError:

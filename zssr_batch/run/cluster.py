@@ -8,10 +8,32 @@ from __future__ import annotations
 
 import os
 import sys
+from pathlib import Path
 
 import ray
 
 from .settings import RunSettings
+
+
+def use_token_if_any() -> None:
+    """Send Ray's authentication token when joining a cluster, if this machine has one.
+
+    A head started with ``ray start`` turns token authentication on when a token exists
+    (``~/.ray/auth_token``, which any local Ray writes, or RAY_AUTH_TOKEN[_PATH]), but a driver
+    that joins it sends the token only when RAY_AUTH_MODE=token is set: without it every call is
+    refused ("Authentication token is missing or incorrect") and ``ray.init`` retries for minutes
+    (Ray 2.60). An explicit RAY_AUTH_MODE is the user's and is left alone."""
+    if "RAY_AUTH_MODE" in os.environ:
+        return
+    path = Path(os.environ.get("RAY_AUTH_TOKEN_PATH") or Path.home() / ".ray" / "auth_token")
+    if os.environ.get("RAY_AUTH_TOKEN") or path.is_file():
+        os.environ["RAY_AUTH_MODE"] = "token"
+        try:  # Ray read its settings when it was imported: have it read them again, as Ray itself does
+            from ray._raylet import Config
+
+            Config.initialize("")
+        except (ImportError, AttributeError):  # a Ray without token authentication
+            pass
 
 
 def start_ray(address: str | None) -> bool:
@@ -20,6 +42,7 @@ def start_ray(address: str | None) -> bool:
     if ray.is_initialized():
         return False
     if address:
+        use_token_if_any()
         ray.init(address=address, log_to_driver=False)
         return False
     gpus = 0

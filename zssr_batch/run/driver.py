@@ -26,6 +26,7 @@ from .actor import FitActor
 from .cluster import plan_actors, start_ray
 from .dispatch import Dispatcher, call_bounds
 from .faults import Faults
+from .headwatch import HeadWatch
 from .item import DISK_FULL
 from .lock import FolderBusy, FolderLock
 from .runinfo import write_run_json
@@ -33,8 +34,10 @@ from .settings import RunSettings
 
 # Exit codes (documented in the README).
 EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE, EXIT_TOO_MANY_FAILURES = 0, 1, 2, 3
-EXIT_DISK_FULL, EXIT_INTERRUPTED, EXIT_TERMINATED = 4, 130, 143  # 128 + SIGINT, 128 + SIGTERM
-EXIT_FOR_STOP = {"interrupted": EXIT_INTERRUPTED, "terminated": EXIT_TERMINATED, DISK_FULL: EXIT_DISK_FULL}
+EXIT_DISK_FULL, EXIT_LOST_HEAD, EXIT_INTERRUPTED, EXIT_TERMINATED = 4, 5, 130, 143  # 128 + SIGINT, + SIGTERM
+LOST_HEAD = "lost the Ray head"  # run.json's 'stopped' when the cluster went away under the run
+EXIT_FOR_STOP = {"interrupted": EXIT_INTERRUPTED, "terminated": EXIT_TERMINATED, DISK_FULL: EXIT_DISK_FULL,
+                 LOST_HEAD: EXIT_LOST_HEAD}
 
 
 class Interrupt:
@@ -123,22 +126,31 @@ def run(items: Iterable[WorkItem], config_for: Callable[[WorkItem], FitConfig], 
 
 def _locked_run(items: list[WorkItem], config_for: Callable[[WorkItem], FitConfig], settings: RunSettings) -> int:
     out = settings.output_dir
-    report_path = out / "report.csv"
     t_start = time.time()
-    total = len(items)
-    keep = kept_rows(items, config_for, report_path, settings.overwrite)
-    writer = ReportWriter(report_path, keep.values())
+    keep = kept_rows(items, config_for, out / "report.csv", settings.overwrite)
+    writer = ReportWriter(out / "report.csv", keep.values())
 
     started_ray = start_ray(settings.address)
     n_actors, resources, threads = plan_actors(settings)
     actor_settings = settings.for_actors(Faults.from_env())
     actors = [FitActor.options(**resources).remote(threads, actor_settings) for _ in range(n_actors)]
-    bar = _progress(total, settings.progress)
+    bar = _progress(len(items), settings.progress)
     log = (lambda msg: None) if settings.progress else (lambda msg: print(msg, file=sys.stderr, flush=True))
     work = Dispatcher(settings, actors, call_bounds(settings, bool(resources.get("num_gpus"))), iter(items),
-                      total, config_for, set(keep), writer, bar, log)
+                      len(items), config_for, set(keep), writer, bar, log)
     del keep
-    with Interrupt() as interrupt:
+    end = Ending(settings, work, len(items), t_start, n_actors, resources)
+
+    def head_lost(why: str) -> None:
+        """From the watch's thread, with the main one perhaps blocked in Ray: no row after this,
+        the end files written, and out (the folder lock goes with the process)."""
+        writer.hold()
+        if bar is not None:
+            bar.close()
+        work.stop_detail = why
+        os._exit(end.finish(LOST_HEAD))
+
+    with Interrupt() as interrupt, HeadWatch(ray.get_runtime_context().gcs_address, head_lost):
         try:
             work.run(lambda: interrupt.reason)
         finally:
@@ -149,19 +161,33 @@ def _locked_run(items: list[WorkItem], config_for: Callable[[WorkItem], FitConfi
                 ray.shutdown()
             if bar is not None:
                 bar.close()
-        counts, stop_reason = work.counts, work.stop_reason
+        return end.finish(work.stop_reason)
+
+
+class Ending:
+    """The end of a run: the stop's line, summary.csv, run.json, report.html, the last lines, and
+    the exit code. The main thread ends a run this way, and so does the head's watch
+    (``HeadWatch``) when Ray can no longer answer."""
+
+    def __init__(self, settings: RunSettings, work: Dispatcher, total: int, t_start: float, n_actors: int,
+                 resources: dict[str, float]) -> None:
+        self.settings, self.work, self.total, self.t_start = settings, work, total, t_start
+        self.n_actors, self.resources = n_actors, resources
+
+    def finish(self, stop_reason: str | None) -> int:
+        out, work, counts = self.settings.output_dir, self.work, self.work.counts
         if work.stop_detail:
             print(f"zssr-batch: stopped: {work.stop_detail}", file=sys.stderr)
         t_end = time.time()
         table = _written(lambda: write_summary(out), "summary.csv") or ""
-        _written(lambda: write_run_json(out, settings, counts, total, t_start, t_end, n_actors, resources,
-                                        stop_reason, work.pack_ways), "run.json")
+        _written(lambda: write_run_json(out, self.settings, counts, self.total, self.t_start, t_end, self.n_actors,
+                                        self.resources, stop_reason, work.pack_ways), "run.json")
         _written(lambda: write_html_report(out), "report.html")
-    print(table)
-    print(f"zssr-batch: {counts['ok']} ok, {counts['failed']} failed, {counts['skipped']} already done "
-          f"of {total} in {t_end - t_start:.1f} s; report: {report_path}"
-          + (f" (stopped: {stop_reason})" if stop_reason else ""))
-    return exit_code(stop_reason, counts["failed"])
+        print(table)
+        print(f"zssr-batch: {counts['ok']} ok, {counts['failed']} failed, {counts['skipped']} already done "
+              f"of {self.total} in {t_end - self.t_start:.1f} s; report: {out / 'report.csv'}"
+              + (f" (stopped: {stop_reason})" if stop_reason else ""), flush=True)
+        return exit_code(stop_reason, counts["failed"])
 
 
 def _written(write: Callable[[], Any], name: str) -> Any:

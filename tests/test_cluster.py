@@ -1,0 +1,76 @@
+"""``zssr-batch run`` on a real Ray cluster: nodes started with ``ray start`` as separate processes,
+each from its own working directory (``ray_nodes.RayNode``), and what happens when one goes away."""
+
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from ray_nodes import RayNode, wait_for_nodes
+
+
+def _img(path: Path, side: int, seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(rng.integers(0, 255, (side, side, 3), dtype=np.uint8)).save(path)
+
+
+def _rows(out: Path) -> list[dict[str, str]]:
+    with open(out / "report.csv", newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def _run(src: str, out: str, *more: str) -> list[str]:
+    return [sys.executable, "-m", "zssr_batch", "run", "--input", src, "--output", out, "--gpus", "0",
+            "--threads", "1", "--max-iters", "30", "--crop", "16", "--width", "8", "--back-projection-iters", "1",
+            "--ensemble", "none", "--no-progress", *more]
+
+
+def _wait_rows(out: Path, n: int, proc: subprocess.Popen, limit: float = 180) -> None:
+    t0 = time.time()
+    while time.time() - t0 < limit and proc.poll() is None:
+        if (out / "report.csv").exists() and len(_rows(out)) >= n:
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"{n} rows did not arrive (exit {proc.poll()})")
+
+
+@pytest.mark.slow
+def test_losing_the_ray_head_stops_the_run_with_its_own_exit_code_and_a_whole_report(tmp_path):
+    src = tmp_path / "src"
+    for i in range(12):
+        _img(src / f"{i:02d}.png", 24, i)
+    out = tmp_path / "out"
+    head = RayNode(tmp_path / "head")
+    try:
+        wait_for_nodes(head.address, 1)
+        # ~1 s an image, so that the head goes mid-run
+        slow = ("--workers", "1", "--pack", "1", "--max-iters", "400")
+        proc = subprocess.Popen(_run(str(src), str(out), "--address", head.address, *slow),
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        _wait_rows(out, 2, proc)
+        head.kill("gcs_server")  # the head machine goes: its GCS and its raylet with it
+        head.kill("raylet")
+        stdout, stderr = proc.communicate(timeout=120)
+    finally:
+        head.stop()
+    assert proc.returncode == 5, stderr
+    lines = [ln for ln in stderr.splitlines() if "lost the Ray head" in ln]
+    assert len(lines) == 1 and head.address.split(":")[1] in lines[0], stderr
+    assert "report.csv" in stdout and "(stopped: lost the Ray head)" in stdout
+    rows = _rows(out)  # whole rows only, each of a finished image
+    assert 2 <= len(rows) < 12 and all(r["status"] == "ok" and Path(r["output"]).is_file() for r in rows), rows
+    assert json.loads((out / "run.json").read_text())["stopped"] == "lost the Ray head"
+    assert (out / "summary.csv").is_file() and (out / "report.html").is_file()
+    rerun = subprocess.run(_run(str(src), str(out), *slow), capture_output=True, text=True)  # a local Ray
+    assert rerun.returncode == 0, rerun.stderr
+    assert f"{len(rows)} already done" in rerun.stdout
+    assert sorted(r["input"] for r in _rows(out)) == sorted(str(p) for p in src.glob("*.png"))
