@@ -20,6 +20,13 @@ from pathlib import Path
 RAY = str(Path(sys.executable).with_name("ray"))
 
 
+def ensure_token() -> None:
+    """Ray's token authentication, on as Ray turns it on: a token in ~/.ray/auth_token (any local
+    Ray writes one; ``ray get-auth-token --generate`` writes one if there is none) that every node
+    uses with RAY_AUTH_MODE=token, and that the driver finds (``run.cluster.use_token_if_any``)."""
+    subprocess.run([RAY, "get-auth-token", "--generate"], capture_output=True, check=True)
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("", 0))
@@ -43,7 +50,9 @@ class RayNode:
             ["--address", address]
         cwd.mkdir(parents=True, exist_ok=True)
         self.log = open(Path(self.temp) / "start.log", "w")
-        env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
+        ensure_token()
+        # a worker joins the head only with the token: `ray start --address` sends it only in token mode
+        env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "token"}
         self.proc = subprocess.Popen(cmd, cwd=cwd, stdout=self.log, stderr=subprocess.STDOUT, env=env,
                                      start_new_session=True)
 

@@ -74,3 +74,62 @@ def test_losing_the_ray_head_stops_the_run_with_its_own_exit_code_and_a_whole_re
     assert rerun.returncode == 0, rerun.stderr
     assert f"{len(rows)} already done" in rerun.stdout
     assert sorted(r["input"] for r in _rows(out)) == sorted(str(p) for p in src.glob("*.png"))
+
+
+def _sent_to(log: str) -> dict[str, set[str]]:
+    """Which images each node was sent, from the run's log lines ('sent NAME to actor A (node N)')."""
+    sent: dict[str, set[str]] = {}
+    for ln in log.splitlines():
+        if ln.startswith("sent ") and "(node " in ln:
+            name, node = ln[5:].split(" to actor ")[0], ln.split("(node ")[1].split(")")[0]
+            sent.setdefault(node, set()).add(name)
+    return sent
+
+
+@pytest.mark.slow
+def test_two_real_nodes_from_their_own_folders_share_a_run_with_relative_paths(tmp_path):
+    # A head and a worker, each started with `ray start` from its own working directory, and a driver
+    # in a third one given relative paths and default scheduling: before, the actors read the
+    # paths against their own folders (every image "no such file", or outputs in the actor's folder
+    # while the report said ok), and an actor sized from the cluster's 2 CPUs was never placed.
+    job = tmp_path / "job"
+    for i in range(8):
+        _img(job / "src" / f"{i}.png", 24, i)
+    head = RayNode(tmp_path / "head")
+    worker = None
+    try:
+        wait_for_nodes(head.address, 1)
+        worker = RayNode(tmp_path / "worker", address=head.address)
+        wait_for_nodes(head.address, 2)
+        res = subprocess.run(_run("src", "out", "--address", head.address), cwd=job, capture_output=True, text=True,
+                             timeout=300)
+        assert res.returncode == 0, res.stderr
+        rows = _rows(job / "out")
+        assert len(rows) == 8 and all(r["status"] == "ok" for r in rows), rows
+        assert len({r["node"] for r in rows}) == 2  # work on both nodes, Set5-sized or not
+        for r in rows:  # outputs where the report says, inside the driver's out/
+            assert Path(r["output"]).is_file() and Path(r["output"]).parent == job / "out", r["output"]
+        assert not list((tmp_path / "head").rglob("*.png")) and not list((tmp_path / "worker").rglob("*.png"))
+
+        # The worker's raylet killed mid-run: every image ends with one ok row, and only the images
+        # the worker had been sent can have lost an attempt.
+        slow = ("--address", head.address, "--max-iters", "300", "--pack", "2")
+        proc = subprocess.Popen(_run("src", "out2", *slow), cwd=job, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                text=True)
+        _wait_rows(job / "out2", 1, proc)
+        worker.kill("raylet")
+        stdout, stderr = proc.communicate(timeout=300)
+        assert proc.returncode == 0, stderr
+        rows = _rows(job / "out2")
+        assert sorted(Path(r["input"]).name for r in rows) == [f"{i}.png" for i in range(8)]
+        assert all(r["status"] == "ok" for r in rows), rows
+        retried = {Path(r["input"]).name for r in rows if int(r["attempts"]) > 1}
+        survivors = {r["node"] for r in rows if int(r["attempts"]) > 1}
+        sent = _sent_to(stderr)
+        assert retried and len(survivors) == 1 and len(sent) == 2, (retried, survivors, sent)
+        (dead,) = set(sent) - survivors
+        assert retried <= sent[dead], (retried, sent)
+    finally:
+        if worker is not None:
+            worker.stop()
+        head.stop()

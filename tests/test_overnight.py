@@ -411,11 +411,17 @@ def test_calls_are_large_while_much_is_left_and_shrink_toward_the_end():
     lo, hi = GPU_CALL
     assert call_size(10_000, 1, lo, hi) == hi  # one GPU, a long run: the largest calls (fewest drains)
     assert call_size(1_000, 1, lo, hi) == 1_000 // DEPTH  # the end near: what is left, shared by the calls held
-    assert call_size(100, 1, lo, hi) == lo  # never less than a pack can fill
+    assert call_size(100, 1, lo, hi) == 100  # one actor, little left: all of it, in one pack
+    assert call_size(300, 1, lo, hi) == lo  # never less than a pack can fill while one actor's share is more
     assert call_size(10_000, 8, lo, hi) == 625  # eight GPUs share it evenly
-    # Whatever is left, the calls sent one after another cover it, never more than hi or (but the last) under lo.
+    # A small set is spread over every actor (it once went whole to one): Set5 on 2 GPUs, Set14 on 4 CPUs.
+    assert call_size(5, 2, lo, hi) == 3 and call_size(2, 2, lo, hi) == 1
+    assert call_size(14, 4, 16, 16) == 4
+    # Whatever is left, the calls sent one after another cover it, never more than hi, never under lo
+    # while each of the 3 actors' even share of what is left is more than lo.
     left, sizes = 5_000, []
     while left:
         sizes.append(min(left, call_size(left, 3, lo, hi)))
+        assert sizes[-1] <= hi and sizes[-1] >= min(lo, -(-left // 3)), (left, sizes)
         left -= sizes[-1]
-    assert sum(sizes) == 5_000 and all(lo <= s <= hi for s in sizes[:-1]) and sizes == sorted(sizes, reverse=True)
+    assert sum(sizes) == 5_000 and sizes == sorted(sizes, reverse=True)

@@ -70,10 +70,15 @@ def cmd_run(args: argparse.Namespace) -> int:
     from functools import lru_cache
 
     from .files.sources import ScanOptions, check_layout, scan, why_nothing
+    from .run.cluster import check_address
     from .run.driver import run
     from .run.settings import Extras, RunSettings
 
+    check_address(args.address)
     base_preset, file_values, cli = engine_sources(args)
+    for values in (file_values, cli):  # resolved here, once: actors on other nodes start elsewhere
+        if values.get("kernel"):
+            values["kernel"] = os.path.abspath(values["kernel"])
     base = resolve(base_preset, file_values, cli)  # fails early on bad settings
 
     @lru_cache(maxsize=256)
@@ -83,7 +88,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     def config_for(item) -> FitConfig:
         return _cfg(item.preset, item.overrides)
 
-    out = Path(args.output)
+    out = Path(os.path.abspath(args.output))  # one meaning on every node, whatever its working directory
     exts = tuple("." + e.lower().lstrip(".") for e in args.extensions.split(",")) if args.extensions else None
     scale = base.scale[0] if base.scale[0] == base.scale[1] else None
     opts = ScanOptions(output_dir=out, glob=args.glob, recursive=not args.no_recursive, suffix=args.suffix,
@@ -99,10 +104,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         output_dir=out, gpus=args.gpus, images_per_gpu=args.images_per_gpu, pack=args.pack, batch=args.batch,
         precision=args.precision,
         cpu_workers=args.workers,
-        threads_per_worker=args.threads, address=args.address, retries=args.retries,
+        threads_per_worker=args.threads, address=args.address, device=args.device, retries=args.retries,
         max_failures=args.max_failures, overwrite=args.overwrite, progress=not args.no_progress,
         max_pixels=args.max_pixels, degrade=args.degrade,
-        extras=Extras(args.save_weights, report_dir=None if args.no_report_images else str(out)),
+        extras=Extras(args.save_weights, report_dir=None if args.no_report_images else os.path.abspath(out)),
         command=" ".join(sys.argv),
         engine={"preset": base_preset, **base.to_dict(), "config_hash": base.hash()})
     if input_path.is_dir() and os.path.realpath(input_path) == os.path.realpath(out):

@@ -243,7 +243,7 @@ def read_manifest(path: Path, opts: ScanOptions) -> Iterator[WorkItem]:
     from ..config import FitConfig
 
     knobs = set(FitConfig.__dataclass_fields__)
-    base = path.parent
+    base = Path(os.path.abspath(path)).parent  # absolute: these paths go to actors that start elsewhere
     for n, row in _manifest_rows(path):
         where = f"{path.name} line {n}"
         if isinstance(row, str):
@@ -263,6 +263,8 @@ def read_manifest(path: Path, opts: ScanOptions) -> Iterator[WorkItem]:
         if unknown:
             yield WorkItem(str(src_path), "", error=f"{where}: unknown column(s) {', '.join(unknown)}")
             continue
+        if isinstance(row.get("kernel"), str) and not Path(row["kernel"]).is_absolute():
+            row["kernel"] = str(base / row["kernel"])  # relative to the manifest, as its other paths
         overrides, bad = _overrides(row, knobs, where)
         if bad:
             yield WorkItem(str(src_path), "", error=bad)

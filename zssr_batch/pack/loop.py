@@ -107,6 +107,7 @@ class _Finished:
     started_at: float  # time.time() when a slot took it
     fit_seconds: float  # from then to its last step
     issued_at: float  # perf_counter() when its output (ensemble, back-projection) was issued
+    ready_at: float | None  # perf_counter() when it was ready, if it was made in line; else when it lands
     output: Later
     weights: Handle  # the slot's flat row of weights
 
@@ -138,6 +139,7 @@ class PackRun:
         self.dry = False  # the source said it had no job ready (None), this step
         self.step = 0  # pack steps taken
         self.upcoming = 0  # the pack step a slot filled now trains first
+        self.stepped_at = 0.0  # perf_counter() when the last step was done (``book``)
 
     def _enter(self, phase: str) -> None:
         if self.timers is not None:
@@ -274,6 +276,7 @@ class PackRun:
         at its end its output (the slot then takes the next job)."""
         pack = self.pack
         assert pack is not None
+        self.stepped_at = time.perf_counter()  # the fits that end at this step end now (not after others' outputs)
         for i in live:
             s = self.slots[i]
             assert s is not None
@@ -309,13 +312,15 @@ class PackRun:
         row, img = pack.snapshot(i, s.hw)
         job = functools.partial(_output_job, pack.slot_net, row, img, s.job.cfg, pack.kernel, self.plan,
                                 self.readback)
-        # Timed before the output is issued: on a CPU the runner computes it right here, and its
-        # time is the image's inference, not its fit.
+        # Timed around the output's issue: on a CPU the runner computes it right here (its time is
+        # the image's inference, not its fit, nor the outputs of slots that finish after it).
         issued = time.perf_counter()
         out = self.runner.run("finish", job, row, img)
+        ready_at = time.perf_counter() if out.ready() else None
         pack.active[i] = False
         self.finished.append(_Finished(s.job.key, s.column, s.log, range(s.first_step, self.step + 1),
-                                       s.started_at, issued - s.started, issued, out, self.readback.push(row)))
+                                       s.started_at, self.stepped_at - s.started, issued, ready_at, out,
+                                       self.readback.push(row)))
         self.slots[i] = None
 
     def result(self, done: _Finished) -> SRResult:
@@ -327,7 +332,8 @@ class PackRun:
             # each its own tensor: safetensors refuses to save views of one storage
             state = {f"convs.{n}.weight": w.clone()
                      for n, w in enumerate(slot_layers(Readback.get(done.weights), self.pack.slot_net))}
-        return SRResult(out, done.log, done.fit_seconds, time.perf_counter() - done.issued_at, state,
+        infer_seconds = (done.ready_at or time.perf_counter()) - done.issued_at
+        return SRResult(out, done.log, done.fit_seconds, infer_seconds, state,
                         started_at=done.started_at)
 
     def landed(self, wait: bool = False) -> Iterator[Result]:

@@ -22,6 +22,10 @@ from .item import run_item
 from .settings import ActorSettings
 
 
+class NoCuda(RuntimeError):
+    """A worker given a GPU that its torch cannot use."""
+
+
 @ray.remote(max_restarts=-1, max_task_retries=0)
 class FitActor:
     """Fits a batch of images per call, one by one or packed, under the run's ``ActorSettings``."""
@@ -33,7 +37,12 @@ class FitActor:
         settings.faults.slow_restart()  # off unless the robustness tests ask for it
         torch.set_num_threads(max(1, threads))
         self.gpu_ids = [str(g) for g in ray.get_gpu_ids()]
-        self.device = "cuda" if self.gpu_ids and torch.cuda.is_available() else "cpu"
+        if self.gpu_ids and not torch.cuda.is_available():
+            # never a silent CPU fit on a GPU's share: it would run for days and say ok
+            raise NoCuda(f"{socket.gethostname()} gave this worker GPU {','.join(self.gpu_ids)} but its torch "
+                         f"{torch.__version__} cannot use CUDA (a CPU build, or no driver); install a CUDA build of "
+                         "torch there, or run with --device cpu")
+        self.device = "cuda" if self.gpu_ids else "cpu"
 
     def where(self) -> dict[str, Any]:
         return {"node": ray.get_runtime_context().get_node_id()[:12], "host": socket.gethostname(),

@@ -6,13 +6,16 @@ By default each actor fits batches in packs: one actor per GPU, or per few CPU c
 
 from __future__ import annotations
 
+import itertools
 import os
-import sys
+import uuid
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Callable
 
 import ray
 
-from .settings import RunSettings
+from .settings import ActorSettings, RunSettings
 
 
 def use_token_if_any() -> None:
@@ -36,9 +39,20 @@ def use_token_if_any() -> None:
             pass
 
 
+def check_address(address: str | None) -> None:
+    """Refuse, in one line, a cluster address this run cannot join."""
+    address = address or os.environ.get("RAY_ADDRESS") or ""
+    if address.startswith("ray://"):
+        raise ValueError(f"{address}: Ray Client (ray://) addresses are not supported: the driver must join the "
+                         "cluster itself (it watches the head, probes each node's storage, reads and writes the "
+                         "report locally). Submit the run as a Ray Job (jobs/submit_upscale.sh), or run it on a "
+                         "node of the cluster with --address HOST:6379")
+
+
 def start_ray(address: str | None) -> bool:
     """Join ``address`` (or RAY_ADDRESS), else start a local Ray; returns True if we started it."""
     address = address or os.environ.get("RAY_ADDRESS")
+    check_address(address)
     if ray.is_initialized():
         return False
     if address:
@@ -57,18 +71,147 @@ def start_ray(address: str | None) -> bool:
     return True
 
 
-def plan_actors(settings: RunSettings) -> tuple[int, dict[str, float], int]:
-    """(number of actors, resources per actor, torch threads per actor) for this cluster."""
-    res = ray.cluster_resources()
-    have_gpus = int(res.get("GPU", 0))
-    cpus = int(res.get("CPU", 1))
-    gpus = have_gpus if settings.gpus is None else min(settings.gpus, have_gpus)
-    if settings.gpus and settings.gpus > have_gpus:
-        print(f"zssr-batch: asked for {settings.gpus} GPUs, the cluster has {have_gpus}; using {gpus}",
-              file=sys.stderr)
-    if gpus > 0:
+@dataclass(frozen=True)
+class Placement:
+    """One planned actor: the node it is made for, what it asks of that node, its torch threads."""
+
+    node: str  # Ray node id
+    resources: dict[str, float]  # num_cpus / num_gpus, never more than the node holds
+    threads: int
+
+
+def live_nodes() -> list[dict[str, Any]]:
+    """The cluster's live nodes as ``ray.nodes()`` gives them (NodeID, Resources, ...)."""
+    return [n for n in ray.nodes() if n.get("Alive")]
+
+
+def plan_actors(settings: RunSettings, nodes: list[dict[str, Any]], log: Callable[[str], None]) -> list[Placement]:
+    """The actors for this run on these ``nodes``, node by node.
+
+    Each actor is sized from the node it is made for, never from the cluster's total: an actor
+    that asks for more CPUs or GPUs than any one node holds is never placed (on two 1-CPU nodes,
+    sizing from the total asked for 2 CPUs and the run waited for ever at 0/N). ``--workers``
+    beyond what the nodes hold is cut to what they hold, with a line that says so."""
+    gpus_of = {n["NodeID"]: int(n["Resources"].get("GPU", 0)) for n in nodes}
+    have = sum(gpus_of.values())
+    want = 0 if settings.device == "cpu" else have if settings.gpus is None else min(settings.gpus, have)
+    if settings.gpus and settings.gpus > have and settings.device != "cpu":
+        log(f"zssr-batch: asked for {settings.gpus} GPUs, the cluster has {have}; using {want}")
+    if settings.device.startswith("cuda") and want == 0:
+        raise ValueError(f"--device {settings.device} asks for GPUs but {'--gpus 0 was given' if settings.gpus == 0 else 'the cluster has none'}")
+    if want > 0:
         k = max(1, settings.images_per_gpu or (4 if settings.pack == 1 else 1))
-        return gpus * k, {"num_gpus": 1.0 / k, "num_cpus": 0}, max(1, settings.threads_per_worker or 2)
-    threads = settings.threads_per_worker or min(4, cpus)
-    n = settings.cpu_workers or max(1, cpus // threads)
-    return n, {"num_cpus": min(threads, cpus)}, threads
+        threads = max(1, settings.threads_per_worker or 2)
+        plan = []
+        for node, n_gpus in gpus_of.items():
+            n = min(n_gpus, want - len(plan) // k)
+            plan += [Placement(node, {"num_gpus": 1.0 / k, "num_cpus": 0}, threads)] * (n * k)
+        return plan
+    slots = []  # (node, threads): every CPU actor the nodes can hold, node by node
+    for n in nodes:
+        cpus = int(n["Resources"].get("CPU", 0))
+        if cpus < 1:
+            continue  # a head started with --num-cpus 0 runs the driver only
+        threads = min(settings.threads_per_worker or min(4, cpus), cpus)
+        slots.append([(n["NodeID"], threads)] * (cpus // threads))
+    # one from each node in turn, so that --workers N spreads over the nodes
+    order = [s for group in itertools.zip_longest(*slots) for s in group if s is not None]
+    if not order:
+        raise ValueError("the cluster has no CPU to run on (every node was started with --num-cpus 0)")
+    n = settings.cpu_workers or len(order)
+    if n > len(order):
+        log(f"zssr-batch: asked for {n} CPU workers; the nodes hold {len(order)} of their size; using {len(order)}")
+    return [Placement(node, {"num_cpus": threads}, threads) for node, threads in order[:n]]
+
+
+# How long the actors may take to be placed and answer (importing torch, a CUDA context) before
+# those that have not are dropped from the plan, their work going to the others.
+PLACE_WAIT_S = 60.0
+
+
+class NoActors(RuntimeError):
+    """No actor of the plan could start: the run cannot go on (one line, the first cause)."""
+
+
+def start_failure(err: BaseException) -> str:
+    """An actor's failed start in one line: the last line of Ray's report is its own exception."""
+    last = [ln.strip() for ln in str(err).splitlines() if ln.strip()][-1:] or [type(err).__name__]
+    name, sep, msg = last[0].partition(": ")
+    return msg if sep and "." in name and " " not in name else last[0]
+
+
+def start_actors(plan: list[Placement], settings: ActorSettings, log: Callable[[str], None],
+                 wait_s: float = PLACE_WAIT_S) -> tuple[list, dict[int, dict]]:
+    """Make the planned actors, each on its node (softly: a restart after its node is lost may go
+    elsewhere), and keep those that answer within ``wait_s``; returns them and where each runs.
+    An actor that fails its start says why in one line; one that is never placed is dropped."""
+    from ray.exceptions import RayActorError
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    from .actor import FitActor
+
+    actors = [FitActor.options(**p.resources, scheduling_strategy=NodeAffinitySchedulingStrategy(p.node, soft=True))
+              .remote(p.threads, settings) for p in plan]
+    pings = [a.where.remote() for a in actors]
+    ready, _ = ray.wait(pings, num_returns=len(pings), timeout=wait_s)
+    placed: list = []
+    where: dict[int, dict] = {}
+    causes: list[str] = []
+    for i, (actor, ping) in enumerate(zip(actors, pings)):
+        if ping in ready:
+            try:
+                where[len(placed)] = ray.get(ping)
+                placed.append(actor)
+                continue
+            except RayActorError as e:
+                causes.append(start_failure(e))
+        else:
+            log(f"zssr-batch: actor {i} (asking {plan[i].resources} of node {plan[i].node[:12]}) was not placed "
+                f"within {wait_s:.0f} s; dropped, its work goes to the others")
+        ray.kill(actor, no_restart=True)
+    if not placed:
+        raise NoActors(causes[0] if causes else f"no actor was placed within {wait_s:.0f} s")
+    for cause in dict.fromkeys(causes):  # each cause once, however many actors it stopped
+        log(f"zssr-batch: {causes.count(cause)} of {len(plan)} actors could not start ({cause}); "
+            f"going on with {len(placed)}")
+    return placed, where
+
+
+def _sees(paths: list[str]) -> dict[str, Any]:
+    """On one node: which of ``paths`` it cannot see."""
+    import socket
+
+    return {"host": socket.gethostname(), "missing": [p for p in paths if not os.path.exists(p)]}
+
+
+def check_shared_storage(plan: list[Placement], paths: list[str], output_dir: Path, log: Callable[[str], None],
+                         wait_s: float = PLACE_WAIT_S) -> None:
+    """On a cluster of several nodes, prove that every node the plan uses sees ``paths`` (a few
+    inputs) and the output folder, before any work: each image is read and written by whichever
+    node fits it, and a node with a local folder of the same name (a shared mount that never
+    came up) would fail every image it got, or write outputs nobody else sees while its rows say
+    ok. The output folder is proven by a file the driver writes there and every node must see."""
+    nodes = sorted({p.node for p in plan})
+    if len(nodes) < 2:
+        return
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    marker = Path(os.path.abspath(output_dir)) / f".zssr-batch.probe-{uuid.uuid4().hex[:12]}"
+    marker.write_bytes(b"")
+    try:
+        sees = ray.remote(num_cpus=0, max_retries=0)(_sees)
+        probes = {n: sees.options(scheduling_strategy=NodeAffinitySchedulingStrategy(n, soft=False))
+                  .remote([*paths, str(marker)]) for n in nodes}
+        ready, _ = ray.wait(list(probes.values()), num_returns=len(probes), timeout=wait_s)
+        for node, ref in probes.items():
+            if ref not in ready:
+                log(f"zssr-batch: node {node[:12]} did not answer the storage probe within {wait_s:.0f} s")
+                continue
+            seen = ray.get(ref)
+            if seen["missing"]:
+                shown = ", ".join(str(output_dir) if m == str(marker) else m for m in seen["missing"][:3])
+                raise ValueError(f"node {seen['host']} ({node[:12]}) cannot see {shown}: on a cluster of several "
+                                 "nodes, --input, --gt and --output must be on storage every node mounts at the "
+                                 "same path (NFS, EFS, ...)")
+    finally:
+        marker.unlink(missing_ok=True)

@@ -14,7 +14,7 @@ from collections import Counter, deque
 from typing import Any, Callable, Iterator
 
 import ray
-from ray.exceptions import GetTimeoutError, RayActorError
+
 
 from ..config import FitConfig
 from ..files.sources import WorkItem
@@ -35,13 +35,16 @@ STOP_NOW = ("interrupted", "terminated", DISK_FULL)
 
 def call_size(left: int, actors: int, lo: int, hi: int) -> int:
     """Images for the next call when ``left`` images have not been sent yet: an even share of them
-    over every call the actors can hold (``DEPTH`` each), kept within [lo, hi].
+    over every call the actors can hold (``DEPTH`` each), kept within [lo, hi], and never more than
+    one actor's even share, so that every actor has work even on a 5-image set (with ``lo`` alone,
+    Set5 and Set14 went whole to one actor of one node).
 
     Large calls drain less often; an even share at the end lets the workers finish together. A
     replay of measured step times puts this between many small calls and one that never drains
     (docs/BENCHMARKS.md, "Why the run's defaults are what they are").
     """
-    return max(lo, min(hi, -(-left // (DEPTH * actors))))
+    share = -(-left // actors)
+    return max(1, min(share, max(lo, min(hi, -(-left // (DEPTH * actors))))))
 
 
 def call_bounds(settings: RunSettings, on_gpus: bool) -> tuple[int, int]:
@@ -56,14 +59,14 @@ def call_bounds(settings: RunSettings, on_gpus: bool) -> tuple[int, int]:
 class Dispatcher:
     """Sends the run's images to its actors and writes each row as it lands (``run``)."""
 
-    def __init__(self, settings: RunSettings, actors: list, sizes: tuple[int, int], source: Iterator[WorkItem],
-                 total: int, config_for: Callable[[WorkItem], FitConfig], done_before: set[str],
-                 writer: ReportWriter, bar: Any, log: Callable[[str], None]) -> None:
+    def __init__(self, settings: RunSettings, actors: list, where: dict[int, dict], sizes: tuple[int, int],
+                 source: Iterator[WorkItem], total: int, config_for: Callable[[WorkItem], FitConfig],
+                 done_before: set[str], writer: ReportWriter, bar: Any, log: Callable[[str], None]) -> None:
         self.settings, self.actors, self.sizes = settings, actors, sizes  # sizes: call_size's (lo, hi)
         self.source, self.total = source, total  # the work, and how many items it holds
         self.config_for, self.done_before = config_for, done_before  # settings per item; inputs already done
         self.writer, self.bar, self.log = writer, bar, log  # report.csv; progress bar (or None); log lines
-        self.where: dict[int, dict] = {}  # actor -> where it runs, for the log
+        self.where = where  # actor -> where it runs (node, host, gpu, pid), for the log
         self.comebacks = Comebacks(actors, self.where, log)  # dead workers until they answer again
         self.pending: dict[Any, Call] = {}  # calls in flight, by their generator
         self.abandoned: list = []  # calls begun after a stop, held until the workers are killed
@@ -216,14 +219,6 @@ class Dispatcher:
         record["preset"] = done.item.preset or self.settings.engine.get("preset")
         self.emit(record)
 
-    def locate(self) -> None:
-        """Where each actor landed, for the log."""
-        for i, a in enumerate(self.actors):
-            try:
-                self.where[i] = ray.get(a.where.remote(), timeout=120)
-            except (GetTimeoutError, RayActorError):
-                pass
-
     def _stop_now(self, reason: str, why: str) -> None:
         """Stop without finishing the images in flight (a signal, a full disk)."""
         if self.stop_reason not in STOP_NOW:
@@ -251,7 +246,6 @@ class Dispatcher:
         """Dispatch until the work is done or the run stops (``stop_reason``); ``asked_to_stop`` gives
         the reason a signal asked for ('interrupted', 'terminated'), or None."""
         try:
-            self.locate()
             while True:
                 self._check_stop(asked_to_stop())
                 self.comebacks.poll()

@@ -8,10 +8,12 @@ local Ray sized to the machine and shuts it down at the end; with one it joins t
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
@@ -22,8 +24,8 @@ from ..files.sources import WorkItem
 from ..files.plan import plan_outputs, unchanged
 from ..report.html import write_html_report
 from ..report.table import DiskFull, ReportWriter, read_rows, write_summary
-from .actor import FitActor
-from .cluster import plan_actors, start_ray
+from .cluster import (NoActors, Placement, check_shared_storage, live_nodes, plan_actors, start_actors,
+                      start_ray)
 from .dispatch import Dispatcher, call_bounds
 from .faults import Faults
 from .headwatch import HeadWatch
@@ -116,7 +118,7 @@ def run(items: Iterable[WorkItem], config_for: Callable[[WorkItem], FitConfig], 
         out.mkdir(parents=True, exist_ok=True)
         with FolderLock(out):
             return _locked_run(plan.items, config_for, settings)
-    except FolderBusy as e:
+    except (FolderBusy, NoActors) as e:
         print(f"zssr-batch run: error: {e}", file=sys.stderr)
         return EXIT_USAGE
     except DiskFull as e:
@@ -131,15 +133,21 @@ def _locked_run(items: list[WorkItem], config_for: Callable[[WorkItem], FitConfi
     writer = ReportWriter(out / "report.csv", keep.values())
 
     started_ray = start_ray(settings.address)
-    n_actors, resources, threads = plan_actors(settings)
-    actor_settings = settings.for_actors(Faults.from_env())
-    actors = [FitActor.options(**resources).remote(threads, actor_settings) for _ in range(n_actors)]
+    try:
+        plan = plan_actors(settings, live_nodes(), _say)
+        check_shared_storage(plan, probe_paths(items), out, _say)
+        actors, where = start_actors(plan, settings.for_actors(Faults.from_env()), _say)
+    except (NoActors, ValueError):
+        if started_ray:
+            ray.shutdown()
+        raise
     bar = _progress(len(items), settings.progress)
-    log = (lambda msg: None) if settings.progress else (lambda msg: print(msg, file=sys.stderr, flush=True))
-    work = Dispatcher(settings, actors, call_bounds(settings, bool(resources.get("num_gpus"))), iter(items),
-                      len(items), config_for, set(keep), writer, bar, log)
+    log = (lambda msg: None) if settings.progress else _say
+    on_gpus = bool(plan[0].resources.get("num_gpus"))
+    work = Dispatcher(settings, actors, where, call_bounds(settings, on_gpus), iter(items), len(items), config_for,
+                      set(keep), writer, bar, log)
     del keep
-    end = Ending(settings, work, len(items), t_start, n_actors, resources)
+    end = Ending(settings, work, len(items), t_start, actors_info(plan, where))
 
     def head_lost(why: str) -> None:
         """From the watch's thread, with the main one perhaps blocked in Ray: no row after this,
@@ -169,10 +177,10 @@ class Ending:
     the exit code. The main thread ends a run this way, and so does the head's watch
     (``HeadWatch``) when Ray can no longer answer."""
 
-    def __init__(self, settings: RunSettings, work: Dispatcher, total: int, t_start: float, n_actors: int,
-                 resources: dict[str, float]) -> None:
+    def __init__(self, settings: RunSettings, work: Dispatcher, total: int, t_start: float,
+                 actors: dict[str, Any]) -> None:
         self.settings, self.work, self.total, self.t_start = settings, work, total, t_start
-        self.n_actors, self.resources = n_actors, resources
+        self.actors = actors  # run.json's 'actors'
 
     def finish(self, stop_reason: str | None) -> int:
         out, work, counts = self.settings.output_dir, self.work, self.work.counts
@@ -180,14 +188,31 @@ class Ending:
             print(f"zssr-batch: stopped: {work.stop_detail}", file=sys.stderr)
         t_end = time.time()
         table = _written(lambda: write_summary(out), "summary.csv") or ""
-        _written(lambda: write_run_json(out, self.settings, counts, self.total, self.t_start, t_end, self.n_actors,
-                                        self.resources, stop_reason, work.pack_ways), "run.json")
+        _written(lambda: write_run_json(out, self.settings, counts, self.total, self.t_start, t_end, self.actors,
+                                        stop_reason, work.pack_ways), "run.json")
         _written(lambda: write_html_report(out), "report.html")
         print(table)
         print(f"zssr-batch: {counts['ok']} ok, {counts['failed']} failed, {counts['skipped']} already done "
               f"of {self.total} in {t_end - self.t_start:.1f} s; report: {out / 'report.csv'}"
               + (f" (stopped: {stop_reason})" if stop_reason else ""), flush=True)
         return exit_code(stop_reason, counts["failed"])
+
+
+def probe_paths(items: list[WorkItem]) -> list[str]:
+    """What every node must see: the first input, the last, and their ground truths (the rest
+    lie beside them, on the same storage, in the usual case)."""
+    ends = [i for i in (items[:1] + items[-1:]) if not i.error]
+    return sorted({p for i in ends for p in (i.input, i.gt) if p})
+
+
+def actors_info(plan: list[Placement], where: dict[int, dict]) -> dict[str, Any]:
+    """run.json's 'actors': how many started, on which hosts, asking what of their nodes."""
+    return {"count": len(where), "planned": len(plan), "hosts": dict(Counter(w["host"] for w in where.values())),
+            "resources": sorted({json.dumps(p.resources, sort_keys=True) for p in plan})}
+
+
+def _say(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
 
 
 def _written(write: Callable[[], Any], name: str) -> Any:

@@ -10,6 +10,7 @@ import platform
 import socket
 from dataclasses import asdict
 from pathlib import Path
+from typing import Any
 
 import ray
 
@@ -20,9 +21,9 @@ from .settings import RunSettings
 
 
 def write_run_json(out: Path, settings: RunSettings, counts: dict[str, int], total: int, t_start: float,
-                   t_end: float, n_actors: int, resources: dict[str, float], stop_reason: str | None,
-                   pack_ways: dict[str, int]) -> None:
-    """``pack_ways``: images by how their pack ran (``run.batch.pack_way``), none for one-image fits."""
+                   t_end: float, actors: dict[str, Any], stop_reason: str | None, pack_ways: dict[str, int]) -> None:
+    """``actors``: how many, and on which nodes with what (``driver.actors_info``); ``pack_ways``: images
+    by how their pack ran (``run.batch.pack_way``), none for one-image fits."""
     import numpy
     import torch
 
@@ -36,7 +37,7 @@ def write_run_json(out: Path, settings: RunSettings, counts: dict[str, int], tot
         "machine": {"host": socket.gethostname(), "platform": platform.platform(),
                     "cuda": torch.cuda.is_available(),
                     "gpus": [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]},
-        "actors": {"count": n_actors, "resources": resources},
+        "actors": actors,
         "images": {"total": total, **counts},
         "pack_ways": dict(sorted(pack_ways.items())),
         "stopped": stop_reason,

@@ -47,6 +47,7 @@ class RunSettings:
     cpu_workers: int | None = None  # --gpus 0: how many CPU actors (default: cores / threads)
     threads_per_worker: int | None = None
     address: str | None = None
+    device: str = "auto"  # 'cpu': CPU actors only, whatever GPUs there are; 'cuda': GPUs or refuse
     retries: int = 2
     max_failures: int | None = None
     overwrite: bool = False
