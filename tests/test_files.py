@@ -86,7 +86,7 @@ def test_a_spreadsheets_csv_with_a_byte_order_mark_reads_as_any_other(tmp_path):
     (tmp_path / "a.png").write_bytes(b"")
     (tmp_path / "m.csv").write_bytes("\ufeffinput,crop\na.png,16\n".encode("utf-8"))
     [item] = _items(tmp_path / "m.csv", tmp_path)
-    assert item.error is None and item.input == str(tmp_path / "a.png") and item.overrides == (("crop", "16"),)
+    assert item.error is None and item.input == str(tmp_path / "a.png") and item.overrides == (("crop", 16),)  # parsed: one spelling per value
 
 
 def test_bad_manifest_lines_fail_their_own_row_naming_file_line_and_column(tmp_path):

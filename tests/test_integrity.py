@@ -180,3 +180,79 @@ def test_a_full_disk_stops_the_run_cleanly_and_a_rerun_completes(tmp_path):
         assert len(rows) == 12 and all(r["status"] == "ok" for r in rows)
     finally:
         subprocess.run(["umount", "-l", str(out)], capture_output=True)
+
+
+def _main(*args: str) -> tuple[int, str]:
+    """The command line in this process (one Ray for several runs: ``one_ray``), with its stdout."""
+    import contextlib
+    import io
+
+    from zssr_batch.cli import main
+
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf):
+        rc = main(["run", *args])
+    return rc, buf.getvalue()
+
+
+@pytest.mark.slow
+def test_a_hostile_testers_second_round_each_case_ends_with_one_right_row(tmp_path, one_ray, capsys):
+    # 1. --output above --input, with a subfolder of the same name: in/in/a.png's output was in/a.png,
+    #    an input of the same run, overwritten.
+    _img(tmp_path / "p" / "in" / "a.png", 1)
+    _img(tmp_path / "p" / "in" / "in" / "a.png", 2)
+    before = (tmp_path / "p" / "in" / "a.png").read_bytes()
+    assert _main("--input", str(tmp_path / "p" / "in"), "--output", str(tmp_path / "p"), *TINY)[0] == 1
+    assert (tmp_path / "p" / "in" / "a.png").read_bytes() == before
+    refused = [r for r in _rows(tmp_path / "p") if r["status"] == "failed"]
+    assert len(refused) == 1 and "is the input" in refused[0]["error"], refused
+
+    # 2. Two input folders into one --output, then the first again: its output had become the
+    #    second's picture, and the rerun called it done.
+    for name, seed in (("x1", 3), ("x2", 4)):
+        _img(tmp_path / name / "a.png", seed)
+    ox = tmp_path / "ox"
+    for name in ("x1", "x2", "x1"):
+        rc, out = _main("--input", str(tmp_path / name), "--output", str(ox), *TINY)
+        assert rc == 0
+    assert _done(subprocess.CompletedProcess([], 0, out, "")) == 0  # redone, not "already done"
+    rows = _rows(ox)
+    assert len(rows) == 1 and rows[0]["input"] == str(tmp_path / "x1" / "a.png")  # one row per output
+
+    # 3. A carriage return in a name, and 4. a name of 253 bytes (its curve's name was too long).
+    names = tmp_path / "names"
+    odd = ["cr\rret.png", "b" * 249 + ".png"]
+    for i, n in enumerate(odd):
+        _img(names / n, i)
+    on = tmp_path / "on"
+    report_pictures = [a for a in TINY if a != "--no-report-images"]
+    assert _main("--input", str(names), "--output", str(on), *report_pictures)[0] == 0
+    assert sorted(Path(r["input"]).name for r in _rows(on)) == sorted(odd)
+    assert all(r["status"] == "ok" for r in _rows(on)) and (on / "report.html").is_file()
+    rc, out = _main("--input", str(names), "--output", str(on), *report_pictures)
+    assert rc == 0 and _done(subprocess.CompletedProcess([], 0, out, "")) == 2 and len(_rows(on)) == 2
+
+    # 5. A manifest value given as a list ({"scale": [2, 2]}) crashed the run ("unhashable type");
+    #    and "2" in a CSV names the same row as 2 in a JSONL.
+    _img(tmp_path / "m" / "g.png", 5)
+    (tmp_path / "m" / "a.jsonl").write_text('{"input": "g.png", "scale": [2, 2]}\n')
+    (tmp_path / "m" / "a.csv").write_text("input,scale\ng.png,2\n")
+    om = tmp_path / "om"
+    assert _main("--input", str(tmp_path / "m" / "a.jsonl"), "--output", str(om), *TINY)[0] == 0
+    rc, out = _main("--input", str(tmp_path / "m" / "a.csv"), "--output", str(om), *TINY)
+    assert rc == 0 and _done(subprocess.CompletedProcess([], 0, out, "")) == 1 and len(_rows(om)) == 1
+
+    # 10. One output as a file and as the folder of another: refused before any work, naming both.
+    _img(tmp_path / "t3" / "a.jpg", 6)
+    _img(tmp_path / "t3" / "a.png" / "c.png", 7)
+    capsys.readouterr()
+    assert _main("--input", str(tmp_path / "t3"), "--output", str(tmp_path / "o3"), "--ext", "png", *TINY)[0] == 2
+    err = capsys.readouterr().err
+    assert "a.jpg" in err and "c.png" in err and "as a folder" in err
+
+    # 11. A .report symlink already in --output: the pictures went through it, outside --output.
+    (tmp_path / "o7").mkdir()
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "o7" / ".report").symlink_to(tmp_path / "elsewhere")
+    assert _main("--input", str(tmp_path / "x1"), "--output", str(tmp_path / "o7"), *report_pictures)[0] == 2
+    assert "is a symlink" in capsys.readouterr().err and not list((tmp_path / "elsewhere").iterdir())

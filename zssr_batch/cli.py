@@ -10,7 +10,9 @@ import argparse
 import json
 import math
 import os
+import signal
 import sys
+import threading
 from dataclasses import fields
 from pathlib import Path
 from typing import Any, Sequence
@@ -115,8 +117,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     items = list(scan(input_path, opts))
     for line in opts.skipped[:20]:
         print(f"zssr-batch: skipped {line}", file=sys.stderr)
-    if not items and input_path.is_dir():
-        print(f"zssr-batch: {why_nothing(input_path, opts)}", file=sys.stderr)
+    if not items:  # nothing to do: no Ray, no output folder
+        print(f"zssr-batch: {why_nothing(input_path, opts) if input_path.is_dir() else f'{input_path} lists no images'}",
+              file=sys.stderr)
+        return 0
     return run(items, config_for, settings)
 
 
@@ -256,14 +260,33 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class Terminated(Exception):
+    """SIGTERM before a run's own handling of it began (start-up: imports, the scan, Ray's start)."""
+
+
+def _terminated(signum, frame) -> None:  # noqa: ARG001
+    raise Terminated()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    before = signal.signal(signal.SIGTERM, _terminated) if threading.current_thread() is threading.main_thread() \
+        else None
     try:
         return args.func(args)
     except (ValueError, OSError) as e:  # one clear line for the user, not a traceback
         print(f"zssr-batch {args.command}: error: {e}", file=sys.stderr)
         return 2
+    except (KeyboardInterrupt, Terminated) as e:  # a signal during start-up: one line, its own code
+        name, code = ("SIGTERM", 143) if isinstance(e, Terminated) else ("Ctrl-C", 130)
+        print(f"\nzssr-batch {args.command}: {name}: stopped (every row already done is in report.csv)", file=sys.stderr)
+        if "ray" in sys.modules and sys.modules["ray"].is_initialized():
+            sys.modules["ray"].shutdown()
+        return code
+    finally:
+        if before is not None:
+            signal.signal(signal.SIGTERM, before)
 
 
 if __name__ == "__main__":

@@ -149,8 +149,22 @@ def _field_types() -> dict[str, Any]:
 
 
 def parse_value(name: str, value: Any) -> Any:
-    """Coerce a CLI string or a YAML/TOML value to the type of field ``name``."""
+    """Coerce a CLI string or a YAML/TOML/manifest value to the type of field ``name``; a value that
+    is not one says so naming the setting (not Python's "invalid literal for int()")."""
     kind = _field_types()[name]
+    try:
+        return _parse(name, kind, value)
+    except (TypeError, ValueError) as e:
+        if str(e).startswith(f"{name}: "):
+            raise
+        raise ValueError(f"{name}: expected {_KIND_WORDS.get(kind, kind)}, got {value!r}") from None
+
+
+_KIND_WORDS = {"int": "a whole number", "float": "a number", "bool": "true or false", "str": "text",
+               "tuple[int, ...]": "whole numbers, comma-separated"}
+
+
+def _parse(name: str, kind: str, value: Any) -> Any:
     if kind in ("Scale",):
         return _pair(value, name)
     if kind == "tuple[Scale, ...]":
@@ -162,7 +176,7 @@ def parse_value(name: str, value: Any) -> Any:
             value = value.split(",")
         elif isinstance(value, int):
             value = [value]
-        return tuple(int(v) for v in value)
+        return tuple(_parse(name, "int", v) for v in value)
     if kind == "bool":
         if isinstance(value, str):
             if value.lower() in ("1", "true", "yes", "on"):
@@ -170,13 +184,20 @@ def parse_value(name: str, value: Any) -> Any:
             if value.lower() in ("0", "false", "no", "off"):
                 return False
             raise ValueError(f"{name}: expected true/false, got {value!r}")
+        if not isinstance(value, (bool, int)):
+            raise TypeError(value)
         return bool(value)
+    if isinstance(value, bool) or isinstance(value, (list, tuple, dict)):
+        raise TypeError(value)  # a number or text setting given true/false or a list: not silently 1
     if kind == "int":
         if isinstance(value, float) and not value.is_integer():
-            raise ValueError(f"{name}: expected an integer, got {value!r}")
+            raise ValueError(f"{name}: expected a whole number, got {value!r}")
         return int(value)
     if kind == "float":
-        return float(value)
+        f = float(value)
+        if not math.isfinite(f):
+            raise ValueError(f"{name}: expected a finite number, got {value!r}")
+        return f
     return str(value)
 
 

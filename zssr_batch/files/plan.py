@@ -27,6 +27,24 @@ REPORT_PICTURES = ".report"
 RESERVED = ("report.csv", "summary.csv", "run.json", "report.html", REPORT_PICTURES, ".zssr-batch.lock")
 
 
+# The longest name a picture adds to its output's name (``.svg``, ``.csv``), within a file system's
+# 255 bytes a name.
+NAME_MAX, PICTURE_SUFFIX = 255, 4
+
+
+def picture_name(rel: str) -> str:
+    """The name of an output's report pictures (``.report/curves/<name>.svg``, ``.report/thumbs/<name>/``):
+    its path relative to --output, the last part cut and told apart by a hash where the suffix
+    would make it longer than a file system allows (a 252-byte output's curve failed its row)."""
+    head, _, last = rel.rpartition("/")
+    raw = os.fsencode(last)
+    if len(raw) + PICTURE_SUFFIX <= NAME_MAX:
+        return rel
+    digest = hashlib.sha256(raw).hexdigest()[:16]
+    short = os.fsdecode(raw[: NAME_MAX - PICTURE_SUFFIX - len(digest) - 1])
+    return f"{head}/{short}~{digest}" if head else f"{short}~{digest}"
+
+
 class PlanError(ValueError):
     """The run cannot start as asked (two inputs, one output): one line naming both."""
 
@@ -47,10 +65,12 @@ def item_key(item: WorkItem) -> str:
 
 
 def file_stamp(path: str | os.PathLike) -> str:
-    """'size:mtime_ns' of a file: what resume compares first, before hashing (50,000 inputs stat in
-    a second; hashing them all would take minutes)."""
+    """'size:mtime_ns:ctime_ns' of a file: what resume compares first, before hashing (50,000 inputs
+    stat in a second; hashing them all would take minutes). The change time is there because a
+    rewrite of the same size whose mtime was put back (``touch -r``) keeps the other two; no one
+    can put a ctime back."""
     st = os.stat(path)
-    return f"{st.st_size}:{st.st_mtime_ns}"
+    return f"{st.st_size}:{st.st_mtime_ns}:{st.st_ctime_ns}"
 
 
 def unchanged(path: str | os.PathLike, stamp: str | None, sha256: str | None) -> bool:
@@ -77,14 +97,19 @@ def inside(path: str | os.PathLike, root_real: str) -> bool:
     return real == root_real or real.startswith(root_real.rstrip(os.sep) + os.sep)
 
 
-def _refusal(item: WorkItem, out: Path, out_real: str) -> str | None:
+def _refusal(item: WorkItem, out: Path, out_real: str, sources: dict[str, str]) -> str | None:
     if not inside(out, out_real):
         return f"{item.input}: its output {out} resolves outside the output folder ({os.path.realpath(out)})"
-    rel = Path(os.path.relpath(os.path.realpath(out), out_real))
+    real = os.path.realpath(out)
+    rel = Path(os.path.relpath(real, out_real))
     if rel.parts and rel.parts[0] in RESERVED:
         return f"{item.input}: its output {out} would take the name of the run's own {rel.parts[0]}"
-    if os.path.realpath(out) == os.path.realpath(item.input):
+    if real == os.path.realpath(item.input):
         return f"{item.input}: its output is the input itself"
+    if real in sources:  # --output above --input, and a subfolder of the same name: in/in/a.png -> in/a.png
+        return f"{item.input}: its output {out} is {sources[real]} of this run; choose an --output outside the inputs"
+    if os.path.isdir(real):
+        return f"{item.input}: its output {out} is a folder"
     return None
 
 
@@ -93,6 +118,13 @@ def plan_outputs(items: Iterable[WorkItem], output_dir: Path) -> Plan:
     two items would write one output, or one item is listed twice."""
     out_dir = Path(os.path.abspath(output_dir))
     out_real = os.path.realpath(out_dir)
+    pictures = out_dir / REPORT_PICTURES
+    if pictures.is_symlink():
+        raise PlanError(f"{pictures} is a symlink (to {os.readlink(pictures)}): the run writes its report pictures "
+                        "there and nowhere outside --output; remove it")
+    items = list(items)
+    sources = {os.path.realpath(p): f"the {what} {p}" for i in items if not i.error
+               for what, p in (("input", i.input), ("ground truth", i.gt)) if p}
     planned: list[WorkItem] = []
     by_output: dict[str, WorkItem] = {}
     by_key: dict[str, WorkItem] = {}
@@ -101,14 +133,14 @@ def plan_outputs(items: Iterable[WorkItem], output_dir: Path) -> Plan:
             planned.append(dataclasses.replace(item, key=item_key(item)))
             continue
         out = Path(os.path.abspath(item.output))
-        refused = _refusal(item, out, out_real)
+        refused = _refusal(item, out, out_real, sources)
         if refused:
             planned.append(dataclasses.replace(item, output=str(out), error=refused, key=item_key(item)))
             continue
         real = os.path.realpath(out)
         if real in by_output:
             other = by_output[real]
-            raise PlanError(f"{other.input} and {item.input} would both write {out}; give them apart "
+            raise PlanError(f"{other.input} and {os.path.abspath(item.input)} would both write {out}; give them apart "
                             "(--keep-ext keeps the input's extension in the name, or a manifest's output column)")
         key = item_key(item)
         if key in by_key:
@@ -118,4 +150,11 @@ def plan_outputs(items: Iterable[WorkItem], output_dir: Path) -> Plan:
                                       gt=os.path.abspath(item.gt) if item.gt else None)
         by_output[real] = by_key[key] = settled
         planned.append(settled)
+    for real, item in by_output.items():  # a.png as a file and as the folder of a.png/c.png
+        parent = os.path.dirname(real)
+        while len(parent) > len(out_real):
+            if parent in by_output:
+                raise PlanError(f"{by_output[parent].input} would write the file {parent}, which "
+                                f"{item.input} needs as a folder for {real}; give them apart (--suffix, --keep-ext)")
+            parent = os.path.dirname(parent)
     return Plan(planned, Path(out_real))

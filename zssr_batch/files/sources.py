@@ -35,6 +35,7 @@ class WorkItem:
     overrides: tuple[tuple[str, Any], ...] = ()  # per-item engine settings (manifest columns)
     error: str | None = None  # set when the item is refused before any work (bad manifest row)
     key: str = ""  # names its row across runs (``plan.item_key``), set by the plan
+    origin: str = ""  # where a manifest row came from ('list.csv line 3'), to name it in its errors
 
 
 @dataclass
@@ -189,12 +190,17 @@ def _manifest_rows(path: Path) -> Iterator[tuple[int, dict[str, Any] | str]]:
     """(line number, row) for each row of a .csv (header row) or .jsonl manifest, or (line, why)
     for a line that is not a row. A byte-order mark (spreadsheets save one) is skipped."""
     if path.suffix.lower() == ".csv":
-        with open(path, newline="", encoding="utf-8-sig") as f:
+        csv.field_size_limit(2**31 - 1)  # a very long cell is the row's problem, not the whole run's
+        with open(path, newline="", encoding="utf-8-sig", errors="surrogateescape") as f:
             reader = csv.DictReader(f)
             for row in reader:
+                if None in row:
+                    yield reader.line_num, f"{len(row[None])} more cell(s) than the header has columns"
+                    continue
                 yield reader.line_num, row
         return
-    with open(path, encoding="utf-8-sig") as f:
+    # A name that is not UTF-8 is read as the bytes it was (surrogate escapes), as a folder scan does.
+    with open(path, encoding="utf-8-sig", errors="surrogateescape") as f:
         for n, line in enumerate(f, start=1):
             if not line.strip():
                 continue
@@ -219,11 +225,11 @@ def _overrides(row: dict[str, Any], knobs: set[str], where: str) -> tuple[tuple[
         if k not in knobs or v is None:
             continue
         try:
-            parse_value(k, v)
+            # kept parsed: hashable, and one spelling per value ("2", 2 and 2.0 name one row's key)
+            out.append((k, parse_value(k, v)))
         except (ValueError, TypeError) as e:
             detail = str(e).removeprefix(f"{k}: ")
             return (), f"{where}, column {k}: bad value {v!r} ({detail})"
-        out.append((k, v))
     return tuple(out), None
 
 
@@ -258,6 +264,9 @@ def read_manifest(path: Path, opts: ScanOptions) -> Iterator[WorkItem]:
         if not src:
             yield WorkItem(where, "", error=f"{where}: no 'input' column value")
             continue
+        if any("\0" in c for c in (src, out, gt) if c):
+            yield WorkItem(where, "", error=f"{where}: a path holds a NUL byte")
+            continue
         src_path = Path(src) if Path(src).is_absolute() else base / src
         unknown = [k for k in row if k not in knobs and k not in ITEM_COLUMNS]
         if unknown:
@@ -283,7 +292,7 @@ def read_manifest(path: Path, opts: ScanOptions) -> Iterator[WorkItem]:
             gt_path = src_path
         error = None if src_path.exists() else f"{src_path}: no such file"
         yield WorkItem(str(src_path), str(out_path), str(gt_path) if gt_path else None, rel, preset, overrides,
-                       error)
+                       error, origin=where)
 
 
 def scan(input_path: Path, opts: ScanOptions) -> Iterator[WorkItem]:

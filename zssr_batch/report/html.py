@@ -22,7 +22,7 @@ from urllib.parse import quote
 import pandas as pd
 
 from ..files.images import write_atomic
-from ..files.plan import REPORT_PICTURES
+from ..files.plan import REPORT_PICTURES, picture_name
 from .plots import scatter, sorted_bars
 from .row import PAGE_NUMBERS
 from .table import read_report, summarize
@@ -46,11 +46,14 @@ def _pictures(r: dict, out_dir: Path, rel: str) -> tuple[str, str]:
     output = r.get("output")
     found = []
     if isinstance(output, str) and output:
-        name = os.path.relpath(os.path.abspath(output), os.path.abspath(out_dir))
+        name = picture_name(Path(os.path.relpath(os.path.abspath(output), os.path.abspath(out_dir))).as_posix())
         found.append((Path(REPORT_PICTURES) / "thumbs" / name, Path(REPORT_PICTURES) / "curves" / f"{name}.svg"))
     found.append((Path("thumbs") / rel, Path("curves") / f"{rel}.svg"))
     for thumbs, curve in found:
-        has_thumbs, has_curve = (out_dir / thumbs).is_dir(), (out_dir / curve).is_file()
+        try:
+            has_thumbs, has_curve = (out_dir / thumbs).is_dir(), (out_dir / curve).is_file()
+        except OSError:  # a name the file system cannot hold has no pictures: the page still builds
+            continue
         if has_thumbs or has_curve:
             return (_url(thumbs.as_posix()) if has_thumbs else ""), (_url(curve.as_posix()) if has_curve else "")
     return "", ""

@@ -68,6 +68,7 @@ class Row:
     input_stat: str | None = _col()  # its 'size:mtime_ns' then: the cheap first check before hashing again
     gt_sha256: str | None = _col()  # the same for the ground truth
     gt_stat: str | None = _col()
+    output_stat: str | None = _col()  # the output's stamp when written: resume knows another run wrote over it
 
     @classmethod
     def of(cls, item: WorkItem, **known: Any) -> "Row":

@@ -23,6 +23,9 @@ from .row import COLUMNS, SCORES, SUMMARY_MEANS, TABLE_MEANS, WORK, Y_SCORES
 # report.csv is UTF-8; a file name that is not (Linux allows any bytes) is kept in it as the bytes it
 # was, through Python's surrogate escapes, so that resume finds it again.
 ENCODING, ERRORS = "utf-8", "surrogateescape"
+# Rows end in CR LF (RFC 4180): the csv module quotes a field only for the characters of its line
+# terminator, so with LF alone a name holding a CR was written bare and read back as two rows.
+EOL = "\r\n"
 
 
 def _cell(v: Any) -> str:
@@ -53,7 +56,8 @@ def read_rows(path: Path) -> dict[str, dict[str, str]]:
         text = text[: text.rfind("\n") + 1]  # torn last line
     reader = csv.DictReader(io.StringIO(text, newline=""))
     for row in reader:
-        if row.get("input") and None not in row and len(row) == len(reader.fieldnames or []):
+        complete = None not in row and None not in row.values()  # not cut short, nor with cells to spare
+        if row.get("input") and complete and len(row) == len(reader.fieldnames or []):
             rows[row_key(row)] = row
     return rows
 
@@ -70,7 +74,7 @@ class ReportWriter:
     def __init__(self, path: Path, keep: Iterable[Mapping[str, str]] = ()) -> None:
         self.path = path
         buf = io.StringIO(newline="")
-        w = csv.DictWriter(buf, COLUMNS, extrasaction="ignore", lineterminator="\n")
+        w = csv.DictWriter(buf, COLUMNS, extrasaction="ignore", lineterminator=EOL)
         w.writeheader()
         for row in keep:
             w.writerow({k: row.get(k, "") for k in COLUMNS})
@@ -83,7 +87,7 @@ class ReportWriter:
 
     def write(self, record: Mapping[str, Any]) -> None:
         buf = io.StringIO(newline="")
-        csv.DictWriter(buf, COLUMNS, extrasaction="ignore", lineterminator="\n").writerow(
+        csv.DictWriter(buf, COLUMNS, extrasaction="ignore", lineterminator=EOL).writerow(
             {k: _cell(record.get(k)) for k in COLUMNS})
         data = buf.getvalue().encode(ENCODING, ERRORS)
         with self.lock:

@@ -153,7 +153,7 @@ class Dispatcher:
             try:
                 cfg = self.config_for(item)
             except ValueError as e:
-                self.emit(base.failed(f"{item.input}: {e}").as_record())
+                self.emit(base.failed(f"{item.input}{f' ({item.origin})' if item.origin else ''}: {e}").as_record())
                 continue
             if item.key in self.done_before:
                 self.counts["skipped"] += 1

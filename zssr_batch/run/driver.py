@@ -8,6 +8,7 @@ local Ray sized to the machine and shuts it down at the end; with one it joins t
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import signal
@@ -21,7 +22,7 @@ import ray
 
 from ..config import FitConfig
 from ..files.sources import WorkItem
-from ..files.plan import plan_outputs, unchanged
+from ..files.plan import file_stamp, plan_outputs, unchanged
 from ..report.html import write_html_report
 from ..report.table import DiskFull, ReportWriter, read_rows, write_summary
 from .cluster import (NoActors, Placement, check_shared_storage, live_nodes, plan_actors, start_actors,
@@ -69,33 +70,62 @@ class Interrupt:
             signal.signal(s, old)
 
 
-def is_done(row: dict[str, str] | None, item: WorkItem, cfg_hash: str) -> bool:
-    """Whether ``row`` is still the result of ``item``: made ok with the same settings, into the same
-    output (which still exists), against the same ground truth (or none), from an input and a ground
-    truth whose contents have not changed since."""
+def is_done(row: dict[str, str] | None, item: WorkItem, cfg_hash: str, precision: str) -> bool:
+    """Whether ``row`` is still the result of ``item``: made ok with the same settings (bf16 packs are
+    not what an fp32 run asks for), into the same output (which still holds what that row wrote),
+    against the same ground truth (or none), from an input and a ground truth whose contents have
+    not changed since. Paths compare resolved: an --output or --gt given through a symlink is the
+    same run."""
     if not row or row.get("status") != "ok" or row.get("config_hash") != cfg_hash:
         return False
-    if row.get("output") != item.output or not Path(item.output).is_file() or (row.get("gt") or None) != item.gt:
+    if precision == "fp32" and "bf16" in (row.get("pack_way") or ""):
         return False
+    if not _same_path(row.get("output"), item.output) or not _same_path(row.get("gt"), item.gt):
+        return False
+    try:  # another run (or hand) that wrote over the output made it another image
+        if file_stamp(item.output) != (row.get("output_stat") or file_stamp(item.output)):
+            return False
+    except OSError:
+        return False  # no output any more
     if not unchanged(item.input, row.get("input_stat"), row.get("input_sha256")):
         return False
     return not item.gt or unchanged(item.gt, row.get("gt_stat"), row.get("gt_sha256"))
 
 
+def _same_path(a: str | None, b: str | None) -> bool:
+    return (not a and not b) or bool(a and b and os.path.realpath(a) == os.path.realpath(b))
+
+
 def kept_rows(items: list[WorkItem], config_for: Callable[[WorkItem], FitConfig], report_path: Path,
-              overwrite: bool) -> dict[str, dict[str, str]]:
-    """The old rows this run keeps, by key: those of items still done, and those of other items
-    (earlier runs into the same folder), so that the compacted report keeps one row per key."""
+              overwrite: bool, precision: str = "bf16") -> dict[str, dict[str, str]]:
+    """The old rows this run keeps, by key: those of its items still done, and the ok rows of other
+    items (earlier runs into the same folder) whose outputs this run does not write, so that the
+    compacted report keeps one row per key and one per output. Old failed rows of items this run
+    does not hold are dropped: they were of a manifest line since fixed, or of other settings."""
     old = {} if overwrite else read_rows(report_path)
-    keep = dict(old)
+    ours = {os.path.realpath(i.output) for i in items if i.output}
+    keep = {k: r for k, r in old.items()
+            if r.get("status") == "ok" and os.path.realpath(r.get("output") or "") not in ours}
     for item in items:
         try:
             h = None if item.error else config_for(item).hash()
         except ValueError:
             h = None
-        if h is None or not is_done(old.get(item.key), item, h):
+        row = old.get(item.key)
+        if h is not None and is_done(row, item, h, precision):
+            keep[item.key] = _restamped(row, item)
+        else:
             keep.pop(item.key, None)
     return keep
+
+
+def _restamped(row: dict[str, str], item: WorkItem) -> dict[str, str]:
+    """A kept row with its files' stamps as they are now (proven the same content), so that a
+    copied or touched dataset is hashed once, not at every rerun."""
+    row = dict(row, input_stat=file_stamp(item.input))
+    if item.gt:
+        row["gt_stat"] = file_stamp(item.gt)
+    return row
 
 
 def exit_code(stop_reason: str | None, failed: int) -> int:
@@ -124,12 +154,18 @@ def run(items: Iterable[WorkItem], config_for: Callable[[WorkItem], FitConfig], 
     except DiskFull as e:
         print(f"zssr-batch run: stopped: {e}", file=sys.stderr)
         return EXIT_DISK_FULL
+    except OSError as e:
+        if e.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        print(f"zssr-batch run: stopped: {e.filename or out}: disk full ({e.strerror}) before any image",
+              file=sys.stderr)
+        return EXIT_DISK_FULL
 
 
 def _locked_run(items: list[WorkItem], config_for: Callable[[WorkItem], FitConfig], settings: RunSettings) -> int:
     out = settings.output_dir
     t_start = time.time()
-    keep = kept_rows(items, config_for, out / "report.csv", settings.overwrite)
+    keep = kept_rows(items, config_for, out / "report.csv", settings.overwrite, settings.precision)
     writer = ReportWriter(out / "report.csv", keep.values())
 
     started_ray = start_ray(settings.address)

@@ -26,7 +26,7 @@ from ..engine.resize import imresize, output_size
 from ..engine.super_resolve import SRResult, pick_device, super_resolve
 from ..files.degrade import degrade_picture
 from ..files.images import Picture, keeps_profile, load_image, save_image, write_atomic
-from ..files.plan import REPORT_PICTURES, file_stamp
+from ..files.plan import REPORT_PICTURES, file_stamp, picture_name
 from ..files.sources import WorkItem
 from ..files.weights import save_weights
 from ..report.curves import curve_csv, curve_svg
@@ -131,7 +131,7 @@ def _write_extras(prep: Prepared, result: SRResult, output_path: Path, cfg: FitC
     if extras.save_curve:
         write_atomic(f"{stem}_curve.csv", curve)
     if extras.report_dir:
-        rel = report_name(prep.input_path, extras)
+        rel = picture_name(report_name(prep.input_path, extras))
         pictures = Path(extras.report_dir) / REPORT_PICTURES
         write_atomic(pictures / "curves" / f"{rel}.csv", curve)
         write_atomic(pictures / "curves" / f"{rel}.svg", curve_svg(result).encode())
@@ -165,6 +165,7 @@ def finish(prep: Prepared, result: SRResult, output_path: str | Path, cfg: FitCo
     if pic.alpha is not None:  # alpha is not super-resolved: plain bicubic, clipped
         alpha = imresize(_tensor(pic.alpha).double(), cfg.scale, out_hw).clamp(0, 1).float()
     save_image(output_path, _as_picture(result.output, pic, alpha))
+    output_stat = file_stamp(output_path)
     bicubic = imresize(color.double(), cfg.scale, out_hw).float()
     _write_extras(prep, result, output_path, cfg, extras, alpha, bicubic)
     gt = prep.gt
@@ -177,6 +178,7 @@ def finish(prep: Prepared, result: SRResult, output_path: str | Path, cfg: FitCo
         "started_at": timestamp(result.started_at) if result.started_at else None,
         "iterations": result.iterations, "fit_seconds": round(result.fit_seconds, 3),
         "infer_seconds": round(result.infer_seconds, 3), "config_hash": cfg.hash(), **prep.sources,
+        "output_stat": output_stat,
     }
     for prefix in ("", "bicubic_"):
         record.update({prefix + k: None for k in SCORE_KEYS})
