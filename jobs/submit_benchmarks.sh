@@ -5,4 +5,5 @@ set -euo pipefail
 data=$1 out=$2
 shift 2
 cd "$(dirname "$0")/.."
-exec ray job submit --working-dir . -- python jobs/benchmark_tables.py --data "$data" --output "$out" "$@"
+. jobs/ray_auth.sh
+exec ray job submit --working-dir . -- python3 jobs/benchmark_tables.py --data "$data" --output "$out" "$@"

@@ -37,7 +37,8 @@ class RayNode:
     """One node: the head (``address`` None) or a worker joining ``address``; ``cwd`` is the folder
     it is started from."""
 
-    def __init__(self, cwd: Path, num_cpus: int = 1, address: str | None = None, num_gpus: int = 0) -> None:
+    def __init__(self, cwd: Path, num_cpus: int = 1, address: str | None = None, num_gpus: int = 0,
+                 job_server: bool = False) -> None:
         # A short temp folder: Ray's socket paths must fit in 107 bytes (pytest's tmp_path does not).
         self.temp = tempfile.mkdtemp(prefix="zr", dir="/tmp")
         self.port = free_port() if address is None else None
@@ -46,13 +47,19 @@ class RayNode:
                "--node-manager-port", str(free_port()), "--object-manager-port", str(free_port()),
                "--dashboard-agent-listen-port", str(free_port()), "--dashboard-agent-grpc-port", str(free_port()),
                "--runtime-env-agent-port", str(free_port()), "--metrics-export-port", str(free_port())]
-        cmd += ["--head", "--port", str(self.port), "--include-dashboard=false"] if address is None else \
-            ["--address", address]
+        # the head's job server, when asked, as cluster.yaml starts it: on 127.0.0.1 only
+        self.dashboard_port = free_port() if job_server else None
+        dashboard = ["--include-dashboard=true", "--dashboard-host=127.0.0.1", "--dashboard-port",
+                     str(self.dashboard_port)] if job_server else ["--include-dashboard=false"]
+        cmd += ["--head", "--port", str(self.port), *dashboard] if address is None else ["--address", address]
         cwd.mkdir(parents=True, exist_ok=True)
         self.log = open(Path(self.temp) / "start.log", "w")
         ensure_token()
         # a worker joins the head only with the token: `ray start --address` sends it only in token mode
-        env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "token"}
+        # and its python is the one with the project installed, as cluster.yaml's nodes' is (a Job's
+        # entry point runs `python3` from the node's PATH)
+        env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "token",
+               "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
         self.proc = subprocess.Popen(cmd, cwd=cwd, stdout=self.log, stderr=subprocess.STDOUT, env=env,
                                      start_new_session=True)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import subprocess
 import sys
 import time
@@ -28,10 +29,12 @@ def _rows(out: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(f))
 
 
+SMALL = ("--gpus", "0", "--threads", "1", "--max-iters", "30", "--crop", "16", "--width", "8",
+         "--back-projection-iters", "1", "--ensemble", "none")
+
+
 def _run(src: str, out: str, *more: str) -> list[str]:
-    return [sys.executable, "-m", "zssr_batch", "run", "--input", src, "--output", out, "--gpus", "0",
-            "--threads", "1", "--max-iters", "30", "--crop", "16", "--width", "8", "--back-projection-iters", "1",
-            "--ensemble", "none", "--no-progress", *more]
+    return [sys.executable, "-m", "zssr_batch", "run", "--input", src, "--output", out, *SMALL, "--no-progress", *more]
 
 
 def _wait_rows(out: Path, n: int, proc: subprocess.Popen, limit: float = 180) -> None:
@@ -133,3 +136,27 @@ def test_two_real_nodes_from_their_own_folders_share_a_run_with_relative_paths(t
         if worker is not None:
             worker.stop()
         head.stop()
+
+
+@pytest.mark.slow
+def test_a_ray_job_submitted_with_the_readmes_script_completes(tmp_path):
+    # The README's Jobs path: a head whose job server listens on 127.0.0.1 only (as cluster.yaml
+    # starts it), and jobs/submit_upscale.sh sending the run to it (it needs ray[default]: the
+    # project's 'cluster' extra).
+    src = tmp_path / "src"
+    for i in range(3):
+        _img(src / f"{i}.png", 24, i)
+    head = RayNode(tmp_path / "head", num_cpus=2, job_server=True)
+    try:
+        wait_for_nodes(head.address, 1)
+        root = Path(__file__).resolve().parents[1]
+        env = {**os.environ, "RAY_ADDRESS": f"http://127.0.0.1:{head.dashboard_port}",
+               "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}  # the venv's ray and python
+        res = subprocess.run(["bash", str(root / "jobs" / "submit_upscale.sh"), str(src), str(tmp_path / "out"),
+                              *SMALL], env=env, capture_output=True, text=True, timeout=600)
+    finally:
+        head.stop()
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    assert "succeeded" in res.stdout + res.stderr
+    rows = _rows(tmp_path / "out")
+    assert len(rows) == 3 and all(r["status"] == "ok" for r in rows)

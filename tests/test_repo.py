@@ -38,7 +38,58 @@ def test_cluster_yaml_validates_against_rays_schema():
     schema = json.loads((Path(ray.__file__).parent / "autoscaler" / "ray-schema.json").read_text())
     cfg = yaml.safe_load((ROOT / "cluster.yaml").read_text())
     jsonschema.validate(cfg, schema)
-    assert any("pip install -e ~/zssr-batch" in c for c in cfg["setup_commands"])
+    # The project on every node: the head with the job server's extra, the GPU workers with CUDA torch.
+    assert any('pip install -e "~/zssr-batch[cluster,s3]"' in c for c in cfg["head_setup_commands"])
+    assert any('pip install -e "~/zssr-batch[s3]"' in c for c in cfg["worker_setup_commands"])
+
+
+def _strings(node) -> list[str]:
+    if isinstance(node, dict):
+        return [s for k, v in node.items() for s in (*_strings(k), *_strings(v))]
+    if isinstance(node, list):
+        return [s for v in node for s in _strings(v)]
+    return [str(node)]
+
+
+def test_cluster_yaml_exposes_nothing_and_pins_what_the_driver_runs():
+    import tomllib
+
+    import ray
+
+    cfg = yaml.safe_load((ROOT / "cluster.yaml").read_text())
+    text = _strings(cfg)
+    # No service on every interface: the job server runs any code it is sent ("ShadowRay").
+    assert not [s for s in text if "0.0.0.0" in s or "[::]" in s], "a service bound to every interface"
+    starts = cfg["head_start_ray_commands"] + cfg["worker_start_ray_commands"]
+    head = [c for c in starts if "ray start --head" in c]
+    assert len(head) == 1 and "--dashboard-host=127.0.0.1" in head[0]
+    assert all("RAY_AUTH_MODE=token" in c and "ulimit -n" in c for c in starts if "ray start" in c)
+    assert cfg["file_mounts"].get("~/.ray/auth_token") == "~/.ray/auth_token"
+    # One Ray version everywhere: pyproject pins it, every node installs the project, and it is this one.
+    deps = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    assert f"ray=={ray.__version__}" in [d.split("#")[0].strip() for d in deps["dependencies"]]
+    assert deps["optional-dependencies"]["cluster"] == [f"ray[default]=={ray.__version__}"]
+    # torch: the README's pin; the CPU build on the head only, PyPI's CUDA build on the GPU workers.
+    pin = re.search(r"torch==[\d.]+", (ROOT / ".ci" / "run").read_text()).group(0)
+    assert any(pin in c and "whl/cpu" in c for c in cfg["head_setup_commands"])
+    assert any(pin in c and "whl/cpu" not in c for c in cfg["worker_setup_commands"])
+    assert not any("torch" in c for c in cfg["setup_commands"])
+    # A GPU worker only when a run asks for GPUs; the head runs no actor (no CPU offered).
+    assert cfg["available_node_types"]["gpu_worker"]["min_workers"] == 0
+    assert cfg["available_node_types"]["head"]["resources"] == {"CPU": 0}
+
+
+@pytest.mark.slow
+def test_cluster_yaml_setup_commands_resolve(tmp_path):
+    # The nodes' project install, dry-run here: the extras it names exist and every pin resolves.
+    cfg = yaml.safe_load((ROOT / "cluster.yaml").read_text())
+    for cmd in cfg["head_setup_commands"] + cfg["worker_setup_commands"]:
+        if "~/zssr-batch" not in cmd:
+            continue
+        args = cmd.split("pip install", 1)[1].replace("~/zssr-batch", str(ROOT)).replace('"', "").split()
+        res = subprocess.run([sys.executable, "-m", "pip", "install", "--dry-run", "--quiet", *args],
+                             capture_output=True, text=True, timeout=600)
+        assert res.returncode == 0, (cmd, res.stderr[-2000:])
 
 
 def test_samples_command_writes_pictures(tmp_path):

@@ -71,6 +71,8 @@ def cmd_fit(args: argparse.Namespace) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     from functools import lru_cache
 
+    from .files import storage
+    from .files.plan import resolved
     from .files.sources import ScanOptions, check_layout, scan, why_nothing
     from .run.cluster import check_address
     from .run.driver import run
@@ -90,18 +92,24 @@ def cmd_run(args: argparse.Namespace) -> int:
     def config_for(item) -> FitConfig:
         return _cfg(item.preset, item.overrides)
 
-    out = Path(os.path.abspath(args.output))  # one meaning on every node, whatever its working directory
+    # Paths resolved once, here: one meaning on every node, whatever its working directory. A URL
+    # (s3://, gs://, ...) is a place of its own; file:// is a local path.
+    out = _place(args.output)
+    input_path = _place(args.input)
     exts = tuple("." + e.lower().lstrip(".") for e in args.extensions.split(",")) if args.extensions else None
     scale = base.scale[0] if base.scale[0] == base.scale[1] else None
     opts = ScanOptions(output_dir=out, glob=args.glob, recursive=not args.no_recursive, suffix=args.suffix,
-                       ext=args.ext, gt_dir=Path(args.gt) if args.gt else None, scale=scale, degrade=args.degrade,
-                       keep_ext=args.keep_ext)
+                       ext=args.ext, gt_dir=_place(args.gt) if args.gt else None, scale=scale,
+                       degrade=args.degrade, keep_ext=args.keep_ext)
     if exts:
         opts.extensions = exts
-    input_path = Path(args.input)
-    if not input_path.exists():
+    if not storage.exists(input_path):
         raise FileNotFoundError(f"{input_path}: no such file or folder")
-    check_layout(input_path, opts)
+    local_input = not storage.is_url(input_path)
+    if local_input:
+        check_layout(Path(input_path), opts)
+    # report.html's pictures are for a local --output (an object store's run keeps its report files)
+    pictures = not args.no_report_images and not storage.is_url(out)
     settings = RunSettings(
         output_dir=out, gpus=args.gpus, images_per_gpu=args.images_per_gpu, pack=args.pack, batch=args.batch,
         precision=args.precision,
@@ -109,19 +117,27 @@ def cmd_run(args: argparse.Namespace) -> int:
         threads_per_worker=args.threads, address=args.address, device=args.device, retries=args.retries,
         max_failures=args.max_failures, overwrite=args.overwrite, progress=not args.no_progress,
         max_pixels=args.max_pixels, degrade=args.degrade,
-        extras=Extras(args.save_weights, report_dir=None if args.no_report_images else os.path.abspath(out)),
+        extras=Extras(args.save_weights, report_dir=out if pictures else None),
         command=" ".join(sys.argv),
         engine={"preset": base_preset, **base.to_dict(), "config_hash": base.hash()})
-    if input_path.is_dir() and os.path.realpath(input_path) == os.path.realpath(out):
+    if storage.isdir(input_path) and resolved(input_path) == resolved(out):
         raise ValueError(f"{out}: --output is the input folder; outputs would lie among the inputs: choose another")
     items = list(scan(input_path, opts))
     for line in opts.skipped[:20]:
         print(f"zssr-batch: skipped {line}", file=sys.stderr)
     if not items:  # nothing to do: no Ray, no output folder
-        print(f"zssr-batch: {why_nothing(input_path, opts) if input_path.is_dir() else f'{input_path} lists no images'}",
-              file=sys.stderr)
+        why = why_nothing(input_path, opts) if storage.isdir(input_path) else f"{input_path} lists no images"
+        print(f"zssr-batch: {why}", file=sys.stderr)
         return 0
     return run(items, config_for, settings)
+
+
+def _place(where: str) -> str:
+    """A path made absolute, or an object store's URL as it is (``file://`` is a local path)."""
+    from .files import storage
+    from .files.plan import absolute
+
+    return absolute(storage.local(where))
 
 
 def cmd_report(args: argparse.Namespace) -> int:

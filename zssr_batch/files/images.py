@@ -23,6 +23,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from . import storage
+
 # Pillow modes -> what we convert to before reading the pixels.
 _CONVERT = {"1": "L", "P": None, "PA": "RGBA", "La": "LA", "RGBa": "RGBA", "RGBX": "RGB", "CMYK": "RGB",
             "YCbCr": "RGB", "LAB": "RGB", "HSV": "RGB"}
@@ -95,21 +97,22 @@ def _split(arr: np.ndarray, scale: float, bit_depth: int, icc: bytes | None, not
 
 
 def image_size(path: str | os.PathLike) -> tuple[int, int] | None:
-    """(h, w) from the file's header alone (no pixels decoded); None for what cannot be read."""
+    """(h, w) from the file's header alone (no pixels decoded, an object's first bytes only); None
+    for what cannot be read."""
     try:
-        with Image.open(path) as im:
+        with storage.open_read(path) as f, Image.open(f) as im:
             return im.size[1], im.size[0]
     except Exception:  # noqa: BLE001 - such a file fails later with its own one-line cause
         return None
 
 
 def load_image(path: str | os.PathLike, max_pixels: int | None = None) -> Picture:
-    """Read an image file; raises ImageError with a one-line cause for anything unusable."""
-    path = Path(path)
+    """Read an image file (or object); raises ImageError with a one-line cause for anything unusable."""
+    path = os.fspath(path)
     if max_pixels is not None:  # our limit replaces Pillow's bomb guard where ours is looser
         Image.MAX_IMAGE_PIXELS = max(Image.MAX_IMAGE_PIXELS or 0, max_pixels)
     try:
-        data = path.read_bytes()  # once: decoded from memory, and hashed for the report
+        data = storage.read_bytes(path)  # once: decoded from memory, and hashed for the report
         pic = _decode(data, path, max_pixels)
         pic.sha256 = hashlib.sha256(data).hexdigest()
         return pic
@@ -123,7 +126,7 @@ def load_image(path: str | os.PathLike, max_pixels: int | None = None) -> Pictur
         raise ImageError(f"{path}: is a directory") from None
 
 
-def _decode(data: bytes, path: Path, max_pixels: int | None) -> Picture:
+def _decode(data: bytes, path: str, max_pixels: int | None) -> Picture:
     try:
         with Image.open(io.BytesIO(data)) as im:
             sixteen_bit_color = _is_16bit_color(im)  # before anything loads the pixels and clears the tiles
@@ -262,7 +265,11 @@ def write_atomic(path: str | os.PathLike, data: bytes) -> None:
 
     The temporary file has a short name of its own (a name near the file system's 255-byte limit
     leaves no room for a suffix) and gets the mode a plain ``open`` would give under the user's
-    umask (``mkstemp`` makes it 0600)."""
+    umask (``mkstemp`` makes it 0600). An object store's URL is written with one PUT, which such a
+    store makes visible whole or not at all (``files.storage``)."""
+    if storage.is_url(path):
+        storage.write_bytes(os.fspath(path), data)
+        return
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".zssr-", suffix=".part")
@@ -282,4 +289,4 @@ def write_atomic(path: str | os.PathLike, data: bytes) -> None:
 
 
 def save_image(path: str | os.PathLike, pic: Picture) -> None:
-    write_atomic(path, encode_image(pic, Path(path).suffix))
+    write_atomic(path, encode_image(pic, os.path.splitext(os.fspath(path))[1]))

@@ -14,10 +14,12 @@ import dataclasses
 import hashlib
 import json
 import os
+import posixpath
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
 
+from . import storage
 from .sources import WorkItem
 
 # report.html's pictures (thumbnails, curves) go under this folder of --output, named after each
@@ -52,7 +54,7 @@ class PlanError(ValueError):
 @dataclass(frozen=True)
 class Plan:
     items: list[WorkItem]  # in scan order; paths absolute, keys set; a refused item carries its error
-    output_dir: Path  # resolved
+    output_dir: str  # resolved
 
 
 def item_key(item: WorkItem) -> str:
@@ -60,17 +62,10 @@ def item_key(item: WorkItem) -> str:
     settings (preset and manifest overrides). ``dir`` and ``/abs/dir`` give the same key; one
     input at two scales gives two."""
     settings = json.dumps([item.preset, [list(kv) for kv in item.overrides]], default=str)
-    return f"{os.path.realpath(item.input)} {settings}" if item.overrides or item.preset else \
-        os.path.realpath(item.input)
+    return f"{resolved(item.input)} {settings}" if item.overrides or item.preset else resolved(item.input)
 
 
-def file_stamp(path: str | os.PathLike) -> str:
-    """'size:mtime_ns:ctime_ns' of a file: what resume compares first, before hashing (50,000 inputs
-    stat in a second; hashing them all would take minutes). The change time is there because a
-    rewrite of the same size whose mtime was put back (``touch -r``) keeps the other two; no one
-    can put a ctime back."""
-    st = os.stat(path)
-    return f"{st.st_size}:{st.st_mtime_ns}:{st.st_ctime_ns}"
+file_stamp = storage.stamp  # what resume compares first, before hashing (50,000 inputs stat in a second)
 
 
 def unchanged(path: str | os.PathLike, stamp: str | None, sha256: str | None) -> bool:
@@ -79,51 +74,59 @@ def unchanged(path: str | os.PathLike, stamp: str | None, sha256: str | None) ->
     if not stamp or not sha256:
         return False
     try:
-        if file_stamp(path) == stamp:
-            return True
-        h = hashlib.sha256()
-        with open(path, "rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                h.update(block)
-        return h.hexdigest() == sha256
+        return file_stamp(path) == stamp or storage.sha256(path) == sha256
     except OSError:
         return False
 
 
+def resolved(path: str) -> str:
+    """A path with its symlinks and ``..`` resolved (as far as they exist); a URL as it is."""
+    return path.rstrip("/") if storage.is_url(path) else os.path.realpath(path)
+
+
+def absolute(path: str) -> str:
+    """A path made absolute (one meaning on every node, whatever its working directory); a URL as it is."""
+    return path if storage.is_url(path) else os.path.abspath(path)
+
+
 def inside(path: str | os.PathLike, root_real: str) -> bool:
     """Whether ``path`` resolves (symlinks and ``..`` followed, as far as they exist) inside
-    ``root_real``, itself resolved."""
+    ``root_real``, itself resolved. In an object store, a key under the folder's prefix with no
+    ``..`` part."""
+    path = os.fspath(path)
+    if storage.is_url(path) or storage.is_url(root_real):
+        return storage.is_url(path) and path.startswith(root_real.rstrip("/") + "/") and ".." not in path.split("/")
     real = os.path.realpath(path)
     return real == root_real or real.startswith(root_real.rstrip(os.sep) + os.sep)
 
 
-def _refusal(item: WorkItem, out: Path, out_real: str, sources: dict[str, str]) -> str | None:
+def _refusal(item: WorkItem, out: str, out_real: str, sources: dict[str, str]) -> str | None:
     if not inside(out, out_real):
-        return f"{item.input}: its output {out} resolves outside the output folder ({os.path.realpath(out)})"
-    real = os.path.realpath(out)
-    rel = Path(os.path.relpath(real, out_real))
-    if rel.parts and rel.parts[0] in RESERVED:
-        return f"{item.input}: its output {out} would take the name of the run's own {rel.parts[0]}"
-    if real == os.path.realpath(item.input):
+        return f"{item.input}: its output {out} resolves outside the output folder ({resolved(out)})"
+    real = resolved(out)
+    rel = real[len(out_real):].lstrip("/").split("/")
+    if rel[0] in RESERVED:
+        return f"{item.input}: its output {out} would take the name of the run's own {rel[0]}"
+    if real == resolved(item.input):
         return f"{item.input}: its output is the input itself"
     if real in sources:  # --output above --input, and a subfolder of the same name: in/in/a.png -> in/a.png
         return f"{item.input}: its output {out} is {sources[real]} of this run; choose an --output outside the inputs"
-    if os.path.isdir(real):
+    if not storage.is_url(real) and os.path.isdir(real):
         return f"{item.input}: its output {out} is a folder"
     return None
 
 
-def plan_outputs(items: Iterable[WorkItem], output_dir: Path) -> Plan:
+def plan_outputs(items: Iterable[WorkItem], output_dir: str | os.PathLike) -> Plan:
     """Check and settle every item's output (see the module's docstring); raises PlanError when
     two items would write one output, or one item is listed twice."""
-    out_dir = Path(os.path.abspath(output_dir))
-    out_real = os.path.realpath(out_dir)
-    pictures = out_dir / REPORT_PICTURES
-    if pictures.is_symlink():
+    out_dir = absolute(os.fspath(output_dir))
+    out_real = resolved(out_dir)
+    pictures = Path(out_dir) / REPORT_PICTURES
+    if not storage.is_url(out_dir) and pictures.is_symlink():
         raise PlanError(f"{pictures} is a symlink (to {os.readlink(pictures)}): the run writes its report pictures "
                         "there and nowhere outside --output; remove it")
     items = list(items)
-    sources = {os.path.realpath(p): f"the {what} {p}" for i in items if not i.error
+    sources = {resolved(p): f"the {what} {p}" for i in items if not i.error
                for what, p in (("input", i.input), ("ground truth", i.gt)) if p}
     planned: list[WorkItem] = []
     by_output: dict[str, WorkItem] = {}
@@ -132,29 +135,29 @@ def plan_outputs(items: Iterable[WorkItem], output_dir: Path) -> Plan:
         if item.error:
             planned.append(dataclasses.replace(item, key=item_key(item)))
             continue
-        out = Path(os.path.abspath(item.output))
+        out = absolute(item.output)
         refused = _refusal(item, out, out_real, sources)
         if refused:
-            planned.append(dataclasses.replace(item, output=str(out), error=refused, key=item_key(item)))
+            planned.append(dataclasses.replace(item, output=out, error=refused, key=item_key(item)))
             continue
-        real = os.path.realpath(out)
+        real = resolved(out)
         if real in by_output:
             other = by_output[real]
-            raise PlanError(f"{other.input} and {os.path.abspath(item.input)} would both write {out}; give them apart "
+            raise PlanError(f"{other.input} and {absolute(item.input)} would both write {out}; give them apart "
                             "(--keep-ext keeps the input's extension in the name, or a manifest's output column)")
         key = item_key(item)
         if key in by_key:
             raise PlanError(f"{item.input} is listed twice with the same settings (outputs {by_key[key].output} "
                             f"and {out}); list it once, or give each its own settings")
-        settled = dataclasses.replace(item, input=os.path.abspath(item.input), output=str(out), key=key,
-                                      gt=os.path.abspath(item.gt) if item.gt else None)
+        settled = dataclasses.replace(item, input=absolute(item.input), output=out, key=key,
+                                      gt=absolute(item.gt) if item.gt else None)
         by_output[real] = by_key[key] = settled
         planned.append(settled)
     for real, item in by_output.items():  # a.png as a file and as the folder of a.png/c.png
-        parent = os.path.dirname(real)
+        parent = posixpath.dirname(real)
         while len(parent) > len(out_real):
             if parent in by_output:
                 raise PlanError(f"{by_output[parent].input} would write the file {parent}, which "
                                 f"{item.input} needs as a folder for {real}; give them apart (--suffix, --keep-ext)")
-            parent = os.path.dirname(parent)
-    return Plan(planned, Path(out_real))
+            parent = posixpath.dirname(parent)
+    return Plan(planned, out_real)

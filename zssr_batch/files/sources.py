@@ -11,14 +11,17 @@ relative path and stem (any extension), the authors' ``NAME_gt.png`` beside
 from __future__ import annotations
 
 import csv
+import io
 import json
 import os
+import posixpath
 import re
 from collections import Counter
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any, Iterator
 
+from . import storage
 from .images import EXTENSIONS
 
 # Manifest columns that are not engine settings.
@@ -40,7 +43,7 @@ class WorkItem:
 
 @dataclass
 class ScanOptions:
-    output_dir: Path
+    output_dir: str | Path  # a folder, or an object store's URL
     glob: str | None = None
     extensions: tuple[str, ...] = EXTENSIONS
     recursive: bool = True
@@ -54,7 +57,7 @@ class ScanOptions:
     passed: Counter = field(default_factory=Counter)  # files passed over by reason: the answer to "no images"
 
 
-def output_for(rel: str, opts: ScanOptions) -> Path:
+def output_for(rel: str, opts: ScanOptions) -> str:
     p = Path(rel)
     # GIF holds 256 colours: an upscaled GIF is written as PNG unless --ext says otherwise
     ext = opts.ext if opts.ext else (".png" if p.suffix.lower() == ".gif" else p.suffix)
@@ -62,7 +65,8 @@ def output_for(rel: str, opts: ScanOptions) -> Path:
         ext = "." + ext
     # b.png and b.gif both make b.png; with keep_ext the GIF's is b.gif.png
     stem = p.name if opts.keep_ext and p.suffix.lower() != ext.lower() else p.stem
-    return opts.output_dir / p.parent / f"{stem}{opts.suffix}{ext}"
+    name = f"{stem}{opts.suffix}{ext}" if p.parent == Path(".") else f"{p.parent.as_posix()}/{stem}{opts.suffix}{ext}"
+    return storage.join(os.fspath(opts.output_dir), name)
 
 
 def _is_image(name: str, opts: ScanOptions) -> bool:
@@ -179,6 +183,46 @@ def scan_folder(root: Path, opts: ScanOptions) -> Iterator[WorkItem]:
         yield WorkItem(str(path), str(output_for(rel, opts)), str(gt) if gt else None, rel)
 
 
+def scan_store(root: str, opts: ScanOptions) -> Iterator[WorkItem]:
+    """A folder of an object store (``s3://bucket/photos``), as ``scan_folder`` walks a local one:
+    sorted, hidden names and the output folder passed over, ground truth from ``--gt URL`` by
+    relative path and stem, or the authors' ``NAME_gt`` beside ``NAME``. (The benchmark layout
+    and --degrade of a benchmark set are for local folders.)"""
+    root = root.rstrip("/")
+    out = os.fspath(opts.output_dir).rstrip("/") + "/"
+    keys = storage.listing(root)
+    gts: dict[str, str] = {}
+    if opts.gt_dir is not None:
+        gt_root = os.fspath(opts.gt_dir).rstrip("/")
+        for url in storage.listing(gt_root):
+            rel = url[len(gt_root) + 1:]
+            if _is_image(rel, opts):
+                gts.setdefault(posixpath.splitext(rel)[0], url)
+    by_stem = {rel_stem(k[len(root) + 1:]): k for k in keys}
+    for url in keys:
+        rel = url[len(root) + 1:]
+        if url.startswith(out):
+            opts.passed["the output folder"] += 1
+        elif any(part.startswith(".") for part in rel.split("/")):
+            opts.passed["hidden"] += 1
+        elif not opts.recursive and "/" in rel:
+            opts.passed["in subfolders (--no-recursive)"] += 1
+        elif not _is_image(rel, opts):
+            opts.passed["not of an image extension"] += 1
+        elif opts.glob and not PurePosixPath(rel).match(opts.glob):
+            opts.passed[f"not matching --glob {opts.glob!r}"] += 1
+        elif rel_stem(rel).endswith("_gt") and rel_stem(rel)[:-3] in by_stem:
+            continue  # the authors' NAME_gt.png is the ground truth of NAME.png, not an input
+        else:
+            stem = rel_stem(rel)
+            gt = url if opts.degrade else gts.get(stem) if opts.gt_dir is not None else by_stem.get(stem + "_gt")
+            yield WorkItem(url, output_for(rel, opts), gt, rel)
+
+
+def rel_stem(rel: str) -> str:
+    return posixpath.splitext(rel)[0]
+
+
 def _coerce(v: Any) -> Any:
     if isinstance(v, str):
         v = v.strip()
@@ -186,33 +230,32 @@ def _coerce(v: Any) -> Any:
     return v
 
 
-def _manifest_rows(path: Path) -> Iterator[tuple[int, dict[str, Any] | str]]:
+def _manifest_rows(path: str | Path) -> Iterator[tuple[int, dict[str, Any] | str]]:
     """(line number, row) for each row of a .csv (header row) or .jsonl manifest, or (line, why)
-    for a line that is not a row. A byte-order mark (spreadsheets save one) is skipped."""
-    if path.suffix.lower() == ".csv":
+    for a line that is not a row. A byte-order mark (spreadsheets save one) is skipped; a name that
+    is not UTF-8 is read as the bytes it was (surrogate escapes), as a folder scan does."""
+    text = storage.read_bytes(path).decode("utf-8-sig", errors="surrogateescape")
+    if posixpath.splitext(os.fspath(path))[1].lower() == ".csv":
         csv.field_size_limit(2**31 - 1)  # a very long cell is the row's problem, not the whole run's
-        with open(path, newline="", encoding="utf-8-sig", errors="surrogateescape") as f:
-            reader = csv.DictReader(f)
-            for row in reader:
-                if None in row:
-                    yield reader.line_num, f"{len(row[None])} more cell(s) than the header has columns"
-                    continue
-                yield reader.line_num, row
+        reader = csv.DictReader(io.StringIO(text, newline=""))
+        for row in reader:
+            if None in row:
+                yield reader.line_num, f"{len(row[None])} more cell(s) than the header has columns"
+                continue
+            yield reader.line_num, row
         return
-    # A name that is not UTF-8 is read as the bytes it was (surrogate escapes), as a folder scan does.
-    with open(path, encoding="utf-8-sig", errors="surrogateescape") as f:
-        for n, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                yield n, f"not JSON ({e.msg} at column {e.colno})"
-                continue
-            if not isinstance(row, dict):
-                yield n, f"expected a JSON object, got {type(row).__name__}"
-                continue
-            yield n, row
+    for n, line in enumerate(io.StringIO(text, newline=None), start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as e:
+            yield n, f"not JSON ({e.msg} at column {e.colno})"
+            continue
+        if not isinstance(row, dict):
+            yield n, f"expected a JSON object, got {type(row).__name__}"
+            continue
+        yield n, row
 
 
 def _overrides(row: dict[str, Any], knobs: set[str], where: str) -> tuple[tuple[tuple[str, Any], ...], str | None]:
@@ -240,7 +283,7 @@ def _path_cell(row: dict[str, Any], name: str, where: str) -> str | None:
     raise ValueError(f"{where}, column {name}: expected a path, got {type(v).__name__} {v!r}")
 
 
-def read_manifest(path: Path, opts: ScanOptions) -> Iterator[WorkItem]:
+def read_manifest(path: str | Path, opts: ScanOptions) -> Iterator[WorkItem]:
     """Rows of a .csv (header row) or .jsonl manifest; relative paths are relative to the manifest.
 
     A row that cannot be used (no input, an unknown column, a value of the wrong type, a line
@@ -249,9 +292,15 @@ def read_manifest(path: Path, opts: ScanOptions) -> Iterator[WorkItem]:
     from ..config import FitConfig
 
     knobs = set(FitConfig.__dataclass_fields__)
-    base = Path(os.path.abspath(path)).parent  # absolute: these paths go to actors that start elsewhere
+    path = os.fspath(path)
+    # absolute: these paths go to actors that start elsewhere
+    base = posixpath.dirname(path) if storage.is_url(path) else os.path.dirname(os.path.abspath(path))
+
+    def at(p: str) -> str:  # a manifest's path, relative to the manifest
+        return p if storage.is_url(p) or os.path.isabs(p) else storage.join(base, p)
+
     for n, row in _manifest_rows(path):
-        where = f"{path.name} line {n}"
+        where = f"{posixpath.basename(path)} line {n}"
         if isinstance(row, str):
             yield WorkItem(where, "", error=f"{where}: {row}")
             continue
@@ -267,42 +316,59 @@ def read_manifest(path: Path, opts: ScanOptions) -> Iterator[WorkItem]:
         if any("\0" in c for c in (src, out, gt) if c):
             yield WorkItem(where, "", error=f"{where}: a path holds a NUL byte")
             continue
-        src_path = Path(src) if Path(src).is_absolute() else base / src
+        src_path = at(src)
         unknown = [k for k in row if k not in knobs and k not in ITEM_COLUMNS]
         if unknown:
             yield WorkItem(str(src_path), "", error=f"{where}: unknown column(s) {', '.join(unknown)}")
             continue
         if isinstance(row.get("kernel"), str) and not Path(row["kernel"]).is_absolute():
-            row["kernel"] = str(base / row["kernel"])  # relative to the manifest, as its other paths
+            row["kernel"] = at(row["kernel"])  # relative to the manifest, as its other paths
         overrides, bad = _overrides(row, knobs, where)
         if bad:
             yield WorkItem(str(src_path), "", error=bad)
             continue
         # rel names the item in the report (its folder, its thumbnails): never outside the manifest's folder
-        rel = Path(src).as_posix() if not Path(src).is_absolute() and ".." not in Path(src).parts else Path(src).name
+        if storage.is_url(src) or Path(src).is_absolute() or ".." in Path(src).parts:
+            rel = posixpath.basename(src)
+        else:
+            rel = Path(src).as_posix()
         if out:
             if Path(out).is_absolute() or ".." in Path(out).parts:
                 yield WorkItem(str(src_path), "", error=f"{where}: output {out!r} escapes the output folder")
                 continue
-            out_path = opts.output_dir / out
+            out_path = storage.join(os.fspath(opts.output_dir), out)
         else:
             out_path = output_for(rel, opts)
-        gt_path = None if not gt else (Path(gt) if Path(gt).is_absolute() else base / gt)
+        gt_path = at(gt) if gt else None
         if opts.degrade and not gt_path:
             gt_path = src_path
-        error = None if src_path.exists() else f"{src_path}: no such file"
-        yield WorkItem(str(src_path), str(out_path), str(gt_path) if gt_path else None, rel, preset, overrides,
+        error = None if storage.exists(src_path) else f"{src_path}: no such file"
+        yield WorkItem(src_path, out_path, gt_path, rel, preset, overrides,
                        error, origin=where)
 
 
-def scan(input_path: Path, opts: ScanOptions) -> Iterator[WorkItem]:
-    """Stream the work: a folder, a manifest, or one image file."""
+def scan(input_path: str | Path, opts: ScanOptions) -> Iterator[WorkItem]:
+    """Stream the work: a folder, a manifest, or one image file; each a local path or an object
+    store's URL."""
+    if storage.is_url(input_path):
+        url = os.fspath(input_path)
+        if posixpath.splitext(url)[1].lower() in (".csv", ".jsonl"):
+            yield from read_manifest(url, opts)
+        elif storage.isdir(url):
+            yield from scan_store(url, opts)
+        elif storage.exists(url):
+            name = posixpath.basename(url)
+            yield WorkItem(url, output_for(name, opts), url if opts.degrade else None, name)
+        else:
+            raise FileNotFoundError(f"{url}: no such object or folder")
+        return
+    input_path = Path(input_path)
     if input_path.is_dir():
         yield from scan_folder(input_path, opts)
     elif input_path.suffix.lower() in (".csv", ".jsonl"):
         yield from read_manifest(input_path, opts)
     elif input_path.is_file():
         gt = str(input_path) if opts.degrade else None
-        yield WorkItem(str(input_path), str(output_for(input_path.name, opts)), gt, input_path.name)
+        yield WorkItem(str(input_path), output_for(input_path.name, opts), gt, input_path.name)
     else:
         raise FileNotFoundError(f"{input_path}: no such file or folder")

@@ -67,21 +67,26 @@ class DiskFull(OSError):
     before the row, never with half of one."""
 
 
+def write_rows(path: Path, rows: Iterable[Mapping[str, str]]) -> None:
+    """A whole report.csv of ``rows``, written atomically."""
+    buf = io.StringIO(newline="")
+    w = csv.DictWriter(buf, COLUMNS, extrasaction="ignore", lineterminator=EOL)
+    w.writeheader()
+    for row in rows:
+        w.writerow({k: row.get(k, "") for k in COLUMNS})
+    try:
+        write_atomic(path, buf.getvalue().encode(ENCODING, ERRORS))
+    except OSError as e:
+        raise _full(e, path) from None
+
+
 class ReportWriter:
     """Appends one row per finished image to ``report.csv``; safe to use from two threads (the
     run's, and the watch that ends a run whose Ray head is gone: ``hold``)."""
 
     def __init__(self, path: Path, keep: Iterable[Mapping[str, str]] = ()) -> None:
         self.path = path
-        buf = io.StringIO(newline="")
-        w = csv.DictWriter(buf, COLUMNS, extrasaction="ignore", lineterminator=EOL)
-        w.writeheader()
-        for row in keep:
-            w.writerow({k: row.get(k, "") for k in COLUMNS})
-        try:
-            write_atomic(path, buf.getvalue().encode(ENCODING, ERRORS))  # compacted copy of what is kept
-        except OSError as e:
-            raise _full(e, path) from None
+        write_rows(path, keep)  # compacted copy of what is kept
         self.f = open(path, "ab")
         self.lock = threading.Lock()  # one row at a time; held for good by ``hold``
 

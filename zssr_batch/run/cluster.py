@@ -15,6 +15,7 @@ from typing import Any, Callable
 
 import ray
 
+from ..files import storage
 from .settings import ActorSettings, RunSettings
 
 
@@ -184,24 +185,28 @@ def _sees(paths: list[str]) -> dict[str, Any]:
     return {"host": socket.gethostname(), "missing": [p for p in paths if not os.path.exists(p)]}
 
 
-def check_shared_storage(plan: list[Placement], paths: list[str], output_dir: Path, log: Callable[[str], None],
-                         wait_s: float = PLACE_WAIT_S) -> None:
+def check_shared_storage(plan: list[Placement], paths: list[str], output_dir: Path | None,
+                         log: Callable[[str], None], wait_s: float = PLACE_WAIT_S) -> None:
     """On a cluster of several nodes, prove that every node the plan uses sees ``paths`` (a few
-    inputs) and the output folder, before any work: each image is read and written by whichever
-    node fits it, and a node with a local folder of the same name (a shared mount that never
-    came up) would fail every image it got, or write outputs nobody else sees while its rows say
-    ok. The output folder is proven by a file the driver writes there and every node must see."""
+    inputs) and the output folder (None: an object store's URL), before any work: each image is
+    read and written by whichever node fits it, and a node with a local folder of the same name (a
+    shared mount that never came up) would fail every image it got, or write outputs nobody else
+    sees while its rows say ok. The output folder is proven by a file the driver writes there and
+    every node must see. (URLs are not probed: every node reaches a store the same way.)"""
     nodes = sorted({p.node for p in plan})
-    if len(nodes) < 2:
+    paths = [p for p in paths if not storage.is_url(p)]
+    if len(nodes) < 2 or not paths and output_dir is None:
         return
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-    marker = Path(os.path.abspath(output_dir)) / f".zssr-batch.probe-{uuid.uuid4().hex[:12]}"
-    marker.write_bytes(b"")
+    marker = None if output_dir is None else \
+        Path(os.path.abspath(output_dir)) / f".zssr-batch.probe-{uuid.uuid4().hex[:12]}"
+    if marker is not None:
+        marker.write_bytes(b"")
     try:
         sees = ray.remote(num_cpus=0, max_retries=0)(_sees)
         probes = {n: sees.options(scheduling_strategy=NodeAffinitySchedulingStrategy(n, soft=False))
-                  .remote([*paths, str(marker)]) for n in nodes}
+                  .remote([*paths, *([str(marker)] if marker else [])]) for n in nodes}
         ready, _ = ray.wait(list(probes.values()), num_returns=len(probes), timeout=wait_s)
         for node, ref in probes.items():
             if ref not in ready:
@@ -212,6 +217,7 @@ def check_shared_storage(plan: list[Placement], paths: list[str], output_dir: Pa
                 shown = ", ".join(str(output_dir) if m == str(marker) else m for m in seen["missing"][:3])
                 raise ValueError(f"node {seen['host']} ({node[:12]}) cannot see {shown}: on a cluster of several "
                                  "nodes, --input, --gt and --output must be on storage every node mounts at the "
-                                 "same path (NFS, EFS, ...)")
+                                 "same path (NFS, EFS, ...), or in an object store (s3://...)")
     finally:
-        marker.unlink(missing_ok=True)
+        if marker is not None:
+            marker.unlink(missing_ok=True)

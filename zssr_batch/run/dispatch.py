@@ -80,6 +80,7 @@ class Dispatcher:
         self.pack_ways: Counter[str] = Counter()  # rows by how their pack ran (run.json's pack_ways)
         self.stop_reason: str | None = None  # why the run stopped early (a key of STOP_NOW, or --max-failures)
         self.stop_detail = ""  # the line that says so, for a stop that is not the user's
+        self.tick: Callable[[], None] = lambda: None  # called every turn of the loop (a URL output's copy)
 
     def emit(self, record: dict[str, Any]) -> None:
         """Write a row, count it, and show it. A full disk stops the run (``DISK_FULL``): every image
@@ -246,9 +247,14 @@ class Dispatcher:
         """Dispatch until the work is done or the run stops (``stop_reason``); ``asked_to_stop`` gives
         the reason a signal asked for ('interrupted', 'terminated'), or None."""
         try:
+            if not self.actors:  # nothing to fit (every image done): only the rows of refused items
+                while self.next_item() is not None:
+                    pass
+                return
             while True:
                 self._check_stop(asked_to_stop())
                 self.comebacks.poll()
+                self.tick()
                 self._fill()
                 # work for workers yet to come back
                 waiting = self.comebacks.down and (self.retry or self.back or not self.exhausted)

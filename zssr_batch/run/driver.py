@@ -22,7 +22,8 @@ import ray
 
 from ..config import FitConfig
 from ..files.sources import WorkItem
-from ..files.plan import file_stamp, plan_outputs, unchanged
+from ..files import storage
+from ..files.plan import file_stamp, plan_outputs, resolved, unchanged
 from ..report.html import write_html_report
 from ..report.table import DiskFull, ReportWriter, read_rows, write_summary
 from .cluster import (NoActors, Placement, check_shared_storage, live_nodes, plan_actors, start_actors,
@@ -32,6 +33,7 @@ from .faults import Faults
 from .headwatch import HeadWatch
 from .item import DISK_FULL
 from .lock import FolderBusy, FolderLock
+from .mirror import Mirror, local_home
 from .runinfo import write_run_json
 from .settings import RunSettings
 
@@ -93,7 +95,7 @@ def is_done(row: dict[str, str] | None, item: WorkItem, cfg_hash: str, precision
 
 
 def _same_path(a: str | None, b: str | None) -> bool:
-    return (not a and not b) or bool(a and b and os.path.realpath(a) == os.path.realpath(b))
+    return (not a and not b) or bool(a and b and resolved(a) == resolved(b))
 
 
 def kept_rows(items: list[WorkItem], config_for: Callable[[WorkItem], FitConfig], report_path: Path,
@@ -103,9 +105,8 @@ def kept_rows(items: list[WorkItem], config_for: Callable[[WorkItem], FitConfig]
     compacted report keeps one row per key and one per output. Old failed rows of items this run
     does not hold are dropped: they were of a manifest line since fixed, or of other settings."""
     old = {} if overwrite else read_rows(report_path)
-    ours = {os.path.realpath(i.output) for i in items if i.output}
-    keep = {k: r for k, r in old.items()
-            if r.get("status") == "ok" and os.path.realpath(r.get("output") or "") not in ours}
+    ours = {resolved(i.output) for i in items if i.output}
+    keep = {k: r for k, r in old.items() if r.get("status") == "ok" and resolved(r.get("output") or "") not in ours}
     for item in items:
         try:
             h = None if item.error else config_for(item).hash()
@@ -143,11 +144,13 @@ def run(items: Iterable[WorkItem], config_for: Callable[[WorkItem], FitConfig], 
     (two inputs, one output) raises ``PlanError`` with nothing touched. Then the output folder is
     locked for the whole run: a second run on it is refused at once."""
     plan = plan_outputs(items, settings.output_dir)
-    out = settings.output_dir
+    out = local_home(str(settings.output_dir))  # the folder, or this machine's copy of a URL's report
     try:
         out.mkdir(parents=True, exist_ok=True)
         with FolderLock(out):
-            return _locked_run(plan.items, config_for, settings)
+            mirror = Mirror(out, str(settings.output_dir))
+            mirror.pull()
+            return _locked_run(plan.items, config_for, settings, out, mirror)
     except (FolderBusy, NoActors) as e:
         print(f"zssr-batch run: error: {e}", file=sys.stderr)
         return EXIT_USAGE
@@ -162,28 +165,26 @@ def run(items: Iterable[WorkItem], config_for: Callable[[WorkItem], FitConfig], 
         return EXIT_DISK_FULL
 
 
-def _locked_run(items: list[WorkItem], config_for: Callable[[WorkItem], FitConfig], settings: RunSettings) -> int:
-    out = settings.output_dir
+def _locked_run(items: list[WorkItem], config_for: Callable[[WorkItem], FitConfig], settings: RunSettings,
+                out: Path, mirror: Mirror) -> int:
+    """The run, its folder locked: ``out`` holds report.csv and the end files (``mirror`` copies
+    them to a URL --output)."""
     t_start = time.time()
     keep = kept_rows(items, config_for, out / "report.csv", settings.overwrite, settings.precision)
     writer = ReportWriter(out / "report.csv", keep.values())
 
-    started_ray = start_ray(settings.address)
-    try:
-        plan = plan_actors(settings, live_nodes(), _say)
-        check_shared_storage(plan, probe_paths(items), out, _say)
-        actors, where = start_actors(plan, settings.for_actors(Faults.from_env()), _say)
-    except (NoActors, ValueError):
-        if started_ray:
-            ray.shutdown()
-        raise
+    # Ray only when there is work: a rerun with everything done ends in about a second
+    needs_ray = any(not i.error and i.key not in keep for i in items)
+    started_ray, plan, actors, where = _actors(settings, items, None if mirror.on else out) if needs_ray else \
+        (False, [], [], {})
     bar = _progress(len(items), settings.progress)
     log = (lambda msg: None) if settings.progress else _say
-    on_gpus = bool(plan[0].resources.get("num_gpus"))
+    on_gpus = bool(plan and plan[0].resources.get("num_gpus"))
     work = Dispatcher(settings, actors, where, call_bounds(settings, on_gpus), iter(items), len(items), config_for,
                       set(keep), writer, bar, log)
     del keep
-    end = Ending(settings, work, len(items), t_start, actors_info(plan, where))
+    work.tick = mirror.tick
+    end = Ending(settings, work, len(items), t_start, actors_info(plan, where), out, mirror)
 
     def head_lost(why: str) -> None:
         """From the watch's thread, with the main one perhaps blocked in Ray: no row after this,
@@ -194,7 +195,8 @@ def _locked_run(items: list[WorkItem], config_for: Callable[[WorkItem], FitConfi
         work.stop_detail = why
         os._exit(end.finish(LOST_HEAD))
 
-    with Interrupt() as interrupt, HeadWatch(ray.get_runtime_context().gcs_address, head_lost):
+    with Interrupt() as interrupt, HeadWatch(ray.get_runtime_context().gcs_address if needs_ray else None,
+                                             head_lost):
         try:
             work.run(lambda: interrupt.reason)
         finally:
@@ -208,18 +210,35 @@ def _locked_run(items: list[WorkItem], config_for: Callable[[WorkItem], FitConfi
         return end.finish(work.stop_reason)
 
 
+def _actors(settings: RunSettings, items: list[WorkItem], out: Path | None) -> tuple[bool, list[Placement], list,
+                                                                                 dict[int, dict]]:
+    """Ray joined or started, the actors planned, the shared storage proven (``out``: a local
+    --output), the actors placed: (whether we started Ray, the plan, the actors, where each runs)."""
+    started_ray = start_ray(settings.address)
+    try:
+        plan = plan_actors(settings, live_nodes(), _say)
+        check_shared_storage(plan, probe_paths(items), out, _say)
+        actors, where = start_actors(plan, settings.for_actors(Faults.from_env()), _say)
+    except (NoActors, ValueError):
+        if started_ray:
+            ray.shutdown()
+        raise
+    return started_ray, plan, actors, where
+
+
 class Ending:
     """The end of a run: the stop's line, summary.csv, run.json, report.html, the last lines, and
     the exit code. The main thread ends a run this way, and so does the head's watch
     (``HeadWatch``) when Ray can no longer answer."""
 
     def __init__(self, settings: RunSettings, work: Dispatcher, total: int, t_start: float,
-                 actors: dict[str, Any]) -> None:
+                 actors: dict[str, Any], out: Path, mirror: Mirror) -> None:
         self.settings, self.work, self.total, self.t_start = settings, work, total, t_start
         self.actors = actors  # run.json's 'actors'
+        self.out, self.mirror = out, mirror  # where the end files are written; their copy to a URL
 
     def finish(self, stop_reason: str | None) -> int:
-        out, work, counts = self.settings.output_dir, self.work, self.work.counts
+        out, work, counts = self.out, self.work, self.work.counts
         if work.stop_detail:
             print(f"zssr-batch: stopped: {work.stop_detail}", file=sys.stderr)
         t_end = time.time()
@@ -227,9 +246,12 @@ class Ending:
         _written(lambda: write_run_json(out, self.settings, counts, self.total, self.t_start, t_end, self.actors,
                                         stop_reason, work.pack_ways), "run.json")
         _written(lambda: write_html_report(out), "report.html")
+        if self.mirror.on:
+            _written(self.mirror.push, f"the report to {self.settings.output_dir}")
         print(table)
         print(f"zssr-batch: {counts['ok']} ok, {counts['failed']} failed, {counts['skipped']} already done "
-              f"of {self.total} in {t_end - self.t_start:.1f} s; report: {out / 'report.csv'}"
+              f"of {self.total} in {t_end - self.t_start:.1f} s; report: "
+              f"{storage.join(str(self.settings.output_dir), 'report.csv')}"
               + (f" (stopped: {stop_reason})" if stop_reason else ""), flush=True)
         return exit_code(stop_reason, counts["failed"])
 

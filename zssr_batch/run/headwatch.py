@@ -33,15 +33,17 @@ def gcs_answers(address: str, timeout: float = 2.0) -> bool:
 
 class HeadWatch:
     """A daemon thread that calls ``on_lost(why)`` once, when the GCS at ``address`` has not
-    answered for ``lost_after`` seconds; ``stop`` ends the watch (the run is over)."""
+    answered for ``lost_after`` seconds; leaving the ``with`` ends the watch (the run is over).
+    No address (a run that needs no Ray): no watch."""
 
-    def __init__(self, address: str, on_lost: Callable[[str], None], lost_after: float = LOST_AFTER_S) -> None:
+    def __init__(self, address: str | None, on_lost: Callable[[str], None], lost_after: float = LOST_AFTER_S) -> None:
         self.address, self.on_lost, self.lost_after = address, on_lost, lost_after
         self.done = threading.Event()
         self.thread = threading.Thread(target=self._watch, name="zssr-headwatch", daemon=True)
 
     def __enter__(self) -> "HeadWatch":
-        self.thread.start()
+        if self.address:
+            self.thread.start()
         return self
 
     def __exit__(self, *exc) -> None:

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import errno
 import math
+import os
+import posixpath
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -59,9 +61,9 @@ def _tensor(a: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(a))
 
 
-def report_name(input_path: Path, extras: Extras) -> str:
+def report_name(input_path: str, extras: Extras) -> str:
     """The input's path relative to the run (its ``rel``), naming its curve and thumbnails."""
-    return extras.rel or input_path.name
+    return extras.rel or posixpath.basename(input_path)
 
 
 def _as_picture(color: torch.Tensor, like: Picture, alpha: torch.Tensor | None) -> Picture:
@@ -72,13 +74,20 @@ def _as_picture(color: torch.Tensor, like: Picture, alpha: torch.Tensor | None) 
 class Prepared:
     """An input read and checked, ready to fit: what ``finish`` needs to write and score it."""
 
-    input_path: Path
+    input_path: str  # a path, or an object store's URL
     pic: Picture  # the LR input
     gt: Picture | None
     gt_path: str | None
     color: torch.Tensor  # (C, h, w) the engine's input
     kernel: np.ndarray | None
     sources: dict[str, str | None] = field(default_factory=dict)  # what the files held: the row's *_sha256, *_stat
+
+
+def _stamp(path: str) -> str | None:
+    try:
+        return file_stamp(path)
+    except OSError:  # gone: the read says so in its own words
+        return None
 
 
 def check_gt_size(gt_path: str | Path, gt: Picture, lr_hw: tuple[int, int], cfg: FitConfig) -> None:
@@ -96,8 +105,8 @@ def check_gt_size(gt_path: str | Path, gt: Picture, lr_hw: tuple[int, int], cfg:
 def prepare(input_path: str | Path, cfg: FitConfig, gt_path: str | Path | None = None,
             max_pixels: int | None = None, degrade_input: bool = False) -> Prepared:
     """Read (and with ``degrade_input`` make) the input and its ground truth; raises on bad input."""
-    input_path = Path(input_path)
-    stamp = file_stamp(input_path) if input_path.exists() else None  # before the read: a later change shows
+    input_path = os.fspath(input_path)
+    stamp = _stamp(input_path)  # before the read: a later change shows
     pic = load_image(input_path, max_pixels)
     sources = {"input_sha256": pic.sha256, "input_stat": stamp}
     gt_pic = None
@@ -109,7 +118,7 @@ def prepare(input_path: str | Path, cfg: FitConfig, gt_path: str | Path | None =
     if min(h, w) < MIN_SIDE:
         raise ValueError(f"{input_path}: image {w}x{h} is smaller than the minimum {MIN_SIDE}x{MIN_SIDE}")
     if gt_pic is None and gt_path:
-        gt_stamp = file_stamp(gt_path) if Path(gt_path).exists() else None
+        gt_stamp = _stamp(os.fspath(gt_path))
         gt_pic = load_image(gt_path, max_pixels)
         sources.update(gt_sha256=gt_pic.sha256, gt_stat=gt_stamp)
         check_gt_size(gt_path, gt_pic, (h, w), cfg)
@@ -118,13 +127,13 @@ def prepare(input_path: str | Path, cfg: FitConfig, gt_path: str | Path | None =
     return Prepared(input_path, pic, gt_pic, gt_name, _tensor(pic.color), kernel, sources)
 
 
-def _write_extras(prep: Prepared, result: SRResult, output_path: Path, cfg: FitConfig, extras: Extras,
+def _write_extras(prep: Prepared, result: SRResult, output_path: str, cfg: FitConfig, extras: Extras,
                   alpha: torch.Tensor | None, bicubic: torch.Tensor) -> None:
     """What ``extras`` asks for besides the output: variants, weights, the curve, report.html's pictures."""
-    stem = output_path.with_suffix("")
+    stem, suffix = posixpath.splitext(output_path)
     if extras.save_variants:
         for name, v in result.variants.items():
-            save_image(f"{stem}_{name}{output_path.suffix}", _as_picture(v, prep.pic, alpha))
+            save_image(f"{stem}_{name}{suffix}", _as_picture(v, prep.pic, alpha))
     if extras.save_weights:
         save_weights(f"{stem}.safetensors", result.state_dict, cfg, prep.color.shape[0])
     curve = curve_csv(result).encode() if extras.save_curve or extras.report_dir else b""
@@ -139,11 +148,12 @@ def _write_extras(prep: Prepared, result: SRResult, output_path: Path, cfg: FitC
                      None if prep.gt is None else _tensor(prep.gt.color))
 
 
-def _notes(pic: Picture, output_path: Path) -> list[str]:
+def _notes(pic: Picture, output_path: str) -> list[str]:
     """What the row should say of the input's decoding and of what its output could not keep."""
     notes = list(pic.notes)
-    if pic.icc_profile and not keeps_profile(pic, output_path.suffix):
-        notes.append(f"its colour profile is not in the output: a {pic.bit_depth}-bit {output_path.suffix} "
+    suffix = posixpath.splitext(output_path)[1]
+    if pic.icc_profile and not keeps_profile(pic, suffix):
+        notes.append(f"its colour profile is not in the output: a {pic.bit_depth}-bit {suffix} "
                      "is written without one")
     return notes
 
@@ -158,7 +168,7 @@ def finish(prep: Prepared, result: SRResult, output_path: str | Path, cfg: FitCo
     if diverged(result):
         raise FloatingPointError("the fit diverged: its output is not finite (NaN or inf), so none was written; "
                                  "a lower learning rate may help")
-    output_path = Path(output_path)
+    output_path = os.fspath(output_path)
     pic, color = prep.pic, prep.color
     out_hw = tuple(result.output.shape[-2:])
     alpha = None
@@ -208,7 +218,7 @@ def process_image(input_path: str | Path, output_path: str | Path, cfg: FitConfi
     faults.on_read(str(input_path))
     prep = prepare(input_path, cfg, gt_path, max_pixels, degrade_input)
     dev = pick_device(device)
-    stem = Path(output_path).with_suffix("")
+    stem = posixpath.splitext(os.fspath(output_path))[0]
     fault = faults.mid_fit(str(input_path))
 
     def hook(step: int, father: torch.Tensor, son: torch.Tensor) -> None:

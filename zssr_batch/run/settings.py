@@ -38,7 +38,7 @@ class Extras:
 
 @dataclass
 class RunSettings:
-    output_dir: Path
+    output_dir: str | Path  # a folder (absolute), or an object store's URL
     gpus: int | None = None  # None: every GPU there is
     images_per_gpu: int | None = None  # actors per GPU; default 4 fitting one image each, 1 when packing
     pack: int = 0  # fits per pack: 0 = measured within GPU memory (CPU: pack.size.cpu_pack_size); 1 = one image per call

@@ -1,0 +1,119 @@
+"""Where files live: a local path, or an object store's URL (``s3://``, ``gs://``, ``az://``, any
+protocol fsspec knows), read and written through one small set of functions.
+
+A local path goes through the operating system as before (atomic rename, fsync, the umask). A URL
+goes through ``fsspec``: its bytes are read by the actor that needs them, and an object is written
+with one PUT, which object stores make visible whole or not at all (a rename there is a copy and a
+delete, so write-then-rename would not be atomic; a single PUT is). ``file://`` URLs are local
+paths. Credentials and endpoints come from the usual places (``AWS_*`` variables, ``~/.aws``,
+``FSSPEC_S3_ENDPOINT_URL`` for an S3-compatible server).
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import os
+from typing import Any
+
+
+def is_url(path: str | os.PathLike) -> bool:
+    """Whether ``path`` names an object in a store (a URL with a protocol other than ``file``)."""
+    s = os.fspath(path)
+    return "://" in s and not s.startswith("file://")
+
+
+def local(path: str) -> str:
+    """A ``file://`` URL as the local path it names; anything else unchanged."""
+    return path[len("file://"):] if path.startswith("file://") else path
+
+
+@functools.lru_cache(maxsize=16)
+def _fs(protocol: str) -> Any:
+    import fsspec
+
+    try:
+        return fsspec.filesystem(protocol)
+    except (ImportError, ValueError) as e:  # e.g. s3:// without s3fs: one line, not a traceback
+        raise ValueError(f"{protocol}:// cannot be used here: {e}") from None
+
+
+def fs_of(url: str) -> tuple[Any, str]:
+    """(the fsspec file system of ``url``, the path within it)."""
+    protocol, _, rest = url.partition("://")
+    return _fs(protocol), rest
+
+
+def join(base: str, rel: str) -> str:
+    """``rel`` under the folder ``base`` (a URL or a path)."""
+    return f"{base.rstrip('/')}/{rel}" if is_url(base) else os.path.join(base, rel)
+
+
+def read_bytes(path: str | os.PathLike) -> bytes:
+    if not is_url(path):
+        with open(path, "rb") as f:
+            return f.read()
+    fs, key = fs_of(os.fspath(path))
+    try:
+        return fs.cat_file(key)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{path}: no such object") from None
+
+
+def write_bytes(url: str, data: bytes) -> None:
+    """One PUT: the object is there whole, or not at all (a local path goes to ``images.write_atomic``)."""
+    fs, key = fs_of(url)
+    fs.pipe_file(key, data)
+
+
+def exists(path: str | os.PathLike) -> bool:
+    if not is_url(path):
+        return os.path.exists(path)
+    fs, key = fs_of(os.fspath(path))
+    return fs.exists(key)
+
+
+def isdir(path: str | os.PathLike) -> bool:
+    if not is_url(path):
+        return os.path.isdir(path)
+    fs, key = fs_of(os.fspath(path))
+    return fs.isdir(key)
+
+
+def stamp(path: str | os.PathLike) -> str:
+    """What resume compares first, before hashing: 'size:mtime_ns:ctime_ns' of a local file (a
+    rewrite of the same size whose mtime was put back keeps the first two; no one can put a ctime
+    back), 'size:ETag' of an object (a store gives every write a new ETag)."""
+    if not is_url(path):
+        st = os.stat(path)
+        return f"{st.st_size}:{st.st_mtime_ns}:{st.st_ctime_ns}"
+    fs, key = fs_of(os.fspath(path))
+    info = fs.info(key)
+    tag = info.get("ETag") or info.get("etag") or info.get("md5Hash") or info.get("mtime") or info.get("LastModified")
+    return f"{info.get('size')}:{str(tag).strip(chr(34))}"
+
+
+def sha256(path: str | os.PathLike) -> str:
+    h = hashlib.sha256()
+    if is_url(path):
+        h.update(read_bytes(path))
+        return h.hexdigest()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def listing(url: str) -> list[str]:
+    """Every object under the folder ``url``, as URLs, sorted (a store has no folders: keys share a prefix)."""
+    fs, key = fs_of(url)
+    protocol = url.partition("://")[0]
+    return sorted(f"{protocol}://{k}" for k in fs.find(key.rstrip("/")))
+
+
+def open_read(path: str | os.PathLike):
+    """A binary file object to read ``path`` from, lazily (an image's header without its pixels)."""
+    if not is_url(path):
+        return open(path, "rb")
+    fs, key = fs_of(os.fspath(path))
+    return fs.open(key, "rb")
