@@ -116,22 +116,33 @@ def test_two_real_nodes_from_their_own_folders_share_a_run_with_relative_paths(t
 
         # The worker's raylet killed mid-run: every image ends with one ok row, and only the images
         # the worker had been sent can have lost an attempt.
+        # The worker's raylet killed mid-run, and another node started while the run goes on: every
+        # image ends with one ok row, only the images the lost worker had been sent can have lost an
+        # attempt, and the node that joined gets work.
+        for i in range(8, 24):
+            _img(job / "src" / f"{i}.png", 24, i)
         slow = ("--address", head.address, "--max-iters", "300", "--pack", "2")
         proc = subprocess.Popen(_run("src", "out2", *slow), cwd=job, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                 text=True)
         _wait_rows(job / "out2", 1, proc)
         worker.kill("raylet")
-        stdout, stderr = proc.communicate(timeout=300)
+        joiner = RayNode(tmp_path / "joiner", address=head.address)
+        try:
+            stdout, stderr = proc.communicate(timeout=300)
+        finally:
+            joiner.stop()
         assert proc.returncode == 0, stderr
         rows = _rows(job / "out2")
-        assert sorted(Path(r["input"]).name for r in rows) == [f"{i}.png" for i in range(8)]
+        assert sorted(Path(r["input"]).name for r in rows) == sorted(f"{i}.png" for i in range(24))
         assert all(r["status"] == "ok" for r in rows), rows
         retried = {Path(r["input"]).name for r in rows if int(r["attempts"]) > 1}
         survivors = {r["node"] for r in rows if int(r["attempts"]) > 1}
         sent = _sent_to(stderr)
-        assert retried and len(survivors) == 1 and len(sent) == 2, (retried, survivors, sent)
-        (dead,) = set(sent) - survivors
+        assert "joined; 1 actor(s) start on it" in stderr, stderr
+        assert retried and len(survivors) == 1 and len(sent) == 3, (retried, survivors, sent)
+        dead = next(node for node, names in sent.items() if names & retried)
         assert retried <= sent[dead], (retried, sent)
+        assert len({r["node"] for r in rows} - {dead}) == 2  # the head's actor and the newcomer's
     finally:
         if worker is not None:
             worker.stop()
@@ -160,3 +171,44 @@ def test_a_ray_job_submitted_with_the_readmes_script_completes(tmp_path):
     assert "succeeded" in res.stdout + res.stderr
     rows = _rows(tmp_path / "out")
     assert len(rows) == 3 and all(r["status"] == "ok" for r in rows)
+
+
+def _asked(address: str) -> list:
+    """What the cluster's autoscaler is asked for (the request the run wrote), read as the autoscaler reads it."""
+    probe = ("import json,sys,ray; from zssr_batch.run.cluster import start_ray; start_ray(sys.argv[1]); "
+             "from ray.experimental.internal_kv import _internal_kv_get; "
+             "from ray._private.ray_constants import AUTOSCALER_RESOURCE_REQUEST_CHANNEL as K; "
+             "v = _internal_kv_get(K); print(json.dumps(json.loads(v) if v else None))")
+    res = subprocess.run([sys.executable, "-c", probe, address], capture_output=True, text=True, timeout=120)
+    return json.loads(res.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.slow
+def test_gpus_asked_of_the_autoscaler_are_waited_for_and_used_as_their_node_joins(tmp_path):
+    # --gpus 1 on a cluster with none: the run asks the autoscaler (the request it reads), waits,
+    # and uses the GPU node that joins. The test plays the autoscaler: it starts a node that offers
+    # a GPU, which this CPU build of torch cannot use, so the actor made for it fails its start
+    # with its one line: that it was made at all shows the join was seen and used.
+    src = tmp_path / "src"
+    _img(src / "a.png", 24, 0)
+    head = RayNode(tmp_path / "head")
+    gpu_node = None
+    try:
+        wait_for_nodes(head.address, 1)
+        proc = subprocess.Popen(_run(str(src), str(tmp_path / "out"), "--address", head.address, "--gpus", "1",
+                                     "--wait-for-gpus", "120"),  # (the last --gpus wins)
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        t0 = time.time()
+        while _asked(head.address) != [{"GPU": 1}] and time.time() - t0 < 60 and proc.poll() is None:
+            time.sleep(0.5)
+        assert _asked(head.address) == [{"GPU": 1}]
+        gpu_node = RayNode(tmp_path / "gpu", address=head.address, num_gpus=1)
+        stdout, stderr = proc.communicate(timeout=180)
+        assert _asked(head.address) == []  # withdrawn at the end: the autoscaler may scale down
+    finally:
+        if gpu_node is not None:
+            gpu_node.stop()
+        head.stop()
+    assert "asked the autoscaler for 1 GPUs" in stderr and "waiting up to 120 s" in stderr, stderr
+    assert "a GPU node joined" in stderr and proc.returncode == 2, stderr
+    assert "cannot use CUDA" in stderr.splitlines()[-1], stderr

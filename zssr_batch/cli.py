@@ -114,7 +114,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         output_dir=out, gpus=args.gpus, images_per_gpu=args.images_per_gpu, pack=args.pack, batch=args.batch,
         precision=args.precision,
         cpu_workers=args.workers,
-        threads_per_worker=args.threads, address=args.address, device=args.device, retries=args.retries,
+        threads_per_worker=args.threads, address=args.address, device=args.device, wait_for_gpus=args.wait_for_gpus,
+        retries=args.retries,
         max_failures=args.max_failures, overwrite=args.overwrite, progress=not args.no_progress,
         max_pixels=args.max_pixels, degrade=args.degrade,
         extras=Extras(args.save_weights, report_dir=out if pictures else None),
@@ -247,6 +248,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--workers", type=_at_least(1), default=None, help="CPU actors when no GPU is used (default cores/threads)")
     run.add_argument("--threads", type=_at_least(1), default=None, help="torch threads per actor")
     run.add_argument("--address", default=None, help="Ray cluster to join (default: RAY_ADDRESS, else local Ray)")
+    run.add_argument("--wait-for-gpus", type=_at_least(0), default=600, metavar="S",
+                     help="with --gpus N on a cluster that has fewer: the run asks the autoscaler for N GPUs, uses "
+                          "each as its node joins, and waits up to S seconds for the first if it has none (default 600)")
     run.add_argument("--retries", type=_at_least(0), default=2, help="resubmissions of an image whose worker died")
     run.add_argument("--max-failures", type=_at_least(1), default=None, help="stop early after this many failed images")
     run.add_argument("--overwrite", action="store_true", help="redo images already done with the same settings")

@@ -82,6 +82,13 @@ class Dispatcher:
         self.stop_detail = ""  # the line that says so, for a stop that is not the user's
         self.tick: Callable[[], None] = lambda: None  # called every turn of the loop (a URL output's copy)
 
+    def add_actor(self, actor: Any, where: dict) -> None:
+        """An actor whose node joined during the run: it gets work from the next call on."""
+        self.actors.append(actor)
+        self.load.append(0)
+        self.where[len(self.actors) - 1] = where
+        self.log(f"actor {len(self.actors) - 1} joined (node {where['node']})")
+
     def emit(self, record: dict[str, Any]) -> None:
         """Write a row, count it, and show it. A full disk stops the run (``DISK_FULL``): every image
         after would fail the same way, and a night's worth of failed rows is no report."""

@@ -31,6 +31,7 @@ from .cluster import (NoActors, Placement, check_shared_storage, live_nodes, pla
 from .dispatch import Dispatcher, call_bounds
 from .faults import Faults
 from .headwatch import HeadWatch
+from .joining import Joiner, ask_for_gpus, release_gpus, wait_for_a_gpu
 from .item import DISK_FULL
 from .lock import FolderBusy, FolderLock
 from .mirror import Mirror, local_home
@@ -175,15 +176,22 @@ def _locked_run(items: list[WorkItem], config_for: Callable[[WorkItem], FitConfi
 
     # Ray only when there is work: a rerun with everything done ends in about a second
     needs_ray = any(not i.error and i.key not in keep for i in items)
-    started_ray, plan, actors, where = _actors(settings, items, None if mirror.on else out) if needs_ray else \
-        (False, [], [], {})
+    started_ray, asked, plan, actors, where = _actors(settings, items, None if mirror.on else out) if needs_ray \
+        else (False, False, [], [], {})
+    joiner = Joiner(settings, plan, settings.for_actors(Faults.from_env()), _say) if needs_ray else None
     bar = _progress(len(items), settings.progress)
     log = (lambda msg: None) if settings.progress else _say
     on_gpus = bool(plan and plan[0].resources.get("num_gpus"))
     work = Dispatcher(settings, actors, where, call_bounds(settings, on_gpus), iter(items), len(items), config_for,
                       set(keep), writer, bar, log)
     del keep
-    work.tick = mirror.tick
+
+    def tick() -> None:  # every turn of the dispatch loop: the report's copy, nodes that joined
+        mirror.tick()
+        for actor, at in joiner.poll() if joiner else ():
+            work.add_actor(actor, at)
+
+    work.tick = tick
     end = Ending(settings, work, len(items), t_start, actors_info(plan, where), out, mirror)
 
     def head_lost(why: str) -> None:
@@ -200,8 +208,12 @@ def _locked_run(items: list[WorkItem], config_for: Callable[[WorkItem], FitConfi
         try:
             work.run(lambda: interrupt.reason)
         finally:
-            for a in actors:  # also drops whatever was still queued on them
+            if joiner:
+                joiner.close()
+            for a in actors:  # (with those added as their nodes joined) also drops what was queued on them
                 ray.kill(a, no_restart=True)
+            if asked:
+                release_gpus()
             writer.close()
             if started_ray:
                 ray.shutdown()
@@ -210,20 +222,29 @@ def _locked_run(items: list[WorkItem], config_for: Callable[[WorkItem], FitConfi
         return end.finish(work.stop_reason)
 
 
-def _actors(settings: RunSettings, items: list[WorkItem], out: Path | None) -> tuple[bool, list[Placement], list,
-                                                                                 dict[int, dict]]:
-    """Ray joined or started, the actors planned, the shared storage proven (``out``: a local
-    --output), the actors placed: (whether we started Ray, the plan, the actors, where each runs)."""
+def _actors(settings: RunSettings, items: list[WorkItem], out: Path | None) -> tuple[bool, bool, list[Placement],
+                                                                                 list, dict[int, dict]]:
+    """Ray joined or started, GPUs asked of the autoscaler if the cluster has fewer than asked (and
+    the first waited for), the actors planned, the shared storage proven (``out``: a local
+    --output), the actors placed: (whether we started Ray, whether we asked for GPUs, the plan,
+    the actors, where each runs)."""
     started_ray = start_ray(settings.address)
+    asked = False
     try:
-        plan = plan_actors(settings, live_nodes(), _say)
+        nodes = live_nodes()
+        asked = ask_for_gpus(settings, nodes, _say)
+        if asked and not any(n["Resources"].get("GPU") for n in nodes):
+            nodes = wait_for_a_gpu(settings.wait_for_gpus, _say)
+        plan = plan_actors(settings, nodes, _say)
         check_shared_storage(plan, probe_paths(items), out, _say)
         actors, where = start_actors(plan, settings.for_actors(Faults.from_env()), _say)
     except (NoActors, ValueError):
+        if asked:
+            release_gpus()
         if started_ray:
             ray.shutdown()
         raise
-    return started_ray, plan, actors, where
+    return started_ray, asked, plan, actors, where
 
 
 class Ending:

@@ -48,6 +48,7 @@ class RunSettings:
     threads_per_worker: int | None = None
     address: str | None = None
     device: str = "auto"  # 'cpu': CPU actors only, whatever GPUs there are; 'cuda': GPUs or refuse
+    wait_for_gpus: float = 600.0  # --gpus N on an autoscaling cluster with none yet: how long to wait for the first
     retries: int = 2
     max_failures: int | None = None
     overwrite: bool = False
