@@ -3,7 +3,6 @@ each from its own working directory (``ray_nodes.RayNode``), and what happens wh
 
 from __future__ import annotations
 
-import csv
 import json
 import os
 import subprocess
@@ -16,6 +15,7 @@ import pytest
 from PIL import Image
 
 from ray_nodes import RayNode, wait_for_nodes
+from report_rows import rows as _rows, wait_rows as _wait_rows
 
 
 def _img(path: Path, side: int, seed: int) -> None:
@@ -24,26 +24,12 @@ def _img(path: Path, side: int, seed: int) -> None:
     Image.fromarray(rng.integers(0, 255, (side, side, 3), dtype=np.uint8)).save(path)
 
 
-def _rows(out: Path) -> list[dict[str, str]]:
-    with open(out / "report.csv", newline="") as f:
-        return list(csv.DictReader(f))
-
-
 SMALL = ("--gpus", "0", "--threads", "1", "--max-iters", "30", "--crop", "16", "--width", "8",
          "--back-projection-iters", "1", "--ensemble", "none")
 
 
 def _run(src: str, out: str, *more: str) -> list[str]:
     return [sys.executable, "-m", "zssr_batch", "run", "--input", src, "--output", out, *SMALL, "--no-progress", *more]
-
-
-def _wait_rows(out: Path, n: int, proc: subprocess.Popen, limit: float = 180) -> None:
-    t0 = time.time()
-    while time.time() - t0 < limit and proc.poll() is None:
-        if (out / "report.csv").exists() and len(_rows(out)) >= n:
-            return
-        time.sleep(0.2)
-    raise AssertionError(f"{n} rows did not arrive (exit {proc.poll()})")
 
 
 @pytest.mark.slow

@@ -4,7 +4,6 @@ per folder, signals and a full disk end cleanly. Each test runs the real command
 
 from __future__ import annotations
 
-import csv
 import os
 import signal
 import subprocess
@@ -16,14 +15,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
+from report_rows import rows as _rows
 
 TINY = ["--max-iters", "2", "--crop", "12", "--width", "8", "--back-projection-iters", "1", "--no-progress",
         "--gpus", "0", "--workers", "1", "--no-report-images"]
-
-
-def _rows(out: Path) -> list[dict[str, str]]:
-    with open(out / "report.csv", newline="", encoding="utf-8", errors="surrogateescape") as f:
-        return list(csv.DictReader(f))
 
 
 def _img(path: Path, seed: int = 0, h: int = 20, w: int = 24) -> None:

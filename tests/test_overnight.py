@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import csv
 import io
 import os
 import signal
 import struct
 import subprocess
 import sys
-import time
 import zlib
 from dataclasses import replace
 from pathlib import Path
@@ -20,14 +18,10 @@ import pytest
 from PIL import Image
 
 from zssr_batch.cli import main
+from report_rows import rows as _rows, wait_rows as _wait_rows
 
 TINY = ["--max-iters", "2", "--crop", "12", "--width", "8", "--back-projection-iters", "1", "--no-progress",
         "--gpus", "0"]
-
-
-def _rows(out: Path) -> list[dict[str, str]]:
-    with open(out / "report.csv", newline="") as f:
-        return list(csv.DictReader(f))
 
 
 def _photo(h: int, w: int, seed: int = 0) -> np.ndarray:
@@ -174,15 +168,6 @@ def _cmd(src: Path, out: Path, *more: str) -> list[str]:
     return [sys.executable, "-m", "zssr_batch", "run", "--input", str(src), "--output", str(out), "--workers", "1",
             "--threads", "1", "--max-iters", "30", "--crop", "16", "--width", "16", "--back-projection-iters", "1",
             "--no-progress", "--gpus", "0", "--pack", "2", "--batch", "2", *more]  # packed, rows every 2 images
-
-
-def _wait_rows(out: Path, n: int, proc: subprocess.Popen, limit: float = 120) -> None:
-    t0 = time.time()
-    while time.time() - t0 < limit and proc.poll() is None:
-        if (out / "report.csv").exists() and len(_rows(out)) >= n:
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"no {n} rows after {limit} s")
 
 
 @pytest.mark.slow

@@ -16,7 +16,7 @@ def test_pack_size_follows_gpu_memory_and_image_size(monkeypatch, tmp_path):
     # The formula is host arithmetic on the free memory CUDA reports; here a 40 GiB card is pretended.
     from PIL import Image
 
-    from zssr_batch.pack.size import memory_pack_size, plan_pack
+    from zssr_batch.pack.size import memory_pack_size
     from zssr_batch.files.sources import WorkItem
     from zssr_batch.run.batch import largest_input
 

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import csv
 import json
-import os
 import subprocess
 import sys
 import time
@@ -17,13 +15,9 @@ from PIL import Image
 
 from conftest import DATA, needs_data
 from zssr_batch.cli import main
+from report_rows import rows as _rows
 
 TINY = ["--max-iters", "2", "--crop", "12", "--width", "8", "--back-projection-iters", "1", "--no-progress"]
-
-
-def _rows(out: Path) -> list[dict[str, str]]:
-    with open(out / "report.csv", newline="") as f:
-        return list(csv.DictReader(f))
 
 
 def _img(path: Path, h: int, w: int, seed: int = 0, mode: str = "RGB") -> None:
