@@ -38,7 +38,7 @@ class RayNode:
     it is started from."""
 
     def __init__(self, cwd: Path, num_cpus: int = 1, address: str | None = None, num_gpus: int = 0,
-                 job_server: bool = False) -> None:
+                 job_server: bool = False, wrap: list[str] | None = None) -> None:
         # A short temp folder: Ray's socket paths must fit in 107 bytes (pytest's tmp_path does not).
         self.temp = tempfile.mkdtemp(prefix="zr", dir="/tmp")
         self.port = free_port() if address is None else None
@@ -60,7 +60,8 @@ class RayNode:
         # entry point runs `python3` from the node's PATH)
         env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "token",
                "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
-        self.proc = subprocess.Popen(cmd, cwd=cwd, stdout=self.log, stderr=subprocess.STDOUT, env=env,
+        # wrap: a command the node starts under (e.g. a mount namespace of its own), given the node's as "$@"
+        self.proc = subprocess.Popen([*(wrap or []), *cmd], cwd=cwd, stdout=self.log, stderr=subprocess.STDOUT, env=env,
                                      start_new_session=True)
 
     @property

@@ -30,3 +30,17 @@ def test_a_benchmark_set_without_the_asked_scale_is_refused(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "LR_bicubic/X2, X3, X4 but no inputs at x5" in err
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("setting,value,says", [
+    ("--seed", "1.5", "seed: expected a whole number, got '1.5'"),
+    ("--learning-rate", "nan", "learning_rate: expected a finite number"),
+    ("--address", "ray://10.0.0.1:10001", "Ray Client (ray://) addresses are not supported"),
+])
+def test_settings_that_cannot_work_say_so_naming_themselves(tmp_path, capsys, setting, value, says):
+    # (they once said "invalid literal for int()", started Ray to fail every row, or a traceback)
+    (tmp_path / "in").mkdir()
+    rc = main(["run", "--input", str(tmp_path / "in"), "--output", str(tmp_path / "out"), setting, value])
+    err = capsys.readouterr().err
+    assert rc == 2 and says in err and len(err.strip().splitlines()) == 1, err
+    assert not (tmp_path / "out").exists()

@@ -198,3 +198,53 @@ def test_gpus_asked_of_the_autoscaler_are_waited_for_and_used_as_their_node_join
     assert "asked the autoscaler for 1 GPUs" in stderr and "waiting up to 120 s" in stderr, stderr
     assert "a GPU node joined" in stderr and proc.returncode == 2, stderr
     assert "cannot use CUDA" in stderr.splitlines()[-1], stderr
+
+
+def test_an_actor_that_no_node_can_hold_is_dropped_and_the_others_work(tmp_path):
+    # A plan can outlive the cluster it was made for (a node gone between the plan and the start):
+    # an actor that cannot be placed is dropped after a bounded wait, with a line, and the run goes on.
+    import ray
+
+    from zssr_batch.run.cluster import Placement, start_actors
+    from zssr_batch.run.settings import ActorSettings
+
+    ray.init(num_cpus=1, include_dashboard=False, log_to_driver=False)
+    try:
+        node = ray.get_runtime_context().get_node_id()
+        said: list[str] = []
+        plan = [Placement(node, {"num_cpus": 1}, 1), Placement(node, {"num_cpus": 64}, 1)]
+        actors, where = start_actors(plan, ActorSettings(), said.append, wait_s=15)
+        assert len(actors) == 1 and where[0]["node"] == node[:12]
+        assert len(said) == 1 and "actor 1" in said[0] and "not placed within 15 s" in said[0], said
+    finally:
+        ray.shutdown()
+
+
+@pytest.mark.slow
+def test_a_node_that_cannot_see_the_shared_folders_stops_the_run_before_any_work(tmp_path):
+    # The cluster.yaml of old: "shared storage" that was an empty local folder on each node. Here
+    # the worker node runs in a mount namespace of its own where the shared folder is an empty
+    # tmpfs, as a node whose NFS mount never came up: the run must stop at once naming it.
+    shared = tmp_path / "shared"
+    for i in range(3):
+        _img(shared / "in" / f"{i}.png", 24, i)
+    if subprocess.run(["unshare", "-m", "true"], capture_output=True).returncode != 0:
+        pytest.skip("unshare -m (root) is needed to give one node a folder the others do not see")
+    head = RayNode(tmp_path / "head")
+    worker = None
+    try:
+        wait_for_nodes(head.address, 1)
+        worker = RayNode(tmp_path / "worker", address=head.address,
+                         wrap=["unshare", "-m", "--propagation", "private", "sh", "-c",
+                               f'mount -t tmpfs tmpfs "{shared}" && exec "$@"', "sh"])
+        wait_for_nodes(head.address, 2)
+        res = subprocess.run(_run(str(shared / "in"), str(shared / "out"), "--address", head.address),
+                             capture_output=True, text=True, timeout=300)
+    finally:
+        if worker is not None:
+            worker.stop()
+        head.stop()
+    assert res.returncode == 2, res.stderr
+    line = [ln for ln in res.stderr.splitlines() if "cannot see" in ln]
+    assert len(line) == 1 and str(shared / "in") in line[0] and "every node mounts" in line[0], res.stderr
+    assert not list((shared / "out").glob("*.png"))  # no work was done
