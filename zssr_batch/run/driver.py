@@ -171,6 +171,8 @@ def _locked_run(items: list[WorkItem], config_for: Callable[[WorkItem], FitConfi
     """The run, its folder locked: ``out`` holds report.csv and the end files (``mirror`` copies
     them to a URL --output)."""
     t_start = time.time()
+    if mirror.on:  # one listing fills the store's cache: resume then asks for no output one by one
+        storage.listing(str(settings.output_dir))
     keep = kept_rows(items, config_for, out / "report.csv", settings.overwrite, settings.precision)
     writer = ReportWriter(out / "report.csv", keep.values())
 
