@@ -51,4 +51,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    from job_paths import refuse_relative
+
+    refuse_relative(sys.argv[1:], "benchmark_tables.py")
     sys.exit(main())

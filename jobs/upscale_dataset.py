@@ -9,7 +9,9 @@ Every argument is passed to ``zssr-batch run`` as it is, e.g.
 
 import sys
 
+from job_paths import refuse_relative
 from zssr_batch.cli import main
 
 if __name__ == "__main__":
+    refuse_relative(sys.argv[1:], "upscale_dataset.py")
     sys.exit(main(["run", "--no-progress", *sys.argv[1:]]))

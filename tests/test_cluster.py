@@ -230,7 +230,7 @@ def test_a_node_that_cannot_see_the_shared_folders_stops_the_run_before_any_work
         _img(shared / "in" / f"{i}.png", 24, i)
     if subprocess.run(["unshare", "-m", "true"], capture_output=True).returncode != 0:
         pytest.skip("unshare -m (root) is needed to give one node a folder the others do not see")
-    head = RayNode(tmp_path / "head")
+    head = RayNode(tmp_path / "head", num_cpus=0)  # as cluster.yaml's: every actor on the worker
     worker = None
     try:
         wait_for_nodes(head.address, 1)
@@ -246,5 +246,5 @@ def test_a_node_that_cannot_see_the_shared_folders_stops_the_run_before_any_work
         head.stop()
     assert res.returncode == 2, res.stderr
     line = [ln for ln in res.stderr.splitlines() if "cannot see" in ln]
-    assert len(line) == 1 and str(shared / "in") in line[0] and "every node mounts" in line[0], res.stderr
+    assert len(line) == 1 and str(shared / "in") in line[0] and "every node must see" in line[0], res.stderr
     assert not list((shared / "out").glob("*.png"))  # no work was done

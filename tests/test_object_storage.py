@@ -111,3 +111,77 @@ def test_a_run_from_a_bucket_into_a_bucket_resumes_after_a_kill(s3, tmp_path):
     elsewhere = {**s3, "XDG_CACHE_HOME": str(tmp_path / "cache2")}
     again = subprocess.run(_run(elsewhere, *args), env=elsewhere, capture_output=True, text=True, timeout=300)
     assert again.returncode == 0 and "6 already done" in again.stdout, again.stdout + again.stderr
+
+
+def _moto(port: int) -> subprocess.Popen:
+    proc = subprocess.Popen([str(Path(sys.executable).with_name("moto_server")), "-H", "127.0.0.1", "-p", str(port)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    for _ in range(100):
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return proc
+        except OSError:
+            time.sleep(0.1)
+    raise RuntimeError("moto_server did not start")
+
+
+def test_a_store_that_cannot_be_reached_or_written_is_one_line_before_any_work(s3, tmp_path):
+    fs = _fs(s3)
+    fs.mkdir("zssr")
+    fs.pipe_file("zssr/in/0.png", _png(0))
+    cases = [  # (environment, --output, what the line must say)
+        (s3, "s3://nobucket/out", "s3://nobucket/out"),  # a bucket that is not there: not after every fit
+        ({**s3, "FSSPEC_S3_ENDPOINT_URL": f"http://127.0.0.1:{free_port()}"}, "s3://zssr/out", "s3://zssr/in"),
+        ({k: v for k, v in s3.items() if not k.startswith("AWS_")} | {"AWS_EC2_METADATA_DISABLED": "true",
+                                                                     "AWS_SHARED_CREDENTIALS_FILE": "/nonexistent"},
+         "s3://zssr/out", "NoCredentialsError"),
+    ]
+    for env, out, says in cases:
+        res = subprocess.run(_run(env, "--input", "s3://zssr/in", "--output", out), env=env, capture_output=True,
+                             text=True, timeout=120)
+        err = res.stderr.strip().splitlines()
+        assert res.returncode == 2 and len(err) == 1 and says in err[0] and "Traceback" not in res.stderr, res.stderr
+
+
+@pytest.mark.slow
+def test_a_node_that_reads_another_store_stops_the_run_before_any_work(s3, tmp_path):
+    # The driver's settings point at one store; the cluster's node was started pointing at another
+    # (its workers get its environment, not the driver's). Before, an image found in both was read
+    # from the wrong one, fitted, written there, and its row said ok.
+    from ray_nodes import RayNode, wait_for_nodes
+
+    other_port = free_port()
+    other = _moto(other_port)
+    try:
+        for seed, env in enumerate((s3, {**s3, "FSSPEC_S3_ENDPOINT_URL": f"http://127.0.0.1:{other_port}"})):
+            fs = _fs(env)
+            fs.mkdir("zssr")
+            fs.pipe_file("zssr/in/0.png", _png(seed))  # another picture in each
+        # what the node starts with: the same credentials, another endpoint
+        node_env = {k: v for k, v in s3.items() if k.startswith(("AWS_", "FSSPEC_"))}
+        node_env["FSSPEC_S3_ENDPOINT_URL"] = f"http://127.0.0.1:{other_port}"
+        saved = {k: os.environ.get(k) for k in node_env}
+        os.environ.update(node_env)
+        try:
+            head = RayNode(tmp_path / "head")
+        finally:
+            for k, v in saved.items():
+                if v is None:
+                    os.environ.pop(k, None)
+                else:
+                    os.environ[k] = v
+        try:
+            wait_for_nodes(head.address, 1)
+            res = subprocess.run(_run(s3, "--input", "s3://zssr/in", "--output", "s3://zssr/out", "--address",
+                                      head.address), env=s3, capture_output=True, text=True, timeout=300)
+        finally:
+            head.stop()
+    finally:
+        other.terminate()
+        other.wait()
+    assert res.returncode == 2, res.stderr
+    line = [ln for ln in res.stderr.splitlines() if "cannot see" in ln]
+    # the input: another object (an ETag of its own), not an unreadable one
+    assert len(line) == 1 and "s3://zssr/in/0.png (it reads " in line[0], res.stderr
+    assert "s3://zssr/in/0.png (it reads nothing" not in line[0], res.stderr
+    assert not _fs(s3).exists("zssr/out/0.png")

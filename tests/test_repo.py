@@ -113,3 +113,13 @@ def test_benchmark_tables_job_writes_a_table(tmp_path):
     table = (tmp_path / "BENCHMARKS.md").read_text()
     assert "| Set5 | x3 | 5 |" in table and "30.39" in table  # the published bicubic figure beside ours
     assert len(pd.read_csv(tmp_path / "Set5" / "x3" / "report.csv")) == 5
+
+
+def test_a_ray_job_refuses_relative_paths_in_one_line(tmp_path):
+    # A Job reads its paths in a folder Ray makes for it: a relative --output wrote the outputs into
+    # Ray's package cache, where they went with the session, and the job said it succeeded.
+    for script in ("upscale_dataset.py", "benchmark_tables.py"):
+        res = subprocess.run([sys.executable, str(ROOT / "jobs" / script), "--input", "/abs/in", "--data", "/abs",
+                              "--output", "relout"], capture_output=True, text=True, cwd=tmp_path)
+        assert res.returncode == 2 and "--output relout" in res.stderr and "absolute, or s3://" in res.stderr, res.stderr
+        assert len(res.stderr.strip().splitlines()) == 1

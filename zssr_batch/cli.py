@@ -105,6 +105,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         opts.extensions = exts
     if not storage.exists(input_path):
         raise FileNotFoundError(f"{input_path}: no such file or folder")
+    if storage.is_url(out):
+        storage.check_writable(out)
     local_input = not storage.is_url(input_path)
     if local_input:
         check_layout(Path(input_path), opts)

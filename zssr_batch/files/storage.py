@@ -14,6 +14,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import os
+import posixpath
 from typing import Any
 
 
@@ -38,6 +39,26 @@ def _fs(protocol: str) -> Any:
         raise ValueError(f"{protocol}:// cannot be used here: {e}") from None
 
 
+def _plainly(fn):
+    """A store's failure (no endpoint, no credentials, a missing bucket: botocore's, aiohttp's and
+    other exceptions) as an OSError of one line naming the URL, as a local path's failure is."""
+    @functools.wraps(fn)
+    def call(path, *args, **kwargs):
+        if not is_url(path):
+            return fn(path, *args, **kwargs)
+        try:
+            return fn(path, *args, **kwargs)
+        except OSError as e:
+            if os.fspath(path) in str(e):
+                raise
+            raise type(e)(e.errno, f"{path}: {e.strerror or e}") if e.errno else OSError(f"{path}: {e}") from None
+        except ValueError:
+            raise
+        except Exception as e:  # noqa: BLE001 - the store's own exception types vary by protocol
+            raise OSError(f"{path}: {type(e).__name__}: {' '.join(str(e).split())[:200]}") from None
+    return call
+
+
 def fs_of(url: str) -> tuple[Any, str]:
     """(the fsspec file system of ``url``, the path within it)."""
     protocol, _, rest = url.partition("://")
@@ -45,10 +66,18 @@ def fs_of(url: str) -> tuple[Any, str]:
 
 
 def join(base: str, rel: str) -> str:
-    """``rel`` under the folder ``base`` (a URL or a path)."""
-    return f"{base.rstrip('/')}/{rel}" if is_url(base) else os.path.join(base, rel)
+    """``rel`` under the folder ``base`` (a URL or a path); a URL's ``..`` parts are resolved, as a
+    path's are by the file system."""
+    if not is_url(base):
+        return os.path.join(base, rel)
+    url = f"{base.rstrip('/')}/{rel}"
+    if ".." not in url.split("/"):
+        return url
+    protocol, _, key = url.partition("://")
+    return f"{protocol}://{posixpath.normpath(key)}"
 
 
+@_plainly
 def read_bytes(path: str | os.PathLike) -> bytes:
     if not is_url(path):
         with open(path, "rb") as f:
@@ -60,12 +89,14 @@ def read_bytes(path: str | os.PathLike) -> bytes:
         raise FileNotFoundError(f"{path}: no such object") from None
 
 
+@_plainly
 def write_bytes(url: str, data: bytes) -> None:
     """One PUT: the object is there whole, or not at all (a local path goes to ``images.write_atomic``)."""
     fs, key = fs_of(url)
     fs.pipe_file(key, data)
 
 
+@_plainly
 def exists(path: str | os.PathLike) -> bool:
     if not is_url(path):
         return os.path.exists(path)
@@ -73,6 +104,7 @@ def exists(path: str | os.PathLike) -> bool:
     return fs.exists(key)
 
 
+@_plainly
 def isdir(path: str | os.PathLike) -> bool:
     if not is_url(path):
         return os.path.isdir(path)
@@ -80,6 +112,7 @@ def isdir(path: str | os.PathLike) -> bool:
     return fs.isdir(key)
 
 
+@_plainly
 def stamp(path: str | os.PathLike) -> str:
     """What resume compares first, before hashing: 'size:mtime_ns:ctime_ns' of a local file (a
     rewrite of the same size whose mtime was put back keeps the first two; no one can put a ctime
@@ -93,6 +126,7 @@ def stamp(path: str | os.PathLike) -> str:
     return f"{info.get('size')}:{str(tag).strip(chr(34))}"
 
 
+@_plainly
 def sha256(path: str | os.PathLike) -> str:
     h = hashlib.sha256()
     if is_url(path):
@@ -104,16 +138,28 @@ def sha256(path: str | os.PathLike) -> str:
     return h.hexdigest()
 
 
+@_plainly
 def listing(url: str) -> list[str]:
     """Every object under the folder ``url``, as URLs, sorted (a store has no folders: keys share a prefix)."""
     fs, key = fs_of(url)
     protocol = url.partition("://")[0]
-    return sorted(f"{protocol}://{k}" for k in fs.find(key.rstrip("/")))
+    # (a key ending in / is a folder's marker, not an object of its own)
+    return sorted(f"{protocol}://{k}" for k in fs.find(key.rstrip("/")) if not k.endswith("/"))
 
 
+@_plainly
 def open_read(path: str | os.PathLike):
     """A binary file object to read ``path`` from, lazily (an image's header without its pixels)."""
     if not is_url(path):
         return open(path, "rb")
     fs, key = fs_of(os.fspath(path))
     return fs.open(key, "rb")
+
+
+@_plainly
+def check_writable(url: str) -> None:
+    """Write and remove a small object under the folder ``url``: a missing bucket or a store that
+    refuses writes is said before any work, not after every fit."""
+    fs, key = fs_of(join(url, ".zssr-batch.write-check"))
+    fs.pipe_file(key, b"")
+    fs.rm_file(key)

@@ -178,46 +178,92 @@ def start_actors(plan: list[Placement], settings: ActorSettings, log: Callable[[
     return placed, where
 
 
-def _sees(paths: list[str]) -> dict[str, Any]:
-    """On one node: which of ``paths`` it cannot see."""
+def _sees(paths: list[str], stamps: dict[str, str]) -> dict[str, Any]:
+    """On one node: which local ``paths`` it cannot see, and which objects it reads otherwise than
+    the driver does (``stamps``: the driver's, by URL)."""
     import socket
 
-    return {"host": socket.gethostname(), "missing": [p for p in paths if not os.path.exists(p)]}
+    missing = [p for p in paths if not os.path.exists(p)]
+    for url, want in stamps.items():
+        try:
+            got = storage.stamp(url)
+        except Exception as e:  # noqa: BLE001 - any reason to read it otherwise is the answer
+            got = f"nothing ({type(e).__name__})"
+        if got != want:
+            missing.append(f"{url} (it reads {got}, the driver {want})")
+    return {"host": socket.gethostname(), "missing": missing}
 
 
-def check_shared_storage(plan: list[Placement], paths: list[str], output_dir: Path | None,
-                         log: Callable[[str], None], wait_s: float = PLACE_WAIT_S) -> None:
-    """On a cluster of several nodes, prove that every node the plan uses sees ``paths`` (a few
-    inputs) and the output folder (None: an object store's URL), before any work: each image is
-    read and written by whichever node fits it, and a node with a local folder of the same name (a
-    shared mount that never came up) would fail every image it got, or write outputs nobody else
-    sees while its rows say ok. The output folder is proven by a file the driver writes there and
-    every node must see. (URLs are not probed: every node reaches a store the same way.)"""
-    nodes = sorted({p.node for p in plan})
-    paths = [p for p in paths if not storage.is_url(p)]
-    if len(nodes) < 2 or not paths and output_dir is None:
-        return
-    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+class StorageProbe:
+    """Proves, before any work, that a node sees what the driver sees: the inputs' folders, the
+    kernels, and a marker the driver writes into --output (a file, or an object whose stamp must
+    read the same: a node whose store settings differ, another endpoint or no credentials, reads
+    another object or none). Each image is read and written by whichever node fits it, and a node
+    with a local folder of the same name (a shared mount that never came up) would fail every image
+    it got, or write outputs nobody else sees while its rows say ok.
 
-    marker = None if output_dir is None else \
-        Path(os.path.abspath(output_dir)) / f".zssr-batch.probe-{uuid.uuid4().hex[:12]}"
-    if marker is not None:
-        marker.write_bytes(b"")
+    A node is probed when it holds actors, the driver's own included when the run joined a Ray it
+    did not start: its workers get the environment its ``ray start`` had (another endpoint, no
+    credentials), not the driver's. A Ray the run started itself has the driver's."""
+
+    def __init__(self, paths: list[str], output: str, own_ray: bool, wait_s: float = PLACE_WAIT_S) -> None:
+        self.output, self.wait_s = output, wait_s
+        self.local = [p for p in paths if not storage.is_url(p)]
+        self.urls = [p for p in paths if storage.is_url(p)]
+        self.here = ray.get_runtime_context().get_node_id() if own_ray else None
+
+    def failures(self, nodes: list[str], log: Callable[[str], None]) -> dict[str, str]:
+        """node -> one line saying what it cannot see (nodes that see everything are not in it)."""
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+        nodes = sorted(set(nodes) - {self.here})
+        if not nodes:
+            return {}
+        marker = storage.join(self.output, f".zssr-batch.probe-{uuid.uuid4().hex[:12]}")
+        write_marker(marker)
+        try:
+            stamps = {u: storage.stamp(u) for u in [*self.urls, *([marker] if storage.is_url(marker) else [])]}
+            local = [*self.local, *([] if storage.is_url(marker) else [marker])]
+            sees = ray.remote(num_cpus=0, max_retries=0)(_sees)
+            probes = {n: sees.options(scheduling_strategy=NodeAffinitySchedulingStrategy(n, soft=False))
+                      .remote(local, stamps) for n in nodes}
+            ready, _ = ray.wait(list(probes.values()), num_returns=len(probes), timeout=self.wait_s)
+            bad = {}
+            for node, ref in probes.items():
+                if ref not in ready:
+                    log(f"zssr-batch: node {node[:12]} did not answer the storage probe within {self.wait_s:.0f} s")
+                    continue
+                seen = ray.get(ref)
+                if seen["missing"]:
+                    shown = ", ".join(m.replace(marker, f"{self.output} (a file the driver wrote there)")
+                                      for m in seen["missing"][:3])
+                    bad[node] = (f"node {seen['host']} ({node[:12]}) cannot see {shown}: every node must see "
+                                 "--input, --gt, --kernel and --output at the same paths (a shared mount: NFS, "
+                                 "EFS, ...), and reach an object store with the same settings")
+            return bad
+        finally:
+            remove_marker(marker)
+
+    def check(self, nodes: list[str], log: Callable[[str], None]) -> None:
+        """Raise (one line, the first node's) unless every node of ``nodes`` sees what the driver sees."""
+        bad = self.failures(nodes, log)
+        if bad:
+            raise ValueError(next(iter(bad.values())))
+
+
+def write_marker(path: str) -> None:
+    if storage.is_url(path):
+        storage.write_bytes(path, b"")
+    else:
+        Path(path).write_bytes(b"")
+
+
+def remove_marker(path: str) -> None:
     try:
-        sees = ray.remote(num_cpus=0, max_retries=0)(_sees)
-        probes = {n: sees.options(scheduling_strategy=NodeAffinitySchedulingStrategy(n, soft=False))
-                  .remote([*paths, *([str(marker)] if marker else [])]) for n in nodes}
-        ready, _ = ray.wait(list(probes.values()), num_returns=len(probes), timeout=wait_s)
-        for node, ref in probes.items():
-            if ref not in ready:
-                log(f"zssr-batch: node {node[:12]} did not answer the storage probe within {wait_s:.0f} s")
-                continue
-            seen = ray.get(ref)
-            if seen["missing"]:
-                shown = ", ".join(str(output_dir) if m == str(marker) else m for m in seen["missing"][:3])
-                raise ValueError(f"node {seen['host']} ({node[:12]}) cannot see {shown}: on a cluster of several "
-                                 "nodes, --input, --gt and --output must be on storage every node mounts at the "
-                                 "same path (NFS, EFS, ...), or in an object store (s3://...)")
-    finally:
-        if marker is not None:
-            marker.unlink(missing_ok=True)
+        if storage.is_url(path):
+            fs, key = storage.fs_of(path)
+            fs.rm_file(key)
+        else:
+            os.unlink(path)
+    except OSError:
+        pass

@@ -114,7 +114,7 @@ class Dispatcher:
             self.bar.set_postfix(post, refresh=False)
         extra = f" ({record.get('error')})" if status != "ok" else \
             f" psnr_y={record['psnr_y']:.2f}" if record.get("psnr_y") is not None else ""
-        self.log(f"finished {record.get('rel') or record['input']}: {status} on node {record.get('node', '-')} "
+        self.log(f"finished {record.get('rel') or record['input']}: {status} on node {record.get('node') or '-'} "
                  f"gpu {record.get('gpu') or '-'} in {record.get('fit_seconds') or 0:.1f}+"
                  f"{record.get('infer_seconds') or 0:.1f} s{extra}")
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import posixpath
 import signal
 import sys
 import time
@@ -26,8 +27,7 @@ from ..files import storage
 from ..files.plan import file_stamp, plan_outputs, resolved, unchanged
 from ..report.html import write_html_report
 from ..report.table import DiskFull, ReportWriter, read_rows, write_summary
-from .cluster import (NoActors, Placement, check_shared_storage, live_nodes, plan_actors, start_actors,
-                      start_ray)
+from .cluster import NoActors, Placement, StorageProbe, live_nodes, plan_actors, start_actors, start_ray
 from .dispatch import Dispatcher, call_bounds
 from .faults import Faults
 from .headwatch import HeadWatch
@@ -178,9 +178,9 @@ def _locked_run(items: list[WorkItem], config_for: Callable[[WorkItem], FitConfi
 
     # Ray only when there is work: a rerun with everything done ends in about a second
     needs_ray = any(not i.error and i.key not in keep for i in items)
-    started_ray, asked, plan, actors, where = _actors(settings, items, None if mirror.on else out) if needs_ray \
-        else (False, False, [], [], {})
-    joiner = Joiner(settings, plan, settings.for_actors(Faults.from_env()), _say) if needs_ray else None
+    started_ray, asked, plan, actors, where, probe = _actors(settings, items) if needs_ray \
+        else (False, False, [], [], {}, None)
+    joiner = Joiner(settings, plan, settings.for_actors(Faults.from_env()), probe, _say) if probe else None
     bar = _progress(len(items), settings.progress)
     log = (lambda msg: None) if settings.progress else _say
     on_gpus = bool(plan and plan[0].resources.get("num_gpus"))
@@ -224,12 +224,12 @@ def _locked_run(items: list[WorkItem], config_for: Callable[[WorkItem], FitConfi
         return end.finish(work.stop_reason)
 
 
-def _actors(settings: RunSettings, items: list[WorkItem], out: Path | None) -> tuple[bool, bool, list[Placement],
-                                                                                 list, dict[int, dict]]:
+def _actors(settings: RunSettings, items: list[WorkItem]) -> tuple[bool, bool, list[Placement], list,
+                                                                   dict[int, dict], StorageProbe]:
     """Ray joined or started, GPUs asked of the autoscaler if the cluster has fewer than asked (and
-    the first waited for), the actors planned, the shared storage proven (``out``: a local
-    --output), the actors placed: (whether we started Ray, whether we asked for GPUs, the plan,
-    the actors, where each runs)."""
+    the first waited for), the actors planned, every node proven to see the run's files, the actors
+    placed: (whether we started Ray, whether we asked for GPUs, the plan, the actors, where each
+    runs, the storage probe, for nodes that join later)."""
     started_ray = start_ray(settings.address)
     asked = False
     try:
@@ -238,7 +238,8 @@ def _actors(settings: RunSettings, items: list[WorkItem], out: Path | None) -> t
         if asked and not any(n["Resources"].get("GPU") for n in nodes):
             nodes = wait_for_a_gpu(settings.wait_for_gpus, _say)
         plan = plan_actors(settings, nodes, _say)
-        check_shared_storage(plan, probe_paths(items), out, _say)
+        probe = StorageProbe(probe_paths(items, settings), str(settings.output_dir), own_ray=started_ray)
+        probe.check([p.node for p in plan], _say)
         actors, where = start_actors(plan, settings.for_actors(Faults.from_env()), _say)
     except (NoActors, ValueError):
         if asked:
@@ -246,7 +247,7 @@ def _actors(settings: RunSettings, items: list[WorkItem], out: Path | None) -> t
         if started_ray:
             ray.shutdown()
         raise
-    return started_ray, asked, plan, actors, where
+    return started_ray, asked, plan, actors, where, probe
 
 
 class Ending:
@@ -279,11 +280,22 @@ class Ending:
         return exit_code(stop_reason, counts["failed"])
 
 
-def probe_paths(items: list[WorkItem]) -> list[str]:
-    """What every node must see: the first input, the last, and their ground truths (the rest
-    lie beside them, on the same storage, in the usual case)."""
-    ends = [i for i in (items[:1] + items[-1:]) if not i.error]
-    return sorted({p for i in ends for p in (i.input, i.gt) if p})
+def probe_paths(items: list[WorkItem], settings: RunSettings, most: int = 64) -> list[str]:
+    """What every node must see as the driver does: the first input of each folder and its ground
+    truth's (a node may lack one folder of several), and the kernel files; at most ``most``."""
+    first: dict[str, str] = {}
+    for item in items:
+        if item.error:
+            continue
+        for path in (item.input, item.gt):
+            if path:
+                first.setdefault(posixpath.dirname(path), path)
+        kernel = dict(item.overrides).get("kernel")
+        if kernel:
+            first.setdefault(kernel, kernel)
+    if settings.engine.get("kernel"):
+        first.setdefault(settings.engine["kernel"], settings.engine["kernel"])
+    return sorted(first.values())[:most]
 
 
 def actors_info(plan: list[Placement], where: dict[int, dict]) -> dict[str, Any]:

@@ -17,7 +17,7 @@ from typing import Any, Callable
 import ray
 from ray.exceptions import RayActorError
 
-from .cluster import Placement, live_nodes, plan_actors, start_failure
+from .cluster import Placement, StorageProbe, live_nodes, plan_actors, start_failure
 from .settings import ActorSettings, RunSettings
 
 JOIN_EVERY_S = 5.0  # how often the live nodes are read again for newcomers
@@ -73,8 +73,9 @@ class Joiner:
     back those that have answered, for the dispatcher to send work to."""
 
     def __init__(self, settings: RunSettings, plan: list[Placement], actor_settings: ActorSettings,
-                 log: Callable[[str], None]) -> None:
+                 probe: StorageProbe, log: Callable[[str], None]) -> None:
         self.settings, self.actor_settings, self.log = settings, actor_settings, log
+        self.probe = probe  # a node that joins is used only once it sees the run's files
         self.known = {n["NodeID"] for n in live_nodes()}  # nodes planned at the start, used or not
         self.on_gpus = bool(plan and plan[0].resources.get("num_gpus"))  # a run stays on what it began with
         self.per_gpu = max(1, settings.images_per_gpu or (4 if settings.pack == 1 else 1))
@@ -131,6 +132,11 @@ class Joiner:
         self.looked_at = time.monotonic()
         new = [n for n in live_nodes() if n["NodeID"] not in self.known]
         self.known.update(n["NodeID"] for n in new)
+        if new:
+            blind = self.probe.failures([n["NodeID"] for n in new], self.log)
+            for line in blind.values():
+                self.log(f"zssr-batch: a node joined but is not used: {line}")
+            new = [n for n in new if n["NodeID"] not in blind]
         for place in self._plan(new):
             actor = FitActor.options(**place.resources, scheduling_strategy=NodeAffinitySchedulingStrategy(
                 place.node, soft=True)).remote(place.threads, self.actor_settings)
