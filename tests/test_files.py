@@ -195,3 +195,21 @@ def test_a_ground_truth_of_another_size_fails_its_row_with_the_sizes(tmp_path):
     bad = run_item(WorkItem(str(tmp_path / "lr.png"), str(tmp_path / "o2.png"), str(tmp_path / "other.png")), cfg, "cpu")
     assert bad["status"] == "failed" and "ground truth is 30x30, but x2 of the 12x10 input is 24x20" in bad["error"]
     assert not (tmp_path / "o2.png").exists()  # refused before the fit
+
+
+def test_gray_and_alpha_write_as_bmp_and_jpeg_and_the_row_says_the_alpha_is_not_kept(tmp_path):
+    # (a gray+alpha input with --ext bmp failed its row after its fit; RGBA to JPEG lost its alpha in silence)
+    import numpy as np
+
+    from zssr_batch.files.images import Picture, drops_alpha, encode_image, load_image
+
+    rng = np.random.default_rng(0)
+    gray, alpha = rng.random((1, 6, 5), dtype=np.float32), rng.random((1, 6, 5), dtype=np.float32)
+    for suffix in (".bmp", ".jpg"):
+        (tmp_path / f"la{suffix}").write_bytes(encode_image(Picture(gray, alpha), suffix))
+        back = load_image(tmp_path / f"la{suffix}")
+        assert back.alpha is None and back.size == (6, 5)
+    assert np.abs(load_image(tmp_path / "la.bmp").color[0] - gray[0]).max() <= 0.5 / 255 + 1e-6  # 8 bits
+    rgba = Picture(np.repeat(gray, 3, axis=0), alpha)
+    assert drops_alpha(rgba, ".jpg") and drops_alpha(rgba, ".BMP") and not drops_alpha(rgba, ".png")
+    assert not drops_alpha(Picture(gray), ".jpg")

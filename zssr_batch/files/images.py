@@ -212,8 +212,8 @@ def encode_image(pic: Picture, suffix: str) -> bytes:
         # OpenCV writes no colour profile; a PNG carries one in an iCCP chunk, which we add
         # (a 16-bit TIFF goes without: ``keeps_profile`` says so, for the row's notes).
         return _with_png_profile(data, pic.icc_profile) if pic.icc_profile and suffix == ".png" else data
-    if suffix in (".jpg", ".jpeg") and arr.ndim == 3 and arr.shape[-1] in (2, 4):
-        arr = arr[..., :-1]  # JPEG has no alpha
+    if drops_alpha(pic, suffix) and arr.ndim == 3 and arr.shape[-1] in (2, 4):
+        arr = arr[..., :-1]  # no alpha in this format (the row says so)
         arr = arr[..., 0] if arr.shape[-1] == 1 else arr
     im = Image.fromarray(arr)
     out = io.BytesIO()
@@ -230,6 +230,12 @@ def encode_image(pic: Picture, suffix: str) -> bytes:
         opts.update(compression="tiff_deflate")
     im.save(out, format=fmt, **opts)
     return out.getvalue()
+
+
+def drops_alpha(pic: Picture, suffix: str) -> bool:
+    """Whether ``encode_image`` leaves ``pic``'s alpha out of a ``suffix`` file: JPEG holds none, and
+    Pillow writes no gray+alpha BMP and reads a 32-bit one back without its alpha."""
+    return pic.alpha is not None and suffix.lower() in (".jpg", ".jpeg", ".bmp")
 
 
 def keeps_profile(pic: Picture, suffix: str) -> bool:

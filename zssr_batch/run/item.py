@@ -27,7 +27,7 @@ from ..engine.metrics import score
 from ..engine.resize import imresize, output_size
 from ..engine.super_resolve import SRResult, pick_device, super_resolve
 from ..files.degrade import degrade_picture
-from ..files.images import Picture, keeps_profile, load_image, save_image, write_atomic
+from ..files.images import Picture, drops_alpha, keeps_profile, load_image, save_image, write_atomic
 from ..files.plan import REPORT_PICTURES, file_stamp, picture_name
 from ..files.sources import WorkItem
 from ..files.weights import save_weights
@@ -152,6 +152,8 @@ def _notes(pic: Picture, output_path: str) -> list[str]:
     """What the row should say of the input's decoding and of what its output could not keep."""
     notes = list(pic.notes)
     suffix = posixpath.splitext(output_path)[1]
+    if drops_alpha(pic, suffix):
+        notes.append(f"its alpha channel is not in the output: a {suffix} has none")
     if pic.icc_profile and not keeps_profile(pic, suffix):
         notes.append(f"its colour profile is not in the output: a {pic.bit_depth}-bit {suffix} "
                      "is written without one")
