@@ -44,3 +44,17 @@ def one_ray():
     yield
     if started:
         ray.shutdown()
+
+
+def pytest_configure(config):
+    """Once, before any test process starts: Ray's auth token, which every local Ray and every
+    `ray start` node of the tests reads from ~/.ray/auth_token. Each writes one if there is none;
+    two test processes doing so at once (pytest -n 2 on a fresh machine) could leave one with
+    another's token."""
+    if hasattr(config, "workerinput"):  # a pytest-xdist worker: the controller has done it
+        return
+    import subprocess
+    import sys
+
+    subprocess.run([str(Path(sys.executable).with_name("ray")), "get-auth-token", "--generate"],
+                   capture_output=True, check=False)

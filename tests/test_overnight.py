@@ -152,7 +152,7 @@ def test_permission_denied_becomes_a_clear_failed_row(tmp_path, monkeypatch):
     def denied(*args, **kwargs):
         raise PermissionError(13, "Permission denied", str(tmp_path / "locked.png"))
 
-    monkeypatch.setattr("zssr_batch.files.images.Path.read_bytes", denied)
+    monkeypatch.setattr("zssr_batch.files.storage.read_bytes", denied)
     rec = run_item(WorkItem(input=str(tmp_path / "locked.png"), output=str(tmp_path / "o.png")),
                    resolve("fast", overrides={"max_iters": 1}), "cpu")
     assert rec["status"] == "failed" and rec["error"] == f"{tmp_path / 'locked.png'}: permission denied"
