@@ -95,14 +95,20 @@ class RayNode:
 
 
 def wait_for_nodes(address: str, n: int, limit: float = 90) -> None:
-    """Until the cluster at ``address`` has ``n`` live nodes (a subprocess: the test's own process
-    stays out of Ray)."""
-    probe = ("import ray,sys; from zssr_batch.run.cluster import start_ray; start_ray(sys.argv[1]); "
+    """Until the cluster at ``address`` has ``n`` live nodes (one subprocess that joins once the head
+    answers and reads the nodes until there are ``n``: the test's own process stays out of Ray)."""
+    probe = ("import sys,time,ray\n"
+             "from zssr_batch.run.cluster import start_ray\n"
+             "n, limit, t0 = int(sys.argv[2]), float(sys.argv[3]), time.time()\n"
+             "start_ray(sys.argv[1])\n"
+             "while sum(1 for x in ray.nodes() if x['Alive']) != n and time.time() - t0 < limit:\n"
+             "    time.sleep(0.5)\n"
              "print(sum(1 for x in ray.nodes() if x['Alive']))")
     t0 = time.time()
     while time.time() - t0 < limit:
-        res = subprocess.run([sys.executable, "-c", probe, address], capture_output=True, text=True)
+        res = subprocess.run([sys.executable, "-c", probe, address, str(n), str(limit)], capture_output=True,
+                             text=True, timeout=limit + 120)
         if res.returncode == 0 and res.stdout.strip().splitlines()[-1:] == [str(n)]:
             return
-        time.sleep(1)
+        time.sleep(1)  # the head did not answer yet
     raise TimeoutError(f"the cluster at {address} did not reach {n} nodes in {limit:.0f} s")

@@ -100,31 +100,37 @@ def test_a_second_run_on_one_folder_is_refused_and_the_first_keeps_every_row(tmp
 
 
 @pytest.mark.slow
-def test_resume_redoes_exactly_what_changed(tmp_path):
+def test_resume_redoes_exactly_what_changed(tmp_path, one_ray, monkeypatch):  # seven runs, one Ray
     src, gt, out = tmp_path / "in", tmp_path / "gt", tmp_path / "out"
     for i in range(3):
         _img(src / f"{i}.png", i)
         _img(gt / f"{i}.png", i, 40, 48)
     base = ["--input", str(src), "--output", str(out), "--gt", str(gt), *TINY]
-    assert _run(*base).returncode == 0
+
+    def run(*args: str) -> subprocess.CompletedProcess:
+        rc, stdout = _main(*args)
+        return subprocess.CompletedProcess(args, rc, stdout, "")
+
+    assert run(*base).returncode == 0
     before = {r["input"]: r for r in _rows(out)}
     _img(gt / "0.png", 9, 40, 48)  # a new ground truth: its scores are stale
     _img(src / "1.png", 8)  # a new input: its output is stale
-    proc = _run(*base)
+    proc = run(*base)
     assert proc.returncode == 0 and _done(proc) == 1
     after = {r["input"]: r for r in _rows(out)}
     assert len(after) == 3
     assert after[str(src / "0.png")]["psnr_y"] != before[str(src / "0.png")]["psnr_y"]
     assert after[str(src / "2.png")]["finished_at"] == before[str(src / "2.png")]["finished_at"]
     os.utime(src / "2.png")  # touched, same bytes: still done
-    assert _done(_run(*base)) == 3
+    assert _done(run(*base)) == 3
     # the same run spelt with a relative input is the same run
-    rel = _run("--input", os.path.relpath(src, tmp_path), "--output", str(out), "--gt", str(gt), *TINY, cwd=tmp_path)
+    monkeypatch.chdir(tmp_path)
+    rel = run("--input", os.path.relpath(src, tmp_path), "--output", str(out), "--gt", str(gt), *TINY)
     assert rel.returncode == 0 and _done(rel) == 3
     assert len(_rows(out)) == 3
     # without the ground truth the scores no longer apply; with a suffix the outputs are others
-    assert _done(_run(*base[:4], *TINY)) == 0
-    proc = _run(*base, "--suffix", "_x2")
+    assert _done(run(*base[:4], *TINY)) == 0
+    proc = run(*base, "--suffix", "_x2")
     assert _done(proc) == 0
     rows = _rows(out)
     assert len(rows) == 3 and all(Path(r["output"]).stem.endswith("_x2") for r in rows)
