@@ -36,6 +36,7 @@ def test_a_benchmark_set_without_the_asked_scale_is_refused(tmp_path, capsys):
     ("--seed", "1.5", "seed: expected a whole number, got '1.5'"),
     ("--learning-rate", "nan", "learning_rate: expected a finite number"),
     ("--address", "ray://10.0.0.1:10001", "Ray Client (ray://) addresses are not supported"),
+    ("--kernel", "/nonexistent/k.npy", "/nonexistent/k.npy: no such kernel file"),
 ])
 def test_settings_that_cannot_work_say_so_naming_themselves(tmp_path, capsys, setting, value, says):
     # (they once said "invalid literal for int()", started Ray to fail every row, or a traceback)

@@ -84,6 +84,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         if values.get("kernel"):
             values["kernel"] = os.path.abspath(values["kernel"])
     base = resolve(base_preset, file_values, cli)  # fails early on bad settings
+    if base.kernel and not os.path.isfile(base.kernel):  # (it failed every row, after Ray had started)
+        raise FileNotFoundError(f"{base.kernel}: no such kernel file (--kernel)")
 
     @lru_cache(maxsize=256)
     def _cfg(preset: str | None, overrides: tuple) -> FitConfig:
