@@ -85,11 +85,12 @@ def is_done(row: dict[str, str] | None, item: WorkItem, cfg_hash: str, precision
         return False
     if not _same_path(row.get("output"), item.output) or not _same_path(row.get("gt"), item.gt):
         return False
-    try:  # another run (or hand) that wrote over the output made it another image
-        if file_stamp(item.output) != (row.get("output_stat") or file_stamp(item.output)):
-            return False
+    try:
+        output_now = file_stamp(item.output)
     except OSError:
         return False  # no output any more
+    if row.get("output_stat") and output_now != row["output_stat"]:
+        return False  # another run (or hand) wrote over it: it is another image
     if not unchanged(item.input, row.get("input_stat"), row.get("input_sha256")):
         return False
     return not item.gt or unchanged(item.gt, row.get("gt_stat"), row.get("gt_sha256"))
