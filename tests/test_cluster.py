@@ -114,10 +114,13 @@ def test_two_real_nodes_from_their_own_folders_share_a_run_with_relative_paths(t
         survivors = {r["node"] for r in rows if int(r["attempts"]) > 1}
         sent = _sent_to(stderr)
         assert "joined; 1 actor(s) start on it" in stderr, stderr
-        assert retried and len(survivors) == 1 and len(sent) == 3, (retried, survivors, sent)
+        assert retried and len(survivors) == 1 and len(sent) >= 2, (retried, survivors, sent)
         dead = next(node for node, names in sent.items() if names & retried)
         assert retried <= sent[dead], (retried, sent)
-        assert len({r["node"] for r in rows} - {dead}) == 2  # the head's actor and the newcomer's
+        # The newcomer's actor was started; it gets work when it answers before the last call is sent
+        # (it did on an idle machine and with the suite in two processes; on a machine four times
+        # overloaded the run ended first), so that is not asserted here.
+        assert {r["node"] for r in rows} - {dead}, rows
     finally:
         if worker is not None:
             worker.stop()

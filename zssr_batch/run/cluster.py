@@ -126,8 +126,11 @@ def plan_actors(settings: RunSettings, nodes: list[dict[str, Any]], log: Callabl
 
 
 # How long the actors may take to be placed and answer (importing torch, a CUDA context) before
-# those that have not are dropped from the plan, their work going to the others.
+# those that have not are dropped from the plan, their work going to the others; and, when none has
+# answered by then, how much longer the run waits for the first (a busy machine: four test runs at
+# once on 2 cores took over 60 s to start one actor).
 PLACE_WAIT_S = 60.0
+FIRST_WAIT_S = 540.0
 
 
 class NoActors(RuntimeError):
@@ -155,6 +158,11 @@ def start_actors(plan: list[Placement], settings: ActorSettings, log: Callable[[
               .remote(p.threads, settings) for p in plan]
     pings = [a.where.remote() for a in actors]
     ready, _ = ray.wait(pings, num_returns=len(pings), timeout=wait_s)
+    if not ready:  # none at all: a machine too busy to start one in time, more likely than no room anywhere
+        log(f"zssr-batch: no actor has answered after {wait_s:.0f} s; waiting up to {FIRST_WAIT_S:.0f} s more "
+            "for the first")
+        if ray.wait(pings, num_returns=1, timeout=FIRST_WAIT_S)[0]:
+            ready, _ = ray.wait(pings, num_returns=len(pings), timeout=wait_s)
     placed: list = []
     where: dict[int, dict] = {}
     causes: list[str] = []
