@@ -160,6 +160,16 @@ def open_read(path: str | os.PathLike):
 def check_writable(url: str) -> None:
     """Write and remove a small object under the folder ``url``: a missing bucket or a store that
     refuses writes is said before any work, not after every fit."""
-    fs, key = fs_of(join(url, ".zssr-batch.write-check"))
-    fs.pipe_file(key, b"")
+    probe = join(url, ".zssr-batch.write-check")
+    write_bytes(probe, b"")
+    remove(probe)
+
+
+@_plainly
+def remove(path: str | os.PathLike) -> None:
+    """Delete a file, or an object."""
+    if not is_url(path):
+        os.unlink(path)
+        return
+    fs, key = fs_of(os.fspath(path))
     fs.rm_file(key)

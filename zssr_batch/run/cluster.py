@@ -16,6 +16,7 @@ from typing import Any, Callable
 import ray
 
 from ..files import storage
+from ..files.images import write_atomic
 from .settings import ActorSettings, RunSettings
 
 
@@ -81,6 +82,11 @@ class Placement:
     threads: int
 
 
+def actors_per_gpu(settings: RunSettings) -> int:
+    """Actors sharing one GPU: --images-per-gpu, else 1 packing, 4 fitting one image each (--pack 1)."""
+    return max(1, settings.images_per_gpu or (4 if settings.pack == 1 else 1))
+
+
 def live_nodes() -> list[dict[str, Any]]:
     """The cluster's live nodes as ``ray.nodes()`` gives them (NodeID, Resources, ...)."""
     return [n for n in ray.nodes() if n.get("Alive")]
@@ -101,7 +107,7 @@ def plan_actors(settings: RunSettings, nodes: list[dict[str, Any]], log: Callabl
     if settings.device.startswith("cuda") and want == 0:
         raise ValueError(f"--device {settings.device} asks for GPUs but {'--gpus 0 was given' if settings.gpus == 0 else 'the cluster has none'}")
     if want > 0:
-        k = max(1, settings.images_per_gpu or (4 if settings.pack == 1 else 1))
+        k = actors_per_gpu(settings)
         threads = max(1, settings.threads_per_worker or 2)
         plan = []
         for node, n_gpus in gpus_of.items():
@@ -228,7 +234,7 @@ class StorageProbe:
         if not nodes:
             return {}
         marker = storage.join(self.output, f".zssr-batch.probe-{uuid.uuid4().hex[:12]}")
-        write_marker(marker)
+        write_atomic(marker, b"")
         try:
             stamps = {u: storage.stamp(u) for u in [*self.urls, *([marker] if storage.is_url(marker) else [])]}
             local = [*self.local, *([] if storage.is_url(marker) else [marker])]
@@ -250,28 +256,13 @@ class StorageProbe:
                                  "EFS, ...), and reach an object store with the same settings")
             return bad
         finally:
-            remove_marker(marker)
+            try:
+                storage.remove(marker)
+            except OSError:
+                pass  # gone already; a marker left behind is a hidden empty file
 
     def check(self, nodes: list[str], log: Callable[[str], None]) -> None:
         """Raise (one line, the first node's) unless every node of ``nodes`` sees what the driver sees."""
         bad = self.failures(nodes, log)
         if bad:
             raise ValueError(next(iter(bad.values())))
-
-
-def write_marker(path: str) -> None:
-    if storage.is_url(path):
-        storage.write_bytes(path, b"")
-    else:
-        Path(path).write_bytes(b"")
-
-
-def remove_marker(path: str) -> None:
-    try:
-        if storage.is_url(path):
-            fs, key = storage.fs_of(path)
-            fs.rm_file(key)
-        else:
-            os.unlink(path)
-    except OSError:
-        pass

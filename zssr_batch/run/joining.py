@@ -17,7 +17,7 @@ from typing import Any, Callable
 import ray
 from ray.exceptions import RayActorError
 
-from .cluster import Placement, StorageProbe, live_nodes, plan_actors, start_failure
+from .cluster import Placement, StorageProbe, actors_per_gpu, live_nodes, plan_actors, start_failure
 from .settings import ActorSettings, RunSettings
 
 JOIN_EVERY_S = 5.0  # how often the live nodes are read again for newcomers
@@ -78,7 +78,7 @@ class Joiner:
         self.probe = probe  # a node that joins is used only once it sees the run's files
         self.known = {n["NodeID"] for n in live_nodes()}  # nodes planned at the start, used or not
         self.on_gpus = bool(plan and plan[0].resources.get("num_gpus"))  # a run stays on what it began with
-        self.per_gpu = max(1, settings.images_per_gpu or (4 if settings.pack == 1 else 1))
+        self.per_gpu = actors_per_gpu(settings)
         self.started = len(plan)  # actors so far
         self.pending: list[tuple[Any, Any, Placement]] = []  # (ping, actor, placement) not yet answered
         self.looked_at = time.monotonic()
