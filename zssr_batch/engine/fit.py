@@ -23,6 +23,7 @@ from .infer import MemoryPlan, network_upscale
 from .model import ZSSRNet
 from .pairs import Augment, Draw, make_son, noisy_son, sample_father, son_noise, son_shape
 from .resize import imresize
+from . import tally
 
 PairHook = Callable[[int, torch.Tensor, torch.Tensor], None]
 
@@ -189,6 +190,7 @@ class Trainer:
             self.opt.zero_grad(set_to_none=True)
             loss.backward()
             self.opt.step()
+            tally.add(1)
             losses.append(loss.detach())
             log.lr.append(lr)
             log.scale_step.append(scale_step)

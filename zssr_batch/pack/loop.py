@@ -43,6 +43,7 @@ import numpy as np
 import torch
 
 from ..config import FitConfig
+from ..engine import tally
 from ..engine.fit import FitLog, Schedule, augment_of, reconstruction_error, reconstruction_noise
 from ..engine.infer import MemoryPlan
 from ..engine.model import ZSSRNet
@@ -267,6 +268,7 @@ class PackRun:
                 pack.record()
             self._enter("train")
             history.record(pack.step(live))
+        tally.add(len(live))
         if self.timers is not None:
             self.timers.count_step(pack.k, pack.graph is not None, len(live))
         self.upcoming = self.step + 1
