@@ -1,4 +1,4 @@
-"""Command line: ``run`` (a dataset), ``fit`` (one image), ``report``, ``degrade`` (benchmark inputs).
+"""Command line: run (a dataset), fit (one image), report, samples, degrade (benchmark inputs).
 
 Every FitConfig field is a flag (``--max-iters``, ``--crop``, ...), so anything a
 config file can set, the command line can set too, and it wins.
@@ -7,6 +7,8 @@ config file can set, the command line can set too, and it wins.
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import difflib
 import json
 import math
 import os
@@ -15,20 +17,54 @@ import sys
 import threading
 from dataclasses import fields
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, NoReturn, Sequence
 
 from . import __version__
 from .config import PRESETS, FitConfig, load_config_file, resolve
 
+DESCRIPTION = """ZSSR super-resolution for whole image datasets: each image gets its own network, trained on
+that image alone, then upscales it.
+
+  zssr-batch samples s && zssr-batch run --input s --degrade --preset fast --output out
+      a first try: four generated pictures, shrunk by 2, upscaled back and scored
+
+'zssr-batch COMMAND --help' tells each command's options and their defaults."""
+
+
+# A metavar per kind of setting, so that --help says what a value looks like.
+_METAVARS = {"int": "N", "float": "X", "Scale": "S", "tuple[Scale, ...]": "STEPS", "tuple[int, ...]": "N[,N]",
+             "str": "NAME"}
+
+
+def _shown(value: Any) -> str:
+    """A FitConfig default as a user would type it."""
+    if isinstance(value, tuple):
+        if not value:
+            return "none"
+        if all(isinstance(v, tuple) for v in value):
+            return ";".join(_shown(v) for v in value)
+        return _shown(value[0]) if len(set(value)) == 1 else ",".join(_shown(v) for v in value)
+    if isinstance(value, float):
+        return f"{value:g}"
+    return repr(value) if value == "" else str(value)
+
 
 def add_engine_options(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("engine settings (defaults: the official ZSSR configs.py)")
-    g.add_argument("--preset", choices=list(PRESETS), default=None, help="start from these settings (default paper)")
+    g = p.add_argument_group("engine (defaults: the authors' configs.py, X2_ONE_JUMP_IDEAL_CONF; a --preset or "
+                             "--config changes some)")
+    g.add_argument("--preset", choices=list(PRESETS), default=None, metavar="NAME",
+                   help=f"start from these settings: {', '.join(PRESETS)} (default: paper)")
     g.add_argument("--config", metavar="FILE", help="YAML or TOML file of settings (and optionally 'preset')")
-    g.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default)")
+    g.add_argument("--device", default="auto", metavar="DEV", help="cpu, cuda, cuda:N or auto (default: auto)")
     for f in fields(FitConfig):
-        g.add_argument("--" + f.name.replace("_", "-"), dest=f.name, default=None, metavar="V",
-                       help=f.metadata.get("help"))
+        flag = "--" + f.name.replace("_", "-")
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
+        text = f"{f.metadata.get('help')} (default: {_shown(default)})"
+        if f.type == "bool":
+            g.add_argument(flag, dest=f.name, default=None, action=argparse.BooleanOptionalAction, help=text)
+        else:
+            g.add_argument(flag, dest=f.name, default=None, help=text,
+                           metavar="PATH" if f.name == "kernel" else _METAVARS.get(str(f.type), "V"))
 
 
 def engine_sources(args: argparse.Namespace) -> tuple[str, dict[str, Any], dict[str, Any]]:
@@ -74,9 +110,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from .files import storage
     from .files.plan import resolved
     from .files.sources import ScanOptions, check_layout, scan, why_nothing
-    from .run.cluster import check_address
-    from .run.driver import run
-    from .run.settings import Extras, RunSettings
+    from .run.settings import Extras, RunSettings, check_address
 
     check_address(args.address)
     base_preset, file_values, cli = engine_sources(args)
@@ -107,7 +141,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         opts.extensions = exts
     if not storage.exists(input_path):
         raise FileNotFoundError(f"{input_path}: no such file or folder")
-    if storage.is_url(out):
+    if storage.is_url(out) and not args.dry_run:
         storage.check_writable(out)
     local_input = not storage.is_url(input_path)
     if local_input:
@@ -121,6 +155,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         threads_per_worker=args.threads, address=args.address, device=args.device, wait_for_gpus=args.wait_for_gpus,
         retries=args.retries,
         max_failures=args.max_failures, overwrite=args.overwrite, progress=not args.no_progress,
+        verbose=args.verbose,
         max_pixels=args.max_pixels, degrade=args.degrade,
         extras=Extras(args.save_weights, report_dir=out if pictures else None),
         command=" ".join(sys.argv),
@@ -134,6 +169,13 @@ def cmd_run(args: argparse.Namespace) -> int:
         why = why_nothing(input_path, opts) if storage.isdir(input_path) else f"{input_path} lists no images"
         print(f"zssr-batch: {why}", file=sys.stderr)
         return 0
+    if args.dry_run:
+        from .run.preview import preview
+
+        preview(items, config_for, out, base_preset, args.overwrite, args.precision)
+        return 0
+    from .run.driver import run  # (Ray's import, only now: a dry run and an empty folder do without)
+
     return run(items, config_for, settings)
 
 
@@ -167,10 +209,19 @@ def cmd_samples(args: argparse.Namespace) -> int:
 
 
 def cmd_degrade(args: argparse.Namespace) -> int:
-    from .files.degrade import degrade_path
+    from .files.degrade import RANDOM_KERNEL_SET, degrade_path, degrade_random_kernels
 
-    pairs = degrade_path(args.input, args.output, args.scale, args.suffix)
-    print(f"degraded {len(pairs)} image(s) by x{args.scale:g} into {args.output}")
+    if not args.random_kernels:
+        pairs = degrade_path(args.input, args.output, args.scale, args.suffix)
+        print(f"degraded {len(pairs)} image(s) by x{args.scale:g} into {args.output}")
+        return 0
+    if args.suffix:  # the set's names are fixed: they are how `run` pairs its files
+        raise ValueError("--suffix is for bicubic outputs; a random-kernel set names its LR files NAMEx<s>")
+    pairs = degrade_random_kernels(args.input, args.output, args.scale, args.seed)
+    s = int(args.scale)
+    print(f"degraded {len(pairs)} image(s) by x{s} with random kernels (seed {args.seed}) into {args.output}: "
+          f"HR/, {RANDOM_KERNEL_SET}/X{s}/, kernels/X{s}/; try: zssr-batch run --input {args.output} "
+          f"--scale {s} --output OUT")
     return 0
 
 
@@ -204,10 +255,118 @@ def _suffix(text: str) -> str:
     return text
 
 
+RUN_EXAMPLES = """examples:
+  zssr-batch run --input photos/ --output photos_x2/                 every GPU, the paper's settings
+  zssr-batch run --input Set5 --output set5/ --scale 2 --dry-run     what would be done, without Ray
+  zssr-batch run --input hr/ --degrade --scale 4 --output bench_x4/  make LR inputs from GT, upscale, score
+  zssr-batch run --input list.csv --output out/ --gpus 2             a manifest (input[,gt,output,preset,...])
+  zssr-batch run --input s --degrade --preset fast --output out      a quick try on a CPU
+
+exit codes: 0 all ok, 1 some images failed, 2 usage or a run that cannot start, 3 --max-failures,
+4 disk full, 5 lost the Ray head, 130 Ctrl-C, 143 SIGTERM. A rerun resumes: done images are kept."""
+
+
+def add_run_options(run: argparse.ArgumentParser) -> None:
+    g = run.add_argument_group("inputs")
+    g.add_argument("--input", required=True, metavar="PATH",
+                   help="folder (scanned recursively), .csv/.jsonl manifest, or one image; s3:// and other "
+                        "fsspec URLs work too")
+    g.add_argument("--gt", metavar="DIR", help="ground truth, paired by relative path and stem (any extension)")
+    g.add_argument("--degrade", action="store_true",
+                   help="the inputs are ground truth: make LR inputs with MATLAB bicubic, upscale, score")
+    g.add_argument("--glob", metavar="PATTERN", help="only inputs whose relative path matches, e.g. '*.png'")
+    g.add_argument("--extensions", metavar="EXT[,EXT]", help="extensions to pick up (default: all supported)")
+    g.add_argument("--no-recursive", action="store_true", help="do not descend into subfolders")
+    g.add_argument("--max-pixels", type=_at_least(64), default=100_000_000, metavar="N",
+                   help="refuse inputs with more pixels than this (default: 100000000)")
+
+    g = run.add_argument_group("outputs")
+    g.add_argument("--output", "-o", required=True, metavar="DIR",
+                   help="output folder (or URL): images, report.csv, summary.csv, run.json, report.html")
+    g.add_argument("--suffix", default="", type=_suffix, metavar="TEXT",
+                   help="appended to each output's stem (default: none)")
+    g.add_argument("--ext", default=None, type=_output_ext, metavar="EXT",
+                   help="output format, e.g. png (default: the input's own)")
+    g.add_argument("--keep-ext", action="store_true",
+                   help="keep the input's extension in the output's name where the two differ (b.gif -> "
+                        "b.gif.png), so that b.png and b.gif do not write one file")
+    g.add_argument("--overwrite", action="store_true", help="redo images already done with the same settings")
+    g.add_argument("--save-weights", action="store_true", help="keep each fitted network beside its output")
+
+    g = run.add_argument_group("run")
+    g.add_argument("--dry-run", action="store_true",
+                   help="list each input, its output, ground truth, kernel, preset and whether it is done "
+                        "already, then exit without starting Ray")
+    g.add_argument("--gpus", type=_at_least(0), default=None, metavar="N",
+                   help="GPUs to use (default: all; 0 = CPU only)")
+    g.add_argument("--pack", type=_at_least(0), default=0, metavar="K",
+                   help="fits trained together in one pack; 1 = one image per call, no packing (default: 0 = "
+                        "on a GPU the fastest measured size its memory holds; on a CPU 4 for crops up to 64, else 1)")
+    g.add_argument("--precision", choices=("bf16", "fp32"), default="bf16",
+                   help="packed networks on a GPU (default: bf16, faster, -0.03 dB measured); CPUs run fp32")
+    g.add_argument("--batch", type=_at_least(1), default=None, metavar="N",
+                   help="images per actor call when packing (default: on a GPU 1024 shrinking to 128 toward "
+                        "the end, or 8 to 2 x --pack; 16 on CPUs)")
+    g.add_argument("--images-per-gpu", type=_at_least(1), default=None, metavar="N",
+                   help="actors sharing one GPU (default: 1 when packing, 4 with --pack 1)")
+    g.add_argument("--workers", type=_at_least(1), default=None, metavar="N",
+                   help="CPU actors when no GPU is used (default: cores / threads)")
+    g.add_argument("--threads", type=_at_least(1), default=None, metavar="N",
+                   help="torch threads per actor (default: the cores an actor is given)")
+    g.add_argument("--retries", type=_at_least(0), default=2, metavar="N",
+                   help="resubmissions of an image whose worker died (default: 2)")
+    g.add_argument("--max-failures", type=_at_least(1), default=None, metavar="N",
+                   help="stop early after this many failed images (default: never)")
+    g.add_argument("--no-progress", action="store_true",
+                   help="one line per event instead of a progress bar (the default without a terminal)")
+    g.add_argument("--verbose", "-v", action="store_true", help="Ray's own start-up lines too")
+
+    g = run.add_argument_group("cluster")
+    g.add_argument("--address", default=None, metavar="ADDR",
+                   help="Ray cluster to join, host:port (default: RAY_ADDRESS, else a local Ray)")
+    g.add_argument("--wait-for-gpus", type=_at_least(0), default=600, metavar="S",
+                   help="with --gpus N on a cluster that has fewer: the run asks the autoscaler for N GPUs, uses "
+                        "each as its node joins, and waits up to S seconds for the first if it has none "
+                        "(default: 600)")
+
+    g = run.add_argument_group("report")
+    g.add_argument("--no-report-images", action="store_true",
+                   help="skip the thumbnails, crops and curves of report.html (.report/)")
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse with errors in two lines, not a usage block of twenty: what is wrong, where to look."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message}\nsee '{self.prog} --help'\n")
+
+
+def unknown_flags(parser: argparse.ArgumentParser, command: str | None, extra: list[str]) -> str:
+    """The error for flags no parser knows, with the closest known flag of the command for each."""
+    sub = _subparsers(parser).get(command or "", parser)
+    known = [o for a in sub._actions for o in a.option_strings if o.startswith("--")]
+    parts = []
+    for word in extra:
+        flag = word.split("=", 1)[0]
+        # --iters for --max-iters: known flags that end with it first, then the closest in spelling
+        close = [k for k in known if flag.startswith("--") and k.endswith("-" + flag[2:])][:2] \
+            or (difflib.get_close_matches(flag, known, n=1, cutoff=0.6) if flag.startswith("-") else [])
+        parts.append(f"{word} (did you mean {' or '.join(close)}?)" if close else word)
+    return "unrecognized arguments: " + " ".join(parts)
+
+
+def _subparsers(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
+    for a in parser._actions:
+        if isinstance(a, argparse._SubParsersAction):
+            return dict(a.choices)
+    return {}
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="zssr-batch", description=__doc__.splitlines()[0])
+    parser = Parser(prog="zssr-batch", description=DESCRIPTION,
+                    formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"zssr-batch {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True)
+    sub = parser.add_subparsers(dest="command", required=True, title="commands", metavar="COMMAND")
 
     fit = sub.add_parser("fit", help="fit ZSSR on one image and upscale it")
     fit.add_argument("input", help="the low-resolution image")
@@ -223,46 +382,13 @@ def build_parser() -> argparse.ArgumentParser:
     add_engine_options(fit)
     fit.set_defaults(func=cmd_fit)
 
-    run = sub.add_parser("run", help="upscale a folder or manifest through Ray actors into a CSV report")
-    run.add_argument("--input", required=True, help="folder (scanned recursively), .csv/.jsonl manifest, or image")
-    run.add_argument("--output", "-o", required=True, help="output folder: images, report.csv, summary.csv, run.json")
-    run.add_argument("--gt", help="folder of ground truth, paired by relative path and stem (any extension)")
-    run.add_argument("--degrade", action="store_true",
-                     help="inputs are ground truth: make LR inputs with MATLAB bicubic, upscale, score")
-    run.add_argument("--glob", help="only inputs whose relative path matches this pattern, e.g. '*.png'")
-    run.add_argument("--extensions", help="comma-separated extensions to pick up (default: all supported)")
-    run.add_argument("--no-recursive", action="store_true", help="do not descend into subfolders")
-    run.add_argument("--suffix", default="", type=_suffix, help="appended to each output stem (default none)")
-    run.add_argument("--keep-ext", action="store_true",
-                     help="keep the input's extension in the output's name where the two differ (b.gif -> b.gif.png), "
-                          "so that b.png and b.gif do not write one file")
-    run.add_argument("--ext", default=None, type=_output_ext, help="output format, e.g. png (default: same as the input)")
-    run.add_argument("--gpus", type=_at_least(0), default=None, help="GPUs to use (default all; 0 = CPU only)")
-    run.add_argument("--pack", type=_at_least(0), default=0,
-                     help="fits trained together in one pack (default 0: on a GPU the fastest measured size "
-                          "that its memory holds; on a CPU 4 for crops up to 64, else 1); 1 = one image per actor "
-                          "call, no packing")
-    run.add_argument("--precision", choices=("bf16", "fp32"), default="bf16",
-                     help="packed networks on a GPU (default bf16: faster, -0.03 dB measured); CPUs run fp32")
-    run.add_argument("--batch", type=_at_least(1), default=None,
-                     help="images per actor call when packing (default on a GPU: 1024 shrinking to 128 toward the "
-                          "end, or 8 to 2 x --pack; 16 on CPUs)")
-    run.add_argument("--images-per-gpu", type=_at_least(1), default=None,
-                     help="actors sharing one GPU (default 1 when packing, 4 with --pack 1)")
-    run.add_argument("--workers", type=_at_least(1), default=None, help="CPU actors when no GPU is used (default cores/threads)")
-    run.add_argument("--threads", type=_at_least(1), default=None, help="torch threads per actor")
-    run.add_argument("--address", default=None, help="Ray cluster to join (default: RAY_ADDRESS, else local Ray)")
-    run.add_argument("--wait-for-gpus", type=_at_least(0), default=600, metavar="S",
-                     help="with --gpus N on a cluster that has fewer: the run asks the autoscaler for N GPUs, uses "
-                          "each as its node joins, and waits up to S seconds for the first if it has none (default 600)")
-    run.add_argument("--retries", type=_at_least(0), default=2, help="resubmissions of an image whose worker died")
-    run.add_argument("--max-failures", type=_at_least(1), default=None, help="stop early after this many failed images")
-    run.add_argument("--overwrite", action="store_true", help="redo images already done with the same settings")
-    run.add_argument("--no-progress", action="store_true", help="log lines instead of a progress bar")
-    run.add_argument("--max-pixels", type=_at_least(64), default=100_000_000, help="refuse inputs larger than this")
-    run.add_argument("--save-weights", action="store_true", help="keep each fitted network beside its output")
-    run.add_argument("--no-report-images", action="store_true",
-                     help="skip the thumbnails, crops and curves of report.html (thumbs/, curves/)")
+    run = sub.add_parser("run", help="upscale a folder or manifest through Ray actors into a CSV report",
+                         usage="zssr-batch run --input PATH --output DIR [options]",
+                         description="Upscale every image of a folder or manifest with its own ZSSR fit, on "
+                                     "local Ray (the default) or a Ray cluster, into an output folder with "
+                                     "report.csv, summary.csv, run.json and report.html.",
+                         epilog=RUN_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_run_options(run)
     add_engine_options(run)
     run.set_defaults(func=cmd_run)
 
@@ -275,11 +401,19 @@ def build_parser() -> argparse.ArgumentParser:
     smp.add_argument("--size", type=int, default=128, help="side in pixels (default 128)")
     smp.set_defaults(func=cmd_samples)
 
-    deg = sub.add_parser("degrade", help="crop to a multiple of the scale and MATLAB-bicubic shrink")
+    deg = sub.add_parser("degrade", help="crop to a multiple of the scale and MATLAB-bicubic shrink, or make a "
+                                          "blind-SR set with random kernels")
     deg.add_argument("input", help="an image or a folder of images")
-    deg.add_argument("-o", "--output", required=True, help="output image, or folder for a folder")
+    deg.add_argument("-o", "--output", required=True,
+                     help="output image, or folder for a folder; with --random-kernels the set's folder")
     deg.add_argument("--scale", type=float, required=True, help="shrink factor, e.g. 2")
     deg.add_argument("--suffix", default="", help="appended to each output stem, e.g. x2")
+    deg.add_argument("--random-kernels", action="store_true",
+                     help="blur each image with its own random anisotropic Gaussian (the authors' "
+                          "BlindSR_dataset_generator) and write HR/, LR_randomkernel/X<s>/ and kernels/X<s>/ "
+                          "under --output, which `run --input` pairs by itself")
+    deg.add_argument("--seed", type=_at_least(0), default=0,
+                     help="with --random-kernels: the same seed makes the same kernels (default 0)")
     deg.set_defaults(func=cmd_degrade)
     return parser
 
@@ -294,7 +428,10 @@ def _terminated(signum, frame) -> None:  # noqa: ARG001
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        parser.exit(2, f"zssr-batch {args.command}: error: {unknown_flags(parser, args.command, extra)}\n"
+                       f"see 'zssr-batch {args.command} --help'\n")
     before = signal.signal(signal.SIGTERM, _terminated) if threading.current_thread() is threading.main_thread() \
         else None
     try:

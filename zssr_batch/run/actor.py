@@ -15,6 +15,7 @@ from typing import Any, Iterator
 import ray
 
 from ..config import FitConfig
+from ..engine import tally
 from ..files.sources import WorkItem
 from ..report.row import timestamp
 from .batch import Result, run_packed
@@ -26,7 +27,9 @@ class NoCuda(RuntimeError):
     """A worker given a GPU that its torch cannot use."""
 
 
-@ray.remote(max_restarts=-1, max_task_retries=0)
+# 'progress' is a second thread of the actor for ``trained`` alone: the run asks it for its step
+# count while a fit runs; ``process`` calls still run one at a time, in the default group.
+@ray.remote(max_restarts=-1, max_task_retries=0, concurrency_groups={"progress": 1})
 class FitActor:
     """Fits a batch of images per call, one by one or packed, under the run's ``ActorSettings``."""
 
@@ -47,6 +50,11 @@ class FitActor:
     def where(self) -> dict[str, Any]:
         return {"node": ray.get_runtime_context().get_node_id()[:12], "host": socket.gethostname(),
                 "gpu": ",".join(self.gpu_ids), "pid": os.getpid()}
+
+    @ray.method(concurrency_group="progress")
+    def trained(self) -> int:
+        """Training steps this worker has taken (``engine.tally``), for the run's progress."""
+        return tally.trained()
 
     def _one_by_one(self, items: list[WorkItem], cfgs: list[FitConfig]) -> Iterator[Result]:
         s = self.settings

@@ -7,6 +7,7 @@ By default each actor fits batches in packs: one actor per GPU, or per few CPU c
 from __future__ import annotations
 
 import itertools
+import logging
 import os
 import uuid
 from dataclasses import dataclass
@@ -17,7 +18,7 @@ import ray
 
 from ..files import storage
 from ..files.images import write_atomic
-from .settings import ActorSettings, RunSettings
+from .settings import ActorSettings, RunSettings, check_address
 
 
 def use_token_if_any() -> None:
@@ -41,22 +42,17 @@ def use_token_if_any() -> None:
             pass
 
 
-def check_address(address: str | None) -> None:
-    """Refuse, in one line, a cluster address this run cannot join."""
-    address = address or os.environ.get("RAY_ADDRESS") or ""
-    if address.startswith("ray://"):
-        raise ValueError(f"{address}: Ray Client (ray://) addresses are not supported: the driver must join the "
-                         "cluster itself (it watches the head, probes each node's storage, reads and writes the "
-                         "report locally). Submit the run as a Ray Job (jobs/submit_upscale.sh), or run it on a "
-                         "node of the cluster with --address HOST:6379")
+def start_ray(address: str | None, verbose: bool = False) -> bool:
+    """Join ``address`` (or RAY_ADDRESS), else start a local Ray; returns True if we started it.
 
-
-def start_ray(address: str | None) -> bool:
-    """Join ``address`` (or RAY_ADDRESS), else start a local Ray; returns True if we started it."""
+    Ray's own lines (its token notice, 'Started a local Ray instance') are kept off the terminal
+    unless ``verbose``: the run says what it is doing in its own words."""
     address = address or os.environ.get("RAY_ADDRESS")
     check_address(address)
     if ray.is_initialized():
         return False
+    if not verbose:
+        logging.getLogger("ray").setLevel(logging.ERROR)
     if address:
         use_token_if_any()
         ray.init(address=address, log_to_driver=False)

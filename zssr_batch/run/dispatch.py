@@ -22,6 +22,7 @@ from ..report.row import Row
 from ..report.table import DiskFull, ReportWriter
 from .item import DISK_FULL
 from .recovery import DEATHS, PING_EVERY_S, AfterDeath, Call, Comebacks, Entry, after_death
+from .progress import Progress
 from .settings import RunSettings
 
 DEPTH = 2  # tasks queued per actor: one running, one ready to start
@@ -61,13 +62,14 @@ class Dispatcher:
 
     def __init__(self, settings: RunSettings, actors: list, where: dict[int, dict], sizes: tuple[int, int],
                  source: Iterator[WorkItem], total: int, config_for: Callable[[WorkItem], FitConfig],
-                 done_before: set[str], writer: ReportWriter, bar: Any, log: Callable[[str], None]) -> None:
+                 done_before: set[str], writer: ReportWriter, progress: Progress) -> None:
         self.settings, self.actors, self.sizes = settings, actors, sizes  # sizes: call_size's (lo, hi)
         self.source, self.total = source, total  # the work, and how many items it holds
         self.config_for, self.done_before = config_for, done_before  # settings per item; inputs already done
-        self.writer, self.bar, self.log = writer, bar, log  # report.csv; progress bar (or None); log lines
+        self.writer, self.progress = writer, progress  # report.csv; the terminal
+        self.log, self.detail = progress.say, progress.detail  # lines to see (above the bar); lines for a log
         self.where = where  # actor -> where it runs (node, host, gpu, pid), for the log
-        self.comebacks = Comebacks(actors, self.where, log)  # dead workers until they answer again
+        self.comebacks = Comebacks(actors, self.where, self.log)  # dead workers until they answer again
         self.pending: dict[Any, Call] = {}  # calls in flight, by their generator
         self.abandoned: list = []  # calls begun after a stop, held until the workers are killed
         self.load = [0] * len(actors)  # calls in flight per actor
@@ -106,15 +108,11 @@ class Dispatcher:
         if status == "ok" and record.get("psnr_y") is not None and record.get("bicubic_psnr_y") is not None:
             self.gain["sum"] += record["psnr_y"] - record["bicubic_psnr_y"]
             self.gain["n"] += 1
-        if self.bar is not None:
-            self.bar.update(1)
-            post = {"ok": self.counts["ok"], "failed": self.counts["failed"]}
-            if self.gain["n"]:
-                post["gain"] = f"{self.gain['sum'] / self.gain['n']:+.2f}dB"
-            self.bar.set_postfix(post, refresh=False)
+        self.progress.landed(status, record.get("iterations"),
+                             f"{self.gain['sum'] / self.gain['n']:+.2f} dB" if self.gain["n"] else "")
         extra = f" ({record.get('error')})" if status != "ok" else \
             f" psnr_y={record['psnr_y']:.2f}" if record.get("psnr_y") is not None else ""
-        self.log(f"finished {record.get('rel') or record['input']}: {status} on node {record.get('node') or '-'} "
+        self.detail(f"finished {record.get('rel') or record['input']}: {status} on node {record.get('node') or '-'} "
                  f"gpu {record.get('gpu') or '-'} in {record.get('fit_seconds') or 0:.1f}+"
                  f"{record.get('infer_seconds') or 0:.1f} s{extra}")
 
@@ -129,7 +127,7 @@ class Dispatcher:
         self.load[a] += 1
         info = self.where.get(a)
         for e in batch:
-            self.log(f"sent {e.name()} to actor {a}" + (f" (node {info['node']})" if info else "")
+            self.detail(f"sent {e.name()} to actor {a}" + (f" (node {info['node']})" if info else "")
                      + (f", attempt {e.attempt}" if e.attempt > 1 else ""))
 
     def next_batch(self) -> list[Entry]:
@@ -165,8 +163,7 @@ class Dispatcher:
                 continue
             if item.key in self.done_before:
                 self.counts["skipped"] += 1
-                if self.bar is not None:
-                    self.bar.update(1)
+                self.progress.skipped()
                 continue
             return Entry(item, cfg)
         return None
@@ -262,6 +259,7 @@ class Dispatcher:
                 self._check_stop(asked_to_stop())
                 self.comebacks.poll()
                 self.tick()
+                self.progress.poll(self.actors)
                 self._fill()
                 # work for workers yet to come back
                 waiting = self.comebacks.down and (self.retry or self.back or not self.exhausted)

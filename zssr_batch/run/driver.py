@@ -24,9 +24,9 @@ import ray
 from ..config import FitConfig
 from ..files.sources import WorkItem
 from ..files import storage
-from ..files.plan import file_stamp, plan_outputs, resolved, unchanged
+from ..files.plan import plan_outputs
 from ..report.html import write_html_report
-from ..report.table import DiskFull, ReportWriter, read_rows, write_summary
+from ..report.table import DiskFull, ReportWriter, write_summary
 from .cluster import NoActors, Placement, StorageProbe, live_nodes, plan_actors, start_actors, start_ray
 from .dispatch import Dispatcher, call_bounds
 from .faults import Faults
@@ -35,6 +35,8 @@ from .joining import Joiner, ask_for_gpus, release_gpus, wait_for_a_gpu
 from .item import DISK_FULL
 from .lock import FolderBusy, FolderLock
 from .mirror import Mirror, local_home
+from .progress import Progress
+from .resume import kept_rows
 from .runinfo import write_run_json
 from .settings import RunSettings
 
@@ -71,64 +73,6 @@ class Interrupt:
     def __exit__(self, *exc) -> None:
         for s, old in self.old.items():
             signal.signal(s, old)
-
-
-def is_done(row: dict[str, str] | None, item: WorkItem, cfg_hash: str, precision: str) -> bool:
-    """Whether ``row`` is still the result of ``item``: made ok with the same settings (bf16 packs are
-    not what an fp32 run asks for), into the same output (which still holds what that row wrote),
-    against the same ground truth (or none), from an input and a ground truth whose contents have
-    not changed since. Paths compare resolved: an --output or --gt given through a symlink is the
-    same run."""
-    if not row or row.get("status") != "ok" or row.get("config_hash") != cfg_hash:
-        return False
-    if precision == "fp32" and "bf16" in (row.get("pack_way") or ""):
-        return False
-    if not _same_path(row.get("output"), item.output) or not _same_path(row.get("gt"), item.gt):
-        return False
-    try:
-        output_now = file_stamp(item.output)
-    except OSError:
-        return False  # no output any more
-    if row.get("output_stat") and output_now != row["output_stat"]:
-        return False  # another run (or hand) wrote over it: it is another image
-    if not unchanged(item.input, row.get("input_stat"), row.get("input_sha256")):
-        return False
-    return not item.gt or unchanged(item.gt, row.get("gt_stat"), row.get("gt_sha256"))
-
-
-def _same_path(a: str | None, b: str | None) -> bool:
-    return (not a and not b) or bool(a and b and resolved(a) == resolved(b))
-
-
-def kept_rows(items: list[WorkItem], config_for: Callable[[WorkItem], FitConfig], report_path: Path,
-              overwrite: bool, precision: str = "bf16") -> dict[str, dict[str, str]]:
-    """The old rows this run keeps, by key: those of its items still done, and the ok rows of other
-    items (earlier runs into the same folder) whose outputs this run does not write, so that the
-    compacted report keeps one row per key and one per output. Old failed rows of items this run
-    does not hold are dropped: they were of a manifest line since fixed, or of other settings."""
-    old = {} if overwrite else read_rows(report_path)
-    ours = {resolved(i.output) for i in items if i.output}
-    keep = {k: r for k, r in old.items() if r.get("status") == "ok" and resolved(r.get("output") or "") not in ours}
-    for item in items:
-        try:
-            h = None if item.error else config_for(item).hash()
-        except ValueError:
-            h = None
-        row = old.get(item.key)
-        if h is not None and is_done(row, item, h, precision):
-            keep[item.key] = _restamped(row, item)
-        else:
-            keep.pop(item.key, None)
-    return keep
-
-
-def _restamped(row: dict[str, str], item: WorkItem) -> dict[str, str]:
-    """A kept row with its files' stamps as they are now (proven the same content), so that a
-    copied or touched dataset is hashed once, not at every rerun."""
-    row = dict(row, input_stat=file_stamp(item.input))
-    if item.gt:
-        row["gt_stat"] = file_stamp(item.gt)
-    return row
 
 
 def exit_code(stop_reason: str | None, failed: int) -> int:
@@ -177,16 +121,18 @@ def _locked_run(items: list[WorkItem], config_for: Callable[[WorkItem], FitConfi
     keep = kept_rows(items, config_for, out / "report.csv", settings.overwrite, settings.precision)
     writer = ReportWriter(out / "report.csv", keep.values())
 
+    progress = Progress(len(items), settings.progress, expected_steps(settings.engine))
     # Ray only when there is work: a rerun with everything done ends in about a second
     needs_ray = any(not i.error and i.key not in keep for i in items)
-    started_ray, asked, plan, actors, where, probe = _actors(settings, items) if needs_ray \
+    started_ray, asked, plan, actors, where, probe = _actors(settings, items, progress) if needs_ray \
         else (False, False, [], [], {}, None)
-    joiner = Joiner(settings, plan, settings.for_actors(Faults.from_env()), probe, _say) if probe else None
-    bar = _progress(len(items), settings.progress)
-    log = (lambda msg: None) if settings.progress else _say
+    joiner = Joiner(settings, plan, settings.for_actors(Faults.from_env()), probe, progress.say) if probe else None
     on_gpus = bool(plan and plan[0].resources.get("num_gpus"))
+    if actors:
+        progress.status(f"{len(actors)} actor(s) placed; fitting {sum(i.key not in keep for i in items)} image(s)")
+    progress.start()
     work = Dispatcher(settings, actors, where, call_bounds(settings, on_gpus), iter(items), len(items), config_for,
-                      set(keep), writer, bar, log)
+                      set(keep), writer, progress)
     del keep
 
     def tick() -> None:  # every turn of the dispatch loop: the report's copy, nodes that joined
@@ -201,8 +147,7 @@ def _locked_run(items: list[WorkItem], config_for: Callable[[WorkItem], FitConfi
         """From the watch's thread, with the main one perhaps blocked in Ray: no row after this,
         the end files written, and out (the folder lock goes with the process)."""
         writer.hold()
-        if bar is not None:
-            bar.close()
+        progress.close()
         work.stop_detail = why
         os._exit(end.finish(LOST_HEAD))
 
@@ -218,30 +163,35 @@ def _locked_run(items: list[WorkItem], config_for: Callable[[WorkItem], FitConfi
             if asked:
                 release_gpus()
             writer.close()
+            progress.close()
             if started_ray:
                 ray.shutdown()
-            if bar is not None:
-                bar.close()
         return end.finish(work.stop_reason)
 
 
-def _actors(settings: RunSettings, items: list[WorkItem]) -> tuple[bool, bool, list[Placement], list,
-                                                                   dict[int, dict], StorageProbe]:
+def _actors(settings: RunSettings, items: list[WorkItem], progress: Progress) -> tuple[
+        bool, bool, list[Placement], list, dict[int, dict], StorageProbe]:
     """Ray joined or started, GPUs asked of the autoscaler if the cluster has fewer than asked (and
     the first waited for), the actors planned, every node proven to see the run's files, the actors
     placed: (whether we started Ray, whether we asked for GPUs, the plan, the actors, where each
     runs, the storage probe, for nodes that join later)."""
-    started_ray = start_ray(settings.address)
+    say = progress.say
+    address = settings.address or os.environ.get("RAY_ADDRESS")
+    progress.status(f"joining the Ray cluster at {address}" if address else "starting Ray on this machine")
+    started_ray = start_ray(settings.address, settings.verbose)
     asked = False
     try:
         nodes = live_nodes()
-        asked = ask_for_gpus(settings, nodes, _say)
+        asked = ask_for_gpus(settings, nodes, say)
         if asked and not any(n["Resources"].get("GPU") for n in nodes):
-            nodes = wait_for_a_gpu(settings.wait_for_gpus, _say)
-        plan = plan_actors(settings, nodes, _say)
+            nodes = wait_for_a_gpu(settings.wait_for_gpus, say)
+        plan = plan_actors(settings, nodes, say)
         probe = StorageProbe(probe_paths(items, settings), str(settings.output_dir), own_ray=started_ray)
-        probe.check([p.node for p in plan], _say)
-        actors, where = start_actors(plan, settings.for_actors(Faults.from_env()), _say)
+        if len(nodes) > 1 or not started_ray:
+            progress.status(f"checking that {len({p.node for p in plan})} node(s) see the run's files")
+        probe.check([p.node for p in plan], say)
+        progress.status(f"starting {len(plan)} actor(s) (each loads torch)")
+        actors, where = start_actors(plan, settings.for_actors(Faults.from_env()), say)
     except (NoActors, ValueError):
         if asked:
             release_gpus()
@@ -274,10 +224,11 @@ class Ending:
         if self.mirror.on:
             _written(self.mirror.push, f"the report to {self.settings.output_dir}")
         print(table)
+        where = str(self.settings.output_dir)
         print(f"zssr-batch: {counts['ok']} ok, {counts['failed']} failed, {counts['skipped']} already done "
-              f"of {self.total} in {t_end - self.t_start:.1f} s; report: "
-              f"{storage.join(str(self.settings.output_dir), 'report.csv')}"
-              + (f" (stopped: {stop_reason})" if stop_reason else ""), flush=True)
+              f"of {self.total} in {t_end - self.t_start:.1f} s" + (f" (stopped: {stop_reason})" if stop_reason else ""))
+        print(f"  rows:   {storage.join(where, 'report.csv')}")
+        print(f"  report: {storage.join(where, 'report.html')}", flush=True)
         return exit_code(stop_reason, counts["failed"])
 
 
@@ -305,10 +256,6 @@ def actors_info(plan: list[Placement], where: dict[int, dict]) -> dict[str, Any]
             "resources": sorted({json.dumps(p.resources, sort_keys=True) for p in plan})}
 
 
-def _say(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
-
-
 def _written(write: Callable[[], Any], name: str) -> Any:
     """Write one of the end-of-run files; a full disk (or any file error) costs that file only, with
     a line that says so: report.csv, already written row by row, is the run's record."""
@@ -319,9 +266,7 @@ def _written(write: Callable[[], Any], name: str) -> Any:
         return None
 
 
-def _progress(total: int, enabled: bool):
-    if not enabled:
-        return None
-    from tqdm import tqdm
-
-    return tqdm(total=total, unit="img", dynamic_ncols=True, smoothing=0.05)
+def expected_steps(engine: dict[str, Any]) -> int:
+    """Steps an image takes at most under the run's base settings: the ETA's guess until the first
+    image has landed and says how many the learning-rate rule really takes."""
+    return int(engine.get("max_iters") or 1) * max(1, len(engine.get("scale_steps") or ()))

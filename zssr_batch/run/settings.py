@@ -52,7 +52,8 @@ class RunSettings:
     retries: int = 2
     max_failures: int | None = None
     overwrite: bool = False
-    progress: bool = True
+    progress: bool = True  # a bar on a terminal (else one line per event)
+    verbose: bool = False  # Ray's own start-up lines too
     max_pixels: int | None = None
     degrade: bool = False
     extras: Extras = field(default_factory=Extras)
@@ -75,3 +76,13 @@ class ActorSettings:
     precision: str = "bf16"  # packed networks on a GPU: 'bf16' or 'fp32'
     extras: Extras = Extras()  # what to keep besides each output
     faults: Faults = Faults()  # what to break, for the robustness tests (read once, in the driver)
+
+
+def check_address(address: str | None) -> None:
+    """Refuse, in one line, a cluster address this run cannot join."""
+    address = address or os.environ.get("RAY_ADDRESS") or ""
+    if address.startswith("ray://"):
+        raise ValueError(f"{address}: Ray Client (ray://) addresses are not supported: the driver must join the "
+                         "cluster itself (it watches the head, probes each node's storage, reads and writes the "
+                         "report locally). Submit the run as a Ray Job (jobs/submit_upscale.sh), or run it on a "
+                         "node of the cluster with --address HOST:6379")

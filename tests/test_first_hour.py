@@ -1,0 +1,161 @@
+"""A newcomer's first hour: help that says what each flag takes and its default, mistakes answered in
+two lines, ``--dry-run``, and what a run shows on a real terminal (a pty) while it works."""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import pty
+import re
+import select
+import struct
+import subprocess
+import sys
+import termios
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import DATA, needs_data
+from zssr_batch.cli import main
+
+
+def _cli(*args: str, **kw) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "zssr_batch", *args], capture_output=True, text=True, **kw)
+
+
+def test_run_help_is_grouped_and_shows_every_default():
+    out = _cli("run", "--help").stdout
+    for group in ("inputs:", "outputs:", "run:", "cluster:", "report:", "engine ("):
+        assert f"\n{group}" in out, group
+    flat = " ".join(out.split())  # (argparse wraps the help text)
+    assert "--max-iters N training steps at most (per scale step) (default: 3000)" in flat
+    assert "--retries N resubmissions of an image whose worker died (default: 2)" in flat
+    assert "--max-pixels N refuse inputs with more pixels than this (default: 100000000)" in flat
+    assert "--scale S" in flat and "(default: 2)" in flat
+    assert "--reinit-each-step, --no-reinit-each-step" in flat  # a flag, not a value
+    assert " V " not in out and "exit codes:" in out and "examples:" in out
+    assert "`" not in _cli("--help").stdout  # no reST markup in the top-level text
+    assert "samples" in _cli("--help").stdout
+
+
+def test_a_boolean_setting_is_a_flag_both_ways(tmp_path):
+    from zssr_batch.cli import build_parser, engine_config
+
+    parse = build_parser().parse_args
+    common = ["run", "--input", "x", "--output", "y"]
+    assert engine_config(parse(common + ["--reinit-each-step"])).reinit_each_step is True
+    assert engine_config(parse(common + ["--preset", "gradual-x2", "--no-reinit-each-step"])).reinit_each_step \
+        is False
+
+
+def test_mistakes_get_two_lines_and_a_suggestion(capsys):
+    bad = _cli("run", "--input", "x", "--output", "y", "--iters", "3")
+    assert bad.returncode == 2
+    assert bad.stderr.splitlines() == [
+        "zssr-batch run: error: unrecognized arguments: --iters (did you mean --max-iters or --min-iters?) 3",
+        "see 'zssr-batch run --help'"]
+    typo = _cli("run", "--input", "x", "--output", "y", "--pakc", "2")
+    assert "--pakc (did you mean --pack?)" in typo.stderr
+    choice = _cli("run", "--input", "x", "--output", "y", "--preset", "papr")
+    assert choice.returncode == 2 and len(choice.stderr.splitlines()) == 2  # not 22 lines of usage first
+    assert "invalid choice: 'papr'" in choice.stderr
+
+
+@needs_data
+def test_dry_run_lists_the_set5_layout_without_ray_or_files(tmp_path):
+    out = tmp_path / "out"
+    # In a fresh interpreter: Ray not even imported, and nothing written.
+    code = ("import sys; from zssr_batch.cli import main; "
+            f"rc = main(['run', '--input', {str(DATA / 'Set5')!r}, '--output', {str(out)!r}, '--scale', '2', "
+            "'--dry-run']); print('RAY IMPORTED' if 'ray' in sys.modules else 'no ray'); sys.exit(rc)")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.strip().endswith("no ray")
+    assert not out.exists()
+    names = ("baby", "bird", "butterfly", "head", "woman")
+    for name in names:
+        assert f"gt: {DATA / 'Set5' / 'HR' / name}.png; kernel: bicubic" in res.stdout
+    assert "5 item(s): 5 to do, 0 done before (a run keeps them), 0 refused" in res.stdout
+    assert res.stdout.count("  to do  ") == 5
+
+
+def test_dry_run_says_what_a_rerun_keeps_and_what_it_refuses(tmp_path, one_ray, capsys):
+    src, out = tmp_path / "in", tmp_path / "out"
+    src.mkdir()
+    rng = np.random.default_rng(0)
+    for name in ("a", "b"):
+        Image.fromarray(rng.integers(0, 255, (16, 16, 3), dtype=np.uint8)).save(src / f"{name}.png")
+    tiny = ["--max-iters", "2", "--crop", "8", "--width", "8", "--back-projection-iters", "1", "--no-progress",
+            "--gpus", "0", "--pack", "1"]
+    assert main(["run", "--input", str(src), "--output", str(out), *tiny]) == 0
+    Image.fromarray(rng.integers(0, 255, (16, 16, 3), dtype=np.uint8)).save(src / "c.png")
+    (src / "b.gif").write_bytes((src / "b.png").read_bytes())  # b.gif and b.png: one output, refused
+    capsys.readouterr()
+    assert main(["run", "--input", str(src), "--output", str(out), *tiny, "--dry-run"]) == 2
+    assert "b.gif" in capsys.readouterr().err  # a plan the run refuses is refused by its dry run too
+    (src / "b.gif").unlink()
+    rows_before = (out / "report.csv").read_bytes()
+    assert main(["run", "--input", str(src), "--output", str(out), *tiny, "--dry-run"]) == 0
+    said = capsys.readouterr().out
+    assert re.search(r"1  done\s+\S*a\.png", said) and re.search(r"3  to do\s+\S*c\.png", said)
+    assert "3 item(s): 1 to do, 2 done before" in said
+    assert (out / "report.csv").read_bytes() == rows_before
+
+
+def _pty_run(cmd: list[str], env: dict[str, str], timeout: float = 400) -> str:
+    """Run ``cmd`` on a pseudo-terminal 120 columns wide, as a user's shell would; all it printed."""
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 120, 0, 0))
+    proc = subprocess.Popen(cmd, stdin=slave, stdout=slave, stderr=slave, env=env, close_fds=True)
+    os.close(slave)
+    chunks, t0 = [], time.monotonic()
+    while True:
+        ready, _, _ = select.select([master], [], [], 1.0)
+        if ready:
+            try:
+                data = os.read(master, 65536)
+            except OSError:  # the child closed the terminal
+                break
+            if not data:
+                break
+            chunks.append(data)
+        elif proc.poll() is not None:
+            break
+        if time.monotonic() - t0 > timeout:
+            proc.kill()
+            raise AssertionError("the run did not end")
+    proc.wait()
+    os.close(master)
+    return b"".join(chunks).decode("utf-8", "replace")
+
+
+@pytest.mark.slow
+def test_a_run_on_a_terminal_says_what_it_does(tmp_path):
+    src, out = tmp_path / "in", tmp_path / "out"
+    src.mkdir()
+    rng = np.random.default_rng(1)
+    for i in range(3):
+        Image.fromarray(rng.integers(0, 255, (20, 20, 3), dtype=np.uint8)).save(src / f"{i}.png")
+    marker = tmp_path / "killed"
+    env = {**os.environ, "ZSSR_BATCH_FAULT": f"kill:1.png:{marker}", "PYTHONUNBUFFERED": "1"}
+    env.pop("RAY_AUTH_MODE", None)  # as a newcomer's shell: Ray would announce its token mode
+    said = _pty_run([sys.executable, "-m", "zssr_batch", "run", "--input", str(src), "--output", str(out),
+                     "--gpus", "0", "--workers", "1", "--threads", "1", "--pack", "1", "--max-iters", "40",
+                     "--crop", "12", "--width", "8", "--back-projection-iters", "1"], env)
+    lines = [ln.strip() for ln in re.split(r"[\r\n]+", re.sub(r"\x1b\[[0-9;]*[A-Za-z]", "", said)) if ln.strip()]
+    assert marker.exists()  # the worker was killed mid-fit, with the bar on
+    first_bar = next(i for i, ln in enumerate(lines) if re.search(r"\d+/3 img", ln))
+    assert any("starting Ray on this machine" in ln for ln in lines[:first_bar])  # said before the bar
+    assert any("warming up" in ln for ln in lines)
+    assert "Token authentication" not in said and "Started a local Ray" not in said  # Ray's own lines
+    assert any(ln.startswith("worker died on 1.png") for ln in lines)  # written above the bar, not lost
+    assert any("steps/s" in ln and "ETA" in ln for ln in lines)  # the rate comes from training steps
+    for ln in lines:  # the counts move with the bar: n images shown, n counted
+        m = re.search(r"(\d+)/3 img \[[^,\]]*, ok (\d+), failed (\d+)", ln)
+        if m:
+            assert int(m[1]) == int(m[2]) + int(m[3]), ln
+    assert lines[-2] == f"rows:   {out / 'report.csv'}" and lines[-1] == f"report: {out / 'report.html'}"

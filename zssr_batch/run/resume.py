@@ -1,0 +1,71 @@
+"""Resume: which rows of an earlier run into the same folder a run keeps, and so which images it
+skips. No Ray here: ``--dry-run`` asks the same question without starting anything.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable
+
+from ..config import FitConfig
+from ..files.plan import file_stamp, resolved, unchanged
+from ..files.sources import WorkItem
+from ..report.table import read_rows
+
+
+def is_done(row: dict[str, str] | None, item: WorkItem, cfg_hash: str, precision: str) -> bool:
+    """Whether ``row`` is still the result of ``item``: made ok with the same settings (bf16 packs are
+    not what an fp32 run asks for), into the same output (which still holds what that row wrote),
+    against the same ground truth (or none), from an input and a ground truth whose contents have
+    not changed since. Paths compare resolved: an --output or --gt given through a symlink is the
+    same run."""
+    if not row or row.get("status") != "ok" or row.get("config_hash") != cfg_hash:
+        return False
+    if precision == "fp32" and "bf16" in (row.get("pack_way") or ""):
+        return False
+    if not _same_path(row.get("output"), item.output) or not _same_path(row.get("gt"), item.gt):
+        return False
+    try:
+        output_now = file_stamp(item.output)
+    except OSError:
+        return False  # no output any more
+    if row.get("output_stat") and output_now != row["output_stat"]:
+        return False  # another run (or hand) wrote over it: it is another image
+    if not unchanged(item.input, row.get("input_stat"), row.get("input_sha256")):
+        return False
+    return not item.gt or unchanged(item.gt, row.get("gt_stat"), row.get("gt_sha256"))
+
+
+def _same_path(a: str | None, b: str | None) -> bool:
+    return (not a and not b) or bool(a and b and resolved(a) == resolved(b))
+
+
+def kept_rows(items: list[WorkItem], config_for: Callable[[WorkItem], FitConfig], report_path: Path,
+              overwrite: bool, precision: str = "bf16") -> dict[str, dict[str, str]]:
+    """The old rows this run keeps, by key: those of its items still done, and the ok rows of other
+    items (earlier runs into the same folder) whose outputs this run does not write, so that the
+    compacted report keeps one row per key and one per output. Old failed rows of items this run
+    does not hold are dropped: they were of a manifest line since fixed, or of other settings."""
+    old = {} if overwrite else read_rows(report_path)
+    ours = {resolved(i.output) for i in items if i.output}
+    keep = {k: r for k, r in old.items() if r.get("status") == "ok" and resolved(r.get("output") or "") not in ours}
+    for item in items:
+        try:
+            h = None if item.error else config_for(item).hash()
+        except ValueError:
+            h = None
+        row = old.get(item.key)
+        if h is not None and is_done(row, item, h, precision):
+            keep[item.key] = _restamped(row, item)
+        else:
+            keep.pop(item.key, None)
+    return keep
+
+
+def _restamped(row: dict[str, str], item: WorkItem) -> dict[str, str]:
+    """A kept row with its files' stamps as they are now (proven the same content), so that a
+    copied or touched dataset is hashed once, not at every rerun."""
+    row = dict(row, input_stat=file_stamp(item.input))
+    if item.gt:
+        row["gt_stat"] = file_stamp(item.gt)
+    return row
