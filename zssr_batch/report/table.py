@@ -62,6 +62,9 @@ def read_rows(path: Path) -> dict[str, dict[str, str]]:
     return rows
 
 
+DISK_FULL = "disk full"  # how a failed row names a full disk (the driver stops the run on it)
+
+
 class DiskFull(OSError):
     """report.csv could not take a row: the disk (or the quota) is full. The file is left as it was
     before the row, never with half of one."""

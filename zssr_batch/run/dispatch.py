@@ -19,8 +19,7 @@ import ray
 from ..config import FitConfig
 from ..files.sources import WorkItem
 from ..report.row import Row
-from ..report.table import DiskFull, ReportWriter
-from .item import DISK_FULL
+from ..report.table import DISK_FULL, DiskFull, ReportWriter
 from .recovery import DEATHS, PING_EVERY_S, AfterDeath, Call, Comebacks, Entry, after_death
 from .progress import Progress
 from .settings import RunSettings

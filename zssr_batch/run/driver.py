@@ -26,13 +26,12 @@ from ..files.sources import WorkItem
 from ..files import storage
 from ..files.plan import plan_outputs
 from ..report.html import write_html_report
-from ..report.table import DiskFull, ReportWriter, write_summary
+from ..report.table import DISK_FULL, DiskFull, ReportWriter, write_summary
 from .cluster import NoActors, Placement, StorageProbe, live_nodes, plan_actors, start_actors, start_ray
 from .dispatch import Dispatcher, call_bounds
 from .faults import Faults
 from .headwatch import HeadWatch
 from .joining import Joiner, ask_for_gpus, release_gpus, wait_for_a_gpu
-from .item import DISK_FULL
 from .lock import FolderBusy, FolderLock
 from .mirror import Mirror, local_home
 from .progress import Progress

@@ -17,12 +17,11 @@ import os
 import signal
 import time
 from dataclasses import dataclass
-from typing import Callable, Mapping
+from typing import TYPE_CHECKING, Callable, Mapping
 
-import torch
-
-from ..engine.infer import MemoryPlan
-from ..engine.super_resolve import SRResult
+if TYPE_CHECKING:  # (torch only where a fault fires: the driver reads the faults and needs no torch)
+    from ..engine.infer import MemoryPlan
+    from ..engine.super_resolve import SRResult
 
 
 @dataclass(frozen=True)
@@ -43,14 +42,16 @@ class Faults:
     def _hits(self, kind: str, path: str) -> bool:
         return self.kind == kind and bool(self.name) and self.name in path
 
-    def mid_fit(self, path: str) -> Callable[[MemoryPlan], None] | None:
+    def mid_fit(self, path: str) -> Callable[["MemoryPlan"], None] | None:
         """What to do at an input's first training step (``oom`` or ``kill``), or None for inputs no
         fault names."""
         if not self.kind or not self.name or self.name not in path:
             return None
 
-        def fault(plan: MemoryPlan) -> None:
+        def fault(plan: "MemoryPlan") -> None:
             if self.kind == "oom" and plan.tile >= 512:
+                import torch
+
                 raise torch.OutOfMemoryError("CUDA out of memory (injected)")
             if self.kind == "kill" and self.marker and not os.path.exists(self.marker):
                 open(self.marker, "w").close()
@@ -63,7 +64,7 @@ class Faults:
         if self._hits("kill-on-read", path):
             os.kill(os.getpid(), signal.SIGKILL)
 
-    def diverge(self, path: str, result: SRResult) -> None:
+    def diverge(self, path: str, result: "SRResult") -> None:
         """``diverge-in-pack``: turn ``path``'s packed fit to NaN, as a pack's own fault would (see
         docs/BENCHMARKS.md, "Why the run's defaults are what they are")."""
         if self._hits("diverge-in-pack", path):

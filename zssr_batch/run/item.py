@@ -33,12 +33,12 @@ from ..files.sources import WorkItem
 from ..files.weights import save_weights
 from ..report.curves import curve_csv, curve_svg
 from ..report.row import SCORE_KEYS, Row, timestamp
+from ..report.table import DISK_FULL
 from ..report.thumbs import write_thumbs
 from .faults import Faults
 from .settings import Extras
 
 MIN_SIDE = 8  # below this a 3x3 network and an 11x11 SSIM window have nothing to work on
-DISK_FULL = "disk full"  # how a failed row names a full disk (the driver stops the run on it)
 
 
 def scale_label(cfg: FitConfig) -> str:
