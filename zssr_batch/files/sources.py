@@ -5,7 +5,8 @@ the same order), hidden files and folders skipped, symlinked folders followed
 once (loops are cut), and the output folder never scanned even when it lies
 inside the input folder. Ground truth is found three ways: ``--gt DIR`` by
 relative path and stem (any extension), the authors' ``NAME_gt.png`` beside
-``NAME.png``, and the benchmark layout ``HR/`` beside ``LR_bicubic/X<s>/``.
+``NAME.png``, and the benchmark layout ``HR/`` beside ``LR_<name>/X<s>/`` (``LR_bicubic``,
+or a degradation whose kernels lie in ``kernels/X<s>/``, as ``degrade --random-kernels`` writes).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import os
 import posixpath
 import re
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path, PurePosixPath
 from typing import Any, Iterator
 
@@ -50,7 +51,7 @@ class ScanOptions:
     suffix: str = ""
     ext: str | None = None  # output extension, e.g. ".png"; None = the input's
     gt_dir: Path | None = None
-    scale: float | None = None  # picks LR_bicubic/X<s> in a benchmark folder
+    scale: float | None = None  # picks LR_<name>/X<s> in a benchmark folder
     degrade: bool = False
     keep_ext: bool = False  # keep the input's extension in the output's name where the two differ
     skipped: list[str] = field(default_factory=list)  # what the scan passed over, and why
@@ -130,13 +131,52 @@ def glob_escape(s: str) -> str:
     return re.sub(r"([*?\[])", r"[\1]", s)
 
 
-def benchmark_layout(root: Path, scale: float | None) -> tuple[Path, Path] | None:
-    """(LR folder, HR folder) when ``root`` is a benchmark set (``HR/`` + ``LR_bicubic/X<s>/``)."""
+@dataclass(frozen=True)
+class Benchmark:
+    """A benchmark set's inputs at one scale: ``LR_<name>/X<s>/NAMEx<s>.png``, each with its ground
+    truth ``HR/NAME.png`` and, for a degradation other than bicubic, its kernel in ``kernels/X<s>/``
+    (``NAMEx<s>.npy``, or the authors' ``NAMEx<s>_0.mat``), as ``degrade --random-kernels`` writes."""
+
+    lr: Path  # the inputs: LR_<name>/X<s>
+    hr: Path  # the ground truths: HR
+    kernels: Path | None  # kernels/X<s>; None for LR_bicubic (bicubic by its name) or a set without them
+    scale: int
+
+
+def lr_folders(root: Path) -> list[Path]:
+    """The ``LR_<name>/`` folders of a benchmark set (``HR/`` beside them), sorted; none when
+    ``root`` is not such a set."""
+    if not (root / "HR").is_dir():
+        return []
+    return sorted(d for d in root.iterdir() if d.name.startswith("LR_") and d.is_dir())
+
+
+def own_scale(root: Path) -> int | None:
+    """s when ``root`` is one of a benchmark set's ``LR_<name>/X<s>/`` folders, else None."""
+    m = re.fullmatch(r"X([1-9][0-9]*)", root.name)
+    return int(m[1]) if m and root.parent.name.startswith("LR_") and (root.parent.parent / "HR").is_dir() else None
+
+
+def benchmark_layout(root: Path, scale: float | None) -> Benchmark | None:
+    """The inputs at ``scale`` when ``root`` is a benchmark set or one of its ``LR_<name>/X<s>/``
+    folders; None otherwise (``check_layout`` refuses a set without inputs at the scale). A set with
+    inputs at the scale in two LR folders is refused: the user says which, by pointing at it."""
     if scale is None or not float(scale).is_integer():
         return None
-    lr = root / "LR_bicubic" / f"X{int(scale)}"
-    hr = root / "HR"
-    return (lr, hr) if lr.is_dir() and hr.is_dir() else None
+    s = int(scale)
+    if own_scale(root) == s:
+        lr = root
+    else:
+        found = [d / f"X{s}" for d in lr_folders(root) if (d / f"X{s}").is_dir()]
+        if len(found) > 1:
+            raise ValueError(f"{root} holds inputs at x{s} in {' and '.join(d.parent.name for d in found)}; "
+                             f"give --input one of {', '.join(str(d) for d in found)}")
+        if not found:
+            return None
+        lr = found[0]
+    kernels = lr.parent.parent / "kernels" / f"X{s}"
+    bicubic = lr.parent.name == "LR_bicubic"
+    return Benchmark(lr, lr.parent.parent / "HR", kernels if kernels.is_dir() and not bicubic else None, s)
 
 
 def why_nothing(root: Path, opts: ScanOptions) -> str:
@@ -148,34 +188,63 @@ def why_nothing(root: Path, opts: ScanOptions) -> str:
 
 
 def check_layout(root: Path, opts: ScanOptions) -> None:
-    """Refuse a benchmark set (``HR/`` beside ``LR_bicubic/``) that has no inputs at the asked scale:
-    without this, ``--scale 5`` upscaled HR/ and every LR folder x5 with no scores."""
-    if opts.degrade or not root.is_dir() or not (root / "HR").is_dir() or not (root / "LR_bicubic").is_dir():
+    """Refuse a benchmark set (``HR/`` beside ``LR_<name>/``) that has no inputs at the asked scale
+    (without this, ``--scale 5`` upscaled HR/ and every LR folder x5 with no scores), and a set's
+    ``LR_<name>/X<s>/`` asked for another scale than its own (a forgotten ``--scale 4`` upscaled
+    x4 inputs x2, unscored)."""
+    if opts.degrade or not root.is_dir():
         return
-    if benchmark_layout(root, opts.scale) is None:
-        have = sorted(d.name for d in (root / "LR_bicubic").iterdir() if d.is_dir())
-        asked = "this scale" if opts.scale is None else f"x{opts.scale:g}"
-        raise ValueError(f"{root} is a benchmark set with LR_bicubic/{', '.join(have) or '(nothing)'} but no "
-                         f"inputs at {asked}; give one of those scales, or --degrade to make inputs from HR/")
+    asked = "this scale" if opts.scale is None else f"x{opts.scale:g}"
+    own = own_scale(root)
+    if own is not None and opts.scale != own:
+        raise ValueError(f"{root} holds the x{own} inputs of the benchmark set {root.parent.parent}, not inputs at "
+                         f"{asked}; give --scale {own}")
+    sets = lr_folders(root)
+    if sets and benchmark_layout(root, opts.scale) is None:
+        have = "; ".join(f"{d.name}/{', '.join(sorted(x.name for x in d.iterdir() if x.is_dir())) or '(nothing)'}"
+                         for d in sets)
+        raise ValueError(f"{root} is a benchmark set with {have} but no inputs at {asked}; give one of those "
+                         "scales, or --degrade to make inputs from HR/")
+
+
+def _benchmark_item(path: Path, root: Path, bench: Benchmark, opts: ScanOptions) -> WorkItem:
+    """An input of a benchmark set, with its ground truth and (where the set has them) its kernel,
+    as a manifest's ``kernel`` column gives one. Its output is named after the ground truth,
+    ``SR/X<s>/NAME.png``, not after the LR file: an upscaled image under an LR name misleads."""
+    r = path.relative_to(bench.lr)
+    tag = f"x{bench.scale}"
+    stem = r.stem[: -len(tag)] if r.stem.endswith(tag) and len(r.stem) > len(tag) else r.stem
+    name = r.with_name(stem + r.suffix)
+    gt = _find_by_stem(bench.hr, name)
+    item = WorkItem(str(path), output_for(f"SR/X{bench.scale}/{name.as_posix()}", opts), str(gt) if gt else None,
+                    path.relative_to(root).as_posix())
+    if bench.kernels is None:
+        return item
+    looked = (bench.kernels / r.with_suffix(".npy"), bench.kernels / r.parent / f"{r.stem}_0.mat")
+    kernel = next((k for k in looked if k.is_file()), None)
+    if kernel is None:  # the set's other inputs have theirs: a bicubic fit would score the wrong degradation
+        return replace(item, error=f"{path}: no kernel for it in {bench.kernels} (looked for "
+                                               f"{looked[0].name} and {looked[1].name})")
+    # absolute: the path goes to actors that start elsewhere
+    return replace(item, overrides=(("kernel", os.path.abspath(kernel)),))
 
 
 def scan_folder(root: Path, opts: ScanOptions) -> Iterator[WorkItem]:
     bench = None if opts.degrade else benchmark_layout(root, opts.scale)
-    if opts.degrade and (root / "HR").is_dir() and (root / "LR_bicubic").is_dir():
+    if opts.degrade and lr_folders(root):
         walk_root = root / "HR"  # degrade a benchmark set: its HR folder is the ground truth
     else:
-        walk_root = bench[0] if bench else root
+        walk_root = bench.lr if bench else root
     for path in walk_images(walk_root, opts):
         rel = path.relative_to(root).as_posix()
         if path.stem.endswith("_gt") and _find_by_stem(path.parent, Path(path.stem[:-3] + path.suffix)):
             continue  # the authors' NAME_gt.png is the ground truth of NAME.png, not an input
+        if bench:
+            yield _benchmark_item(path, root, bench, opts)
+            continue
         gt: Path | None = None
         if opts.degrade:
             gt = path
-        elif bench:
-            s = int(opts.scale)  # type: ignore[arg-type]
-            stem = path.stem[: -len(f"x{s}")] if path.stem.endswith(f"x{s}") else path.stem
-            gt = _find_by_stem(bench[1], Path(stem + path.suffix))
         elif opts.gt_dir:
             gt = _find_by_stem(opts.gt_dir, path.relative_to(root))
         else:
