@@ -406,13 +406,13 @@ def build_parser() -> argparse.ArgumentParser:
     deg.add_argument("input", help="an image or a folder of images")
     deg.add_argument("-o", "--output", required=True,
                      help="output image, or folder for a folder; with --random-kernels the set's folder")
-    deg.add_argument("--scale", type=float, required=True, help="shrink factor, e.g. 2")
+    deg.add_argument("--scale", type=float, required=True, metavar="S", help="shrink factor, e.g. 2")
     deg.add_argument("--suffix", default="", help="appended to each output stem, e.g. x2")
     deg.add_argument("--random-kernels", action="store_true",
                      help="blur each image with its own random anisotropic Gaussian (the authors' "
                           "BlindSR_dataset_generator) and write HR/, LR_randomkernel/X<s>/ and kernels/X<s>/ "
                           "under --output, which `run --input` pairs by itself")
-    deg.add_argument("--seed", type=_at_least(0), default=0,
+    deg.add_argument("--seed", type=_at_least(0), default=0, metavar="N",
                      help="with --random-kernels: the same seed makes the same kernels (default 0)")
     deg.set_defaults(func=cmd_degrade)
     return parser
