@@ -145,7 +145,8 @@ def _write_extras(prep: Prepared, result: SRResult, output_path: str, cfg: FitCo
         write_atomic(pictures / "curves" / f"{rel}.csv", curve)
         write_atomic(pictures / "curves" / f"{rel}.svg", curve_svg(result).encode())
         write_thumbs(pictures / "thumbs" / rel, prep.color, bicubic, result.output,
-                     None if prep.gt is None else _tensor(prep.gt.color))
+                     None if prep.gt is None else _tensor(prep.gt.color),
+                     originals={"zssr": output_path, "gt": prep.gt_path})
 
 
 def _notes(pic: Picture, output_path: str) -> list[str]:
