@@ -28,7 +28,8 @@ def curve_svg(result: SRResult) -> str:
     log = result.log
     steps = list(range(len(log.loss)))
     loss = lines([("L1 loss", steps, log.loss), ("reconstruction MSE", log.test_steps, log.rec_mse)],
-                 w=300, h=150, xlabel="step", log_y=True, title="loss")
-    rate = lines([("learning rate", steps, log.lr)], w=300, h=110, xlabel="step", log_y=True, title="learning rate")
+                 w=300, h=150, xlabel="step", ylabel="error (log scale)", log_y=True, title="loss")
+    rate = lines([("learning rate", steps, log.lr)], w=300, h=110, xlabel="step", ylabel="rate (log)", log_y=True,
+                 title="learning rate")
     body = loss.replace("<svg ", '<svg y="0" ', 1) + rate.replace("<svg ", '<svg y="150" ', 1)
     return f'<svg xmlns="http://www.w3.org/2000/svg" width="300" height="260" viewBox="0 0 300 260">{body}</svg>'

@@ -1,4 +1,4 @@
-"""Small inline-SVG charts (no plotting library, no network): lines, scatter, sorted bars.
+"""Small inline-SVG charts (no plotting library, no network): lines, scatter, ranked bars or dots.
 
 Each function returns an ``<svg>`` element as a string; the HTML report embeds
 the run's charts inline and links each fit's curve as its own small ``.svg`` file.
@@ -26,6 +26,8 @@ def _ticks(lo: float, hi: float, n: int = 5) -> list[float]:
 def _fmt(v: float) -> str:
     if v == 0:
         return "0"
+    if 1000 <= abs(v) < 1e6 and v == int(v):  # steps, image counts: 3000, not 3e+03
+        return f"{v:.0f}"
     if abs(v) >= 1000 or abs(v) < 0.01:
         return f"{v:.0e}"
     return f"{v:.3g}"
@@ -49,11 +51,11 @@ class Frame:
         v = math.log10(y) if self.log_y else y
         return self.h - self.bottom - (v - self.y0) / (self.y1 - self.y0) * (self.h - self.top - self.bottom)
 
-    def axes(self, xlabel: str, ylabel: str) -> str:
+    def axes(self, xlabel: str, ylabel: str, xticks: Sequence[float] | None = None) -> str:
         parts = [f'<line x1="{self.left}" y1="{self.h - self.bottom}" x2="{self.w - self.right}" '
                  f'y2="{self.h - self.bottom}" stroke="#888"/>',
                  f'<line x1="{self.left}" y1="{self.top}" x2="{self.left}" y2="{self.h - self.bottom}" stroke="#888"/>']
-        for t in _ticks(self.x0, self.x1):
+        for t in _ticks(self.x0, self.x1) if xticks is None else xticks:
             parts.append(f'<text x="{self.px(t):.1f}" y="{self.h - self.bottom + 12}" font-size="9" '
                          f'text-anchor="middle">{_fmt(t)}</text>')
         if self.log_y:
@@ -111,36 +113,67 @@ def lines(series: Sequence[tuple[str, Sequence[float], Sequence[float]]], w: int
     return _svg(w, h, "".join(body), ident, title)
 
 
+def _padded(lo: float, hi: float, share: float = 0.06) -> tuple[float, float]:
+    """(lo, hi) widened so that the points at either end sit inside the frame, not on its lines."""
+    pad = (hi - lo) * share if hi > lo else max(abs(lo) * share, 0.5)
+    return lo - pad, hi + pad
+
+
+def _key(keys: Sequence[object] | None, i: int) -> str:
+    return f' data-i="{escape(str(keys[i]))}"' if keys is not None else ""
+
+
 def scatter(xs: Sequence[float], ys: Sequence[float], w: int = 320, h: int = 240, xlabel: str = "",
-            ylabel: str = "", diagonal: bool = True, ident: str = "", title: str = "") -> str:
-    """Points, with the y = x line (points above it: ZSSR beats bicubic)."""
-    ps = _finite(xs, ys)
+            ylabel: str = "", diagonal: bool = True, ident: str = "", title: str = "",
+            keys: Sequence[object] | None = None) -> str:
+    """Points, with the y = x line (points above it: ZSSR beats bicubic). ``keys``: one per point,
+    its ``data-i`` (report.html names the point's image on hover and links to it)."""
+    ps = [(x, y, i) for i, (x, y) in enumerate(zip(xs, ys))
+          if x is not None and y is not None and math.isfinite(x) and math.isfinite(y)]
     if not ps:
         return _svg(w, h, '<text x="50%" y="50%" text-anchor="middle" font-size="11">no data</text>', ident, title)
     lo = min(min(p[0] for p in ps), min(p[1] for p in ps))
     hi = max(max(p[0] for p in ps), max(p[1] for p in ps))
-    f = Frame(w, h, (lo, hi), (lo, hi), margin=(16 if title else 10, 10, 30, 44))
+    span = _padded(lo, hi)
+    f = Frame(w, h, span, span, margin=(16 if title else 10, 10, 30, 44))
     body = [f.axes(xlabel, ylabel)]
     if diagonal:
-        body.append(f'<line x1="{f.px(lo):.1f}" y1="{f.py(lo):.1f}" x2="{f.px(hi):.1f}" y2="{f.py(hi):.1f}" '
-                    f'stroke="#aaa" stroke-dasharray="4 3"/>')
+        body.append(f'<line x1="{f.px(span[0]):.1f}" y1="{f.py(span[0]):.1f}" x2="{f.px(span[1]):.1f}" '
+                    f'y2="{f.py(span[1]):.1f}" stroke="#aaa" stroke-dasharray="4 3"/>')
     body.append('<g fill="#1f77b4" fill-opacity="0.6">' + "".join(
-        f'<circle cx="{f.px(x):.1f}" cy="{f.py(y):.1f}" r="2.5"/>' for x, y in ps) + "</g>")
+        f'<circle cx="{f.px(x):.1f}" cy="{f.py(y):.1f}" r="3"{_key(keys, i)}/>' for x, y, i in ps) + "</g>")
     return _svg(w, h, "".join(body), ident, title)
 
 
-def sorted_bars(values: Sequence[float], w: int = 320, h: int = 160, ylabel: str = "", ident: str = "",
-                title: str = "") -> str:
-    """Values sorted high to low as an area (one path: fine for 10,000 images); 0 marked."""
-    vs = sorted((v for v in values if v is not None and math.isfinite(v)), reverse=True)
+# Up to this many values are bars; more are dots, which stay apart and can be pointed at where
+# thousands of bars would merge into one shape.
+MAX_BARS = 60
+
+
+def ranked(values: Sequence[float], w: int = 320, h: int = 160, xlabel: str = "images, highest first",
+           ylabel: str = "", ident: str = "", title: str = "", keys: Sequence[object] | None = None) -> str:
+    """One bar (or, past ``MAX_BARS``, one dot) per value, sorted high to low; 0 marked.
+    ``keys``: as ``scatter``'s."""
+    vs = sorted(((v, i) for i, v in enumerate(values) if v is not None and math.isfinite(v)), key=lambda p: -p[0])
     if not vs:
         return _svg(w, h, '<text x="50%" y="50%" text-anchor="middle" font-size="11">no data</text>', ident, title)
-    f = Frame(w, h, (0, max(1, len(vs) - 1)), (min(0.0, min(vs)), max(0.0, max(vs))),
+    n = len(vs)
+    lo, hi = min(0.0, vs[-1][0]), max(0.0, vs[0][0])
+    pad = (hi - lo) * 0.05  # on the side away from 0 only: the bars still stand on the axis
+    # ranks 1..n, each in a slot one wide: a single image is a bar in the middle, not a line on the axis
+    f = Frame(w, h, (0.5, n + 0.5), (lo - pad if lo < 0 else lo, hi + pad if hi > 0 else hi),
               margin=(16 if title else 10, 10, 30, 44))
+    ticks = [t for t in _ticks(1, max(n, 2)) if t == int(t) and t <= n] or [1]
     zero = f.py(0)
-    path = f"M{f.px(0):.1f},{zero:.1f} " + " ".join(f"L{f.px(i):.1f},{f.py(v):.1f}" for i, v in enumerate(vs)) \
-        + f" L{f.px(len(vs) - 1):.1f},{zero:.1f} Z"
-    body = [f.axes("images, best first", ylabel), f'<path d="{path}" fill="#2ca02c" fill-opacity="0.5" '
-            f'stroke="#2ca02c"/>', f'<line x1="{f.left}" x2="{w - f.right}" y1="{zero:.1f}" y2="{zero:.1f}" '
-            f'stroke="#333"/>']
+    body = [f.axes(xlabel, ylabel, xticks=ticks)]
+    if n <= MAX_BARS:
+        bw = min(40.0, (f.px(1.5) - f.px(0.5)) * 0.8)
+        body.append('<g fill="#2ca02c" fill-opacity="0.7">' + "".join(
+            f'<rect x="{f.px(r + 1) - bw / 2:.1f}" y="{min(zero, f.py(v)):.1f}" width="{bw:.1f}" '
+            f'height="{max(abs(zero - f.py(v)), 0.5):.1f}"{_key(keys, i)}/>' for r, (v, i) in enumerate(vs)) + "</g>")
+    else:
+        body.append('<g fill="#2ca02c" fill-opacity="0.7">' + "".join(
+            f'<circle cx="{f.px(r + 1):.1f}" cy="{f.py(v):.1f}" r="2"{_key(keys, i)}/>' for r, (v, i) in enumerate(vs))
+            + "</g>")
+    body.append(f'<line x1="{f.left}" x2="{w - f.right}" y1="{zero:.1f}" y2="{zero:.1f}" stroke="#333"/>')
     return _svg(w, h, "".join(body), ident, title)
