@@ -73,6 +73,12 @@ def engine_sources(args: argparse.Namespace) -> tuple[str, dict[str, Any], dict[
     preset = args.preset or file_values.pop("preset", None) or "paper"
     file_values.pop("preset", None)
     flags = {f.name: getattr(args, f.name) for f in fields(FitConfig) if getattr(args, f.name) is not None}
+    for values in (file_values, flags):
+        kernel = values.get("kernel")
+        if kernel == "bicubic":  # said out loud: assume bicubic, whatever kernels a set has
+            values["kernel"] = ""
+        elif kernel and kernel != "estimate":  # a file, resolved here, once: actors may start elsewhere
+            values["kernel"] = os.path.abspath(kernel)
     return preset, file_values, flags
 
 
@@ -114,11 +120,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     check_address(args.address)
     base_preset, file_values, cli = engine_sources(args)
-    for values in (file_values, cli):  # resolved here, once: actors on other nodes start elsewhere
-        if values.get("kernel"):
-            values["kernel"] = os.path.abspath(values["kernel"])
     base = resolve(base_preset, file_values, cli)  # fails early on bad settings
-    if base.kernel and not os.path.isfile(base.kernel):  # (it failed every row, after Ray had started)
+    if base.kernel not in ("", "estimate") and not os.path.isfile(base.kernel):  # (it failed every row, after Ray had started)
         raise FileNotFoundError(f"{base.kernel}: no such kernel file (--kernel)")
 
     @lru_cache(maxsize=256)
@@ -136,7 +139,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     scale = base.scale[0] if base.scale[0] == base.scale[1] else None
     opts = ScanOptions(output_dir=out, glob=args.glob, recursive=not args.no_recursive, suffix=args.suffix,
                        ext=args.ext, gt_dir=_place(args.gt) if args.gt else None, scale=scale,
-                       degrade=args.degrade, keep_ext=args.keep_ext)
+                       degrade=args.degrade, keep_ext=args.keep_ext,
+                       set_kernels="kernel" not in cli and "kernel" not in file_values)
     if exts:
         opts.extensions = exts
     if not storage.exists(input_path):

@@ -40,6 +40,7 @@ class WorkItem:
     error: str | None = None  # set when the item is refused before any work (bad manifest row)
     key: str = ""  # names its row across runs (``plan.item_key``), set by the plan
     origin: str = ""  # where a manifest row came from ('list.csv line 3'), to name it in its errors
+    true_kernel: str | None = None  # the kernel that made this input, where its set says (kernels/X<s>/)
 
 
 @dataclass
@@ -54,6 +55,7 @@ class ScanOptions:
     scale: float | None = None  # picks LR_<name>/X<s> in a benchmark folder
     degrade: bool = False
     keep_ext: bool = False  # keep the input's extension in the output's name where the two differ
+    set_kernels: bool = True  # fit a set's inputs with the set's own kernels (False: --kernel was given)
     skipped: list[str] = field(default_factory=list)  # what the scan passed over, and why
     passed: Counter = field(default_factory=Counter)  # files passed over by reason: the answer to "no images"
 
@@ -222,11 +224,14 @@ def _benchmark_item(path: Path, root: Path, bench: Benchmark, opts: ScanOptions)
         return item
     looked = (bench.kernels / r.with_suffix(".npy"), bench.kernels / r.parent / f"{r.stem}_0.mat")
     kernel = next((k for k in looked if k.is_file()), None)
-    if kernel is None:  # the set's other inputs have theirs: a bicubic fit would score the wrong degradation
+    if kernel is None and opts.set_kernels:  # the others have theirs: a bicubic fit would score the wrong degradation
         return replace(item, error=f"{path}: no kernel for it in {bench.kernels} (looked for "
                                                f"{looked[0].name} and {looked[1].name})")
     # absolute: the path goes to actors that start elsewhere
-    return replace(item, overrides=(("kernel", os.path.abspath(kernel)),))
+    if kernel is None:
+        return item
+    item = replace(item, true_kernel=os.path.abspath(kernel))
+    return replace(item, overrides=(("kernel", item.true_kernel),)) if opts.set_kernels else item
 
 
 def scan_folder(root: Path, opts: ScanOptions) -> Iterator[WorkItem]:
