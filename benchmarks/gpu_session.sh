@@ -35,6 +35,6 @@ left=$(( ${SESSION_S:-560} - $(date +%s) + start ))
 timeout $left python3 benchmarks/throughput.py --set $D/BSD100 --scale 2 --preset paper --device cuda \
   --baseline-limit ${BASELINE_N:-4} --baseline-workers ${BASELINE_WORKERS:-12} --variants ${VARIANTS:-bf16 bf16:beside} \
   --time-budget $(( left / 2 )) --quality-budget $(( left - 15 )) --triton-tiles "$out/tiles.json" 2>&1 | tee "$out/throughput.log"
-[ -z "${RUN_QUALITY:-}" ] || timeout ${QUALITY_S:-120} python3 benchmarks/quality.py --data $D --sets Set5 Set14 --scale 2 --preset paper \
-  --device cuda --pack 14 2>&1 | tee "$out/quality.log"
+[ -z "${RUN_QUALITY:-}" ] || timeout ${QUALITY_S:-120} python3 benchmarks/quality.py --data $D --sets ${QUALITY_SETS:-Set5 Set14} \
+  --scales ${QUALITY_SCALES:-2} --presets ${QUALITY_PRESETS:-paper} --output "$out/quality" 2>&1 | tee "$out/quality.log"
 stamp end

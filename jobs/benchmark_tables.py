@@ -1,10 +1,10 @@
-"""Ray Job entry point: regenerate the Set5 / Set14 / BSD100 benchmark tables.
+"""Ray Job entry point: the Set5 / Set14 / BSD100 tables at x2, x3 and x4, by preset.
 
-For every set and scale it runs ``zssr-batch run`` on the benchmark layout
-(``<data>/<Set>/LR_bicubic/X<s>`` against ``<Set>/HR``), then writes
-``<output>/BENCHMARKS.md`` beside each run's report, with the published figures.
+Every (set, scale, preset) is one ``zssr-batch run`` on the benchmark layout, joining the cluster
+(``RAY_ADDRESS`` is set inside a Job); ``zssr_batch.tables`` writes ``<output>/BENCHMARKS.md`` and
+``benchmarks.json``, the same table ``benchmarks/quality.py`` writes on one machine.
 
-    python jobs/benchmark_tables.py --data /mnt/shared/data --output /mnt/shared/bench --preset paper
+    python jobs/benchmark_tables.py --data /mnt/shared/data --output /mnt/shared/bench --presets paper gradual-x2
 Extra arguments after ``--`` go to every ``zssr-batch run`` (e.g. ``-- --max-iters 100``).
 """
 
@@ -14,11 +14,8 @@ import argparse
 import sys
 from pathlib import Path
 
-import pandas as pd
-
-from zssr_batch.cli import main as zssr_main
-from zssr_batch.files.images import write_atomic
-from zssr_batch.report.published import markdown_table
+from zssr_batch.cli import main as zssr_batch
+from zssr_batch.tables import run_tables
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -30,23 +27,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--output", type=Path, required=True)
     ap.add_argument("--sets", nargs="+", default=["Set5", "Set14", "BSD100"])
     ap.add_argument("--scales", nargs="+", type=int, default=[2, 3, 4])
-    ap.add_argument("--preset", default="paper")
+    ap.add_argument("--presets", nargs="+", default=["paper"])
     args = ap.parse_args(argv)
-    rows, worst = [], 0
-    for set_name in args.sets:
-        for s in args.scales:
-            out = args.output / set_name / f"x{s}"
-            code = zssr_main(["run", "--input", str(args.data / set_name), "--output", str(out), "--scale", str(s),
-                              "--preset", args.preset, "--no-progress", *extra])
-            worst = max(worst, code)
-            df = pd.read_csv(out / "report.csv")
-            ok = df[df["status"] == "ok"]
-            rows.append({"set": set_name, "scale": s, "images": len(ok), "psnr_y": ok["psnr_y"].mean(),
-                         "ssim_y": ok["ssim_y"].mean(), "bicubic_psnr_y": ok["bicubic_psnr_y"].mean(),
-                         "seconds_per_image": (ok["fit_seconds"] + ok["infer_seconds"]).mean()})
-    table = markdown_table(rows)
-    write_atomic(args.output / "BENCHMARKS.md", (f"Preset `{args.preset}`\n\n" + table + "\n").encode())
-    print(table)
+    rows, worst = run_tables(zssr_batch, args.data, args.output, args.sets, args.scales, args.presets, extra)
+    print((args.output / "BENCHMARKS.md").read_text())
     return worst
 
 

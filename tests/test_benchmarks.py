@@ -43,14 +43,29 @@ def test_throughput_tiny_on_cpu_prints_the_comparison():
 
 @pytest.mark.slow
 @needs_data
-def test_quality_benchmark_runs_on_one_image():
-    out = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "quality.py"), "--sets", "Set5", "--limit", "1",
-                          "--preset", "fast", "--max-iters", "5", "--device", "cpu", "--data", str(DATA)],
+def test_quality_benchmark_writes_the_table_of_whole_runs(tmp_path):
+    out = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "quality.py"), "--sets", "Set5", "--scales", "2",
+                          "--presets", "fast", "--data", str(DATA), "--output", str(tmp_path), "--",
+                          "--max-iters", "5", "--gpus", "0", "--width", "8", "--ensemble", "none"],
                          capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
-    row = json.loads(out.stdout.strip().splitlines()[-1])
-    assert row["set"] == "Set5" and row["images"] == 1 and row["psnr_y"] > row["bicubic_psnr_y"]
-    assert "| Set5 | x2 | 1 |" in out.stdout and "37.37" in out.stdout
+    (row,) = json.loads((tmp_path / "benchmarks.json").read_text())
+    assert (row["set"], row["scale"], row["preset"], row["images"]) == ("Set5", 2, "fast", 5)
+    assert row["zssr_published"] == 37.37 and row["zssr_published_verified"] and row["images_per_hour"] > 0
+    assert row["mean_steps"] == 5 and abs(row["bicubic_psnr_y"] - 33.68) < 0.01  # our bicubic, as the README says
+    assert "| Set5 | x2 | fast | 5 |" in out.stdout and "33.68 / 33.64 | 37.37 |" in out.stdout
+
+
+def test_tables_run_a_gradual_preset_at_its_own_scale_and_mark_second_hand_figures():
+    from zssr_batch.tables import markdown, preset_scales
+
+    assert preset_scales("paper", [2, 3, 4]) == [2, 3, 4]
+    assert preset_scales("gradual-x2", [2, 3, 4]) == [2]
+    row = {"set": "BSD100", "scale": 2, "preset": "paper", "images": 100, "failed": 0, "psnr_y": 31.5,
+           "ssim_y": 0.89, "bicubic_psnr_y": 29.56, "bicubic_published": 29.55, "zssr_published": 31.65,
+           "zssr_published_verified": False, "vs_published": -0.15, "mean_steps": 1800.0, "images_per_hour": 9000.0}
+    assert "| BSD100 | x2 | paper | 100 | 31.50 | 0.8900 | 29.56 / 29.55 | 31.65? | -0.15 | 1800 | 9,000 |" \
+        in markdown([row])
 
 
 def test_cpu_pack_benchmark_times_every_way():

@@ -111,8 +111,8 @@ def test_benchmark_tables_job_writes_a_table(tmp_path):
                                   "--back-projection-iters", "0"])  # (an untrained network still runs: keep it small)
     assert code == 0
     table = (tmp_path / "BENCHMARKS.md").read_text()
-    assert "| Set5 | x3 | 5 |" in table and "30.39" in table  # the published bicubic figure beside ours
-    assert len(pd.read_csv(tmp_path / "Set5" / "x3" / "report.csv")) == 5
+    assert "| Set5 | x3 | paper | 5 |" in table and "30.39" in table  # the published bicubic figure beside ours
+    assert len(pd.read_csv(tmp_path / "Set5" / "x3" / "paper" / "report.csv")) == 5
 
 
 def test_a_ray_job_refuses_relative_paths_in_one_line(tmp_path):

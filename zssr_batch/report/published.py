@@ -1,26 +1,23 @@
-"""Published PSNR-Y figures (dB) to put our benchmark tables beside, and the table maker."""
+"""Published PSNR-Y figures (dB) that benchmark tables are put beside.
+
+ZSSR's are from the paper (Shocher, Cohen & Irani, CVPR 2018, bicubic kernel). Three figures
+are only quoted second hand (by later papers' tables) and are marked unverified until a primary
+source is found: a table shows them with a question mark.
+"""
 
 from __future__ import annotations
-
-from typing import Mapping
 
 BICUBIC = {("Set5", 2): 33.64, ("Set5", 3): 30.39, ("Set5", 4): 28.42,
            ("Set14", 2): 30.22, ("Set14", 3): 27.53, ("Set14", 4): 25.99,
            ("BSD100", 2): 29.55, ("BSD100", 3): 27.20, ("BSD100", 4): 25.96}
-ZSSR_PAPER = {("Set5", 2): 37.37, ("Set5", 3): 33.42, ("Set5", 4): 31.13, ("Set14", 2): 33.00}
+ZSSR_PAPER = {("Set5", 2): 37.37, ("Set5", 3): 33.42, ("Set5", 4): 31.13,
+              ("Set14", 2): 33.00, ("Set14", 4): 28.01, ("BSD100", 4): 27.12}
+ZSSR_SECOND_HAND = {("Set14", 3): 29.80, ("BSD100", 2): 31.65, ("BSD100", 3): 28.67}
 
 
-def markdown_table(rows: list[Mapping[str, object]]) -> str:
-    """rows: set, scale, images, psnr_y, ssim_y, bicubic_psnr_y, seconds_per_image -> a Markdown table."""
-    head = ("| set | scale | images | PSNR-Y | SSIM-Y | bicubic (ours / published) | ZSSR paper | "
-            "vs paper | s / image |\n|---|---|---|---|---|---|---|---|---|")
-    lines = [head]
-    for r in rows:
-        key = (str(r["set"]), int(r["scale"]))
-        paper = ZSSR_PAPER.get(key)
-        pub = BICUBIC.get(key)
-        lines.append(
-            f"| {r['set']} | x{r['scale']} | {r['images']} | {r['psnr_y']:.2f} | {r['ssim_y']:.4f} | "
-            f"{r['bicubic_psnr_y']:.2f} / {pub if pub else '-'} | {paper if paper else '-'} | "
-            f"{(r['psnr_y'] - paper) if paper else float('nan'):+.2f} | {r['seconds_per_image']:.1f} |")
-    return "\n".join(lines)
+def zssr_published(set_name: str, scale: int) -> tuple[float | None, bool]:
+    """(the published ZSSR figure or None, whether it is from the paper itself)."""
+    key = (set_name, scale)
+    if key in ZSSR_PAPER:
+        return ZSSR_PAPER[key], True
+    return ZSSR_SECOND_HAND.get(key), False
