@@ -78,7 +78,8 @@ def test_pack_size_is_the_measured_cheapest_per_image_within_memory(monkeypatch,
     assert plan_pack(paper, "cuda", (160, 240), images=100)[0] == 64 and len(calls) == 11  # the timings were kept
     assert plan_pack(paper, "cuda", (160, 240), images=10) == (10, opts)  # no size the batch cannot fill
     assert sorted(c[0] for c in calls[11:]) == [10] * 8
-    assert plan_pack(resolve("gradual-x2"), "cuda", (160, 240), images=100) == (4, PackOptions())  # no probe
+    untrained = resolve("paper", overrides={"max_iters": 0})  # fitted alone: no probe
+    assert plan_pack(untrained, "cuda", (160, 240), images=100) == (4, PackOptions())
     assert len(calls) == 19
     # 24-megapixel inputs: memory caps the pack below 64, so 64 is not tried
     k, opts = plan_pack(paper, "cuda", (4000, 6000), images=100)

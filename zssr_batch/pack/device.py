@@ -13,12 +13,21 @@ import torch
 from ..engine.kernels import shift_kernel
 from ..engine.model import ZSSRNet
 from ..engine.pairs import son_shape, upload, warp_batch
-from ..engine.resize import imresize
+from ..engine.resize import imresize, output_size
 from ..config import FitConfig
 from .conv import CONVS
 from .jobs import Job
 from .nets import PackedAdam, PackedNets
 from .options import PackOptions
+
+
+PARAMS = 11  # a father's row of draws: its inverse map (3x3, flattened), an exact flag, its source's index
+
+
+def source_side(hw: tuple[int, int], cfg: FitConfig) -> int:
+    """The side of the square a slot's sources need, for an image of ``hw``: the image's, or in a
+    gradual fit its largest output before the last step's."""
+    return max(max(output_size(hw, sf)) for sf in ((1.0, 1.0), *cfg.steps[:-1]))
 
 
 def _can_record(device: torch.device) -> bool:
@@ -55,7 +64,12 @@ class DevicePack:
         cfg = first.cfg
         c = first.image.shape[0]
         self.k, self.device, self.crop = k, device, cfg.crop
-        self.scale: tuple[float, float] = tuple(cfg.scale)  # type: ignore[assignment]
+        # The scale steps every slot walks (one for a one-jump pack; the jobs' signature fixes them),
+        # each slot at its own step; the base scales of a slot's sources, the image's first.
+        self.steps: tuple[tuple[float, float], ...] = tuple(cfg.steps)
+        self.base_scales = [(1.0, 1.0), *self.steps]
+        # A slot's sources of fathers: its image, then its output of every step but the last.
+        self.sources = len(self.steps)
         cuda = device.type == "cuda"
         self.can_record = options.graphs and _can_record(device)  # asked for graphs, on a device that has them
         self.use_graphs = self.can_record  # False once a recording has failed
@@ -70,19 +84,27 @@ class DevicePack:
         self.nets = PackedNets(k, *self.shape, device=device)
         self.opt = PackedAdam(self.nets.flat, fused=options.conv == "triton" and cuda)
         self.slot_net = ZSSRNet(c, cfg.depth, cfg.width).to(device)  # one slot's network, for checks and outputs
-        self.kernel = None
-        if first.kernel is not None:
-            self.kernel = torch.as_tensor(shift_kernel(first.kernel, cfg.scale), dtype=torch.float32, device=device)
-        side = max(first.image.shape[-2:])
-        self.src = torch.zeros(k, c, side, side, device=device)  # image k in the top-left corner, zeros around
-        # Each row an inverse father map (3x3) and an exact flag. Rows start as the identity, not zeros: a
+        # One slot's network for the outputs of a gradual slot's earlier steps, which its next step
+        # trains on: made on the training stream, while checks may use ``slot_net`` beside it.
+        self.step_net = ZSSRNet(c, cfg.depth, cfg.width).to(device) if self.sources > 1 else None
+        # Each step's downscaling kernel, shifted for its scale as the authors shift theirs (None: bicubic).
+        self.kernels: list[torch.Tensor | None] = [
+            None if first.kernel is None else
+            torch.as_tensor(shift_kernel(first.kernel, sf), dtype=torch.float32, device=device) for sf in self.steps]
+        side = source_side(tuple(first.image.shape[-2:]), cfg)
+        # (K, sources, C, S, S): each slot's sources in the top-left corners, zeros around
+        self.src = torch.zeros(k, self.sources, c, side, side, device=device)
+        # Each row a father's draws (``PARAMS``). Rows start as the identity map, not zeros: a
         # recording's warm-up steps compute every row, drawn or not, and a zero map divides by zero. The NaN
         # gradient that makes would reach the resting rows' Adam moments (0 * NaN) (docs/BENCHMARKS.md,
         # "Why the pack's defaults are what they are").
-        self.params = torch.zeros(k, 10, dtype=torch.float64, device=device)
+        self.params = torch.zeros(k, PARAMS, dtype=torch.float64, device=device)
         self.params[:, :9] = torch.eye(3, dtype=torch.float64).flatten()
-        self.son_shape = son_shape((c, self.crop, self.crop), self.scale)
-        self.noise = torch.zeros(k, *self.son_shape, device=device) if cfg.noise_std > 0 else None
+        self.son_shapes = [son_shape((c, self.crop, self.crop), sf) for sf in self.steps]
+        # each step's son noise, (K, *son shape); a slot's row is drawn for the step it is at
+        self.noise = ([torch.zeros(k, *shape, device=device) for shape in self.son_shapes] if cfg.noise_std > 0
+                      else None)
+        self.at = torch.zeros(k, dtype=torch.long, device=device)  # each slot's scale step
         self.lr = torch.zeros(k, dtype=torch.float64, device=device)
         self.active = torch.zeros(k, dtype=torch.bool, device=device)
         self.graph: Any = None
@@ -96,38 +118,72 @@ class DevicePack:
         self.opt.reset(slot)
         img = upload(job.image.to(torch.float32).contiguous(), self.device)
         h, w = img.shape[-2:]
-        if max(h, w) > self.src.shape[-1]:  # a larger image than any so far: grow the buffer, record again
-            grown = torch.zeros(*self.src.shape[:2], max(h, w), max(h, w), device=self.device)
-            grown[:, :, : self.src.shape[2], : self.src.shape[3]] = self.src
+        side = source_side((h, w), job.cfg)
+        if side > self.src.shape[-1]:  # a larger image than any so far: grow the buffer, record again
+            grown = torch.zeros(*self.src.shape[:3], side, side, device=self.device)
+            grown[..., : self.src.shape[-2], : self.src.shape[-1]] = self.src
             self.src, self.graph, self.graph_rows = grown, None, None
         self.src[slot].zero_()
-        self.src[slot, :, :h, :w] = img
+        self.src[slot, 0, :, :h, :w] = img
+        self.at[slot] = 0
         self.lr[slot] = job.cfg.learning_rate
         self.active[slot] = True
+
+    def next_step(self, slot: int, step: int, source: torch.Tensor,
+                  fresh: tuple[float, torch.Generator] | None) -> None:
+        """``slot`` moves on to scale step ``step``, ``source`` (C, H, W: its output of the step before)
+        joining its sources. ``fresh`` (init variance, the slot's stream): new weights and Adam state, as
+        ``reinit_each_step`` wants; else the weights and Adam state (its step count too) go on, as alone."""
+        h, w = source.shape[-2:]
+        self.src[slot, step, :, :h, :w] = source
+        self.at[slot] = step
+        if fresh is not None:
+            self.nets.init_slot(slot, fresh[0], fresh[1])
+            self.opt.reset(slot)
 
     def snapshot(self, slot: int, hw: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
         """Copies of ``slot``'s weights (one flat row) and of its image (h, w), taken in stream order:
         what a check or an output reads, untouched by the slot's next steps, by the next image placed
         in it, or by the buffers moving when they grow or the pack compacts."""
-        return self.nets.flat[slot].clone(), self.src[slot, :, : hw[0], : hw[1]].clone()
+        return self.nets.flat[slot].clone(), self.src[slot, 0, :, : hw[0], : hw[1]].clone()
 
     def set_rate(self, slot: int, rate: float) -> None:
         self.lr[slot] = rate  # a fill on the device; the host does not wait
 
-    def send_draws(self, params: np.ndarray, noise: torch.Tensor | None) -> None:
+    def send_draws(self, params: np.ndarray, noise: dict[int, torch.Tensor]) -> None:
+        """This step's draws: ``params`` (K, PARAMS) rows, and the son noise of the scale steps that
+        live slots are at (step -> (K, *son shape); the other steps' buffers are not read for them)."""
         self.params.copy_(upload(torch.from_numpy(params), self.device))
-        if self.noise is not None and noise is not None:
-            self.noise.copy_(upload(noise, self.device))
+        if self.noise is not None:
+            for step, rows in noise.items():
+                self.noise[step].copy_(upload(rows, self.device))
+
+    def _pairs(self, father: torch.Tensor, step: int, pick: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
+        """The network's inputs for ``father`` at scale step ``step``: sons made and upscaled back."""
+        sf, kernel = self.steps[step], self.kernels[step]
+        son = imresize(father, (1 / sf[0], 1 / sf[1]), kernel=kernel if kernel is not None else "cubic")
+        if self.noise is not None:
+            son = son + pick(self.noise[step])
+        return imresize(son.clamp(0, 1), sf, (self.crop, self.crop))
 
     def _train_step(self, live: torch.Tensor | None) -> torch.Tensor:
         pick = (lambda t: t) if live is None else (lambda t: t.index_select(0, live))
         params = pick(self.params)
-        father = warp_batch(pick(self.src), params[:, :9].reshape(-1, 3, 3), params[:, 9] > 0.5, self.crop)
-        son = imresize(father, (1 / self.scale[0], 1 / self.scale[1]), kernel=self.kernel if self.kernel is not None
-                       else "cubic")
-        if self.noise is not None:
-            son = son + pick(self.noise)
-        x = imresize(son.clamp(0, 1), self.scale, (self.crop, self.crop))
+        inverse, exact = params[:, :9].reshape(-1, 3, 3), params[:, 9] > 0.5
+        sources = pick(self.src).flatten(0, 1)  # (N * sources, C, S, S)
+        if self.sources == 1:
+            father = warp_batch(sources, inverse, exact, self.crop)
+            x = self._pairs(father, 0, pick)
+        else:
+            # Each slot's father from the source it drew: every source of the slot is warped by its map
+            # and the drawn one kept, and its inputs made at every step and those of its step kept;
+            # pairs are a few percent of a step, and no host data shapes this step, so one recording
+            # serves slots at any step.
+            n, m = inverse.shape[0], self.sources
+            rows = torch.arange(n, device=self.device)
+            every = warp_batch(sources, inverse.repeat_interleave(m, 0), exact.repeat_interleave(m), self.crop)
+            father = every.unflatten(0, (n, m))[rows, params[:, 10].long()]
+            x = torch.stack([self._pairs(father, j, pick) for j in range(len(self.steps))])[pick(self.at), rows]
         cudnn = torch.backends.cudnn
         tuned = (cudnn.flags(enabled=cudnn.enabled, benchmark=True, deterministic=cudnn.deterministic,
                              allow_tf32=cudnn.allow_tf32) if self.tune else contextlib.nullcontext())
@@ -203,10 +259,10 @@ class DevicePack:
         opt = self.opt.keep(idx, nets.flat)
         self.graph = self.graph_rows = self._live = None  # release the old recording before the next
         self.nets, self.opt, self.k = nets, opt, k
-        self.src, self.params, self.lr, self.active = (t.index_select(0, idx) for t in
-                                                       (self.src, self.params, self.lr, self.active))
+        self.src, self.params, self.at, self.lr, self.active = (
+            t.index_select(0, idx) for t in (self.src, self.params, self.at, self.lr, self.active))
         if self.noise is not None:
-            self.noise = self.noise.index_select(0, idx)
+            self.noise = [t.index_select(0, idx) for t in self.noise]
         self.columns = [self.columns[i] for i in keep]
 
 

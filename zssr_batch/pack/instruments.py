@@ -60,7 +60,8 @@ class PackTimers:
     def __init__(self, stats: dict, device: torch.device) -> None:
         stats.update(steps=0, replays=0, compactions=0, slot_steps=0, live_slot_steps=0, graph_failed=False,
                      host_draw_s=0.0, host_step_s=0.0,
-                     host_book_s=0.0, host_test_s=0.0, host_finish_s=0.0, host_wait_s=0.0)
+                     host_book_s=0.0, host_test_s=0.0, host_finish_s=0.0, host_wait_s=0.0,
+                     host_scale_step_s=0.0)
         self.stats = stats
         self.clock = DeviceClock(stats, DeviceClock.cuda_event if device.type == "cuda" else None)
 

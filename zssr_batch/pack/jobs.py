@@ -21,8 +21,8 @@ class Job:
 
 
 def packable(cfg: FitConfig) -> bool:
-    """Whether fits with these settings can share a pack (gradual scale steps and no training cannot)."""
-    return not (cfg.scale_steps and len(cfg.steps) > 1 or cfg.max_iters == 0)
+    """Whether fits with these settings can share a pack (``max_iters`` 0, the plain bicubic upscale, is made alone)."""
+    return cfg.max_iters > 0
 
 
 def signature(job: Job) -> tuple | None:
@@ -34,4 +34,5 @@ def signature(job: Job) -> tuple | None:
     if job.kernel is not None:
         blur = np.ascontiguousarray(job.kernel, dtype=np.float64)
         kernel = hashlib.sha1(blur.tobytes() + str(blur.shape).encode()).hexdigest()
-    return (c, cfg.depth, cfg.width, cfg.crop, tuple(cfg.scale), kernel, cfg.noise_std > 0)
+    # The scale steps fix each step's son shape and the slots' sources; each slot is at its own step.
+    return (c, cfg.depth, cfg.width, cfg.crop, cfg.steps, kernel, cfg.noise_std > 0)

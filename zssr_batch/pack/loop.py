@@ -25,9 +25,13 @@ What keeps a GPU busy:
   run late, on a second stream beside the training (``PackOptions.beside``);
 - the networks run in bfloat16 by default (master weights and Adam in float32).
 
-Images that cannot share a pack (gradual scale steps, ``max_iters`` 0, another
-channel count, network shape, crop, scale or kernel) are fitted on their own by
-``engine.super_resolve``.
+Gradual fits (``scale_steps``) pack too: each slot walks its own scale steps. When a slot's step
+ends, its output for that step (ensemble and back-projection, as ``engine.super_resolve`` makes
+it) joins that slot's own sources of fathers and the slot trains on at the next step, while the
+other slots go on, each at its own step.
+
+Images that cannot share a pack (``max_iters`` 0, another channel count, network shape, crop,
+scale steps or kernel) are fitted on their own by ``engine.super_resolve``.
 """
 
 from __future__ import annotations
@@ -50,7 +54,7 @@ from ..engine.model import ZSSRNet
 from ..engine.pairs import Augment, Draw, draw_father, son_noise
 from ..engine.super_resolve import SRResult, super_resolve, upscale_with
 from .beside import Handle, InLine, Later, job_runner
-from .device import DevicePack
+from .device import PARAMS, DevicePack
 from .instruments import PackTimers
 from .jobs import Job, signature
 from .nets import load_slot, slot_layers
@@ -69,8 +73,8 @@ def _check_job(slot_net: ZSSRNet, row: torch.Tensor, image: torch.Tensor, scale:
 
 def _output_job(slot_net: ZSSRNet, row: torch.Tensor, image: torch.Tensor, cfg: FitConfig,
                 kernel: torch.Tensor | None, plan: MemoryPlan, readback: Readback) -> Handle:
-    """One slot's output: its weights ``row`` upscaling its ``image``, read back."""
-    out, _ = upscale_with(load_slot(slot_net, row), image, cfg, 0, kernel, plan)
+    """One slot's output (of its last scale step): its weights ``row`` upscaling its ``image``, read back."""
+    out, _ = upscale_with(load_slot(slot_net, row), image, cfg, len(cfg.steps) - 1, kernel, plan)
     return readback.push(out)
 
 
@@ -87,14 +91,17 @@ class _Slot:
     column: int  # its column in the loss history
     hw: tuple[int, int] = (0, 0)
     rate: float = -1.0  # the learning rate last set on the device
-    it: int = 0
+    step: int = 0  # its scale step (gradual fits walk several)
+    it: int = 0  # its steps in this scale step
+    done: int = 0  # its steps in the scale steps before (the log counts across them, as alone)
+    sizes: list = field(default_factory=list)  # (h, w) of its sources of fathers: the image, then its outputs
     checks: list = field(default_factory=list)  # (step, Later) not yet given to the schedule
     log: FitLog = field(default_factory=FitLog)
 
     def resolve_checks(self) -> None:
         for it, later in self.checks:
             self.sched.add_test(it, float(later.get()))
-            self.log.test_steps.append(it)
+            self.log.test_steps.append(self.done + it)
             self.log.rec_mse.append(self.sched.rec[-1])
         self.checks.clear()
 
@@ -204,13 +211,14 @@ class PackRun:
             if self.pack is None:
                 self.sig, self.pack = s, DevicePack(self.k, job, self.device, self.options)
                 self.history = LossHistory(self.k, self.device, self.readback)
-                self.runner.keep(*self.pack.slot_net.parameters(), self.pack.kernel)
+                self.runner.keep(*self.pack.slot_net.parameters(), *self.pack.kernels)
             gen = torch.Generator().manual_seed(job.cfg.seed)
             self._enter("fill")
             self.pack.place(slot, job, gen)
             self.slots[slot] = _Slot(job, gen, Draw(gen), Schedule(job.cfg), augment_of(job.cfg),
                                      first_step=self.upcoming, started=time.perf_counter(), started_at=time.time(),
-                                     column=self.pack.columns[slot], hw=tuple(job.image.shape[-2:]))
+                                     column=self.pack.columns[slot], hw=tuple(job.image.shape[-2:]),
+                                     sizes=[tuple(job.image.shape[-2:])])
             return
 
     def compact(self, live: list[int]) -> list[int]:
@@ -232,15 +240,16 @@ class PackRun:
             self.timers.count_compaction()
         return [i for i, s in enumerate(self.slots) if s is not None]
 
-    def draw(self, live: list[int]) -> tuple[np.ndarray, torch.Tensor | None]:
-        """Each live slot's next pair, drawn from its own stream: (K, 10) rows of an inverse father
-        map (3x3, flattened) and an exact flag, identity rows for the rest, and (K, C, h, w) son
-        noise where the pack adds noise. Sets each slot's learning rate on the device as it changes."""
+    def draw(self, live: list[int]) -> tuple[np.ndarray, dict[int, torch.Tensor]]:
+        """Each live slot's next pair, drawn from its own stream: (K, PARAMS) rows of an inverse father
+        map (3x3, flattened), an exact flag and the index of its source, identity rows for the rest;
+        and where the pack adds noise, the son noise of each scale step a live slot is at (step ->
+        (K, C, h, w)). Sets each slot's learning rate on the device as it changes."""
         pack = self.pack
         assert pack is not None
-        params = np.zeros((pack.k, 10))
+        params = np.zeros((pack.k, PARAMS))
         matrices = np.tile(np.eye(3), (pack.k, 1, 1))
-        noise = torch.zeros(pack.k, *pack.son_shape) if pack.noise is not None else None
+        noise: dict[int, torch.Tensor] = {}
         for i in live:
             s = self.slots[i]
             assert s is not None
@@ -248,10 +257,13 @@ class PackRun:
             if rate != s.rate:
                 pack.set_rate(i, rate)
                 s.rate = rate
-            _, matrices[i], _, exact = draw_father([s.hw], [(1.0, 1.0), pack.scale], s.aug, s.draw)
+            params[i, 10], matrices[i], _, exact = draw_father(s.sizes, pack.base_scales, s.aug, s.draw)
             params[i, 9] = exact
-            if noise is not None and s.job.cfg.noise_std > 0:  # drawn where make_son draws it, from the same stream
-                noise[i] = son_noise(pack.son_shape, s.job.cfg.noise_std, s.gen)
+            if pack.noise is not None and s.job.cfg.noise_std > 0:
+                shape = pack.son_shapes[s.step]  # drawn where make_son draws it, from the same stream
+                if s.step not in noise:
+                    noise[s.step] = torch.zeros(pack.k, *shape)
+                noise[s.step][i] = son_noise(shape, s.job.cfg.noise_std, s.gen)
         params[:, :9] = np.linalg.inv(matrices).reshape(pack.k, 9)
         return params, noise
 
@@ -283,26 +295,57 @@ class PackRun:
             s = self.slots[i]
             assert s is not None
             s.log.lr.append(s.rate)
-            s.log.scale_step.append(0)
+            s.log.scale_step.append(s.step)
+            scale, kernel = pack.steps[s.step], pack.kernels[s.step]
             if s.sched.wants_test(s.it):  # a check; "test" names its phase in the benchmarks' figures
                 with self._host("test"):
                     self._enter("test")
                     row, img = pack.snapshot(i, s.hw)
                     # drawn now: at its turn in the image's stream
-                    drawn = reconstruction_noise(img.shape, pack.scale, s.job.cfg.noise_std, s.gen)
-                    job = functools.partial(_check_job, pack.slot_net, row, img, pack.scale, pack.kernel, drawn,
+                    drawn = reconstruction_noise(img.shape, scale, s.job.cfg.noise_std, s.gen)
+                    job = functools.partial(_check_job, pack.slot_net, row, img, scale, kernel, drawn,
                                             self.plan, self.readback)
                     s.checks.append((s.it, self.runner.run("test", job, row, img)))
             if s.sched.check_due(s.it):
                 with self._host("wait"):
                     s.resolve_checks()  # ran >= 9 steps ago with the defaults: no stall
             if s.sched.after_step(s.it):
-                s.log.lr_changes.append(s.it)
+                s.log.lr_changes.append(s.done + s.it)
             s.it += 1
             if s.sched.finished or s.it >= s.job.cfg.max_iters:
+                # A gradual fit goes on to its next scale step; a diverged one ends here (its output
+                # is refused downstream), not after a look at its tests in each step left.
+                if s.step + 1 < len(pack.steps) and not s.sched.diverged:
+                    with self._host("scale_step"):
+                        self.next_scale_step(i, s)
+                    continue
                 with self._host("finish"):
                     self.finish(i, s)
                 yield from self.fill(i)
+
+    def next_scale_step(self, i: int, s: _Slot) -> None:
+        """Slot ``s``, at position ``i``, has ended a scale step before its last: its output for the
+        step joins its sources, and it trains on at the next step from the next pack step, as
+        ``engine.super_resolve`` goes on alone (a fresh schedule; the same weights, Adam state and
+        stream of pairs unless ``reinit_each_step``)."""
+        pack = self.pack
+        assert pack is not None and pack.step_net is not None
+        self._enter("scale_step")
+        s.resolve_checks()  # the schedule's records of this step, before its schedule is dropped
+        cfg = s.job.cfg
+        # Made on the training stream, in order: the slot's next training step reads it.
+        net = load_slot(pack.step_net, pack.nets.flat[i])
+        out, _ = upscale_with(net, pack.src[i, 0, :, : s.hw[0], : s.hw[1]], cfg, s.step, pack.kernels[s.step],
+                              self.plan)
+        s.step += 1
+        fresh = (cfg.init_variance, s.gen) if cfg.reinit_each_step else None
+        pack.next_step(i, s.step, out, fresh)  # fresh weights drawn here: where alone draws them
+        if fresh is not None:
+            s.draw = Draw(s.gen)  # alone, a fresh network comes with a fresh trainer and its own Draw
+        s.sizes.append(tuple(out.shape[-2:]))
+        s.done += s.it
+        s.it = 0
+        s.sched = Schedule(cfg)
 
     def finish(self, i: int, s: _Slot) -> None:
         """Slot ``s``, at position ``i``, is done: its output is issued and the position emptied."""
@@ -312,7 +355,7 @@ class PackRun:
         s.resolve_checks()
         history.flush()  # its last losses travel ahead of its output
         row, img = pack.snapshot(i, s.hw)
-        job = functools.partial(_output_job, pack.slot_net, row, img, s.job.cfg, pack.kernel, self.plan,
+        job = functools.partial(_output_job, pack.slot_net, row, img, s.job.cfg, pack.kernels[-1], self.plan,
                                 self.readback)
         # Timed around the output's issue: on a CPU the runner computes it right here (its time is
         # the image's inference, not its fit, nor the outputs of slots that finish after it).

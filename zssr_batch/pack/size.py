@@ -36,7 +36,7 @@ import torch
 
 from ..config import FitConfig
 from .conv import triton_available
-from .device import full_pack
+from .device import full_pack, source_side
 from .jobs import packable
 from .options import PackOptions
 
@@ -62,16 +62,18 @@ def memory_pack_size(cfg: FitConfig, device: torch.device | str, largest: tuple[
     """The most fits half of a GPU's free memory holds, at most ``MAX_PACK``.
 
     Per slot: the training step's activations kept for backward (~3x depth x width x crop^2
-    floats with gradients and pair buffers) and the slot's image in the pack's square source
-    buffer, sized by ``largest`` (h, w), the largest input. One image's inference at a time
-    comes off the top: its 8 orientations at the output size, two hidden activations each.
+    floats with gradients and pair buffers) and the slot's sources in the pack's source buffer
+    (its image; in a gradual fit also its outputs of the steps before the last, each in a square
+    of the largest one's side), sized by ``largest`` (h, w), the largest input. One image's
+    inference at a time comes off the top: its 8 orientations at the output size, two hidden
+    activations each.
     """
     free, _ = torch.cuda.mem_get_info(torch.device(device))
     per_slot = 3 * cfg.depth * cfg.width * cfg.crop**2 * 4
     inference = 0
     if largest is not None:
-        side = max(largest)
-        per_slot += channels * side * side * 4  # the slot's square in the source buffer
+        side = source_side(largest, cfg)
+        per_slot += len(cfg.steps) * channels * side * side * 4  # the slot's squares in the source buffer
         out_px = largest[0] * largest[1] * cfg.scale[0] * cfg.scale[1]
         inference = int(min(8 * 2 * cfg.width * out_px * 4, 2 << 30))  # MemoryPlan caps a batch at 2 GiB
     return int(max(1, min(MAX_PACK, (free // 2 - inference) // per_slot)))
@@ -180,8 +182,9 @@ def measured_step_times(cfg: FitConfig, device: torch.device | str, sizes: Itera
     """
     device = torch.device(device)
     way = _way(options)
-    net = (str(device), channels, cfg.depth, cfg.width, cfg.crop, tuple(cfg.scale), cfg.noise_std > 0,
-           json.dumps(way, sort_keys=True))
+    # a gradual pack's step also makes the pairs of every scale step (pack.device): its steps count
+    net = (str(device), channels, cfg.depth, cfg.width, cfg.crop, tuple(cfg.scale) + tuple(cfg.scale_steps),
+           cfg.noise_std > 0, json.dumps(way, sort_keys=True))
     sizes = sorted(set(sizes))
     missing = [k for k in sizes if (net, k) not in _step_ms]
     disk_key: dict[int, str] = {}
