@@ -56,10 +56,17 @@ def test_mistakes_get_two_lines_and_a_suggestion(capsys):
     bad = _cli("run", "--input", "x", "--output", "y", "--iters", "3")
     assert bad.returncode == 2
     assert bad.stderr.splitlines() == [
-        "zssr-batch run: error: unrecognized arguments: --iters (did you mean --max-iters or --min-iters?) 3",
+        "zssr-batch run: error: unrecognized arguments: --iters (did you mean --max-iters or --min-iters?)",
         "see 'zssr-batch run --help'"]
     typo = _cli("run", "--input", "x", "--output", "y", "--pakc", "2")
     assert "--pakc (did you mean --pack?)" in typo.stderr
+    # a mistyped required flag is named as the mistake, not as 'required: --input'
+    assert "--inptu (did you mean --input?)" in _cli("run", "--inptu", "x", "--output", "y").stderr
+    # no guessing from abbreviations: --gpu is not quietly --gpus, nor --out a second --output
+    assert "--gpu (did you mean --gpus?)" in _cli("run", "--input", "x", "--output", "y", "--gpu", "1").stderr
+    assert "--out (did you mean --output?)" in _cli("run", "--input", "x", "--output", "y", "--out", "z").stderr
+    device = _cli("run", "--input", "x", "--output", "y", "--device", "gpu")
+    assert device.returncode == 2 and "expected cpu, cuda, cuda:N or auto, got 'gpu'" in device.stderr
     choice = _cli("run", "--input", "x", "--output", "y", "--preset", "papr")
     assert choice.returncode == 2 and len(choice.stderr.splitlines()) == 2  # not 22 lines of usage first
     assert "invalid choice: 'papr'" in choice.stderr
@@ -103,7 +110,38 @@ def test_dry_run_says_what_a_rerun_keeps_and_what_it_refuses(tmp_path, one_ray, 
     said = capsys.readouterr().out
     assert re.search(r"1  done\s+\S*a\.png", said) and re.search(r"3  to do\s+\S*c\.png", said)
     assert "3 item(s): 1 to do, 2 done before" in said
+    # an item done before but to do again says why
+    (out / "b.png").unlink()
+    Image.fromarray(rng.integers(0, 255, (16, 16, 3), dtype=np.uint8)).save(src / "a.png")
+    assert main(["run", "--input", str(src), "--output", str(out), *tiny, "--dry-run"]) == 0
+    said = capsys.readouterr().out
+    assert "a.png (the input changed)" in said and "b.png (its output is gone)" in said
     assert (out / "report.csv").read_bytes() == rows_before
+
+
+def test_dry_run_refuses_what_the_run_would_fail_at_once(tmp_path, capsys):
+    src = tmp_path / "in"
+    src.mkdir()
+    rng = np.random.default_rng(2)
+    for name in ("a", "b", "c"):
+        Image.fromarray(rng.integers(0, 255, (16, 16, 3), dtype=np.uint8)).save(src / f"{name}.png")
+    (src / "junk.png").write_bytes(b"not a picture")
+    (src / "list.csv").write_text("input,gt,output\na.png,nogt.png,a.png\nb.png,,b.xyz\nc.png,,c.png\n"
+                                  "junk.png,,j.png\n")
+    code = main(["run", "--input", str(src / "list.csv"), "--output", str(tmp_path / "out"), "--dry-run"])
+    cap = capsys.readouterr()
+    said = cap.out
+    assert code == 1, cap.err  # as a run with failed rows
+    assert "its ground truth" in said and "nogt.png is not there" in said
+    assert "cannot write its output" in said and "'.xyz' is not one of" in said
+    assert "junk.png: not an image this run can read" in said
+    assert "4 item(s): 1 to do, 0 done before (a run keeps them), 3 refused" in said
+    assert main(["run", "--input", str(src), "--output", str(tmp_path / "o2"), "--max-pixels", "200",
+                 "--dry-run"]) == 1
+    assert "16x16 exceeds --max-pixels 200" in capsys.readouterr().out
+    # an --output that is a file is refused as the run refuses it: one line, exit 2
+    assert main(["run", "--input", str(src), "--output", str(src / "a.png"), "--dry-run"]) == 2
+    assert "--output is a file, not a folder" in capsys.readouterr().err
 
 
 def _pty_run(cmd: list[str], env: dict[str, str], timeout: float = 400) -> str:
@@ -144,15 +182,18 @@ def test_a_run_on_a_terminal_says_what_it_does(tmp_path):
     env = {**os.environ, "ZSSR_BATCH_FAULT": f"kill:1.png:{marker}", "PYTHONUNBUFFERED": "1"}
     env.pop("RAY_AUTH_MODE", None)  # as a newcomer's shell: Ray would announce its token mode
     said = _pty_run([sys.executable, "-m", "zssr_batch", "run", "--input", str(src), "--output", str(out),
-                     "--gpus", "0", "--workers", "1", "--threads", "1", "--pack", "1", "--max-iters", "40",
-                     "--crop", "12", "--width", "8", "--back-projection-iters", "1"], env)
+                     "--gpus", "0", "--workers", "1", "--threads", "1", "--pack", "1", "--max-iters", "600",
+                     "--min-iters", "600", "--crop", "12", "--width", "8", "--back-projection-iters", "1"], env)
+    # (600 steps: a few seconds of training an image, so that the bar's once-a-second polls see steps)
     lines = [ln.strip() for ln in re.split(r"[\r\n]+", re.sub(r"\x1b\[[0-9;]*[A-Za-z]", "", said)) if ln.strip()]
     assert marker.exists()  # the worker was killed mid-fit, with the bar on
     first_bar = next(i for i, ln in enumerate(lines) if re.search(r"\d+/3 img", ln))
     assert any("starting Ray on this machine" in ln for ln in lines[:first_bar])  # said before the bar
     assert any("warming up" in ln for ln in lines)
     assert "Token authentication" not in said and "Started a local Ray" not in said  # Ray's own lines
-    assert any(ln.startswith("worker died on 1.png") for ln in lines)  # written above the bar, not lost
+    # one line for the death, written above the bar, and none of Ray's own
+    assert sum("worker died with 1 image(s) started; retrying 1.png alone (attempt 2)" in ln for ln in lines) == 1
+    assert "A worker died or was killed" not in said
     assert any("steps/s" in ln and "ETA" in ln for ln in lines)  # the rate comes from training steps
     for ln in lines:  # the counts move with the bar: n images shown, n counted
         m = re.search(r"(\d+)/3 img \[[^,\]]*, ok (\d+), failed (\d+)", ln)

@@ -55,7 +55,8 @@ def add_engine_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--preset", choices=list(PRESETS), default=None, metavar="NAME",
                    help=f"start from these settings: {', '.join(PRESETS)} (default: paper)")
     g.add_argument("--config", metavar="FILE", help="YAML or TOML file of settings (and optionally 'preset')")
-    g.add_argument("--device", default="auto", metavar="DEV", help="cpu, cuda, cuda:N or auto (default: auto)")
+    g.add_argument("--device", default="auto", metavar="DEV", type=_device,
+                   help="cpu, cuda, cuda:N or auto (default: auto)")
     for f in fields(FitConfig):
         flag = "--" + f.name.replace("_", "-")
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
@@ -176,8 +177,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.dry_run:
         from .run.preview import preview
 
-        preview(items, config_for, out, base_preset, args.overwrite, args.precision)
-        return 0
+        return preview(items, config_for, out, base_preset, args.overwrite, args.precision, args.max_pixels)
     from .run.driver import run  # (Ray's import, only now: a dry run and an empty folder do without)
 
     return run(items, config_for, settings)
@@ -243,6 +243,14 @@ def _at_least(low: int):
     return parse
 
 
+def _device(text: str) -> str:
+    """An argparse type: where the fits run, checked before any work (a typo used to mean the CPU)."""
+    name = text.strip().lower()
+    if name in ("auto", "cpu", "cuda") or (name.startswith("cuda:") and name[5:].isdigit()):
+        return name
+    raise argparse.ArgumentTypeError(f"expected cpu, cuda, cuda:N or auto, got {text!r}")
+
+
 def _output_ext(text: str) -> str:
     from .files.images import EXTENSIONS
 
@@ -275,10 +283,12 @@ def add_run_options(run: argparse.ArgumentParser) -> None:
     g.add_argument("--input", required=True, metavar="PATH",
                    help="folder (scanned recursively), .csv/.jsonl manifest, or one image; s3:// and other "
                         "fsspec URLs work too")
-    g.add_argument("--gt", metavar="DIR", help="ground truth, paired by relative path and stem (any extension)")
+    g.add_argument("--gt", metavar="DIR", help="ground truth, paired by relative path and stem (any extension; "
+                                               "default: the authors' NAME_gt beside NAME, or a benchmark set's HR/)")
     g.add_argument("--degrade", action="store_true",
                    help="the inputs are ground truth: make LR inputs with MATLAB bicubic, upscale, score")
-    g.add_argument("--glob", metavar="PATTERN", help="only inputs whose relative path matches, e.g. '*.png'")
+    g.add_argument("--glob", metavar="PATTERN",
+                   help="only inputs whose relative path matches, e.g. '*.png' (default: every image)")
     g.add_argument("--extensions", metavar="EXT[,EXT]", help="extensions to pick up (default: all supported)")
     g.add_argument("--no-recursive", action="store_true", help="do not descend into subfolders")
     g.add_argument("--max-pixels", type=_at_least(64), default=100_000_000, metavar="N",
@@ -339,22 +349,35 @@ def add_run_options(run: argparse.ArgumentParser) -> None:
 
 
 class Parser(argparse.ArgumentParser):
-    """argparse with errors in two lines, not a usage block of twenty: what is wrong, where to look."""
+    """argparse with errors in two lines, not a usage block of twenty: what is wrong, where to look.
+
+    No abbreviations: '--gpu 1' for --gpus, or '--out' quietly replacing an earlier --output, are
+    mistakes to point out ('did you mean'), not to guess."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
 
     def error(self, message: str) -> NoReturn:
         self.exit(2, f"{self.prog}: error: {message}\nsee '{self.prog} --help'\n")
 
 
+def _known(parser: argparse.ArgumentParser, command: str | None) -> list[str]:
+    sub = _subparsers(parser).get(command or "", parser)
+    return [o for a in sub._actions for o in a.option_strings if o.startswith("--")]
+
+
 def unknown_flags(parser: argparse.ArgumentParser, command: str | None, extra: list[str]) -> str:
     """The error for flags no parser knows, with the closest known flag of the command for each."""
-    sub = _subparsers(parser).get(command or "", parser)
-    known = [o for a in sub._actions for o in a.option_strings if o.startswith("--")]
+    known = _known(parser, command)
     parts = []
     for word in extra:
         flag = word.split("=", 1)[0]
-        # --iters for --max-iters: known flags that end with it first, then the closest in spelling
-        close = [k for k in known if flag.startswith("--") and k.endswith("-" + flag[2:])][:2] \
-            or (difflib.get_close_matches(flag, known, n=1, cutoff=0.6) if flag.startswith("-") else [])
+        # a near miss in spelling (--gpu), then known flags that end with it (--iters: --max-iters), then
+        # a far miss
+        close = difflib.get_close_matches(flag, known, n=1, cutoff=0.8) \
+            or [k for k in known if k.endswith("-" + flag[2:])][:2] \
+            or difflib.get_close_matches(flag, known, n=1, cutoff=0.6)
         parts.append(f"{word} (did you mean {' or '.join(close)}?)" if close else word)
     return "unrecognized arguments: " + " ".join(parts)
 
@@ -372,17 +395,21 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"zssr-batch {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, title="commands", metavar="COMMAND")
 
-    fit = sub.add_parser("fit", help="fit ZSSR on one image and upscale it")
-    fit.add_argument("input", help="the low-resolution image")
-    fit.add_argument("-o", "--output", required=True, help="where to write the upscaled image")
-    fit.add_argument("--gt", help="ground truth, to score PSNR/SSIM (RGB and Y) against")
+    fit = sub.add_parser("fit", help="fit ZSSR on one image and upscale it",
+                         usage="zssr-batch fit INPUT --output PATH [options]")
+    fit.add_argument("input", metavar="INPUT", help="the low-resolution image")
+    fit.add_argument("-o", "--output", required=True, metavar="PATH",
+                     help="where to write the upscaled image (its extension picks the format)")
+    fit.add_argument("--gt", metavar="PATH", help="ground truth, to score PSNR/SSIM (RGB and Y) against")
     fit.add_argument("--compare", metavar="IMAGE", help="another method's result (e.g. EDSR) to score beside ours")
     fit.add_argument("--json", action="store_true", help="print one JSON object of results")
     fit.add_argument("--save-weights", action="store_true", help="keep the fitted network (OUTPUT stem .safetensors)")
-    fit.add_argument("--save-pairs", type=int, default=0, metavar="N", help="keep every Nth training father/son pair")
+    fit.add_argument("--save-pairs", type=_at_least(0), default=0, metavar="N",
+                     help="keep every Nth training father/son pair (default: 0, none)")
     fit.add_argument("--save-variants", action="store_true", help="keep the single-pass, mean and median outputs")
     fit.add_argument("--save-curve", action="store_true", help="keep loss and learning rate per step (CSV)")
-    fit.add_argument("--max-pixels", type=int, default=None, help="refuse inputs with more pixels than this")
+    fit.add_argument("--max-pixels", type=_at_least(64), default=None, metavar="N",
+                     help="refuse inputs with more pixels than this (default: no limit)")
     add_engine_options(fit)
     fit.set_defaults(func=cmd_fit)
 
@@ -401,8 +428,8 @@ def build_parser() -> argparse.ArgumentParser:
     rep.set_defaults(func=cmd_report)
 
     smp = sub.add_parser("samples", help="write a few generated sample images to try a run on")
-    smp.add_argument("dir", help="folder to write them to")
-    smp.add_argument("--size", type=int, default=128, help="side in pixels (default 128)")
+    smp.add_argument("dir", metavar="DIR", help="folder to write them to")
+    smp.add_argument("--size", type=_at_least(16), default=128, metavar="N", help="side in pixels (default: 128)")
     smp.set_defaults(func=cmd_samples)
 
     deg = sub.add_parser("degrade", help="crop to a multiple of the scale and MATLAB-bicubic shrink, or make a "
@@ -411,7 +438,8 @@ def build_parser() -> argparse.ArgumentParser:
     deg.add_argument("-o", "--output", required=True,
                      help="output image, or folder for a folder; with --random-kernels the set's folder")
     deg.add_argument("--scale", type=float, required=True, metavar="S", help="shrink factor, e.g. 2")
-    deg.add_argument("--suffix", default="", help="appended to each output stem, e.g. x2")
+    deg.add_argument("--suffix", default="", type=_suffix, metavar="TEXT",
+                     help="appended to each output stem, e.g. x2 (default: none)")
     deg.add_argument("--random-kernels", action="store_true",
                      help="blur each image with its own random anisotropic Gaussian (the authors' "
                           "BlindSR_dataset_generator) and write HR/, LR_randomkernel/X<s>/ and kernels/X<s>/ "
@@ -432,6 +460,12 @@ def _terminated(signum, frame) -> None:  # noqa: ARG001
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    command = next((a for a in argv if not a.startswith("-")), None)
+    unknown = [a for a in argv if a.startswith("--") and a.split("=", 1)[0] not in _known(parser, command)]
+    if unknown and command in _subparsers(parser):  # before argparse's 'required: --input' for a mistyped --inptu
+        parser.exit(2, f"zssr-batch {command}: error: {unknown_flags(parser, command, unknown)}\n"
+                       f"see 'zssr-batch {command} --help'\n")
     args, extra = parser.parse_known_args(argv)
     if extra:
         parser.exit(2, f"zssr-batch {args.command}: error: {unknown_flags(parser, args.command, extra)}\n"

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Iterable
 
 from . import storage
+from .images import EXTENSIONS
 from .sources import WorkItem
 
 # report.html's pictures (thumbnails, curves) go under this folder of --output, named after each
@@ -113,13 +114,32 @@ def _refusal(item: WorkItem, out: str, out_real: str, sources: dict[str, str]) -
         return f"{item.input}: its output {out} is {sources[real]} of this run; choose an --output outside the inputs"
     if not storage.is_url(real) and os.path.isdir(real):
         return f"{item.input}: its output {out} is a folder"
+    ext = posixpath.splitext(out)[1].lower()
+    if ext not in EXTENSIONS:  # (found after its fit, before)
+        return f"{item.input}: cannot write its output {out}: '{ext or 'no extension'}' is not one of " \
+               f"{', '.join(e[1:] for e in EXTENSIONS)}"
+    if item.gt and not storage.is_url(item.gt) and not os.path.isfile(item.gt):
+        return f"{item.input}: its ground truth {item.gt} is not there"
     return None
+
+
+def check_output_dir(out_dir: str) -> None:
+    """A local --output that is a file, or whose report.csv is a folder, is refused in one line (they
+    were Python's 'File exists' or 'Is a directory', after the scan)."""
+    if storage.is_url(out_dir):
+        return
+    if os.path.exists(out_dir) and not os.path.isdir(out_dir):
+        raise PlanError(f"{out_dir}: --output is a file, not a folder")
+    report = os.path.join(out_dir, "report.csv")
+    if os.path.isdir(report):
+        raise PlanError(f"{report} is a folder: the run writes its report there; move it away")
 
 
 def plan_outputs(items: Iterable[WorkItem], output_dir: str | os.PathLike) -> Plan:
     """Check and settle every item's output (see the module's docstring); raises PlanError when
     two items would write one output, or one item is listed twice."""
     out_dir = absolute(os.fspath(output_dir))
+    check_output_dir(out_dir)
     out_real = resolved(out_dir)
     pictures = Path(out_dir) / REPORT_PICTURES
     if not storage.is_url(out_dir) and pictures.is_symlink():

@@ -13,27 +13,40 @@ from ..files.sources import WorkItem
 from ..report.table import read_rows
 
 
-def is_done(row: dict[str, str] | None, item: WorkItem, cfg_hash: str, precision: str) -> bool:
-    """Whether ``row`` is still the result of ``item``: made ok with the same settings (bf16 packs are
-    not what an fp32 run asks for), into the same output (which still holds what that row wrote),
-    against the same ground truth (or none), from an input and a ground truth whose contents have
-    not changed since. Paths compare resolved: an --output or --gt given through a symlink is the
-    same run."""
-    if not row or row.get("status") != "ok" or row.get("config_hash") != cfg_hash:
-        return False
+def redo_reason(row: dict[str, str] | None, item: WorkItem, cfg_hash: str, precision: str) -> str | None:
+    """None when ``row`` is still the result of ``item``: made ok with the same settings (bf16 packs
+    are not what an fp32 run asks for), into the same output (which still holds what that row
+    wrote), against the same ground truth (or none), from an input and a ground truth whose contents
+    have not changed since; else why the item is fitted again. Paths compare resolved: an --output
+    or --gt given through a symlink is the same run."""
+    if not row:
+        return "not done before"
+    if row.get("status") != "ok":
+        return "it failed before"
+    if row.get("config_hash") != cfg_hash:
+        return "other settings"
     if precision == "fp32" and "bf16" in (row.get("pack_way") or ""):
-        return False
-    if not _same_path(row.get("output"), item.output) or not _same_path(row.get("gt"), item.gt):
-        return False
+        return "fp32 asked, done in bf16"
+    if not _same_path(row.get("output"), item.output):
+        return f"it was written to {row.get('output')}"
+    if not _same_path(row.get("gt"), item.gt):
+        return "other ground truth" if item.gt and row.get("gt") else \
+            "now scored against ground truth" if item.gt else "no ground truth now"
     try:
         output_now = file_stamp(item.output)
     except OSError:
-        return False  # no output any more
+        return "its output is gone"
     if row.get("output_stat") and output_now != row["output_stat"]:
-        return False  # another run (or hand) wrote over it: it is another image
+        return "its output was written over since"  # by another run, or by hand: it is another image
     if not unchanged(item.input, row.get("input_stat"), row.get("input_sha256")):
-        return False
-    return not item.gt or unchanged(item.gt, row.get("gt_stat"), row.get("gt_sha256"))
+        return "the input changed"
+    if item.gt and not unchanged(item.gt, row.get("gt_stat"), row.get("gt_sha256")):
+        return "the ground truth changed"
+    return None
+
+
+def is_done(row: dict[str, str] | None, item: WorkItem, cfg_hash: str, precision: str) -> bool:
+    return redo_reason(row, item, cfg_hash, precision) is None
 
 
 def _same_path(a: str | None, b: str | None) -> bool:
