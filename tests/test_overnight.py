@@ -242,9 +242,9 @@ def test_poison_image_costs_only_itself_and_its_pack(tmp_path):
     # was charged at once: that needs each start notice to reach the driver before the worker goes on
     # (the process's backpressure). A notice lost with the worker would send 000 and 001 back unharmed.
     log = res.stderr
-    assert "worker died on 001.png (attempt 1); retrying with the 1 others it had started" in log
-    assert "worker died on 001.png (attempt 2); retrying alone" in log
-    assert "worker died on 000.png (attempt 2); retrying alone" in log
+    assert "worker died with 2 image(s) started; retrying 000.png, 001.png together (attempt 2)" in log
+    assert "worker died with 2 image(s) started; retrying 000.png alone (attempt 3); 001.png alone (attempt 3)" in log
+    assert "worker died with 1 image(s) started; 001.png failed (no attempt left)" in log
     back = [line for line in log.splitlines() if "go back to the queue" in line]
     assert back and all(line.endswith("not started go back to the queue: 002.png, 003.png") for line in back)
 

@@ -53,6 +53,7 @@ def start_ray(address: str | None, verbose: bool = False) -> bool:
         return False
     if not verbose:
         logging.getLogger("ray").setLevel(logging.ERROR)
+        _quiet_worker_deaths()
     if address:
         use_token_if_any()
         ray.init(address=address, log_to_driver=False)
@@ -67,6 +68,26 @@ def start_ray(address: str | None, verbose: bool = False) -> bool:
     ray.init(num_cpus=os.cpu_count() or 1, num_gpus=gpus, include_dashboard=False, log_to_driver=False,
              configure_logging=False)
     return True
+
+
+def _quiet_worker_deaths() -> None:
+    """Keep Ray's own 'A worker died or was killed ...' paragraphs (some 1,300 characters each, on
+    stdout, over the bar) off the terminal: the run says each death in one line of its own. Ray's
+    driver prints them from a thread through ``ray._private.worker.print_to_stdstream``, looked up
+    at each call; messages from the raylet are dropped, the rest go through. A Ray without that
+    function is left as it is."""
+    from ray._private import worker
+
+    ray_print = getattr(worker, "print_to_stdstream", None)
+    if ray_print is None or getattr(ray_print, "quiet", False):
+        return
+
+    def print_to_stdstream(data, *args, **kwargs):
+        if data.get("pid") != "raylet":
+            ray_print(data, *args, **kwargs)
+
+    print_to_stdstream.quiet = True  # type: ignore[attr-defined]
+    worker.print_to_stdstream = print_to_stdstream
 
 
 @dataclass(frozen=True)

@@ -186,10 +186,15 @@ class Dispatcher:
                 f"{f.item.input}: worker died {f.attempt} times ({cause})").as_record())
 
     def _log_fate(self, a: int, fate: AfterDeath) -> None:
-        for group in fate.retry:
-            for r in group:
-                self.log(f"worker died on {r.name()} (attempt {r.attempt - 1}); retrying"
-                         + (f" with the {len(group) - 1} others it had started" if len(group) > 1 else " alone"))
+        if fate.retry or fate.failed:  # one line a death, however many images it had started
+            def names(entries: list[Entry]) -> str:
+                return ", ".join(e.name() for e in entries[:3]) + (f" +{len(entries) - 3}" if len(entries) > 3 else "")
+
+            again = "; ".join(f"{names(g)} {'together' if len(g) > 1 else 'alone'} (attempt {g[0].attempt})"
+                              for g in fate.retry)
+            self.log(f"actor {a}'s worker died with {sum(map(len, fate.retry)) + len(fate.failed)} image(s) started"
+                     + (f"; retrying {again}" if again else "")
+                     + (f"; {names(fate.failed)} failed (no attempt left)" if fate.failed else ""))
         if fate.back:
             names = ", ".join(e.name() for e in fate.back[:3]) + (", ..." if len(fate.back) > 3 else "")
             self.log(f"actor {a} died; {len(fate.back)} images it had not started go back to the queue: {names}")

@@ -127,9 +127,9 @@ def _locked_run(items: list[WorkItem], config_for: Callable[[WorkItem], FitConfi
         else (False, False, [], [], {}, None)
     joiner = Joiner(settings, plan, settings.for_actors(Faults.from_env()), probe, progress.say) if probe else None
     on_gpus = bool(plan and plan[0].resources.get("num_gpus"))
-    if actors:
+    if actors:  # (no bar for a run with nothing to fit: its last lines say it all)
         progress.status(f"{len(actors)} actor(s) placed; fitting {sum(i.key not in keep for i in items)} image(s)")
-    progress.start()
+        progress.start()
     work = Dispatcher(settings, actors, where, call_bounds(settings, on_gpus), iter(items), len(items), config_for,
                       set(keep), writer, progress)
     del keep

@@ -11,6 +11,7 @@ or ``--no-progress`` there is no bar: one line per event instead.
 
 from __future__ import annotations
 
+import shutil
 import sys
 import time
 from collections import deque
@@ -106,7 +107,7 @@ class Progress:
         from tqdm import tqdm
 
         self.bar = tqdm(total=self.total, unit="img", dynamic_ncols=True, file=sys.stderr,
-                        bar_format="{desc}{percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} img [{elapsed}{postfix}]")
+                        bar_format="{desc}{n_fmt}/{total_fmt} img |{bar}| {elapsed}{postfix}")
         self.bar.set_description_str("warming up ")
         self._show()
 
@@ -143,15 +144,18 @@ class Progress:
             self.bar.update(1)
 
     def _show(self, refresh: bool = True) -> None:
-        counts = f"ok {self.counts['ok']}, failed {self.counts['failed']}" \
-            + (f", done before {self.counts['skipped']}" if self.counts["skipped"] else "")
+        """The counts, the gain, steps/s and the ETA after the bar; on a narrow terminal the least
+        needed go first (gain, then steps/s), so that the bar keeps a third of the width."""
         rate = self.rate()
-        parts = [counts] + ([f"gain {self.gain}"] if self.gain else [])
-        if rate:
-            parts.append(f"{rate:,.0f} steps/s")
-            eta = self.eta(rate)
-            if eta is not None:
-                parts.append(f"ETA {_clock(eta)}")
+        eta = self.eta(rate) if rate else None
+        parts = [f"ok {self.counts['ok']}" + (f" failed {self.counts['failed']}" if self.counts["failed"] else "")
+                 + (f" before {self.counts['skipped']}" if self.counts["skipped"] else ""),
+                 f"ETA {_clock(eta)}" if eta is not None else "", f"{rate:,.0f} steps/s" if rate else "",
+                 f"gain {self.gain}" if self.gain else ""]
+        parts = [p for p in parts if p]
+        room = shutil.get_terminal_size((80, 24)).columns * 2 // 3 - 22  # the count, the clock, a third for the bar
+        while len(parts) > 1 and len(" | ".join(parts)) > room:
+            parts.pop()
         self.bar.set_postfix_str(" | ".join(parts), refresh=refresh)
 
     def rate(self) -> float | None:
