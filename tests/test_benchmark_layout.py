@@ -31,7 +31,7 @@ def _set(root: Path, files: list[str]) -> Path:
 
 
 @needs_data
-@pytest.mark.parametrize("where", ["Set5", "Set5/LR_bicubic/X2"])
+@pytest.mark.parametrize("where", ["Set5", "Set5/LR_bicubic", "Set5/LR_bicubic/X2"])
 def test_set5_outputs_are_named_after_their_ground_truth(tmp_path, where):
     out = tmp_path / "out"
     items = _scan(DATA / where, out, scale=2.0)
@@ -39,7 +39,9 @@ def test_set5_outputs_are_named_after_their_ground_truth(tmp_path, where):
     assert [Path(i.gt) for i in items] == [DATA / "Set5/HR" / f"{n}.png" for n in names("Set5")]
     assert all(Path(i.input).parent == DATA / "Set5/LR_bicubic/X2" and not i.overrides for i in items)
     # the report still names each row by its input, under the folder given
-    assert items[0].rel == ("LR_bicubic/X2/babyx2.png" if where == "Set5" else "babyx2.png")
+    # (Set5/LR_bicubic was scanned whole: every scale's inputs at x2, with no ground truth)
+    assert items[0].rel == {"Set5": "LR_bicubic/X2/babyx2.png", "Set5/LR_bicubic": "X2/babyx2.png"}.get(
+        where, "babyx2.png")
     # --suffix and --ext apply to the new name as to any other
     items = _scan(DATA / where, out, scale=2.0, suffix="_zssr", ext=".jpg")
     assert Path(items[0].output) == out / "SR/X2/baby_zssr.jpg"
@@ -50,6 +52,13 @@ def test_a_sets_lr_folder_at_another_scale_is_refused(tmp_path):
     with pytest.raises(ValueError, match=r"holds the x4 inputs of the benchmark set .*Set5, not inputs at x2; "
                                          r"give --scale 4"):
         _scan(DATA / "Set5/LR_bicubic/X4", tmp_path / "out", scale=2.0)
+
+
+@needs_data
+def test_a_sets_lr_folder_without_the_scale_is_refused(tmp_path):
+    with pytest.raises(ValueError, match=r"LR_bicubic holds X2, X3, X4 of the benchmark set .*Set5, no inputs at "
+                                         r"x5; give one of those scales"):
+        _scan(DATA / "Set5/LR_bicubic", tmp_path / "out", scale=5.0)
 
 
 def test_subfolders_pair_by_their_place_and_bicubic_takes_no_kernel(tmp_path):

@@ -153,6 +153,11 @@ def lr_folders(root: Path) -> list[Path]:
     return sorted(d for d in root.iterdir() if d.name.startswith("LR_") and d.is_dir())
 
 
+def is_lr_folder(root: Path) -> bool:
+    """Whether ``root`` is one of a benchmark set's ``LR_<name>/`` folders (``HR/`` beside it)."""
+    return root.name.startswith("LR_") and (root.parent / "HR").is_dir()
+
+
 def own_scale(root: Path) -> int | None:
     """s when ``root`` is one of a benchmark set's ``LR_<name>/X<s>/`` folders, else None."""
     m = re.fullmatch(r"X([1-9][0-9]*)", root.name)
@@ -168,6 +173,10 @@ def benchmark_layout(root: Path, scale: float | None) -> Benchmark | None:
     s = int(scale)
     if own_scale(root) == s:
         lr = root
+    elif is_lr_folder(root):  # Set5/LR_bicubic: its X<s> (it used to be scanned whole, every scale at once)
+        if not (root / f"X{s}").is_dir():
+            return None
+        lr = root / f"X{s}"
     else:
         found = [d / f"X{s}" for d in lr_folders(root) if (d / f"X{s}").is_dir()]
         if len(found) > 1:
@@ -201,6 +210,10 @@ def check_layout(root: Path, opts: ScanOptions) -> None:
     if own is not None and opts.scale != own:
         raise ValueError(f"{root} holds the x{own} inputs of the benchmark set {root.parent.parent}, not inputs at "
                          f"{asked}; give --scale {own}")
+    if is_lr_folder(root) and benchmark_layout(root, opts.scale) is None:
+        have = ", ".join(sorted(x.name for x in root.iterdir() if x.is_dir())) or "nothing"
+        raise ValueError(f"{root} holds {have} of the benchmark set {root.parent}, no inputs at {asked}; give one "
+                         "of those scales")
     sets = lr_folders(root)
     if sets and benchmark_layout(root, opts.scale) is None:
         have = "; ".join(f"{d.name}/{', '.join(sorted(x.name for x in d.iterdir() if x.is_dir())) or '(nothing)'}"
