@@ -116,7 +116,8 @@ def page_rows(df: pd.DataFrame, out_dir: Path) -> list[dict]:
         row.update(rel=rel, status=str(r.get("status")), error=_text(r.get("error")),
                    gain=gain, node=_text(r.get("node")), scale=_text(r.get("scale")),
                    thumbs=_url(thumbs.as_posix()) if thumbs else "", curve=_url(curve.as_posix()) if curve else "",
-                   files=_files(r, out_dir, thumbs, made) if ok else {}, crop=crop)
+                   files=_files(r, out_dir, thumbs, made) if ok else {}, crop=crop,
+                   gt="gt.png" in made)  # (no ground truth: no picture of it to ask for)
         rows.append(row)
     return rows
 
@@ -373,7 +374,7 @@ table.summary td.folder { text-align: left; white-space: normal; overflow-wrap: 
     };
     const crop = (n) => `<figure><img loading="lazy" class="crop" data-open="${r.i}" src="${base}crop_${n}.png" alt="crop: ${LABEL[n]}"`
       + ` title="open the viewer here"><figcaption>crop: ${LABEL[n]}</figcaption></figure>`;
-    const names = ["input", "bicubic", "zssr", "gt"];
+    const names = r.gt ? ["input", "bicubic", "zssr", "gt"] : ["input", "bicubic", "zssr"];  // (no 404s to ask for)
     let note = "the crop where ZSSR and bicubic differ most";
     if (c) {
       const mag = CROP_SHOWN / c.side, magIn = r.width ? mag * c.width / r.width : null;
@@ -386,10 +387,13 @@ table.summary td.folder { text-align: left; white-space: normal; overflow-wrap: 
   }
   function entry(r) {
     const g = r.gain === null ? "-" : `<span class="${r.gain >= 0 ? "gain-pos" : "gain-neg"}">${signed(r.gain, 2)} dB</span>`;
-    const nums = r.status === "ok"
-      ? `<table class="nums"><tr><td>PSNR-Y</td><td>${fmt(r.psnr_y, 2)} dB</td><td>bicubic</td><td>${fmt(r.bicubic_psnr_y, 2)} dB</td></tr>`
+    const scores = r.psnr_y === null
+      ? `<tr><td colspan="4">no ground truth: no scores</td></tr>`
+      : `<tr><td>PSNR-Y</td><td>${fmt(r.psnr_y, 2)} dB</td><td>bicubic</td><td>${fmt(r.bicubic_psnr_y, 2)} dB</td></tr>`
         + `<tr><td>gain</td><td>${g}</td></tr>`
-        + `<tr><td>SSIM-Y</td><td>${fmt(r.ssim_y, 4)}</td><td>bicubic</td><td>${fmt(r.bicubic_ssim_y, 4)}</td></tr>`
+        + `<tr><td>SSIM-Y</td><td>${fmt(r.ssim_y, 4)}</td><td>bicubic</td><td>${fmt(r.bicubic_ssim_y, 4)}</td></tr>`;
+    const nums = r.status === "ok"
+      ? `<table class="nums">${scores}`
         + `<tr><td>size</td><td colspan="3">${r.width}&times;${r.height} &rarr; ${r.out_width}&times;${r.out_height} (x${esc(r.scale)})</td></tr>`
         + `<tr><td>fit</td><td>${fmt(r.fit_seconds, 1)} s</td><td>steps</td><td>${fmt(r.iterations, 0)}</td></tr>`
         + `<tr><td>infer</td><td>${fmt(r.infer_seconds, 1)} s</td><td>node</td><td>${esc(r.node)}</td></tr></table>`
