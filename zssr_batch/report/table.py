@@ -153,7 +153,9 @@ def summarize(report_csv: Path):
     df = read_report(report_csv, SCORES + WORK)
     if df.empty:
         return pd.DataFrame(columns=["folder", "images", "ok", "failed"])
-    rel = df["rel"].fillna(df["input"]).astype(str)
+    # a row refused before any work may have no rel: it counts where its input's name would
+    rel = df["rel"].fillna("").astype(str).where(df["rel"].fillna("").astype(str) != "",
+                                                  df["input"].astype(str).map(lambda p: Path(p).name))
     df["folder"] = rel.map(lambda r: str(Path(r).parent) if str(Path(r).parent) != "." else "(top)")
     df["ok"] = df["status"].eq("ok")
     for k in Y_SCORES:
@@ -166,7 +168,8 @@ def summarize(report_csv: Path):
             out[c] = ok[c].mean() if ok[c].notna().any() else float("nan")
         return out
 
-    rows = [{"folder": name, **agg(g)} for name, g in df.groupby("folder", sort=True)]
+    groups = list(df.groupby("folder", sort=True))
+    rows = [{"folder": name, **agg(g)} for name, g in groups] if len(groups) > 1 else []  # (one folder: ALL says it)
     rows.append({"folder": "ALL", **agg(df)})
     return pd.DataFrame(rows)
 
