@@ -58,3 +58,10 @@ def pytest_configure(config):
 
     subprocess.run([str(Path(sys.executable).with_name("ray")), "get-auth-token", "--generate"],
                    capture_output=True, check=False)
+
+
+def pytest_collection_modifyitems(config, items):  # noqa: ARG001
+    """The slow tests first: with two test processes (-n 2), the long ones (real clusters, killed
+    workers, an S3 server) then run side by side from the start and the short ones fill the gaps,
+    instead of one long test starting last and running alone at the end."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
