@@ -111,9 +111,13 @@ class Dispatcher:
                              f"{self.gain['sum'] / self.gain['n']:+.2f} dB" if self.gain["n"] else "")
         extra = f" ({record.get('error')})" if status != "ok" else \
             f" psnr_y={record['psnr_y']:.2f}" if record.get("psnr_y") is not None else ""
-        self.detail(f"finished {record.get('rel') or record['input']}: {status} on node {record.get('node') or '-'} "
-                 f"gpu {record.get('gpu') or '-'} in {record.get('fit_seconds') or 0:.1f}+"
-                 f"{record.get('infer_seconds') or 0:.1f} s{extra}")
+        name = record.get("rel") or record["input"]
+        if not record.get("node"):  # refused before any work: no place, no times
+            self.detail(f"finished {name}: {status}{extra}")
+            return
+        where = f"{record.get('host') or record['node']} " + (f"gpu {record['gpu']}" if record.get("gpu") else "(cpu)")
+        self.detail(f"finished {name}: {status} on {where} in {record.get('fit_seconds') or 0:.1f} s fit + "
+                    f"{record.get('infer_seconds') or 0:.1f} s output{extra}")
 
     def free_actor(self) -> int | None:
         """The least loaded worker that is up and can queue another batch."""
