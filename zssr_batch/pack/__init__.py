@@ -4,6 +4,7 @@
 - ``jobs``: what a pack is given (``Job``) and which jobs may share one;
 - ``options``: how a pack runs (``PackOptions``) and the sizes a draining pack shrinks to;
 - ``device``: the device side (``DevicePack``): buffers, the step and its CUDA graph, compaction;
+- ``kernels``: each slot's own downscaling kernel (``SlotKernels``), so images with different kernels share a pack;
 - ``nets``: the packed networks and their slot-wise Adam;
 - ``readback``, ``beside``: results brought to the host without waiting; where checks and outputs run;
 - ``instruments``: counts and clocks for benchmarks (``PackTimers``), used only when asked for;

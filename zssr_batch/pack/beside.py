@@ -1,7 +1,7 @@
 """Where a pack's reconstruction checks and outputs run: in the training stream's order
 (``InLine``), or on a second CUDA stream beside the training (``SecondStream``,
 ``PackOptions.beside``). Either way a job reads only its own copies (``DevicePack.snapshot``),
-tensors that never change (the pack's kernel) and the pack's one-slot network, which jobs alone
+tensors that never change (its slot's kernels) and the pack's one-slot network, which jobs alone
 use, one after another; its result comes back as a ``Later``."""
 
 from __future__ import annotations

@@ -10,13 +10,13 @@ from typing import Any, Callable, Iterator
 import numpy as np
 import torch
 
-from ..engine.kernels import shift_kernel
 from ..engine.model import ZSSRNet
 from ..engine.pairs import son_shape, upload, warp_batch
 from ..engine.resize import imresize, output_size
 from ..config import FitConfig
 from .conv import CONVS
 from .jobs import Job
+from .kernels import SlotKernels, step_kernels
 from .nets import PackedAdam, PackedNets
 from .options import PackOptions
 
@@ -87,10 +87,8 @@ class DevicePack:
         # One slot's network for the outputs of a gradual slot's earlier steps, which its next step
         # trains on: made on the training stream, while checks may use ``slot_net`` beside it.
         self.step_net = ZSSRNet(c, cfg.depth, cfg.width).to(device) if self.sources > 1 else None
-        # Each step's downscaling kernel, shifted for its scale as the authors shift theirs (None: bicubic).
-        self.kernels: list[torch.Tensor | None] = [
-            None if first.kernel is None else
-            torch.as_tensor(shift_kernel(first.kernel, sf), dtype=torch.float32, device=device) for sf in self.steps]
+        # Each slot's downscaling kernel of each step (its own, or bicubic), written as a slot is filled.
+        self.kernels = SlotKernels(k, len(self.steps), device)
         side = source_side(tuple(first.image.shape[-2:]), cfg)
         # (K, sources, C, S, S): each slot's sources in the top-left corners, zeros around
         self.src = torch.zeros(k, self.sources, c, side, side, device=device)
@@ -112,8 +110,12 @@ class DevicePack:
         self.recordings = 0
         self._live: tuple[tuple[int, ...], torch.Tensor] | None = None
 
-    def place(self, slot: int, job: Job, gen: torch.Generator) -> None:
-        """Start ``job`` in ``slot``: fresh weights from its stream, fresh Adam state; its image on the device."""
+    def place(self, slot: int, job: Job, gen: torch.Generator) -> list[torch.Tensor | None]:
+        """Start ``job`` in ``slot``: fresh weights from its stream, fresh Adam state; its image and its
+        kernels on the device. Returns its kernel of each step (``step_kernels``), for its checks and outputs."""
+        kernels = step_kernels(job.kernel, self.steps, self.device)
+        if self.kernels.place(slot, kernels):  # a new kind of son, or a larger kernel: record again
+            self.graph, self.graph_rows = None, None
         self.nets.init_slot(slot, job.cfg.init_variance, gen)
         self.opt.reset(slot)
         img = upload(job.image.to(torch.float32).contiguous(), self.device)
@@ -128,6 +130,7 @@ class DevicePack:
         self.at[slot] = 0
         self.lr[slot] = job.cfg.learning_rate
         self.active[slot] = True
+        return kernels
 
     def next_step(self, slot: int, step: int, source: torch.Tensor,
                   fresh: tuple[float, torch.Generator] | None) -> None:
@@ -160,8 +163,8 @@ class DevicePack:
 
     def _pairs(self, father: torch.Tensor, step: int, pick: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
         """The network's inputs for ``father`` at scale step ``step``: sons made and upscaled back."""
-        sf, kernel = self.steps[step], self.kernels[step]
-        son = imresize(father, (1 / sf[0], 1 / sf[1]), kernel=kernel if kernel is not None else "cubic")
+        sf = self.steps[step]
+        son = self.kernels.sons(father, step, sf, pick)
         if self.noise is not None:
             son = son + pick(self.noise[step])
         return imresize(son.clamp(0, 1), sf, (self.crop, self.crop))
@@ -263,6 +266,7 @@ class DevicePack:
             t.index_select(0, idx) for t in (self.src, self.params, self.at, self.lr, self.active))
         if self.noise is not None:
             self.noise = [t.index_select(0, idx) for t in self.noise]
+        self.kernels.keep(idx)
         self.columns = [self.columns[i] for i in keep]
 
 

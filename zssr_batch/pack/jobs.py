@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,13 +25,14 @@ def packable(cfg: FitConfig) -> bool:
 
 
 def signature(job: Job) -> tuple | None:
-    """What must match for two jobs to share a pack; None for jobs that are fitted alone."""
+    """What must match for two jobs to share a pack; None for jobs that are fitted alone.
+
+    Not the kernel: each slot makes its sons with its own (``pack.kernels``), so images with
+    different kernels, or none, share a pack instead of each one being fitted alone while the
+    pack waits. The scale steps fix each step's son shape and the slots' sources; each slot is
+    at its own step.
+    """
     cfg, (c, h, w) = job.cfg, job.image.shape
     if not packable(cfg) or min(h, w) < cfg.crop:
         return None
-    kernel = None
-    if job.kernel is not None:
-        blur = np.ascontiguousarray(job.kernel, dtype=np.float64)
-        kernel = hashlib.sha1(blur.tobytes() + str(blur.shape).encode()).hexdigest()
-    # The scale steps fix each step's son shape and the slots' sources; each slot is at its own step.
-    return (c, cfg.depth, cfg.width, cfg.crop, cfg.steps, kernel, cfg.noise_std > 0)
+    return (c, cfg.depth, cfg.width, cfg.crop, cfg.steps, cfg.noise_std > 0)

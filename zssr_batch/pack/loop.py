@@ -30,8 +30,10 @@ ends, its output for that step (ensemble and back-projection, as ``engine.super_
 it) joins that slot's own sources of fathers and the slot trains on at the next step, while the
 other slots go on, each at its own step.
 
-Images that cannot share a pack (``max_iters`` 0, another channel count, network shape, crop,
-scale steps or kernel) are fitted on their own by ``engine.super_resolve``.
+Images with different downscaling kernels, or none (bicubic), share a pack: each slot makes its
+sons, checks and outputs with its own kernel (``pack.kernels``). Images that cannot share a pack
+(``max_iters`` 0, another channel count, network shape, crop or scale steps) are fitted on their
+own by ``engine.super_resolve``.
 """
 
 from __future__ import annotations
@@ -89,6 +91,7 @@ class _Slot:
     started: float  # perf_counter() then
     started_at: float  # time.time() then, for its row
     column: int  # its column in the loss history
+    kernels: list  # its downscaling kernel of each scale step, shifted for the step (None: bicubic)
     hw: tuple[int, int] = (0, 0)
     rate: float = -1.0  # the learning rate last set on the device
     step: int = 0  # its scale step (gradual fits walk several)
@@ -211,13 +214,14 @@ class PackRun:
             if self.pack is None:
                 self.sig, self.pack = s, DevicePack(self.k, job, self.device, self.options)
                 self.history = LossHistory(self.k, self.device, self.readback)
-                self.runner.keep(*self.pack.slot_net.parameters(), *self.pack.kernels)
+                self.runner.keep(*self.pack.slot_net.parameters())
             gen = torch.Generator().manual_seed(job.cfg.seed)
             self._enter("fill")
-            self.pack.place(slot, job, gen)
+            kernels = self.pack.place(slot, job, gen)
+            self.runner.keep(*kernels)  # its checks and outputs read them, maybe beside the training
             self.slots[slot] = _Slot(job, gen, Draw(gen), Schedule(job.cfg), augment_of(job.cfg),
                                      first_step=self.upcoming, started=time.perf_counter(), started_at=time.time(),
-                                     column=self.pack.columns[slot], hw=tuple(job.image.shape[-2:]),
+                                     column=self.pack.columns[slot], kernels=kernels, hw=tuple(job.image.shape[-2:]),
                                      sizes=[tuple(job.image.shape[-2:])])
             return
 
@@ -296,7 +300,7 @@ class PackRun:
             assert s is not None
             s.log.lr.append(s.rate)
             s.log.scale_step.append(s.step)
-            scale, kernel = pack.steps[s.step], pack.kernels[s.step]
+            scale, kernel = pack.steps[s.step], s.kernels[s.step]
             if s.sched.wants_test(s.it):  # a check; "test" names its phase in the benchmarks' figures
                 with self._host("test"):
                     self._enter("test")
@@ -335,7 +339,7 @@ class PackRun:
         cfg = s.job.cfg
         # Made on the training stream, in order: the slot's next training step reads it.
         net = load_slot(pack.step_net, pack.nets.flat[i])
-        out, _ = upscale_with(net, pack.src[i, 0, :, : s.hw[0], : s.hw[1]], cfg, s.step, pack.kernels[s.step],
+        out, _ = upscale_with(net, pack.src[i, 0, :, : s.hw[0], : s.hw[1]], cfg, s.step, s.kernels[s.step],
                               self.plan)
         s.step += 1
         fresh = (cfg.init_variance, s.gen) if cfg.reinit_each_step else None
@@ -355,7 +359,7 @@ class PackRun:
         s.resolve_checks()
         history.flush()  # its last losses travel ahead of its output
         row, img = pack.snapshot(i, s.hw)
-        job = functools.partial(_output_job, pack.slot_net, row, img, s.job.cfg, pack.kernels[-1], self.plan,
+        job = functools.partial(_output_job, pack.slot_net, row, img, s.job.cfg, s.kernels[-1], self.plan,
                                 self.readback)
         # Timed around the output's issue: on a CPU the runner computes it right here (its time is
         # the image's inference, not its fit, nor the outputs of slots that finish after it).
