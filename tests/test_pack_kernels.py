@@ -159,7 +159,7 @@ def test_one_recording_serves_slots_with_any_kernels(monkeypatch):
     # The first recording, kernels only (14 taps a side); job 2 refills with a smaller kernel: no
     # new recording; job 3, bicubic, adds the bicubic sons; job 4's kernel grows the buffer to 17;
     # then the pack drains (a compaction records again).
-    assert recordings[:3] == [14, 14, 17] and len(recordings) == 3 + stats["compactions"]
+    assert recordings[:3] == [14, 14, 17] and len(recordings) == 3 + stats["compactions"] > 3
     # Measured: weights within 1.1e-7 of alone, losses 3e-8, outputs 5e-7. (The recorded draining
     # packs of test_pack_device and test_pack_gradual compare weights to 1e-2 for seeds whose fits
     # are chaotic; these are not.)
