@@ -62,7 +62,10 @@ class FitConfig:
     back_projection_iters: tuple[int, ...] = _knob(
         (10,), "back-projection steps per scale step (one value for all, or one per step); 0 = off")
     reinit_each_step: bool = _knob(False, "gradual: start each scale step from a fresh network")
-    kernel: str = _knob("", "downscaling kernel: '' for bicubic, or a .npy / .mat ('Kernel') file")
+    kernel: str = _knob("", "downscaling kernel: '' for bicubic, a .npy / .mat ('Kernel') file, or 'estimate': "
+                            "each image's own, by KernelGAN (x2 and x4), before its fit")
+    kernel_steps: int = _knob(3000, "--kernel estimate: KernelGAN's training steps (authors: 3000; fewer "
+                                    "compress its schedule)")
     seed: int = _knob(0, "random seed of the weights and the training pairs")
 
     def __post_init__(self) -> None:
@@ -90,6 +93,11 @@ class FitConfig:
             problems.append(f"ensemble must be 'median', 'mean' or 'none', got {self.ensemble!r}")
         if not (0 <= self.p_as_is and 0 <= self.p_no_interp and self.p_as_is + self.p_no_interp <= 1):
             problems.append("p_as_is and p_no_interp must be probabilities summing to at most 1")
+        if self.kernel == "estimate" and not (self.scale[0] == self.scale[1] and self.scale[0] in (2, 4)):
+            problems.append(f"kernel 'estimate' needs scale 2 or 4 (KernelGAN estimates x2 kernels and makes x4 "
+                            f"from them), got {self.scale}")
+        if self.kernel_steps < 1:
+            problems.append(f"kernel_steps must be at least 1, got {self.kernel_steps}")
         if self.noise_std < 0 or self.learning_rate <= 0:
             problems.append("noise_std must be >= 0 and learning_rate > 0")
         if problems:
@@ -110,18 +118,25 @@ class FitConfig:
     def hash(self) -> str:
         """12 hex digits naming what the output depends on (resume keys on it).
 
-        A kernel file counts by its content, not its name: editing it redoes the images.
+        A kernel file counts by its content, not its name: editing it redoes the images. The
+        estimator's settings count only where the kernel is estimated, so that every other
+        config keeps the hash it had before they existed.
         """
         return self._hash
 
     @functools.cached_property
     def _hash(self) -> str:  # computed once per config: a run asks for it once per image
         d = self.to_dict()
-        if self.kernel and Path(self.kernel).is_file():
-            d["kernel"] = hashlib.sha256(Path(self.kernel).read_bytes()).hexdigest()
+        if self.kernel != "estimate":
+            for name in ESTIMATOR_FIELDS:
+                del d[name]
+            if self.kernel and Path(self.kernel).is_file():
+                d["kernel"] = hashlib.sha256(Path(self.kernel).read_bytes()).hexdigest()
         blob = json.dumps(d, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
+
+ESTIMATOR_FIELDS = ("kernel_steps",)  # settings of --kernel estimate alone (see ``hash``)
 
 GRADUAL_X2 = ((1.0, 1.5), (1.5, 1.0), (1.5, 1.5), (1.5, 2.0), (2.0, 1.5), (2.0, 2.0))
 
@@ -139,6 +154,12 @@ PRESETS: dict[str, dict[str, Any]] = {
     "article": {"crop": 96, "max_iters": 1500, "lr_schedule": "halving", "p_as_is": 0.0, "p_no_interp": 0.0,
                 "augment_min_scale": 0.4, "augment_max_scale": 0.95, "scale_diff_sigma": 0.0,
                 "shear_sigma": 0.0, "rotation": "right", "back_projection_iters": (0,)},
+    # KernelGAN's ZSSR for estimated kernels (ZSSRforKernelGAN/zssr_configs.py): each image's kernel
+    # estimated first; plain crops (no flips, rotations or warps, which would turn an asymmetric
+    # kernel), no 8-way ensemble, 2 back-projections. Camera photos: --preset real --kernel estimate
+    # (their --real: noise on the sons, no back-projection).
+    "blind": {"kernel": "estimate", "ensemble": "none", "back_projection_iters": (2,), "p_as_is": 1.0,
+              "p_no_interp": 0.0, "rotation": "none"},
     # Small and quick for CPUs and smoke tests: 200 steps of 48x48 crops.
     "fast": {"crop": 48, "max_iters": 200},
 }

@@ -18,8 +18,12 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    import torch
 
 
 def load_kernel(path: str | Path) -> np.ndarray:
@@ -99,3 +103,104 @@ def random_kernel(scale: int, rng: np.random.Generator) -> RandomKernel:
     quad = inv[0, 0] * x * x + 2 * inv[0, 1] * x * y + inv[1, 1] * y * y
     shifted = shift_kernel(np.exp(-0.5 * quad) * (1 + noise), (scale, scale))
     return RandomKernel(shifted / shifted.sum(), variances, angle)
+
+
+def bicubic_kernel(scale: int) -> np.ndarray:
+    """MATLAB's bicubic downscaling by integer ``scale`` as one 2-D kernel: the cubic (a = -0.5)
+    stretched by ``scale`` (antialiasing), sampled at the ``4 s`` HR pixels one LR pixel sees, outer
+    product with itself, padded to an odd ``4 s + 1`` side (a zero last row and column). Its first
+    ``4 s`` taps correlated at stride ``s`` with ``3 s / 2`` pixels of padding (even ``s``) are ``imresize``
+    by ``1 / s`` away from the borders; at x2 they are the table KernelGAN's ``loss.py`` writes out.
+    (Through ``shift_kernel`` they are not: it centres an odd kernel half an HR pixel further than
+    the authors' KernelGAN and ZSSR code do; see docs/BENCHMARKS.md, "Blind SR".)"""
+    if scale < 1 or int(scale) != scale:
+        raise ValueError(f"a bicubic kernel needs an integer scale, got {scale}")
+    from .resize import _cubic
+
+    s = int(scale)
+    offsets = np.arange(4 * s) - (4 * s - 1) / 2  # HR pixel centres around the LR pixel's centre
+    taps = _cubic(offsets / s) / s
+    return np.pad(np.outer(taps, taps), ((0, 1), (0, 1)))
+
+
+def analytic_kernel(k2: np.ndarray) -> np.ndarray:
+    """The x4 kernel of downscaling twice by 2 with ``k2`` (KernelGAN's ``analytic_kernel``, its
+    paper's appendix): ``k2`` convolved with itself dilated by 2 (the second pass runs on the
+    coarser grid), ``3n - 2`` taps cropped by ``n // 2`` a side as theirs is, summing to 1."""
+    from scipy.signal import convolve2d
+
+    n = k2.shape[0]
+    if k2.ndim != 2 or k2.shape[1] != n:
+        raise ValueError(f"analytic_kernel needs a square 2-D kernel, got shape {k2.shape}")
+    dilated = np.zeros((2 * n - 1, 2 * n - 1))
+    dilated[::2, ::2] = k2
+    big = convolve2d(dilated, k2)  # (3n - 2) square: the authors' loop of shifted copies
+    c = n // 2
+    big = big[c:-c, c:-c] if c else big
+    return big / big.sum()
+
+
+def kernel_moments(kernel: np.ndarray) -> tuple[float, float]:
+    """(width, anisotropy) of a kernel from the second central moments of its positive part, in HR
+    pixels: width is the mean of the two principal standard deviations, anisotropy the larger over
+    the smaller. The positive part, because a bicubic kernel's negative lobes cancel its second
+    moment (0 at x2): its main lobe's width is what compares with a Gaussian's sigma."""
+    k = np.clip(np.asarray(kernel, dtype=np.float64), 0, None)
+    k = k / k.sum()
+    y, x = np.mgrid[0:k.shape[0], 0:k.shape[1]]
+    cy, cx = (k * y).sum(), (k * x).sum()
+    dy, dx = y - cy, x - cx
+    cov = np.array([[(k * dy * dy).sum(), (k * dy * dx).sum()], [(k * dy * dx).sum(), (k * dx * dx).sum()]])
+    lo, hi = np.sqrt(np.clip(np.linalg.eigvalsh(cov), 1e-12, None))
+    return float((lo + hi) / 2), float(hi / lo)
+
+
+def centred(kernel: np.ndarray, side: int) -> np.ndarray:
+    """``kernel`` on an odd ``side x side`` grid with its centre of mass on the middle tap (cubic
+    spline shift, as ``shift_kernel``), summing to 1: two kernels so placed compare tap by tap."""
+    from scipy import ndimage
+
+    k = np.asarray(kernel, dtype=np.float64)
+    big = max(side, *k.shape) + 8  # room for the shift before the crop
+    canvas = np.zeros((big, big))
+    top, left = (big - k.shape[0]) // 2, (big - k.shape[1]) // 2
+    canvas[top:top + k.shape[0], left:left + k.shape[1]] = k
+    shift = (big - 1) / 2 - np.array(ndimage.center_of_mass(canvas))
+    moved = ndimage.shift(canvas, shift)
+    c = (big - side) // 2
+    out = moved[c:c + side, c:c + side]
+    return out / out.sum()
+
+
+def kernel_error(kernel: np.ndarray, true: np.ndarray) -> float:
+    """How far ``kernel`` is from the ``true`` one: the L2 norm of their difference over the true
+    kernel's, once both are centred on one grid (``centred``; a shift of the whole kernel only moves
+    the image, and the engine's ``shift_kernel`` removes it anyway). 0 is exact; a kernel of the
+    right shape but the wrong width scores well above 0.3."""
+    side = 2 * (max(*kernel.shape, *true.shape) // 2) + 1
+    a, b = centred(kernel, side), centred(true, side)
+    return float(np.linalg.norm(a - b) / np.linalg.norm(b))
+
+
+def remade_psnr(lr: torch.Tensor, gt: torch.Tensor, kernel: np.ndarray | None,
+                scale: tuple[float, float]) -> float:
+    """PSNR-Y (dB, 8-bit) of the input ``lr`` (C, h, w) made again from its ground truth ``gt`` with
+    ``kernel`` (None: bicubic), as the fit downscales (``shift_kernel`` for ``scale``, then
+    ``kernel_downscale``), against ``lr`` itself: how well the kernel explains the input. Borders
+    as wide as the kernel's reach are left out (the set's padding is not the fit's)."""
+    import torch
+
+    from .metrics import psnr, rgb_to_y, shave, to_uint8_levels
+    from .resize import imresize
+
+    h, w = lr.shape[-2:]
+    sv, sh = scale
+    gt = gt[..., :round(h * sv), :round(w * sh)].double()
+    if kernel is None:
+        remade, reach = imresize(gt, (1 / sv, 1 / sh), (h, w)), 2 * max(sv, sh)
+    else:
+        shifted = torch.as_tensor(shift_kernel(kernel, scale))
+        remade, reach = imresize(gt, (1 / sv, 1 / sh), (h, w), kernel=shifted), max(shifted.shape) / 2
+    border = max(2, math.ceil(reach / min(sv, sh)))
+    a, b = (rgb_to_y(shave(to_uint8_levels(t), border)) for t in (remade, lr))
+    return psnr(a, b)

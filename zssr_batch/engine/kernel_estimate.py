@@ -1,0 +1,306 @@
+"""An image's own downscaling kernel, estimated from the image alone (KernelGAN: Bell-Kligler,
+Shocher & Irani, "Blind Super-Resolution Kernel Estimation using an Internal-GAN", NeurIPS 2019),
+for a ZSSR fit that then uses it as it uses a given kernel.
+
+The idea: the kernel that shrinks the low-resolution image by 2 so that the result's patches are
+distributed as the image's own patches is the image's super-resolution kernel (patches recur
+across scales in natural images). A generator shrinks 64x64 crops of the image by 2; a fully
+convolutional patch discriminator tells its outputs from crops of the image itself. The generator
+is linear (six convolutions, no activations, 7-5-3-1-1-1 taps, 64 channels), so it *is* one 13x13
+kernel followed by keeping every other pixel: that kernel is the estimate. A deep linear net
+rather than 169 free taps, because it trains to far better kernels (the paper's ablation; a
+3-parameter Gaussian generator measured worse here too, docs/BENCHMARKS.md).
+
+Settings are the authors' (sefibk/KernelGAN: configs.py, networks.py, loss.py, learner.py,
+data.py): Adam 2e-4, betas (0.5, 0.999), both nets; 3000 steps, rates /10 every 750; crops where
+the image has edges (a map of its strongest 3 % gradients); discriminator with spectral norm, a
+7x7 first layer, five 1x1 layers with batch norm, sigmoid, L1 against 0/1 labels; 1/255 noise on
+its inputs. The generator's losses besides fooling it: sum to 1 (weight 0.5), nothing on the
+2-pixel rim (0.5, a mask rising to 30 at the corners), close to bicubic downscaling at first (5,
+then /100 every 200 steps once the match is close), and once that weight is below 5e-3 a centred
+centre of mass (1) and sparsity (|k|^0.2, 5). x4 is two x2 steps (``kernels.analytic_kernel``).
+
+What differs, and why:
+- The generator's output is the image correlated with its composite kernel (computed each step
+  from the weights, as their ``calc_curr_k``) and subsampled, instead of six convolutions over the
+  64x64 crop: the same numbers and the same gradients (the net is linear), at ~1/40 of the work.
+- A budget below 3000 steps compresses the schedule (every interval scaled by steps / 3000).
+- The kernel keeps all its positive taps (``post_process``), not only its 40 largest.
+- An estimate no wider than ``TRUST_WIDTH`` is not used: the fit assumes bicubic instead.
+
+Tensors in, a kernel out: no I/O here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .kernels import analytic_kernel, bicubic_kernel, kernel_moments
+
+G_TAPS = (7, 5, 3, 1, 1, 1)  # the generator's layers (authors' G_structure)
+G_CHANNELS = 64
+K_SIZE = sum(t - 1 for t in G_TAPS) + 1  # 13: the composite kernel's side (x2)
+CROP = 64  # the generator's input crop; its output (and the discriminator's input) is 26
+D_CHANNELS, D_LAYERS, D_TAPS = 64, 7, 7
+LEARNING_RATE, BETAS = 2e-4, (0.5, 0.999)
+STEPS = 3000  # the authors' budget; their schedule below is in steps of it
+RATE_EVERY, RATE_CUT = 750, 10.0
+LAMBDA_EVERY, LAMBDA_DECAY, LAMBDA_MIN, CLOSE_TO_BICUBIC = 200, 100.0, 5e-6, 0.4
+SUM2ONE, BOUNDARIES, BICUBIC, CENTRALIZED, SPARSE = 0.5, 0.5, 5.0, 1.0, 5.0
+RIM_PENALTY = 30.0
+EDGE_SHAVE = 10  # the authors shave 10 pixels off synthetic images: their borders are padding
+MIN_SIDE = 32  # the crops shrink with a small image down to this side; below it, bicubic
+# Estimates of images downscaled by bicubic (BSD100's LR_bicubic, x2 and x4 inputs, 1000 and 3000
+# steps) came out 1.44 to 1.56 HR pixels wide (the x2 kernel's ``kernel_moments``), far wider than
+# bicubic's 0.85, and fits with them lost 9.5 to 14 dB to assuming bicubic: an estimate this narrow
+# cannot be told from a sharp image's, so the fit assumes bicubic instead (docs/BENCHMARKS.md).
+TRUST_WIDTH = 1.6
+
+
+@dataclass(frozen=True)
+class Estimate:
+    kernel: np.ndarray | None  # the kernel at the asked scale, sums to 1; None: fall back to bicubic
+    source: str  # 'estimated' or 'bicubic fallback'
+    note: str = ""  # why it fell back
+
+
+def _even_crop(side: int, limit: int) -> int:
+    return min(side, limit) // 2 * 2
+
+
+class DeepLinearKernel(nn.Module):
+    """The generator's six bias-free convolutions; ``forward()`` is their composite 13x13 kernel,
+    as a correlation kernel (``kernel_downscale``'s and ``F.conv2d``'s sense)."""
+
+    def __init__(self, channels: int, gen: torch.Generator) -> None:
+        super().__init__()
+        shapes, c_in = [], 1
+        for i, t in enumerate(G_TAPS):
+            c_out = 1 if i == len(G_TAPS) - 1 else channels
+            shapes.append((c_out, c_in, t, t))
+            c_in = c_out
+        self.weights = nn.ParameterList(
+            nn.Parameter(nn.init.xavier_normal_(torch.empty(s), 0.1, generator=gen)) for s in shapes)
+
+    def forward(self) -> torch.Tensor:
+        w0 = self.weights[0]
+        # A unit impulse through the layers gives the composite kernel flipped (each layer
+        # correlates); padding by K_SIZE - 1 keeps all of it.
+        x = F.conv2d(torch.ones(1, 1, 1, 1, device=w0.device, dtype=w0.dtype), w0, padding=K_SIZE - 1)
+        for w in self.weights[1:]:
+            x = F.conv2d(x, w)
+        return x[0, 0].flip(0, 1)
+
+
+class Discriminator(nn.Module):
+    """The authors' patch discriminator: a 7x7 convolution without activation, five 1x1
+    convolution + batch norm + ReLU blocks, a 1x1 convolution to one map, sigmoid; spectral norm on
+    every convolution. Its map is 6 pixels smaller than its input on a side."""
+
+    def __init__(self, channels: int, gen: torch.Generator) -> None:
+        super().__init__()
+        sn = nn.utils.spectral_norm
+
+        def conv(c_in: int, c_out: int, taps: int) -> nn.Conv2d:
+            layer = nn.Conv2d(c_in, c_out, taps)
+            nn.init.xavier_normal_(layer.weight, 0.1, generator=gen)
+            nn.init.zeros_(layer.bias)
+            return sn(layer)
+
+        blocks: list[nn.Module] = [conv(channels, D_CHANNELS, D_TAPS)]
+        for _ in range(D_LAYERS - 2):
+            bn = nn.BatchNorm2d(D_CHANNELS)
+            with torch.no_grad():
+                bn.weight.copy_(1 + 0.02 * torch.randn(D_CHANNELS, generator=gen))
+            blocks += [conv(D_CHANNELS, D_CHANNELS, 1), bn, nn.ReLU()]
+        blocks += [conv(D_CHANNELS, 1, 1), nn.Sigmoid()]
+        self.net = nn.Sequential(*blocks)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+def rim_mask(size: int = K_SIZE) -> torch.Tensor:
+    """Weights of the boundaries loss: 30 x (1 - a wide Gaussian / its peak) on the outer ring of
+    ``(size - ceil(size / 2)) // 2 - 1`` taps (2 at 13), 0 inside (the authors' penalty mask)."""
+    z = np.arange(-(size // 2), size - size // 2, dtype=np.float64)
+    g = np.exp(-z ** 2 / (2 * size ** 2))
+    mask = 1 - np.outer(g, g) / g.max() ** 2
+    margin = (size - (size // 2 + size % 2)) // 2 - 1
+    mask[margin:size - margin, margin:size - margin] = 0
+    return torch.from_numpy(RIM_PENALTY * mask)
+
+
+def edge_sampler(gray: np.ndarray, crop: int) -> np.ndarray:
+    """Probabilities of each pixel as a crop's centre: the density of the image's strongest 3 %
+    gradients (in x, in y and in magnitude) around it, blurred over half a crop, zero where the
+    crop would not fit (the authors' ``create_gradient_map`` and ``create_probability_map``)."""
+    from scipy.signal import convolve2d
+
+    gy, gx = np.gradient(gray)
+    maps = []
+    for g in (np.abs(gx), np.abs(gy), np.hypot(gx, gy)):
+        g = g.copy()
+        g[:5], g[-5:], g[:, :5], g[:, -5:] = 0, 0, 0, 0  # image borders: not edges
+        top = np.quantile(g, 0.97)
+        m = (g > top).astype(np.float64)
+        maps.append(m / max(m.sum(), 1.0))
+    density = convolve2d(sum(maps), np.ones((5, 5)) / 25, mode="same")
+    half = max(1, crop // 2)
+    prob = convolve2d(density, np.ones((half, half)), mode="same")
+    prob[:half], prob[-half:], prob[:, :half], prob[:, -half:] = 0, 0, 0, 0
+    total = prob.sum()
+    return (prob / total).ravel() if total > 0 else np.full(prob.size, 1.0 / prob.size)
+
+
+class _Crops:
+    """Crops of one image as the authors draw them: centres by ``edge_sampler``, top-left even."""
+
+    def __init__(self, image: torch.Tensor, size: int, rng: np.random.Generator) -> None:
+        self.image, self.size, self.rng = image, size, rng
+        self.h, self.w = image.shape[-2:]
+        a = image.cpu().double().numpy()
+        gray = np.tensordot([0.299, 0.587, 0.114], a, 1) if a.shape[0] == 3 else a.mean(0)  # the authors' rgb2gray
+        self.prob = edge_sampler(gray, size)
+
+    def __call__(self) -> torch.Tensor:
+        idx = int(self.rng.choice(self.prob.size, p=self.prob))
+        row, col = divmod(idx, self.w)
+        top = min(max(0, row - self.size // 2), self.h - self.size)
+        left = min(max(0, col - self.size // 2), self.w - self.size)
+        top, left = top - top % 2, left - left % 2
+        return self.image[:, top:top + self.size, left:left + self.size]
+
+
+def post_process(kernel: np.ndarray) -> np.ndarray:
+    """The generator's kernel with its negative taps set to 0, summing to 1. (The authors keep its
+    40 largest taps less 0.75 x the 41st: that narrows a wide kernel, and measured worse here, see
+    docs/BENCHMARKS.md.)"""
+    k = np.clip(kernel, 0, None)
+    return k / k.sum()
+
+
+def estimate_x2(image: torch.Tensor, steps: int = STEPS, seed: int = 0,
+                device: torch.device | str = "cpu") -> np.ndarray:
+    """KernelGAN on ``image`` (C, H, W) in [0, 1]: its x2 kernel, post-processed (``post_process``).
+
+    The image must have a side of at least 32 pixels (the crops shrink with it, down to 32)."""
+    if image.dim() != 3 or image.shape[0] < 1:
+        raise ValueError(f"estimate_x2 expects an image (C, H, W), got shape {tuple(image.shape)}")
+    device = torch.device(device)
+    h, w = image.shape[-2:]
+    shave = EDGE_SHAVE if min(h, w) - 2 * EDGE_SHAVE >= CROP else 0
+    img = image[:, shave:h - shave, shave:w - shave].to(device, torch.float32) * 2 - 1  # the authors' [-1, 1]
+    crop = _even_crop(min(img.shape[-2:]), CROP)
+    if crop < MIN_SIDE:
+        raise ValueError(f"image {w}x{h} is too small to estimate a kernel from (a side under 32 pixels)")
+    d_size = (crop - K_SIZE) // 2 + 1  # the generator's output side
+    channels = img.shape[0]
+    gen = torch.Generator().manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    g_crops, d_crops = _Crops(img, crop, rng), _Crops(img, d_size, rng)
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.manual_seed(seed)  # spectral norm's first vectors and the input noise
+        G = DeepLinearKernel(G_CHANNELS, gen).to(device)
+        D = Discriminator(channels, gen).to(device)
+        k = _train(G, D, g_crops, d_crops, steps, device)
+    return post_process(k)
+
+
+def _bicubic_target(crop: torch.Tensor, out: int) -> torch.Tensor:
+    """The crop (C, 1, n, n) shrunk by MATLAB-bicubic x2, cut to the generator's ``out`` pixels
+    around the same centres (the authors' bicubic loss target)."""
+    kb = torch.as_tensor(bicubic_kernel(2)[:8, :8], dtype=crop.dtype, device=crop.device)
+    down = F.conv2d(crop, kb[None, None], stride=2, padding=3)
+    cut = (down.shape[-1] - out) // 2
+    return down[..., cut:cut + out, cut:cut + out]
+
+
+def _train(G: DeepLinearKernel, D: Discriminator, g_crops: _Crops, d_crops: _Crops, steps: int,
+           device: torch.device) -> np.ndarray:
+    opt_g = torch.optim.Adam(G.parameters(), lr=LEARNING_RATE, betas=BETAS)
+    opt_d = torch.optim.Adam(D.parameters(), lr=LEARNING_RATE, betas=BETAS)
+    mask = rim_mask().to(device, torch.float32)
+    idx = torch.arange(K_SIZE, device=device, dtype=torch.float32)
+    centre = K_SIZE // 2 + 0.5 * (2 - K_SIZE % 2)  # where bicubic x2 puts it: 6.5
+    frac = steps / STEPS  # a smaller budget walks the same schedule faster
+    rate_every = max(1, round(RATE_EVERY * frac))
+    lambda_every = max(1, round(LAMBDA_EVERY * frac))
+    lam_bicubic, lam_centre, lam_sparse = BICUBIC, 0.0, 0.0
+    close_count, close = 0, False
+
+    def fake(k: torch.Tensor, crop: torch.Tensor) -> torch.Tensor:
+        # (C, n, n) -> (1, C, m, m): each channel through the kernel alone, every other pixel kept
+        return F.conv2d(crop[:, None], k[None, None], stride=2).transpose(0, 1)
+
+    for step in range(steps):
+        g_in = g_crops()
+        real = d_crops()[None]
+        real = real + torch.randn_like(real) * (2 / 255)  # 1/255 on [0, 1]
+        # the generator's step
+        k = G()
+        out = fake(k, g_in)
+        d_fake = D(out)
+        loss_bicubic = F.mse_loss(out, _bicubic_target(g_in[:, None], out.shape[-1]).transpose(0, 1))
+        s = k.sum()
+        com = torch.stack(((k.sum(1) * idx).sum() / s, (k.sum(0) * idx).sum() / s))
+        loss = (F.l1_loss(d_fake, torch.ones_like(d_fake)) + lam_bicubic * loss_bicubic
+                + SUM2ONE * (1 - s).abs() + BOUNDARIES * (k * mask).abs().mean()
+                + lam_centre * F.mse_loss(com, torch.full_like(com, centre))
+                + lam_sparse * (k.abs() + 1e-12).pow(0.2).mean())
+        opt_g.zero_grad()
+        loss.backward()
+        opt_g.step()
+        # the discriminator's step, on the updated generator's output
+        with torch.no_grad():
+            out = fake(G(), g_in)
+            out = out + torch.randn_like(out) * (1 / 255)
+        d_real, d_fake = D(real), D(out)
+        loss_d = 0.5 * (F.l1_loss(d_fake, torch.zeros_like(d_fake)) + F.l1_loss(d_real, torch.ones_like(d_real)))
+        opt_d.zero_grad()
+        loss_d.backward()
+        opt_d.step()
+        # the authors' Learner, after the step
+        if step == 0:
+            continue
+        if step % rate_every == 0:
+            for opt in (opt_g, opt_d):
+                for group in opt.param_groups:
+                    group["lr"] /= RATE_CUT
+        if not close:
+            close_count = close_count + 1 if loss_bicubic.item() < CLOSE_TO_BICUBIC else 0
+            close = close_count >= 3
+        elif step % lambda_every == 0 and lam_bicubic > LAMBDA_MIN:
+            lam_bicubic = max(lam_bicubic / LAMBDA_DECAY, LAMBDA_MIN)
+            if lam_centre == 0 and lam_bicubic < 5e-3:
+                lam_centre, lam_sparse = CENTRALIZED, SPARSE
+    with torch.no_grad():
+        return G().double().cpu().numpy()
+
+
+def kernel_at(k2: np.ndarray, scale: int) -> np.ndarray:
+    """The kernel for integer ``scale`` 2 or 4 from an x2 estimate (x4: ``analytic_kernel``)."""
+    if scale == 2:
+        return k2
+    if scale == 4:
+        return analytic_kernel(k2)
+    raise ValueError(f"a kernel can be estimated for x2 and x4 only, not x{scale}")
+
+
+def estimate_kernel(image: torch.Tensor, scale: int, steps: int = STEPS, seed: int = 0,
+                    device: torch.device | str = "cpu") -> Estimate:
+    """The downscaling kernel of ``image`` (C, H, W) in [0, 1] at ``scale`` 2 or 4; bicubic where the
+    image is too small to estimate one from, or the estimate is no wider than ``TRUST_WIDTH``."""
+    if min(image.shape[-2:]) < MIN_SIDE:
+        return Estimate(None, "bicubic fallback", f"a side under {MIN_SIDE} pixels: too small to estimate from")
+    k2 = estimate_x2(image, steps, seed, device)
+    width = kernel_moments(k2)[0]
+    if width < TRUST_WIDTH:
+        return Estimate(None, "bicubic fallback", f"its estimate is {width:.2f} px wide (x2), no wider than "
+                                                  "estimates of bicubic-downscaled images")
+    return Estimate(kernel_at(k2, scale), "estimated")
