@@ -69,6 +69,13 @@ class Row:
     gt_sha256: str | None = _col()  # the same for the ground truth
     gt_stat: str | None = _col()
     output_stat: str | None = _col()  # the output's stamp when written: resume knows another run wrote over it
+    # The kernel the fit downscaled with (``run.kernel``): bicubic's too, where the scale is an integer.
+    kernel_source: str | None = _col()  # 'given', 'estimated', 'bicubic fallback' (estimate not trusted) or 'bicubic'
+    kernel_width: float | None = _col("kernel")  # mean principal std (HR pixels) of its positive part
+    kernel_anisotropy: float | None = _col("kernel")  # larger principal std over the smaller
+    kernel_error: float | None = _col("kernel")  # |k - true| / |true|, both centred; where the true kernel is known
+    kernel_lr_psnr: float | None = _col("kernel")  # PSNR-Y (dB) of the input remade from the ground truth with it
+    kernel_seconds: float | None = _col("kernel")  # estimating it (--kernel estimate)
 
     @classmethod
     def of(cls, item: WorkItem, **known: Any) -> "Row":
@@ -93,6 +100,7 @@ SCORE_KEYS = _kind("score")  # what engine.metrics.score gives: psnr_rgb, ssim_r
 SCORES = SCORE_KEYS + _kind("bicubic")  # ZSSR's, then bicubic's
 WORK = _kind("work")  # iterations and times
 SIZES = _kind("size")
+KERNEL = _kind("kernel")  # the kernel's numbers: not in summary.csv, so that reports from before them still read
 assert _kind("bicubic") == ["bicubic_" + k for k in SCORE_KEYS]
 # The views of summaries put the Y channel (the figure papers quote) before RGB.
 Y_FIRST = sorted(SCORE_KEYS, key=lambda k: not k.endswith("_y"))

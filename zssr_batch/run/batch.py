@@ -98,7 +98,8 @@ class PackedCall:
                     raise RuntimeError("the call was closed")
             item = self.items[i]
             self.faults.on_read(item.input)
-            return prepare(item.input, self.cfgs[i], item.gt, self.max_pixels, self.degrade)
+            # with --kernel estimate, the image's kernel is estimated here, on the pack's device, beside it
+            return prepare(item.input, self.cfgs[i], item.gt, self.max_pixels, self.degrade, item.true_kernel, self.dev)
 
         return {i: self.readers.submit(decode, i) for i in indices}
 

@@ -10,6 +10,7 @@ back as rows, so that a run goes on.
 from __future__ import annotations
 
 import errno
+import io
 import math
 import os
 import posixpath
@@ -22,7 +23,6 @@ import torch
 
 from ..config import FitConfig
 from ..engine.infer import MemoryPlan
-from ..engine.kernels import load_kernel
 from ..engine.metrics import score
 from ..engine.resize import imresize, output_size
 from ..engine.super_resolve import SRResult, pick_device, super_resolve
@@ -32,10 +32,12 @@ from ..files.plan import REPORT_PICTURES, file_stamp, picture_name
 from ..files.sources import WorkItem
 from ..files.weights import save_weights
 from ..report.curves import curve_csv, curve_svg
+from ..report.kernel_pictures import write_kernel_pictures
 from ..report.row import SCORE_KEYS, Row, timestamp
 from ..report.table import DISK_FULL
 from ..report.thumbs import write_thumbs
 from .faults import Faults
+from .kernel import KernelPick, pick_kernel
 from .settings import Extras
 
 MIN_SIDE = 8  # below this a 3x3 network and an 11x11 SSIM window have nothing to work on
@@ -79,7 +81,8 @@ class Prepared:
     gt: Picture | None
     gt_path: str | None
     color: torch.Tensor  # (C, h, w) the engine's input
-    kernel: np.ndarray | None
+    kernel: np.ndarray | None  # what the fit downscales with (None: bicubic)
+    picked: KernelPick  # how ``kernel`` was chosen: the row's kernel_* columns, its pictures
     sources: dict[str, str | None] = field(default_factory=dict)  # what the files held: the row's *_sha256, *_stat
 
 
@@ -103,8 +106,11 @@ def check_gt_size(gt_path: str | Path, gt: Picture, lr_hw: tuple[int, int], cfg:
 
 
 def prepare(input_path: str | Path, cfg: FitConfig, gt_path: str | Path | None = None,
-            max_pixels: int | None = None, degrade_input: bool = False) -> Prepared:
-    """Read (and with ``degrade_input`` make) the input and its ground truth; raises on bad input."""
+            max_pixels: int | None = None, degrade_input: bool = False, true_kernel: str | None = None,
+            device: torch.device | str = "cpu") -> Prepared:
+    """Read (and with ``degrade_input`` make) the input and its ground truth, and pick its kernel
+    (``run.kernel``: with ``--kernel estimate`` it is estimated here, on ``device``); raises on bad
+    input. ``true_kernel``: the file of the kernel that made the input, where known."""
     input_path = os.fspath(input_path)
     stamp = _stamp(input_path)  # before the read: a later change shows
     pic = load_image(input_path, max_pixels)
@@ -122,15 +128,20 @@ def prepare(input_path: str | Path, cfg: FitConfig, gt_path: str | Path | None =
         gt_pic = load_image(gt_path, max_pixels)
         sources.update(gt_sha256=gt_pic.sha256, gt_stat=gt_stamp)
         check_gt_size(gt_path, gt_pic, (h, w), cfg)
-    kernel = load_kernel(cfg.kernel) if cfg.kernel else None
+    color = _tensor(pic.color)
+    picked = pick_kernel(color, cfg, None if gt_pic is None else gt_pic.color, true_kernel, device)
     gt_name = str(input_path) if degrade_input else (str(gt_path) if gt_path else None)
-    return Prepared(input_path, pic, gt_pic, gt_name, _tensor(pic.color), kernel, sources)
+    return Prepared(input_path, pic, gt_pic, gt_name, color, picked.kernel, picked, sources)
 
 
 def _write_extras(prep: Prepared, result: SRResult, output_path: str, cfg: FitConfig, extras: Extras,
                   alpha: torch.Tensor | None, bicubic: torch.Tensor) -> None:
     """What ``extras`` asks for besides the output: variants, weights, the curve, report.html's pictures."""
     stem, suffix = posixpath.splitext(output_path)
+    if cfg.kernel == "estimate" and prep.picked.shown is not None:
+        buf = io.BytesIO()  # the kernel the fit used, beside the output: a user's to reuse with --kernel
+        np.save(buf, prep.picked.shown)
+        write_atomic(f"{stem}_kernel.npy", buf.getvalue())
     if extras.save_variants:
         for name, v in result.variants.items():
             save_image(f"{stem}_{name}{suffix}", _as_picture(v, prep.pic, alpha))
@@ -147,6 +158,8 @@ def _write_extras(prep: Prepared, result: SRResult, output_path: str, cfg: FitCo
         write_thumbs(pictures / "thumbs" / rel, prep.color, bicubic, result.output,
                      None if prep.gt is None else _tensor(prep.gt.color),
                      originals={"zssr": output_path, "gt": prep.gt_path})
+        if prep.picked.shown is not None:
+            write_kernel_pictures(pictures / "thumbs" / rel, prep.picked.shown, prep.picked.true)
 
 
 def _notes(pic: Picture, output_path: str) -> list[str]:
@@ -187,11 +200,12 @@ def finish(prep: Prepared, result: SRResult, output_path: str | Path, cfg: FitCo
         "input": str(prep.input_path), "output": str(output_path), "gt": prep.gt_path,
         "scale": scale_label(cfg),
         "height": h, "width": w, "out_height": out_hw[0], "out_width": out_hw[1],
-        "channels": pic.channels, "bit_depth": pic.bit_depth, "device": str(device), "notes": "; ".join(_notes(pic, output_path)),
+        "channels": pic.channels, "bit_depth": pic.bit_depth, "device": str(device),
+        "notes": "; ".join(_notes(pic, output_path) + list(prep.picked.notes)),
         "started_at": timestamp(result.started_at) if result.started_at else None,
         "iterations": result.iterations, "fit_seconds": round(result.fit_seconds, 3),
         "infer_seconds": round(result.infer_seconds, 3), "config_hash": cfg.hash(), **prep.sources,
-        "output_stat": output_stat,
+        "output_stat": output_stat, **prep.picked.row,
     }
     for prefix in ("", "bicubic_"):
         record.update({prefix + k: None for k in SCORE_KEYS})
@@ -210,7 +224,7 @@ def process_image(input_path: str | Path, output_path: str | Path, cfg: FitConfi
                   gt_path: str | Path | None = None, compare_path: str | Path | None = None,
                   extras: Extras = Extras(), max_pixels: int | None = None,
                   degrade_input: bool = False, plan: MemoryPlan = MemoryPlan(),
-                  faults: Faults | None = None) -> dict[str, Any]:
+                  faults: Faults | None = None, true_kernel: str | None = None) -> dict[str, Any]:
     """Upscale one file; returns a flat record of sizes, scores and timings (scores None without GT).
 
     With ``degrade_input`` the file is ground truth: the input is made from it by
@@ -219,8 +233,8 @@ def process_image(input_path: str | Path, output_path: str | Path, cfg: FitConfi
     """
     faults = Faults.from_env() if faults is None else faults
     faults.on_read(str(input_path))
-    prep = prepare(input_path, cfg, gt_path, max_pixels, degrade_input)
     dev = pick_device(device)
+    prep = prepare(input_path, cfg, gt_path, max_pixels, degrade_input, true_kernel, dev)
     stem = posixpath.splitext(os.fspath(output_path))[0]
     fault = faults.mid_fit(str(input_path))
 
@@ -271,7 +285,7 @@ def run_item(item: WorkItem, cfg: FitConfig, device: str, extras: Extras = Extra
     while True:
         try:
             done = process_image(item.input, item.output, cfg, device, item.gt, None, extras, max_pixels,
-                                 degrade_input=degrade, plan=plan, faults=faults)
+                                 degrade_input=degrade, plan=plan, faults=faults, true_kernel=item.true_kernel)
             return {**row.as_record(), **done, "status": "ok", "error": None, "tile": plan.tile}
         except Exception as e:  # noqa: BLE001 - every per-image failure becomes a row, the run goes on
             if is_out_of_memory(e):
