@@ -153,8 +153,6 @@ def test_an_estimate_beats_assuming_bicubic(one_thread):
 
 @needs_data
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason="run.driver.probe_paths asks every node to see a file named 'estimate' "
-                                       "(--kernel's value); passes once it skips it")
 def test_a_run_records_the_kernel(tmp_path, one_ray):
     hr = tmp_path / "hr"
     hr.mkdir()

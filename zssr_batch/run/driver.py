@@ -241,10 +241,10 @@ def probe_paths(items: list[WorkItem], settings: RunSettings, most: int = 64) ->
         for path in (item.input, item.gt):
             if path:
                 first.setdefault(posixpath.dirname(path), path)
-        kernel = dict(item.overrides).get("kernel")
-        if kernel:
-            first.setdefault(kernel, kernel)
-    if settings.engine.get("kernel"):
+        for kernel in (dict(item.overrides).get("kernel"), item.true_kernel):
+            if kernel and kernel != "estimate":  # ('estimate' is no file: each image's is made where it is fitted)
+                first.setdefault(kernel, kernel)
+    if settings.engine.get("kernel") not in (None, "", "estimate"):
         first.setdefault(settings.engine["kernel"], settings.engine["kernel"])
     return sorted(first.values())[:most]
 
