@@ -97,14 +97,19 @@ def test_hashes_of_other_kernels_stay_and_estimate_is_checked():
     blind = resolve("blind")
     assert (blind.kernel, blind.ensemble, blind.back_projection_iters, blind.p_as_is) == ("estimate", "none", (2,), 1)
     real = resolve("real", overrides={"kernel": "estimate"})
-    assert real.noise_std == 0.0125 and real.back_projection_iters == (0,)
+    assert real.noise_std == 0.0125 and real.back_projection_iters == (0,) and real.kernel_trust_width == 1.6
+    assert blind.kernel_trust_width == 0  # on BSD100RK every estimate was worth more than bicubic
     with pytest.raises(ValueError, match="kernel 'estimate' needs scale 2 or 4"):
         resolve("blind", overrides={"scale": "3"})
 
 
-def test_a_small_image_falls_back_to_bicubic():
+def test_a_small_image_or_a_narrow_estimate_falls_back_to_bicubic():
     est = estimate_kernel(torch.rand(3, 20, 60), 2, steps=5)
     assert est.kernel is None and est.source == "bicubic fallback" and "too small" in est.note
+    image = torch.rand(3, 40, 40)
+    assert estimate_kernel(image, 4, steps=5).kernel.shape == (25, 25)  # x4 from the 13x13 x2 estimate
+    est = estimate_kernel(image, 4, steps=5, trust_width=20)  # no 13x13 kernel is 20 px wide
+    assert est.kernel is None and "under the 20 px it is trusted from" in est.note
 
 
 @pytest.fixture

@@ -66,6 +66,8 @@ class FitConfig:
                             "each image's own, by KernelGAN (x2 and x4), before its fit")
     kernel_steps: int = _knob(3000, "--kernel estimate: KernelGAN's training steps (authors: 3000; fewer "
                                     "compress its schedule)")
+    kernel_trust_width: float = _knob(0.0, "--kernel estimate: assume bicubic where the x2 estimate is narrower "
+                                           "than this (HR pixels); 0 = always use it")
     seed: int = _knob(0, "random seed of the weights and the training pairs")
 
     def __post_init__(self) -> None:
@@ -96,8 +98,9 @@ class FitConfig:
         if self.kernel == "estimate" and not (self.scale[0] == self.scale[1] and self.scale[0] in (2, 4)):
             problems.append(f"kernel 'estimate' needs scale 2 or 4 (KernelGAN estimates x2 kernels and makes x4 "
                             f"from them), got {self.scale}")
-        if self.kernel_steps < 1:
-            problems.append(f"kernel_steps must be at least 1, got {self.kernel_steps}")
+        if self.kernel_steps < 1 or self.kernel_trust_width < 0:
+            problems.append(f"kernel_steps must be at least 1 and kernel_trust_width at least 0, got "
+                            f"{self.kernel_steps} and {self.kernel_trust_width}")
         if self.noise_std < 0 or self.learning_rate <= 0:
             problems.append("noise_std must be >= 0 and learning_rate > 0")
         if problems:
@@ -136,7 +139,7 @@ class FitConfig:
         return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
 
-ESTIMATOR_FIELDS = ("kernel_steps",)  # settings of --kernel estimate alone (see ``hash``)
+ESTIMATOR_FIELDS = ("kernel_steps", "kernel_trust_width")  # settings of --kernel estimate alone (see ``hash``)
 
 GRADUAL_X2 = ((1.0, 1.5), (1.5, 1.0), (1.5, 1.5), (1.5, 2.0), (2.0, 1.5), (2.0, 2.0))
 
@@ -148,7 +151,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     "gradual-x2": {"scale": (2.0, 2.0), "scale_steps": GRADUAL_X2, "back_projection_iters": (6, 6, 8, 10, 10, 12)},
     # X2_REAL_CONF: mild noise, no rotations (kernels may be asymmetric), no ensemble, no back-projection.
     "real": {"ensemble": "none", "back_projection_iters": (0,), "noise_std": 0.0125, "rotation": "none",
-             "scale_diff_sigma": 0.0, "shear_sigma": 0.0, "augment_min_scale": 0.75},
+             "scale_diff_sigma": 0.0, "shear_sigma": 0.0, "augment_min_scale": 0.75, "kernel_trust_width": 1.6},
     # The Keras article: crop 96, 1500 steps, fathers downscaled by [0.4, 0.95] with 8-way flips,
     # fixed halving schedule, no back-projection (noise 30/255 optional via --noise-std 0.1176).
     "article": {"crop": 96, "max_iters": 1500, "lr_schedule": "halving", "p_as_is": 0.0, "p_no_interp": 0.0,
@@ -158,6 +161,9 @@ PRESETS: dict[str, dict[str, Any]] = {
     # estimated first; plain crops (no flips, rotations or warps, which would turn an asymmetric
     # kernel), no 8-way ensemble, 2 back-projections. Camera photos: --preset real --kernel estimate
     # (their --real: noise on the sons, no back-projection).
+    # With --kernel estimate (camera photos): KernelGAN's estimates of sharp, bicubic-downscaled images
+    # came out 1.44-1.56 px wide where bicubic is 0.85, and fits with them lost 9.5-14 dB to assuming
+    # bicubic; a photo whose estimate is that narrow is fitted assuming bicubic (docs/BENCHMARKS.md).
     "blind": {"kernel": "estimate", "ensemble": "none", "back_projection_iters": (2,), "p_as_is": 1.0,
               "p_no_interp": 0.0, "rotation": "none"},
     # Small and quick for CPUs and smoke tests: 200 steps of 48x48 crops.

@@ -26,7 +26,8 @@ What differs, and why:
   64x64 crop: the same numbers and the same gradients (the net is linear), at ~1/40 of the work.
 - A budget below 3000 steps compresses the schedule (every interval scaled by steps / 3000).
 - The kernel keeps all its positive taps (``post_process``), not only its 40 largest.
-- An estimate no wider than ``TRUST_WIDTH`` is not used: the fit assumes bicubic instead.
+- An estimate narrower than ``trust_width`` (the ``real`` preset: 1.6 px) is not used: the fit
+  assumes bicubic instead.
 
 Tensors in, a kernel out: no I/O here.
 """
@@ -55,11 +56,6 @@ SUM2ONE, BOUNDARIES, BICUBIC, CENTRALIZED, SPARSE = 0.5, 0.5, 5.0, 1.0, 5.0
 RIM_PENALTY = 30.0
 EDGE_SHAVE = 10  # the authors shave 10 pixels off synthetic images: their borders are padding
 MIN_SIDE = 32  # the crops shrink with a small image down to this side; below it, bicubic
-# Estimates of images downscaled by bicubic (BSD100's LR_bicubic, x2 and x4 inputs, 1000 and 3000
-# steps) came out 1.44 to 1.56 HR pixels wide (the x2 kernel's ``kernel_moments``), far wider than
-# bicubic's 0.85, and fits with them lost 9.5 to 14 dB to assuming bicubic: an estimate this narrow
-# cannot be told from a sharp image's, so the fit assumes bicubic instead (docs/BENCHMARKS.md).
-TRUST_WIDTH = 1.6
 
 
 @dataclass(frozen=True)
@@ -293,14 +289,19 @@ def kernel_at(k2: np.ndarray, scale: int) -> np.ndarray:
 
 
 def estimate_kernel(image: torch.Tensor, scale: int, steps: int = STEPS, seed: int = 0,
-                    device: torch.device | str = "cpu") -> Estimate:
+                    device: torch.device | str = "cpu", trust_width: float = 0.0) -> Estimate:
     """The downscaling kernel of ``image`` (C, H, W) in [0, 1] at ``scale`` 2 or 4; bicubic where the
-    image is too small to estimate one from, or the estimate is no wider than ``TRUST_WIDTH``."""
+    image is too small to estimate one from, or the x2 estimate is narrower than ``trust_width`` (HR
+    pixels, ``kernel_moments``). Estimates of sharp images come out too wide (1.44-1.56 px for
+    bicubic-downscaled ones, where bicubic is 0.85), and a fit with a kernel wider than the truth
+    sharpens far more than one with a narrower kernel blurs: the ``real`` preset's 1.6 guards camera
+    photos against that, at the price of the gain on blurry images estimated narrow (on BSD100RK it
+    discarded good estimates; docs/BENCHMARKS.md)."""
     if min(image.shape[-2:]) < MIN_SIDE:
         return Estimate(None, "bicubic fallback", f"a side under {MIN_SIDE} pixels: too small to estimate from")
     k2 = estimate_x2(image, steps, seed, device)
     width = kernel_moments(k2)[0]
-    if width < TRUST_WIDTH:
-        return Estimate(None, "bicubic fallback", f"its estimate is {width:.2f} px wide (x2), no wider than "
-                                                  "estimates of bicubic-downscaled images")
+    if width < trust_width:
+        return Estimate(None, "bicubic fallback", f"its estimate is {width:.2f} px wide (x2), under the "
+                                                  f"{trust_width:g} px it is trusted from")
     return Estimate(kernel_at(k2, scale), "estimated")

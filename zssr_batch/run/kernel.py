@@ -49,7 +49,7 @@ def pick_kernel(color: torch.Tensor, cfg: FitConfig, gt: np.ndarray | None = Non
     seconds, notes = None, ()
     if cfg.kernel == "estimate":
         t0 = time.perf_counter()
-        est = estimate_kernel(color, int(cfg.scale[0]), cfg.kernel_steps, cfg.seed, device)
+        est = estimate_kernel(color, int(cfg.scale[0]), cfg.kernel_steps, cfg.seed, device, cfg.kernel_trust_width)
         seconds = round(time.perf_counter() - t0, 3)
         kernel, source = est.kernel, est.source
         notes = (f"kernel: bicubic, {est.note}",) if est.note else ()
