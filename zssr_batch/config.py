@@ -81,7 +81,8 @@ class FitConfig:
             problems.append(f"the last scale step {self.scale_steps[-1]} must equal scale {self.scale}")
         n_steps = max(1, len(self.scale_steps))
         if len(self.back_projection_iters) not in (1, n_steps):
-            problems.append(f"back_projection_iters needs 1 or {n_steps} values, got {self.back_projection_iters}")
+            problems.append(f"back_projection_iters needs one value, or one per scale step ({n_steps}), "
+                            f"got {self.back_projection_iters}")
         for name in ("depth", "width", "crop", "lr_check_every", "test_every", "lr_halvings"):
             if getattr(self, name) < (2 if name == "depth" else 1):
                 problems.append(f"{name} too small: {getattr(self, name)}")
@@ -142,6 +143,12 @@ class FitConfig:
 ESTIMATOR_FIELDS = ("kernel_steps", "kernel_trust_width")  # settings of --kernel estimate alone (see ``hash``)
 
 GRADUAL_X2 = ((1.0, 1.5), (1.5, 1.0), (1.5, 1.5), (1.5, 2.0), (2.0, 1.5), (2.0, 2.0))
+# The authors ship no x3 or x4 schedule. These walk x2's six steps, then the same pattern on (its
+# anisotropic steps between isotropic ones) to 3, or x2's steps times 2 to 4: the best of the
+# natural schedules in benchmarks/schedules.py's CPU screen at a reduced budget (docs/BENCHMARKS.md,
+# "x3 and x4 presets"); back-projections rise from 6 to 12 over the steps, as x2's do.
+GRADUAL_X3 = GRADUAL_X2 + ((2.0, 3.0), (3.0, 2.0), (3.0, 3.0))
+GRADUAL_X4 = GRADUAL_X2 + tuple((2 * a, 2 * b) for a, b in GRADUAL_X2)
 
 # Presets are overrides of the defaults above (the authors' X2_ONE_JUMP_IDEAL_CONF).
 PRESETS: dict[str, dict[str, Any]] = {
@@ -149,7 +156,14 @@ PRESETS: dict[str, dict[str, Any]] = {
     "paper": {},
     # X2_GRADUAL_IDEAL_CONF: six steps, earlier outputs join the fathers (about +0.3 dB, 6x time).
     "gradual-x2": {"scale": (2.0, 2.0), "scale_steps": GRADUAL_X2, "back_projection_iters": (6, 6, 8, 10, 10, 12)},
+    "gradual-x3": {"scale": (3.0, 3.0), "scale_steps": GRADUAL_X3,
+                   "back_projection_iters": (6, 7, 8, 8, 9, 10, 10, 11, 12)},
+    "gradual-x4": {"scale": (4.0, 4.0), "scale_steps": GRADUAL_X4,
+                   "back_projection_iters": (6, 7, 7, 8, 8, 9, 9, 10, 10, 11, 11, 12)},
     # X2_REAL_CONF: mild noise, no rotations (kernels may be asymmetric), no ensemble, no back-projection.
+    # With --kernel estimate (camera photos): KernelGAN's estimates of sharp, bicubic-downscaled images
+    # came out 1.44-1.56 px wide where bicubic is 0.85, and fits with them lost 9.5-14 dB to assuming
+    # bicubic; a photo whose estimate is that narrow is fitted assuming bicubic (docs/BENCHMARKS.md).
     "real": {"ensemble": "none", "back_projection_iters": (0,), "noise_std": 0.0125, "rotation": "none",
              "scale_diff_sigma": 0.0, "shear_sigma": 0.0, "augment_min_scale": 0.75, "kernel_trust_width": 1.6},
     # The Keras article: crop 96, 1500 steps, fathers downscaled by [0.4, 0.95] with 8-way flips,
@@ -161,9 +175,6 @@ PRESETS: dict[str, dict[str, Any]] = {
     # estimated first; plain crops (no flips, rotations or warps, which would turn an asymmetric
     # kernel), no 8-way ensemble, 2 back-projections. Camera photos: --preset real --kernel estimate
     # (their --real: noise on the sons, no back-projection).
-    # With --kernel estimate (camera photos): KernelGAN's estimates of sharp, bicubic-downscaled images
-    # came out 1.44-1.56 px wide where bicubic is 0.85, and fits with them lost 9.5-14 dB to assuming
-    # bicubic; a photo whose estimate is that narrow is fitted assuming bicubic (docs/BENCHMARKS.md).
     "blind": {"kernel": "estimate", "ensemble": "none", "back_projection_iters": (2,), "p_as_is": 1.0,
               "p_no_interp": 0.0, "rotation": "none"},
     # Small and quick for CPUs and smoke tests: 200 steps of 48x48 crops.
