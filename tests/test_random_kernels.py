@@ -55,9 +55,9 @@ def test_the_recipe_over_many_seeds(s):
         angles.append(rk.angle)
         n = random_kernel_size(s) + 4  # the shift pads 2 taps a side (1 + the shift rounded up)
         assert k.shape == (n, n) and abs(k.sum() - 1) < 1e-12
-        # the authors' kernel_shift: centre of mass at shape / 2 + (s - shape % 2) / 2 (their utils.py)
+        # the authors' kernel_shift: centre of mass at shape // 2 + (s - shape % 2) / 2 (their utils.py)
         centre, eig = _moments(k)
-        np.testing.assert_allclose(centre, n / 2 + 0.5 * (s - n % 2), atol=1e-3)
+        np.testing.assert_allclose(centre, n // 2 + 0.5 * (s - n % 2), atol=1e-3)
         # The kernel's own spread follows the drawn variances; the +-0.4 noise per tap and the spline
         # shift move it (within 16 % in 300 draws at each scale), never to another scale's range.
         np.testing.assert_allclose(eig, sorted(rk.variances), rtol=0.2)
@@ -94,9 +94,10 @@ def test_degradation_matches_scipy_correlate():
 @pytest.mark.parametrize("s", SCALES)
 def test_lr_sits_where_the_authors_shift_puts_it(s):
     # On a ramp every kernel reads its centre of mass: LR pixel i shows HR column i s + (s - 1) / 2
-    # after MATLAB bicubic, and half an HR pixel further after the authors' shift (its n / 2, where
-    # correlate's centre is n // 2): their generator makes sets that way, and the engine makes its
-    # training pairs with the same shift, so a fit with the true kernel matches its input.
+    # after MATLAB bicubic, and the same after the authors' shift (its shape // 2, as their Python 2
+    # code floored): a random-kernel input sits on the LR_bicubic grid, and the engine makes its
+    # training pairs with the same shift, so a fit with the true kernel matches its input. (With
+    # shape / 2 it sat half an HR pixel further.)
     w = 96
     ramp = np.tile(np.arange(w, dtype=np.float32) / w, (1, 24, 1))
     k = random_kernel(s, np.random.default_rng(7)).kernel
@@ -104,7 +105,7 @@ def test_lr_sits_where_the_authors_shift_puts_it(s):
     bicubic = imresize(torch.from_numpy(ramp).double(), 1 / s)[0, 0].numpy()
     inner = slice(k.shape[1] // s + 1, (w - k.shape[1]) // s - 1)  # away from the mirrored borders
     np.testing.assert_allclose(bicubic[inner] * w, np.arange(w // s)[inner] * s + (s - 1) / 2, atol=1e-6)
-    np.testing.assert_allclose((ours[inner] - bicubic[inner]) * w, 0.5, atol=1e-4)
+    np.testing.assert_allclose((ours[inner] - bicubic[inner]) * w, 0.0, atol=1e-4)
 
 
 def _files(folder: Path) -> dict[str, bytes]:

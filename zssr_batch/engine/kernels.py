@@ -46,12 +46,17 @@ def load_kernel(path: str | Path) -> np.ndarray:
 
 
 def shift_kernel(kernel: np.ndarray, scale: tuple[float, float]) -> np.ndarray:
-    """The authors' ``kernel_shift`` (utils.py): move the centre of mass to ``shape / 2 + (s - shape % 2) / 2``."""
+    """The authors' ``kernel_shift`` (utils.py): move the centre of mass to ``shape // 2 + (s - shape % 2) / 2``.
+
+    Floor division, as their Python 2 code divided integer shapes (and KernelGAN writes ``//``):
+    so placed, the bicubic kernel downscales as MATLAB's imresize does. With ``shape / 2`` an odd
+    kernel sat half an HR pixel off, and a fit given the bicubic kernel as a file lost ~6 dB against
+    the same fit assuming bicubic (docs/BENCHMARKS.md, "Blind SR")."""
     from scipy import ndimage
 
     shape = np.array(kernel.shape, dtype=np.float64)
     current = np.array(ndimage.center_of_mass(kernel))
-    wanted = shape / 2 + 0.5 * (np.array(scale, dtype=np.float64) - (shape % 2))
+    wanted = np.floor(shape / 2) + 0.5 * (np.array(scale, dtype=np.float64) - (shape % 2))
     shift = wanted - current
     pad = int(np.ceil(np.max(np.abs(shift)))) + 1
     return ndimage.shift(np.pad(kernel, pad, mode="constant"), shift)
@@ -110,9 +115,8 @@ def bicubic_kernel(scale: int) -> np.ndarray:
     stretched by ``scale`` (antialiasing), sampled at the ``4 s`` HR pixels one LR pixel sees, outer
     product with itself, padded to an odd ``4 s + 1`` side (a zero last row and column). Its first
     ``4 s`` taps correlated at stride ``s`` with ``3 s / 2`` pixels of padding (even ``s``) are ``imresize``
-    by ``1 / s`` away from the borders; at x2 they are the table KernelGAN's ``loss.py`` writes out.
-    (Through ``shift_kernel`` they are not: it centres an odd kernel half an HR pixel further than
-    the authors' KernelGAN and ZSSR code do; see docs/BENCHMARKS.md, "Blind SR".)"""
+    by ``1 / s`` away from the borders; at x2 they are the table KernelGAN's ``loss.py`` writes out,
+    and through ``shift_kernel`` they downscale as ``imresize`` does."""
     if scale < 1 or int(scale) != scale:
         raise ValueError(f"a bicubic kernel needs an integer scale, got {scale}")
     from .resize import _cubic
