@@ -17,6 +17,7 @@ ALLOWED = {
     "run": {"report", "files", "pack", "engine", "config", "__init__"},
     "config": set(),
     "cli": set(WINGS) | {"config", "__init__"},
+    "tables": {"report", "files", "config"},  # benchmark tables: runs through cli's main, handed in
     "__main__": {"cli"},
     "__init__": set(),
 }
