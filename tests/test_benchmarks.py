@@ -68,6 +68,7 @@ def test_tables_run_a_gradual_preset_at_its_own_scale_and_mark_second_hand_figur
         in markdown([row])
 
 
+@pytest.mark.slow
 def test_cpu_pack_benchmark_times_every_way():
     out = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "cpu_pack.py"), "--crops", "16", "24",
                           "--rounds", "1"], capture_output=True, text=True, timeout=300)

@@ -85,6 +85,7 @@ def test_zero_iterations_give_bicubic_then_back_projection():
 
 
 @needs_data
+@pytest.mark.slow
 def test_network_earns_its_keep_on_bird_x2():
     # A short CPU fit (200 steps of 48x48 crops) beats bicubic by >= 2.0 dB PSNR-Y and
     # bicubic + back-projection alone by >= 0.5 dB. How long it takes is a benchmark's
@@ -103,6 +104,7 @@ def test_network_earns_its_keep_on_bird_x2():
 
 
 @needs_data
+@pytest.mark.slow
 def test_same_seed_same_bits_other_seed_other_output():
     lr, _ = _load("butterfly", 4)
     cfg = resolve("fast", overrides={"max_iters": 12, "crop": 24, "ensemble": "mean"})

@@ -88,6 +88,7 @@ def test_manifest_with_per_row_overrides_and_escapes_refused(tmp_path):
     assert not (tmp_path / "escape.png").exists()
 
 
+@pytest.mark.slow
 def test_jsonl_manifest_and_gt_folder(tmp_path, one_ray):  # two runs, one Ray
     _img(tmp_path / "lr" / "sub" / "x.png", 16, 16, 3)
     _img(tmp_path / "hr" / "sub" / "x.jpg", 32, 32, 3)
