@@ -28,6 +28,12 @@ What differs, and why:
 - The kernel keeps all its positive taps (``post_process``), not only its 40 largest.
 - An estimate narrower than ``trust_width`` (the ``real`` preset: 1.6 px) is not used: the fit
   assumes bicubic instead.
+- The discriminator's input noise is drawn on the host, from the image's own stream: the same
+  noise on any device, and in a pack (``pack.kernel_estimates``) each image's own.
+
+Two runs of this GAN on the same image part ways within tens of steps in float32 (Adam divides
+near-zero gradients by their own size; |k|^0.2 is steep near 0): a second thread, or another
+pack size, gives another estimate of the same quality, not the same bits.
 
 Tensors in, a kernel out: no I/O here.
 """
@@ -154,22 +160,31 @@ def edge_sampler(gray: np.ndarray, crop: int) -> np.ndarray:
     return (prob / total).ravel() if total > 0 else np.full(prob.size, 1.0 / prob.size)
 
 
-class _Crops:
-    """Crops of one image as the authors draw them: centres by ``edge_sampler``, top-left even."""
+class Crops:
+    """Crops of one image as the authors draw them: centres by ``edge_sampler``, top-left even.
+
+    A centre is drawn as ``numpy.random.Generator.choice(n, p=prob)`` draws it (one uniform, the
+    first cumulative probability above it), from the cumulative sum made once instead of at each
+    of the thousands of draws: the same centres from the same stream."""
 
     def __init__(self, image: torch.Tensor, size: int, rng: np.random.Generator) -> None:
         self.image, self.size, self.rng = image, size, rng
         self.h, self.w = image.shape[-2:]
         a = image.cpu().double().numpy()
         gray = np.tensordot([0.299, 0.587, 0.114], a, 1) if a.shape[0] == 3 else a.mean(0)  # the authors' rgb2gray
-        self.prob = edge_sampler(gray, size)
+        cdf = edge_sampler(gray, size).cumsum()
+        self.cdf = cdf / cdf[-1]
 
-    def __call__(self) -> torch.Tensor:
-        idx = int(self.rng.choice(self.prob.size, p=self.prob))
+    def corner(self) -> tuple[int, int]:
+        """The next crop's top-left corner."""
+        idx = int(self.cdf.searchsorted(self.rng.random(), side="right"))
         row, col = divmod(idx, self.w)
         top = min(max(0, row - self.size // 2), self.h - self.size)
         left = min(max(0, col - self.size // 2), self.w - self.size)
-        top, left = top - top % 2, left - left % 2
+        return top - top % 2, left - left % 2
+
+    def __call__(self) -> torch.Tensor:
+        top, left = self.corner()
         return self.image[:, top:top + self.size, left:left + self.size]
 
 
@@ -181,34 +196,59 @@ def post_process(kernel: np.ndarray) -> np.ndarray:
     return k / k.sum()
 
 
-def estimate_x2(image: torch.Tensor, steps: int = STEPS, seed: int = 0,
-                device: torch.device | str = "cpu") -> np.ndarray:
-    """KernelGAN on ``image`` (C, H, W) in [0, 1]: its x2 kernel, post-processed (``post_process``).
+@dataclass
+class Start:
+    """One image's estimator as it starts: its nets, crops and streams, all drawn from its seed."""
 
-    The image must have a side of at least 32 pixels (the crops shrink with it, down to 32)."""
+    G: DeepLinearKernel
+    D: Discriminator  # on the host: ``estimate_x2`` moves it, a pack copies its weights out
+    g_crops: Crops  # the generator's inputs
+    d_crops: Crops  # the discriminator's real examples
+    noise: torch.Generator  # the discriminator's input noise, drawn on the host: the same on any device
+    crop: int  # the generator's input side
+
+
+def start(image: torch.Tensor, seed: int = 0, dtype: torch.dtype = torch.float32) -> Start:
+    """The estimator of ``image`` (C, H, W) in [0, 1], seeded: the authors' shave of synthetic
+    borders, their [-1, 1] range, and crops that shrink with a small image down to 32 pixels. (A
+    ``dtype`` other than float32 is for the tests: in float64 a pack and a lone estimate agree
+    for many steps, where float32's rounding soon sends two GAN runs apart.)"""
     if image.dim() != 3 or image.shape[0] < 1:
         raise ValueError(f"estimate_x2 expects an image (C, H, W), got shape {tuple(image.shape)}")
-    device = torch.device(device)
     h, w = image.shape[-2:]
     shave = EDGE_SHAVE if min(h, w) - 2 * EDGE_SHAVE >= CROP else 0
-    img = image[:, shave:h - shave, shave:w - shave].to(device, torch.float32) * 2 - 1  # the authors' [-1, 1]
+    img = image[:, shave:h - shave, shave:w - shave].to(dtype) * 2 - 1
     crop = _even_crop(min(img.shape[-2:]), CROP)
     if crop < MIN_SIDE:
         raise ValueError(f"image {w}x{h} is too small to estimate a kernel from (a side under 32 pixels)")
-    d_size = (crop - K_SIZE) // 2 + 1  # the generator's output side
-    channels = img.shape[0]
     gen = torch.Generator().manual_seed(seed)
     rng = np.random.default_rng(seed)
-    g_crops, d_crops = _Crops(img, crop, rng), _Crops(img, d_size, rng)
-    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-        torch.manual_seed(seed)  # spectral norm's first vectors and the input noise
-        G = DeepLinearKernel(G_CHANNELS, gen).to(device)
-        D = Discriminator(channels, gen).to(device)
-        k = _train(G, D, g_crops, d_crops, steps, device)
+    g_crops, d_crops = Crops(img, crop, rng), Crops(img, output_side(crop), rng)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)  # spectral norm's first vectors, then the input noise
+        G, D = DeepLinearKernel(G_CHANNELS, gen).to(dtype), Discriminator(img.shape[0], gen).to(dtype)
+        noise = torch.Generator()
+        noise.set_state(torch.get_rng_state())
+    return Start(G, D, g_crops, d_crops, noise, crop)
+
+
+def output_side(crop: int) -> int:
+    """The generator's output side for a ``crop``-pixel input (26 for 64), the discriminator's input."""
+    return (crop - K_SIZE) // 2 + 1
+
+
+def estimate_x2(image: torch.Tensor, steps: int = STEPS, seed: int = 0, device: torch.device | str = "cpu",
+                dtype: torch.dtype = torch.float32) -> np.ndarray:
+    """KernelGAN on ``image`` (C, H, W) in [0, 1]: its x2 kernel, post-processed (``post_process``).
+
+    The image must have a side of at least 32 pixels (the crops shrink with it, down to 32)."""
+    device = torch.device(device)
+    s = start(image.to(device), seed, dtype)
+    k = _train(s.G.to(device), s.D.to(device), s, steps, device)
     return post_process(k)
 
 
-def _bicubic_target(crop: torch.Tensor, out: int) -> torch.Tensor:
+def bicubic_target(crop: torch.Tensor, out: int) -> torch.Tensor:
     """The crop (C, 1, n, n) shrunk by MATLAB-bicubic x2, cut to the generator's ``out`` pixels
     around the same centres (the authors' bicubic loss target)."""
     kb = torch.as_tensor(bicubic_kernel(2)[:8, :8], dtype=crop.dtype, device=crop.device)
@@ -217,64 +257,83 @@ def _bicubic_target(crop: torch.Tensor, out: int) -> torch.Tensor:
     return down[..., cut:cut + out, cut:cut + out]
 
 
-def _train(G: DeepLinearKernel, D: Discriminator, g_crops: _Crops, d_crops: _Crops, steps: int,
-           device: torch.device) -> np.ndarray:
+class Schedule:
+    """The authors' Learner, after each step: the learning rates cut by 10 every 750 steps; the
+    bicubic loss's weight, once that loss has been under 0.4 for 3 steps in a row, cut by 100
+    every 200 steps, and below 5e-3 the centre and sparsity losses switched on. A budget below
+    3000 steps walks the same schedule faster (every interval scaled by steps / 3000)."""
+
+    def __init__(self, steps: int) -> None:
+        frac = steps / STEPS
+        self.rate_every = max(1, round(RATE_EVERY * frac))
+        self.lambda_every = max(1, round(LAMBDA_EVERY * frac))
+        self.rate = LEARNING_RATE
+        self.bicubic, self.centre, self.sparse = BICUBIC, 0.0, 0.0
+        self.close_count, self.close = 0, False
+
+    def after(self, step: int, loss_bicubic: float) -> None:
+        """After step ``step`` (from 0), whose bicubic loss was ``loss_bicubic``."""
+        if step == 0:
+            return
+        if step % self.rate_every == 0:
+            self.rate /= RATE_CUT
+        if not self.close:
+            self.close_count = self.close_count + 1 if loss_bicubic < CLOSE_TO_BICUBIC else 0
+            self.close = self.close_count >= 3
+        elif step % self.lambda_every == 0 and self.bicubic > LAMBDA_MIN:
+            self.bicubic = max(self.bicubic / LAMBDA_DECAY, LAMBDA_MIN)
+            if self.centre == 0 and self.bicubic < 5e-3:
+                self.centre, self.sparse = CENTRALIZED, SPARSE
+
+
+CENTRE = K_SIZE // 2 + 0.5 * (2 - K_SIZE % 2)  # where bicubic x2 puts a kernel's centre of mass: 6.5
+
+
+def _train(G: DeepLinearKernel, D: Discriminator, s: Start, steps: int, device: torch.device) -> np.ndarray:
     opt_g = torch.optim.Adam(G.parameters(), lr=LEARNING_RATE, betas=BETAS)
     opt_d = torch.optim.Adam(D.parameters(), lr=LEARNING_RATE, betas=BETAS)
-    mask = rim_mask().to(device, torch.float32)
-    idx = torch.arange(K_SIZE, device=device, dtype=torch.float32)
-    centre = K_SIZE // 2 + 0.5 * (2 - K_SIZE % 2)  # where bicubic x2 puts it: 6.5
-    frac = steps / STEPS  # a smaller budget walks the same schedule faster
-    rate_every = max(1, round(RATE_EVERY * frac))
-    lambda_every = max(1, round(LAMBDA_EVERY * frac))
-    lam_bicubic, lam_centre, lam_sparse = BICUBIC, 0.0, 0.0
-    close_count, close = 0, False
+    dtype = s.g_crops.image.dtype
+    mask = rim_mask().to(device, dtype)
+    idx = torch.arange(K_SIZE, device=device, dtype=dtype)
+    sched = Schedule(steps)
 
     def fake(k: torch.Tensor, crop: torch.Tensor) -> torch.Tensor:
         # (C, n, n) -> (1, C, m, m): each channel through the kernel alone, every other pixel kept
         return F.conv2d(crop[:, None], k[None, None], stride=2).transpose(0, 1)
 
     for step in range(steps):
-        g_in = g_crops()
-        real = d_crops()[None]
-        real = real + torch.randn_like(real) * (2 / 255)  # 1/255 on [0, 1]
+        g_in = s.g_crops()
+        real = s.d_crops()[None]
+        real = real + torch.randn(real.shape, generator=s.noise, dtype=dtype).to(device) * (2 / 255)  # 1/255 on [0, 1]
         # the generator's step
         k = G()
         out = fake(k, g_in)
         d_fake = D(out)
-        loss_bicubic = F.mse_loss(out, _bicubic_target(g_in[:, None], out.shape[-1]).transpose(0, 1))
-        s = k.sum()
-        com = torch.stack(((k.sum(1) * idx).sum() / s, (k.sum(0) * idx).sum() / s))
-        loss = (F.l1_loss(d_fake, torch.ones_like(d_fake)) + lam_bicubic * loss_bicubic
-                + SUM2ONE * (1 - s).abs() + BOUNDARIES * (k * mask).abs().mean()
-                + lam_centre * F.mse_loss(com, torch.full_like(com, centre))
-                + lam_sparse * (k.abs() + 1e-12).pow(0.2).mean())
+        loss_bicubic = F.mse_loss(out, bicubic_target(g_in[:, None], out.shape[-1]).transpose(0, 1))
+        total = k.sum()
+        com = torch.stack(((k.sum(1) * idx).sum() / total, (k.sum(0) * idx).sum() / total))
+        loss = (F.l1_loss(d_fake, torch.ones_like(d_fake)) + sched.bicubic * loss_bicubic
+                + SUM2ONE * (1 - total).abs() + BOUNDARIES * (k * mask).abs().mean()
+                + sched.centre * F.mse_loss(com, torch.full_like(com, CENTRE))
+                + sched.sparse * (k.abs() + 1e-12).pow(0.2).mean())
         opt_g.zero_grad()
         loss.backward()
         opt_g.step()
         # the discriminator's step, on the updated generator's output
         with torch.no_grad():
             out = fake(G(), g_in)
-            out = out + torch.randn_like(out) * (1 / 255)
+            out = out + torch.randn(out.shape, generator=s.noise, dtype=dtype).to(device) * (1 / 255)
         d_real, d_fake = D(real), D(out)
         loss_d = 0.5 * (F.l1_loss(d_fake, torch.zeros_like(d_fake)) + F.l1_loss(d_real, torch.ones_like(d_real)))
         opt_d.zero_grad()
         loss_d.backward()
         opt_d.step()
-        # the authors' Learner, after the step
-        if step == 0:
-            continue
-        if step % rate_every == 0:
+        rate = sched.rate
+        sched.after(step, loss_bicubic.item())
+        if sched.rate != rate:
             for opt in (opt_g, opt_d):
                 for group in opt.param_groups:
-                    group["lr"] /= RATE_CUT
-        if not close:
-            close_count = close_count + 1 if loss_bicubic.item() < CLOSE_TO_BICUBIC else 0
-            close = close_count >= 3
-        elif step % lambda_every == 0 and lam_bicubic > LAMBDA_MIN:
-            lam_bicubic = max(lam_bicubic / LAMBDA_DECAY, LAMBDA_MIN)
-            if lam_centre == 0 and lam_bicubic < 5e-3:
-                lam_centre, lam_sparse = CENTRALIZED, SPARSE
+                    group["lr"] = sched.rate
     with torch.no_grad():
         return G().double().cpu().numpy()
 
@@ -288,20 +347,30 @@ def kernel_at(k2: np.ndarray, scale: int) -> np.ndarray:
     raise ValueError(f"a kernel can be estimated for x2 and x4 only, not x{scale}")
 
 
-def estimate_kernel(image: torch.Tensor, scale: int, steps: int = STEPS, seed: int = 0,
-                    device: torch.device | str = "cpu", trust_width: float = 0.0) -> Estimate:
-    """The downscaling kernel of ``image`` (C, H, W) in [0, 1] at ``scale`` 2 or 4; bicubic where the
-    image is too small to estimate one from, or the x2 estimate is narrower than ``trust_width`` (HR
-    pixels, ``kernel_moments``). Estimates of sharp images come out too wide (1.44-1.56 px for
+def too_small(image: torch.Tensor) -> Estimate | None:
+    """Bicubic, and why, for an image (C, H, W) too small to estimate a kernel from; else None."""
+    if min(image.shape[-2:]) < MIN_SIDE:
+        return Estimate(None, "bicubic fallback", f"a side under {MIN_SIDE} pixels: too small to estimate from")
+    return None
+
+
+def judged(k2: np.ndarray, scale: int, trust_width: float = 0.0) -> Estimate:
+    """An x2 estimate at ``scale``, or bicubic where it is narrower than ``trust_width`` (HR pixels,
+    ``kernel_moments``). Estimates of sharp images come out too wide (1.44-1.56 px for
     bicubic-downscaled ones, where bicubic is 0.85), and a fit with a kernel wider than the truth
     sharpens far more than one with a narrower kernel blurs: the ``real`` preset's 1.6 guards camera
     photos against that, at the price of the gain on blurry images estimated narrow (on BSD100RK it
     discarded good estimates; docs/BENCHMARKS.md)."""
-    if min(image.shape[-2:]) < MIN_SIDE:
-        return Estimate(None, "bicubic fallback", f"a side under {MIN_SIDE} pixels: too small to estimate from")
-    k2 = estimate_x2(image, steps, seed, device)
     width = kernel_moments(k2)[0]
     if width < trust_width:
         return Estimate(None, "bicubic fallback", f"its estimate is {width:.2f} px wide (x2), under the "
                                                   f"{trust_width:g} px it is trusted from")
     return Estimate(kernel_at(k2, scale), "estimated")
+
+
+def estimate_kernel(image: torch.Tensor, scale: int, steps: int = STEPS, seed: int = 0,
+                    device: torch.device | str = "cpu", trust_width: float = 0.0) -> Estimate:
+    """The downscaling kernel of ``image`` (C, H, W) in [0, 1] at ``scale`` 2 or 4, estimated alone
+    (``estimate_x2``); bicubic where the image is too small (``too_small``) or the estimate is not
+    trusted (``judged``). ``pack.kernel_estimates`` estimates many at once, each as here."""
+    return too_small(image) or judged(estimate_x2(image, steps, seed, device), scale, trust_width)
