@@ -10,7 +10,8 @@ The package is five wings; imports go one way, down this list's arrows only::
     files/    ──►    decode, encode and atomic writes, folder scans and manifests, weights,
                      degrade (benchmark inputs), samples
     pack/     ──►    K fits at once on one device: options, packed nets and Adam, the step on
-                     the device and its CUDA graph, the pack loop, size planning, conv ways, Triton
+                     the device and its CUDA graph, the pack loop, size planning, conv ways, Triton;
+                     K kernel estimates at once
     engine/          one image, no I/O, no Ray: resize, kernels, pairs, model, fit, infer,
                      metrics, super_resolve
 
