@@ -6,6 +6,10 @@ finished image is written and scored by another, so the device never waits on fi
 pack starts training with its first decoded image, and a slot whose next image is still
 decoding waits empty while the others train. If the pack runs out of memory, the images it had
 not finished are fitted one by one with ``run_item``, which has the smaller-tiles plan.
+
+With ``--kernel estimate`` the decoded images go first to an estimator pack
+(``pack.kernel_estimates``: K KernelGANs at once, in a thread of its own beside the fit pack),
+and each image's fit starts as soon as its kernel is out.
 """
 
 from __future__ import annotations
@@ -19,16 +23,18 @@ import torch
 
 from ..config import FitConfig
 from ..engine.infer import MemoryPlan
+from ..engine.kernel_estimate import judged, too_small
 from ..engine.resize import output_size
 from ..engine.super_resolve import SRResult, pick_device, super_resolve
 from ..files.images import image_size
 from ..files.sources import WorkItem
 from ..pack.jobs import Job
+from ..pack.kernel_estimates import EstimateJob, estimate_packed
 from ..pack.loop import fit_packed
 from ..pack.options import PackOptions
 from ..pack.size import plan_pack
 from .faults import Faults
-from .item import Prepared, diverged, failed, finish, is_out_of_memory, item_row, prepare, run_item
+from .item import Prepared, diverged, failed, finish, is_out_of_memory, item_row, prepare, run_item, with_estimate
 from .settings import Extras
 
 Result = tuple[Any, "dict[str, Any] | None"]  # (index, record), or ([index, ...], None): about to start those
@@ -83,6 +89,9 @@ class PackedCall:
         self.stop = threading.Event()  # the call was closed: stop decoding and fitting at once
         self.answered: set[int] = set()  # indices whose row the caller has
         self.announced: set[int] = set()  # indices the caller was told are starting
+        # --kernel estimate: kernels estimated K at a time in a pack of their own, beside the fits
+        self.estimates = any(cfg.kernel == "estimate" for cfg in cfgs)
+        self.estimated: queue.Queue = queue.Queue()  # (i, Prepared) with its kernel | None: all out | an error
 
     def _read(self, indices: list[int]) -> dict[int, Future]:
         """Start decoding; with ``announce``, only once the caller has been told (the gate opens)."""
@@ -98,15 +107,18 @@ class PackedCall:
                     raise RuntimeError("the call was closed")
             item = self.items[i]
             self.faults.on_read(item.input)
-            # with --kernel estimate, the image's kernel is estimated here, on the pack's device, beside it
-            return prepare(item.input, self.cfgs[i], item.gt, self.max_pixels, self.degrade, item.true_kernel, self.dev)
+            # with --kernel estimate, the image's kernel is estimated later, in the estimator pack
+            return prepare(item.input, self.cfgs[i], item.gt, self.max_pixels, self.degrade, item.true_kernel, self.dev,
+                           estimate=False)
 
         return {i: self.readers.submit(decode, i) for i in indices}
 
-    def _jobs(self) -> Iterator[Job | None]:
-        """The pack's jobs in order, as they are decoded (None: nothing ready yet, train what is there)."""
+    def _decoded(self) -> Iterator[tuple[int, Prepared] | None]:
+        """The inputs in order, as they are decoded (None: the next is not ready yet); one that cannot
+        be read is its failed row."""
         n = len(self.items)
-        ahead = self.k + 4  # decoded images wait in host memory: enough to refill the pack, no more
+        # decoded images wait in host memory: enough to refill the pack (and the estimator pack), no more
+        ahead = self.k * (2 if self.estimates else 1) + 4
         decoding = self._read(list(range(min(ahead, n))))
         for i in range(n):
             if self.stop.is_set():
@@ -123,10 +135,59 @@ class PackedCall:
             except Exception as e:  # noqa: BLE001 - a bad input is a row, the batch goes on
                 self.events.put(("row", i, failed(item_row(self.items[i], self.cfgs[i]), e)))
                 continue
-            fault = self.faults.mid_fit(self.items[i].input)
-            if fault:
-                fault(MemoryPlan())
-            yield Job((i, prep), prep.color, self.cfgs[i], prep.kernel)
+            yield i, prep
+
+    def _job(self, i: int, prep: Prepared) -> Job:
+        fault = self.faults.mid_fit(self.items[i].input)
+        if fault:
+            fault(MemoryPlan())
+        return Job((i, prep), prep.color, self.cfgs[i], prep.kernel)
+
+    def _jobs(self) -> Iterator[Job | None]:
+        """The fit pack's jobs as their images are decoded and, with --kernel estimate, their kernels
+        are out (None: nothing ready yet, train what is there)."""
+        if not self.estimates:
+            for ready in self._decoded():
+                yield None if ready is None else self._job(*ready)
+            return
+        threading.Thread(target=self._estimate_all, name="zssr-kernels", daemon=True).start()
+        while not self.stop.is_set():
+            try:
+                ready = self.estimated.get(timeout=0.002)
+            except queue.Empty:
+                yield None
+                continue
+            if ready is None:
+                return
+            if isinstance(ready, BaseException):
+                raise ready
+            yield self._job(*ready)
+
+    def _to_estimate(self) -> Iterator[EstimateJob | None]:
+        """The decoded images whose kernel is to be estimated, as the estimator pack's jobs; the others
+        (given kernels, or too small to estimate from) go straight on to the fits."""
+        for ready in self._decoded():
+            if ready is None:
+                yield None
+                continue
+            i, prep = ready
+            cfg = self.cfgs[i]
+            small = too_small(prep.color)
+            if prep.picked is None and small is None:
+                yield EstimateJob((i, prep), prep.color, cfg.kernel_steps, cfg.seed)
+            else:
+                self.estimated.put((i, prep if small is None else with_estimate(prep, cfg, small, 0.0, self.dev)))
+
+    def _estimate_all(self) -> None:
+        """The estimator pack's thread: each image's kernel, then the image on to the fits."""
+        try:
+            for (i, prep), k2, seconds in estimate_packed(self._to_estimate(), self.k, self.dev, self.stop.is_set):
+                cfg = self.cfgs[i]
+                estimate = judged(k2, int(cfg.scale[0]), cfg.kernel_trust_width)
+                self.estimated.put((i, with_estimate(prep, cfg, estimate, seconds, self.dev)))
+            self.estimated.put(None)
+        except BaseException as e:  # noqa: BLE001 - handed to the fit pack's thread
+            self.estimated.put(e)
 
     def _write(self, i: int, prep: Prepared, result: SRResult) -> None:
         item, cfg = self.items[i], self.cfgs[i]

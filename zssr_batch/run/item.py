@@ -14,7 +14,7 @@ import io
 import math
 import os
 import posixpath
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +23,7 @@ import torch
 
 from ..config import FitConfig
 from ..engine.infer import MemoryPlan
+from ..engine.kernel_estimate import Estimate
 from ..engine.metrics import score
 from ..engine.resize import imresize, output_size
 from ..engine.super_resolve import SRResult, pick_device, super_resolve
@@ -82,8 +83,11 @@ class Prepared:
     gt_path: str | None
     color: torch.Tensor  # (C, h, w) the engine's input
     kernel: np.ndarray | None  # what the fit downscales with (None: bicubic)
-    picked: KernelPick  # how ``kernel`` was chosen: the row's kernel_* columns, its pictures
+    # how ``kernel`` was chosen: the row's kernel_* columns, its pictures; None: still to be
+    # estimated, by a packed call's estimator pack (``with_estimate``)
+    picked: KernelPick | None
     sources: dict[str, str | None] = field(default_factory=dict)  # what the files held: the row's *_sha256, *_stat
+    true_kernel: str | None = None  # the file of the kernel that made the input, where known
 
 
 def _stamp(path: str) -> str | None:
@@ -107,10 +111,11 @@ def check_gt_size(gt_path: str | Path, gt: Picture, lr_hw: tuple[int, int], cfg:
 
 def prepare(input_path: str | Path, cfg: FitConfig, gt_path: str | Path | None = None,
             max_pixels: int | None = None, degrade_input: bool = False, true_kernel: str | None = None,
-            device: torch.device | str = "cpu") -> Prepared:
+            device: torch.device | str = "cpu", estimate: bool = True) -> Prepared:
     """Read (and with ``degrade_input`` make) the input and its ground truth, and pick its kernel
-    (``run.kernel``: with ``--kernel estimate`` it is estimated here, on ``device``); raises on bad
-    input. ``true_kernel``: the file of the kernel that made the input, where known."""
+    (``run.kernel``: with ``--kernel estimate`` it is estimated here, on ``device``, unless
+    ``estimate`` is False: then ``with_estimate`` gives it later); raises on bad input.
+    ``true_kernel``: the file of the kernel that made the input, where known."""
     input_path = os.fspath(input_path)
     stamp = _stamp(input_path)  # before the read: a later change shows
     pic = load_image(input_path, max_pixels)
@@ -129,9 +134,19 @@ def prepare(input_path: str | Path, cfg: FitConfig, gt_path: str | Path | None =
         sources.update(gt_sha256=gt_pic.sha256, gt_stat=gt_stamp)
         check_gt_size(gt_path, gt_pic, (h, w), cfg)
     color = _tensor(pic.color)
-    picked = pick_kernel(color, cfg, None if gt_pic is None else gt_pic.color, true_kernel, device)
     gt_name = str(input_path) if degrade_input else (str(gt_path) if gt_path else None)
-    return Prepared(input_path, pic, gt_pic, gt_name, color, picked.kernel, picked, sources)
+    if cfg.kernel == "estimate" and not estimate:
+        return Prepared(input_path, pic, gt_pic, gt_name, color, None, None, sources, true_kernel)
+    picked = pick_kernel(color, cfg, None if gt_pic is None else gt_pic.color, true_kernel, device)
+    return Prepared(input_path, pic, gt_pic, gt_name, color, picked.kernel, picked, sources, true_kernel)
+
+
+def with_estimate(prep: Prepared, cfg: FitConfig, estimate: Estimate, seconds: float,
+                  device: torch.device | str = "cpu") -> Prepared:
+    """``prep`` (prepared with ``estimate=False``) given its kernel, estimated in a pack."""
+    picked = pick_kernel(prep.color, cfg, None if prep.gt is None else prep.gt.color, prep.true_kernel, device,
+                         (estimate, seconds))
+    return replace(prep, kernel=picked.kernel, picked=picked)
 
 
 def _write_extras(prep: Prepared, result: SRResult, output_path: str, cfg: FitConfig, extras: Extras,

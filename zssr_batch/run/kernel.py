@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from ..config import FitConfig
-from ..engine.kernel_estimate import estimate_kernel
+from ..engine.kernel_estimate import Estimate, estimate_kernel
 from ..engine.kernels import bicubic_kernel, kernel_error, kernel_moments, load_kernel, remade_psnr
 
 
@@ -44,13 +44,19 @@ def _integer_scale(cfg: FitConfig) -> int | None:
 
 
 def pick_kernel(color: torch.Tensor, cfg: FitConfig, gt: np.ndarray | None = None,
-                true_kernel: str | None = None, device: torch.device | str = "cpu") -> KernelPick:
-    """The kernel ``color`` (C, h, w) is fitted with under ``cfg``, and its row's columns."""
+                true_kernel: str | None = None, device: torch.device | str = "cpu",
+                estimated: tuple[Estimate, float] | None = None) -> KernelPick:
+    """The kernel ``color`` (C, h, w) is fitted with under ``cfg``, and its row's columns. With
+    ``--kernel estimate`` it is estimated here, alone, unless ``estimated`` brings the estimate and its
+    seconds (a packed call estimates many at once: ``pack.kernel_estimates``)."""
     seconds, notes = None, ()
     if cfg.kernel == "estimate":
-        t0 = time.perf_counter()
-        est = estimate_kernel(color, int(cfg.scale[0]), cfg.kernel_steps, cfg.seed, device, cfg.kernel_trust_width)
-        seconds = round(time.perf_counter() - t0, 3)
+        if estimated is None:
+            t0 = time.perf_counter()
+            est = estimate_kernel(color, int(cfg.scale[0]), cfg.kernel_steps, cfg.seed, device, cfg.kernel_trust_width)
+            seconds = round(time.perf_counter() - t0, 3)
+        else:
+            est, seconds = estimated[0], round(estimated[1], 3)
         kernel, source = est.kernel, est.source
         notes = (f"kernel: bicubic, {est.note}",) if est.note else ()
     elif cfg.kernel:
