@@ -214,3 +214,24 @@ def test_an_input_without_its_kernel_fails_its_own_row(tmp_path):
     assert a.overrides == (("kernel", str(bench / "kernels/X2/ax2.npy")),) and a.error is None
     assert b.error == f"{bench}/LR_randomkernel/X2/bx2.png: no kernel for it in {bench}/kernels/X2 " \
                       "(looked for bx2.npy and bx2_0.mat)"
+
+
+def test_a_manifest_names_each_rows_kernel_and_the_kernel_that_made_it(tmp_path):
+    # 'estimate' and 'bicubic' are words in a manifest's kernel column, as after --kernel (before,
+    # both were read as files beside the manifest); a file is relative to the manifest; the
+    # true_kernel column is the kernel that made the input (the row's kernel_error), checked at scan.
+    (tmp_path / "k").mkdir()
+    np.save(tmp_path / "k/a.npy", np.ones((3, 3)))
+    for n in ("a", "b", "c", "d"):
+        Image.new("RGB", (8, 8)).save(tmp_path / f"{n}.png")
+    (tmp_path / "list.csv").write_text("input,kernel,true_kernel\n"
+                                       "a.png,estimate,k/a.npy\n"
+                                       "b.png,bicubic,\n"
+                                       "c.png,k/a.npy,k/a.npy\n"
+                                       "d.png,estimate,k/gone.npy\n")
+    a, b, c, d = scan(tmp_path / "list.csv", ScanOptions(output_dir=tmp_path / "out", scale=2))
+    assert a.overrides == (("kernel", "estimate"),) and a.true_kernel == str(tmp_path / "k/a.npy") and a.error is None
+    assert b.overrides == (("kernel", ""),) and b.true_kernel is None and b.error is None
+    assert c.overrides == (("kernel", str(tmp_path / "k/a.npy")),) and c.true_kernel == str(tmp_path / "k/a.npy")
+    assert d.error == f"{tmp_path / 'k/gone.npy'}: no such file"
+    assert resolve("paper", overrides=dict(a.overrides)).kernel == "estimate"

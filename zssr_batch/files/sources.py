@@ -26,7 +26,7 @@ from . import storage
 from .images import EXTENSIONS
 
 # Manifest columns that are not engine settings.
-ITEM_COLUMNS = ("input", "gt", "output", "preset")
+ITEM_COLUMNS = ("input", "gt", "output", "preset", "true_kernel")  # true_kernel: the kernel that made the input
 
 
 @dataclass(frozen=True)
@@ -40,7 +40,7 @@ class WorkItem:
     error: str | None = None  # set when the item is refused before any work (bad manifest row)
     key: str = ""  # names its row across runs (``plan.item_key``), set by the plan
     origin: str = ""  # where a manifest row came from ('list.csv line 3'), to name it in its errors
-    true_kernel: str | None = None  # the kernel that made this input, where its set says (kernels/X<s>/)
+    true_kernel: str | None = None  # the kernel that made this input, where known (a set's kernels/X<s>/, a manifest's true_kernel)
 
 
 @dataclass
@@ -393,7 +393,8 @@ def read_manifest(path: str | Path, opts: ScanOptions) -> Iterator[WorkItem]:
             continue
         row = {str(k).strip(): _coerce(v) for k, v in row.items() if k is not None}
         try:
-            src, out, gt, preset = (_path_cell(row, c, where) for c in ("input", "output", "gt", "preset"))
+            src, out, gt, preset, true_kernel = (_path_cell(row, c, where)
+                                                 for c in ("input", "output", "gt", "preset", "true_kernel"))
         except ValueError as e:
             yield WorkItem(where, "", error=str(e))
             continue
@@ -408,8 +409,11 @@ def read_manifest(path: str | Path, opts: ScanOptions) -> Iterator[WorkItem]:
         if unknown:
             yield WorkItem(str(src_path), "", error=f"{where}: unknown column(s) {', '.join(unknown)}")
             continue
-        if isinstance(row.get("kernel"), str) and not Path(row["kernel"]).is_absolute():
-            row["kernel"] = at(row["kernel"])  # relative to the manifest, as its other paths
+        kernel = row.get("kernel")
+        if kernel == "bicubic":  # said out loud, as --kernel bicubic
+            row["kernel"] = ""
+        elif isinstance(kernel, str) and kernel not in ("", "estimate") and not Path(kernel).is_absolute():
+            row["kernel"] = at(kernel)  # a file, relative to the manifest, as its other paths
         overrides, bad = _overrides(row, knobs, where)
         if bad:
             yield WorkItem(str(src_path), "", error=bad)
@@ -429,9 +433,10 @@ def read_manifest(path: str | Path, opts: ScanOptions) -> Iterator[WorkItem]:
         gt_path = at(gt) if gt else None
         if opts.degrade and not gt_path:
             gt_path = src_path
-        error = None if storage.exists(src_path) else f"{src_path}: no such file"
+        true_path = at(true_kernel) if true_kernel else None
+        error = next((f"{p}: no such file" for p in (src_path, true_path) if p and not storage.exists(p)), None)
         yield WorkItem(src_path, out_path, gt_path, rel, preset, overrides,
-                       error, origin=where)
+                       error, origin=where, true_kernel=true_path)
 
 
 def scan(input_path: str | Path, opts: ScanOptions) -> Iterator[WorkItem]:
