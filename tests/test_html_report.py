@@ -20,8 +20,10 @@ from PIL import Image
 from conftest import hr_path, lr_path, names, needs_data
 from report_rows import rows as _rows
 from zssr_batch.cli import main
+from zssr_batch.engine.kernels import bicubic_kernel, kernel_error, kernel_moments, random_kernel
 from zssr_batch.files.plan import REPORT_PICTURES
 from zssr_batch.report.html import write_html_report
+from zssr_batch.report.kernel_pictures import write_kernel_pictures
 from zssr_batch.report.plots import ranked, scatter
 from zssr_batch.report.table import COLUMNS
 from zssr_batch.report.thumbs import most_different_region, write_thumbs
@@ -90,7 +92,7 @@ def _gains(drv) -> list[float]:
 
 @needs_browser
 @needs_data
-def test_report_of_a_real_run_renders_sorts_and_stays_offline(tmp_path, browser):
+def test_report_of_a_real_run_renders_sorts_and_stays_offline(tmp_path, browser, one_ray):
     from selenium.webdriver.support.ui import Select
 
     manifest = tmp_path / "set5.csv"
@@ -193,6 +195,18 @@ def _save(path: Path, t: torch.Tensor) -> None:
     Image.fromarray((t.clamp(0, 1).numpy().transpose(1, 2, 0) * 255 + 0.5).astype(np.uint8)).save(path)
 
 
+def _kernel_pictures(out: Path, name: str) -> dict:
+    """a.png's fit used an estimate of a known kernel, b.png assumed bicubic, c.png has no picture."""
+    if name == "c.png":
+        return {}
+    true = random_kernel(2, np.random.default_rng(3)).kernel
+    used = true[::-1].copy() if name == "a.png" else bicubic_kernel(2)
+    write_kernel_pictures(out / REPORT_PICTURES / "thumbs" / name, used, true if name == "a.png" else None)
+    width, anisotropy = kernel_moments(used)
+    return dict(kernel_source="estimated" if name == "a.png" else "bicubic", kernel_width=width,
+                kernel_anisotropy=anisotropy, kernel_error=kernel_error(used, true) if name == "a.png" else None)
+
+
 def _small_report(tmp_path: Path) -> Path:
     """Three ok images and a failed one, with the pictures a worker makes (``write_thumbs``): a.png's
     ground truth a pixel larger than the output (a size that is not a multiple of the scale, cropped),
@@ -213,7 +227,7 @@ def _small_report(tmp_path: Path) -> Path:
         records.append(dict(input=str(tmp_path / "in" / name), output=str(out / name), status="ok", rel=name,
                             gt=str(gt_dir / name) if gt is not None else None, scale="2", height=48, width=64,
                             out_height=96, out_width=128, psnr_y=30.0 + i, bicubic_psnr_y=29.0, ssim_y=0.9,
-                            bicubic_ssim_y=0.88, fit_seconds=5.0 + i, iterations=200))
+                            bicubic_ssim_y=0.88, fit_seconds=5.0 + i, iterations=200, **_kernel_pictures(out, name)))
     records.append(dict(input=str(tmp_path / "in" / "d.png"), output=str(out / "d.png"), status="failed",
                         error=f"{tmp_path / 'in' / 'd.png'}: not an image", rel="d.png"))
     pd.DataFrame(records, columns=COLUMNS).to_csv(out / "report.csv", index=False)
@@ -359,6 +373,21 @@ def test_thumbnails_link_to_full_pictures_and_mark_the_crop(tmp_path, browser):
         assert box["width"] == pytest.approx(crop["side"] / crop["width"] * img["width"], abs=0.5)
     note = browser.find_element("css selector", f"{entry} .cropnote").text
     assert f"{crop['side']}×{crop['side']}" in note and f"shown {192 / crop['side']:g}×" in note
+    # the kernel the fit used beside the true one, on one grid, at one size, with what the row says
+    kernels = browser.execute_script(
+        f"return [...document.querySelectorAll('{entry} .kernels figure')].map(f => [f.querySelector('img').src,"
+        " f.querySelector('img').naturalWidth, f.querySelector('img').getBoundingClientRect().width,"
+        " f.querySelector('figcaption').textContent])")
+    assert [Path(unquote(urlparse(k[0]).path)).name for k in kernels] == ["kernel.png", "kernel_true.png"], kernels
+    assert kernels[0][1] == kernels[1][1] > 0 and kernels[0][2] == kernels[1][2] > 0
+    row = next(r for r in _rows(out) if r["rel"] == "a.png")
+    assert kernels[0][3] == f"kernel used: estimated, {float(row['kernel_width']):.2f} px wide, " \
+                            f"{float(row['kernel_anisotropy']):.2f}:1"
+    assert kernels[1][3] == f"true kernel: error {float(row['kernel_error']):.3f}"
+    # assumed bicubic with no truth to hold it against (any ordinary run), or no picture: none shown
+    assert (out / REPORT_PICTURES / "thumbs/b.png/kernel.png").is_file()
+    for name in ("b.png", "c.png"):
+        assert browser.find_elements("css selector", f'.entry[data-rel="{name}"] .kernels') == []
     browser.find_element("css selector", f"{entry} img.crop").click()  # a crop opens the viewer on its box
     _wait_loaded(browser)
     a, _ = _layers(browser)

@@ -117,7 +117,9 @@ def page_rows(df: pd.DataFrame, out_dir: Path) -> list[dict]:
                    gain=gain, node=_text(r.get("node")), scale=_text(r.get("scale")),
                    thumbs=_url(thumbs.as_posix()) if thumbs else "", curve=_url(curve.as_posix()) if curve else "",
                    files=_files(r, out_dir, thumbs, made) if ok else {}, crop=crop,
-                   gt="gt.png" in made)  # (no ground truth: no picture of it to ask for)
+                   gt="gt.png" in made,  # (no ground truth: no picture of it to ask for)
+                   kernel="kernel.png" in made, kernel_true="kernel_true.png" in made,
+                   kernel_source=_text(r.get("kernel_source")))
         rows.append(row)
     return rows
 
@@ -247,6 +249,8 @@ table.summary td.folder { text-align: left; white-space: normal; overflow-wrap: 
 .pics .box { position: absolute; outline: 1px solid #ff0; box-shadow: 0 0 0 1px #000; pointer-events: none; }
 .pics img.crop { width: 192px; height: 192px; max-width: none; max-height: none; image-rendering: pixelated; cursor: zoom-in; }
 .cropnote { font-size: 11px; color: #555; margin: 4px 0 2px; }
+.pics img.kernel { width: 104px; height: 104px; max-width: none; image-rendering: pixelated; background: #000; }
+.kernels figcaption { max-width: 200px; }
 .error { color: #b00; }
 .gain-pos { color: #070; } .gain-neg { color: #b00; }
 #viewer { position: fixed; inset: 0; z-index: 10; background: #1b1b1b; color: #eee; display: flex; flex-direction: column; }
@@ -383,7 +387,20 @@ table.summary td.folder { text-align: left; white-space: normal; overflow-wrap: 
         + (magIn ? ` (the input's pixels ${+magIn.toFixed(2)}&times;)` : "");
     }
     return `<div class="pics"><div>${names.map(thumb).join("")}</div><div class="cropnote">${note}</div>`
-      + `<div>${names.map(crop).join("")}</div></div>`;
+      + `<div>${names.map(crop).join("")}</div>${kernels(r, base)}</div>`;
+  }
+  // The kernel the fit used and, where known, the one that made the input: one grid of taps, each
+  // centred on its centre of mass and white at its own peak (report.kernel_pictures). Not for a
+  // plain bicubic fit with no truth to hold it against: every row of an ordinary run would show
+  // the same picture.
+  function kernels(r, base) {
+    if (!r.kernel || (r.kernel_source === "bicubic" && !r.kernel_true)) return "";
+    const used = `${esc(r.kernel_source || "kernel")}` + (r.kernel_width === null ? "" : `, ${fmt(r.kernel_width, 2)} px wide`)
+      + (r.kernel_anisotropy === null ? "" : `, ${fmt(r.kernel_anisotropy, 2)}:1`);
+    const fig = (file, cap) => `<figure><img loading="lazy" class="kernel" src="${base + file}" alt="${cap}"><figcaption>${cap}</figcaption></figure>`;
+    return `<div class="kernels">${fig("kernel.png", "kernel used: " + used)}`
+      + (r.kernel_true ? fig("kernel_true.png", "true kernel" + (r.kernel_error === null ? "" : `: error ${fmt(r.kernel_error, 3)}`)) : "")
+      + `</div>`;
   }
   function entry(r) {
     const g = r.gain === null ? "-" : `<span class="${r.gain >= 0 ? "gain-pos" : "gain-neg"}">${signed(r.gain, 2)} dB</span>`;

@@ -111,9 +111,9 @@ SUMMARY_MEANS = [c for k in Y_FIRST for c in (k, "bicubic_" + k, *(["gain_" + k]
 # The printed table: Y scores beside bicubic's (and the PSNR gain), and the fit time.
 TABLE_MEANS = [c for k in Y_SCORES for c in (k, "bicubic_" + k, *(["gain_" + k] if k.startswith("psnr") else []))] \
     + ["fit_seconds"]
-# report.html's numbers per image: Y scores with bicubic's, RGB scores, the work, the sizes.
+# report.html's numbers per image: Y scores with bicubic's, RGB scores, the work, the sizes, the kernel.
 PAGE_NUMBERS = [c for k in Y_FIRST for c in ((k, "bicubic_" + k) if k in Y_SCORES else (k,))] \
-    + ["fit_seconds", "infer_seconds", "iterations"] + SIZES
+    + ["fit_seconds", "infer_seconds", "iterations"] + SIZES + ["kernel_width", "kernel_anisotropy", "kernel_error"]
 assert set(SUMMARY_MEANS) - set(COLUMNS) <= {"gain_" + k for k in Y_SCORES} and set(PAGE_NUMBERS) <= set(COLUMNS)
 
 
