@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 
@@ -31,11 +32,13 @@ def names(set_name: str) -> list[str]:
     return sorted(p.stem for p in (DATA / set_name / "HR").glob("*.png"))
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def one_ray():
-    """One local Ray for a test's several in-process ``run``s, started as ``run`` starts its own
-    (``start_ray``: same CPUs, no GPUs on a CPU box). ``run`` joins a Ray already up and leaves it
-    up, killing its actors as always, so the test pays Ray's start and stop once, not per run."""
+    """One local Ray for the in-process ``run``s of a test process (a pytest-xdist worker), started
+    as ``run`` starts its own (``start_ray``: same CPUs, no GPUs on a CPU box). ``run`` joins a Ray
+    already up and leaves it up, killing its actors as always, so the suite pays Ray's start (some
+    9 CPU-seconds of its processes) once a process, not once a run. Later in-process runs of that
+    process join it too; a test that needs a Ray of other resources takes ``own_ray``."""
     import ray
 
     from zssr_batch.run.cluster import start_ray
@@ -44,6 +47,26 @@ def one_ray():
     yield
     if started:
         ray.shutdown()
+
+
+@contextlib.contextmanager
+def own_ray(**init):
+    """A Ray of the test's own (``ray.init(**init)``) for the block; the shared one (``one_ray``)
+    is stopped for it and started again after."""
+    import ray
+
+    from zssr_batch.run.cluster import start_ray
+
+    shared = ray.is_initialized()
+    if shared:
+        ray.shutdown()
+    ray.init(**init)
+    try:
+        yield
+    finally:
+        ray.shutdown()
+        if shared:
+            start_ray(None)
 
 
 def pytest_configure(config):

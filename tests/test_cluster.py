@@ -196,24 +196,26 @@ def test_gpus_asked_of_the_autoscaler_are_waited_for_and_used_as_their_node_join
     assert "cannot use CUDA" in stderr.splitlines()[-1], stderr
 
 
-def test_an_actor_that_no_node_can_hold_is_dropped_and_the_others_work(tmp_path):
+def test_an_actor_that_no_node_can_hold_is_dropped_and_the_others_work(tmp_path, one_ray):
     # A plan can outlive the cluster it was made for (a node gone between the plan and the start):
     # an actor that cannot be placed is dropped after a bounded wait, with a line, and the run goes on.
+    # (A machine too busy to start the other within the wait gets the longer wait for a first actor.)
     import ray
 
     from zssr_batch.run.cluster import Placement, start_actors
     from zssr_batch.run.settings import ActorSettings
 
-    ray.init(num_cpus=1, include_dashboard=False, log_to_driver=False)
+    node = ray.get_runtime_context().get_node_id()
+    said: list[str] = []
+    plan = [Placement(node, {"num_cpus": 1}, 1), Placement(node, {"num_cpus": 64}, 1)]
+    actors, where = start_actors(plan, ActorSettings(), said.append, wait_s=10)
     try:
-        node = ray.get_runtime_context().get_node_id()
-        said: list[str] = []
-        plan = [Placement(node, {"num_cpus": 1}, 1), Placement(node, {"num_cpus": 64}, 1)]
-        actors, where = start_actors(plan, ActorSettings(), said.append, wait_s=30)
         assert len(actors) == 1 and where[0]["node"] == node[:12]
-        assert len(said) == 1 and "actor 1" in said[0] and "not placed within 30 s" in said[0], said
+        dropped = [ln for ln in said if "not placed within 10 s" in ln]
+        assert len(dropped) == 1 and "actor 1" in dropped[0], said
     finally:
-        ray.shutdown()
+        for actor in actors:
+            ray.kill(actor, no_restart=True)
 
 
 @pytest.mark.slow

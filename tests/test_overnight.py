@@ -129,7 +129,7 @@ def test_corpus_of_bad_and_odd_inputs(tmp_path, one_ray):  # two runs, one Ray
 
 
 @pytest.mark.skipif(os.geteuid() == 0, reason="root reads files whatever their permissions")
-def test_unreadable_file_is_a_failed_row(tmp_path):
+def test_unreadable_file_is_a_failed_row(tmp_path, one_ray):
     src = tmp_path / "in"
     src.mkdir()
     Image.fromarray(_photo(16, 16)).save(src / "locked.png")

@@ -178,7 +178,7 @@ def test_refusals(tmp_path, capsys):
 
 
 @needs_data
-def test_run_pairs_ground_truth_and_kernel_by_itself(tmp_path):
+def test_run_pairs_ground_truth_and_kernel_by_itself(tmp_path, one_ray):
     hr = _hr_folder(tmp_path / "hr", names=("baby", "head"), size=(48, 48))
     bench = tmp_path / "set"
     assert main(["degrade", str(hr), "-o", str(bench), "--scale", "2", "--random-kernels"]) == 0

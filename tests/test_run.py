@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from conftest import DATA, needs_data
+from conftest import DATA, needs_data, own_ray
 from zssr_batch.cli import main
 from report_rows import rows as _rows
 
@@ -31,7 +31,7 @@ def _img(path: Path, h: int, w: int, seed: int = 0, mode: str = "RGB") -> None:
 
 
 @needs_data
-def test_set5_benchmark_layout_on_cpu(tmp_path):
+def test_set5_benchmark_layout_on_cpu(tmp_path, one_ray):
     # The command, with a tiny iteration budget and a small network, one pass (no ensemble):
     # on a CPU the time is the whole-image inference, not the 20 steps. The outputs still beat
     # bicubic on every image through the 10 back-projections (by 0.6-1.8 dB; a width-64 ensemble is
@@ -62,7 +62,7 @@ def test_set5_benchmark_layout_on_cpu(tmp_path):
     assert pd.read_csv(out / "summary.csv").equals(summary)
 
 
-def test_manifest_with_per_row_overrides_and_escapes_refused(tmp_path):
+def test_manifest_with_per_row_overrides_and_escapes_refused(tmp_path, one_ray):
     src = tmp_path / "src"
     _img(src / "a.png", 20, 24, 1)
     _img(src / "b.png", 18, 16, 2)
@@ -162,11 +162,8 @@ def test_a_gpu_that_torch_cannot_use_fails_the_start_in_one_line(tmp_path, capsy
 
     src = tmp_path / "src"
     _img(src / "a.png", 20, 20)
-    ray.init(num_cpus=1, num_gpus=1, include_dashboard=False, log_to_driver=False)
-    try:
+    with own_ray(num_cpus=1, num_gpus=1, include_dashboard=False, log_to_driver=False):
         rc = main(["run", "--input", str(src), "--output", str(tmp_path / "out"), *TINY])
-    finally:
-        ray.shutdown()
     err = capsys.readouterr().err
     assert rc == 2, err
     lines = [ln for ln in err.splitlines() if "cannot use CUDA" in ln]
