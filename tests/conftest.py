@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -69,6 +70,24 @@ def own_ray(**init):
             start_ray(None)
 
 
+def run_here(capsys, *args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    """``zssr-batch run ARGS`` in this process, joining its Ray (``one_ray``), as the command line's
+    CompletedProcess: a rerun that needs no process of its own (a kill, a terminal, a memory
+    reading) costs no interpreter and no Ray start."""
+    from zssr_batch.cli import main
+
+    capsys.readouterr()  # what came before is not this run's
+    here = os.getcwd()
+    if cwd is not None:
+        os.chdir(cwd)
+    try:
+        rc = main(["run", *args])
+    finally:
+        os.chdir(here)
+    out, err = capsys.readouterr()
+    return subprocess.CompletedProcess(["zssr-batch", "run", *args], rc, out, err)
+
+
 def pytest_configure(config):
     """Once, before any test process starts: Ray's auth token, which every local Ray and every
     `ray start` node of the tests reads from ~/.ray/auth_token. Each writes one if there is none;
@@ -76,7 +95,6 @@ def pytest_configure(config):
     another's token."""
     if hasattr(config, "workerinput"):  # a pytest-xdist worker: the controller has done it
         return
-    import subprocess
     import sys
 
     subprocess.run([str(Path(sys.executable).with_name("ray")), "get-auth-token", "--generate"],

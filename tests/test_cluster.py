@@ -7,13 +7,13 @@ import json
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
+from conftest import run_here
 from ray_nodes import RayNode, wait_for_nodes
 from report_rows import rows as _rows, wait_rows as _wait_rows
 
@@ -33,7 +33,7 @@ def _run(src: str, out: str, *more: str) -> list[str]:
 
 
 @pytest.mark.slow
-def test_losing_the_ray_head_stops_the_run_with_its_own_exit_code_and_a_whole_report(tmp_path):
+def test_losing_the_ray_head_stops_the_run_with_its_own_exit_code_and_a_whole_report(tmp_path, one_ray, capsys):
     src = tmp_path / "src"
     for i in range(8):
         _img(src / f"{i:02d}.png", 24, i)
@@ -59,7 +59,7 @@ def test_losing_the_ray_head_stops_the_run_with_its_own_exit_code_and_a_whole_re
     assert 2 <= len(rows) < 8 and all(r["status"] == "ok" and Path(r["output"]).is_file() for r in rows), rows
     assert json.loads((out / "run.json").read_text())["stopped"] == "lost the Ray head"
     assert (out / "summary.csv").is_file() and (out / "report.html").is_file()
-    rerun = subprocess.run(_run(str(src), str(out), *slow), capture_output=True, text=True)  # a local Ray
+    rerun = run_here(capsys, *_run(str(src), str(out), *slow)[4:])  # on this process's local Ray
     assert rerun.returncode == 0, rerun.stderr
     assert f"{len(rows)} already done" in rerun.stdout
     assert sorted(r["input"] for r in _rows(out)) == sorted(str(p) for p in src.glob("*.png"))

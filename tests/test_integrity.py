@@ -15,6 +15,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
+
+from conftest import run_here
 from report_rows import rows as _rows
 
 TINY = ["--max-iters", "2", "--crop", "12", "--width", "8", "--back-projection-iters", "1", "--no-progress",
@@ -137,7 +139,7 @@ def test_resume_redoes_exactly_what_changed(tmp_path, one_ray, monkeypatch):  # 
 
 
 @pytest.mark.slow
-def test_sigterm_ends_like_a_first_ctrl_c(tmp_path):
+def test_sigterm_ends_like_a_first_ctrl_c(tmp_path, one_ray, capsys):
     src, out = tmp_path / "in", tmp_path / "out"
     proc = _images_and_start(src, out, 8, "--max-iters", "60", "--pack", "1")
     t0 = time.time()
@@ -148,7 +150,7 @@ def test_sigterm_ends_like_a_first_ctrl_c(tmp_path):
     finished = [r for r in _rows(out) if r["status"] == "ok"]
     assert finished and (out / "summary.csv").is_file() and (out / "run.json").is_file()
     assert "terminated" in (out / "run.json").read_text()
-    again = _run("--input", str(src), "--output", str(out), *TINY, "--max-iters", "60", "--pack", "1")
+    again = run_here(capsys, "--input", str(src), "--output", str(out), *TINY, "--max-iters", "60", "--pack", "1")
     assert again.returncode == 0 and _done(again) == len(finished)
 
 
@@ -160,7 +162,7 @@ def _mount_tmpfs(where: Path, size: str) -> None:
 
 
 @pytest.mark.slow
-def test_a_full_disk_stops_the_run_cleanly_and_a_rerun_completes(tmp_path):
+def test_a_full_disk_stops_the_run_cleanly_and_a_rerun_completes(tmp_path, one_ray, capsys):
     src, out = tmp_path / "in", tmp_path / "small"
     for i in range(12):
         _img(src / f"{i}.png", i, 64, 64)
@@ -168,14 +170,14 @@ def test_a_full_disk_stops_the_run_cleanly_and_a_rerun_completes(tmp_path):
     try:
         ballast = out / "ballast"
         ballast.write_bytes(b"\0" * 1_020_000)  # leaves 7 pages of 4 KiB: room for a few outputs only
-        proc = _run("--input", str(src), "--output", str(out), *TINY)
+        proc = run_here(capsys, "--input", str(src), "--output", str(out), *TINY)
         assert proc.returncode == 4, (proc.returncode, proc.stderr)
         assert "disk full" in proc.stderr.lower() or "no space left" in proc.stderr.lower()
         rows = _rows(out)  # the report reads whole: no torn row
         assert all(r["status"] in ("ok", "failed") and r["input"] for r in rows)
         assert not list(out.rglob("*.part"))
         ballast.unlink()
-        again = _run("--input", str(src), "--output", str(out), *TINY)
+        again = run_here(capsys, "--input", str(src), "--output", str(out), *TINY)
         assert again.returncode == 0, again.stderr
         rows = _rows(out)
         assert len(rows) == 12 and all(r["status"] == "ok" for r in rows)

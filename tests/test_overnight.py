@@ -17,8 +17,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from zssr_batch.cli import main
+from conftest import run_here
 from report_rows import rows as _rows, wait_rows as _wait_rows
+from zssr_batch.cli import main
 
 TINY = ["--max-iters", "2", "--crop", "12", "--width", "8", "--back-projection-iters", "1", "--no-progress",
         "--gpus", "0"]
@@ -171,7 +172,7 @@ def _cmd(src: Path, out: Path, *more: str) -> list[str]:
 
 
 @pytest.mark.slow
-def test_driver_sigkill_then_rerun_is_exactly_once(tmp_path):
+def test_driver_sigkill_then_rerun_is_exactly_once(tmp_path, one_ray, capsys):
     src, out = tmp_path / "in", tmp_path / "out"
     _make_inputs(src, 12)
     proc = subprocess.Popen(_cmd(src, out), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
@@ -182,7 +183,7 @@ def test_driver_sigkill_then_rerun_is_exactly_once(tmp_path):
     done = {r["input"]: r for r in _rows(out) if r["status"] == "ok"}
     assert 3 <= len(done) < 12
     stamps = {p: os.stat(p).st_mtime_ns for p in (r["output"] for r in done.values())}
-    rerun = subprocess.run(_cmd(src, out), capture_output=True, text=True)
+    rerun = run_here(capsys, *_cmd(src, out)[4:])  # in this process: no interpreter, no Ray to start
     assert rerun.returncode == 0, rerun.stderr
     rows = _rows(out)
     assert sorted(r["input"] for r in rows) == sorted(str(p) for p in src.glob("*.png"))  # one row each
@@ -359,7 +360,7 @@ def test_tiled_inference_has_no_seams():
 
 
 @pytest.mark.slow
-def test_ctrl_c_stops_cleanly_and_rerun_completes(tmp_path):
+def test_ctrl_c_stops_cleanly_and_rerun_completes(tmp_path, one_ray, capsys):
     src, out = tmp_path / "in", tmp_path / "out"
     _make_inputs(src, 10)
     proc = subprocess.Popen(_cmd(src, out), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -370,13 +371,13 @@ def test_ctrl_c_stops_cleanly_and_rerun_completes(tmp_path):
     assert "stopping" in stderr
     partial = _rows(out)
     assert 2 <= len(partial) < 10 and len({r["input"] for r in partial}) == len(partial)
-    rerun = subprocess.run(_cmd(src, out), capture_output=True, text=True)
+    rerun = run_here(capsys, *_cmd(src, out)[4:])  # in this process: no interpreter, no Ray to start
     assert rerun.returncode == 0
     rows = _rows(out)
     assert len(rows) == 10 and len({r["input"] for r in rows}) == 10 and all(r["status"] == "ok" for r in rows)
 
 
-def test_max_failures_runs_no_call_that_begins_after_it(tmp_path):
+def test_max_failures_runs_no_call_that_begins_after_it(tmp_path, one_ray):
     src = tmp_path / "in"
     src.mkdir()
     for name in ("a0", "a1", "c0", "c1", "c2", "c3"):
@@ -385,7 +386,7 @@ def test_max_failures_runs_no_call_that_begins_after_it(tmp_path):
     # Calls of 3: (a0, a1, b) runs, and a0 and a1 fail at once while b still fits for seconds; the call
     # queued behind, (c0, c1, c2), begins only after the stop, so it is left unanswered, not run.
     rc = main(["run", "--input", str(src), "--output", str(tmp_path / "out"), "--max-failures", "2", "--pack", "2",
-               "--batch", "3", "--workers", "1", *TINY, "--max-iters", "3000", "--crop", "16"])
+               "--batch", "3", "--workers", "1", *TINY, "--max-iters", "800", "--min-iters", "800", "--crop", "16"])
     assert rc == 3
     assert sorted(Path(r["input"]).name for r in _rows(tmp_path / "out")) == ["a0.png", "a1.png", "b.png"]
 

@@ -4,7 +4,6 @@ step joining its own sources of fathers, and every packed fit equals the same gr
 from __future__ import annotations
 
 import numpy as np
-import pytest
 import torch
 
 from pack_helpers import crops, record_eagerly

@@ -158,8 +158,6 @@ def test_actors_are_planned_node_by_node_never_larger_than_a_node():
 def test_a_gpu_that_torch_cannot_use_fails_the_start_in_one_line(tmp_path, capsys):
     # A node that offers a GPU (here: Ray told it has one) to a torch without CUDA: before, the actor
     # trained on the CPU in silence and the rows said ok.
-    import ray
-
     src = tmp_path / "src"
     _img(src / "a.png", 20, 20)
     with own_ray(num_cpus=1, num_gpus=1, include_dashboard=False, log_to_driver=False):
