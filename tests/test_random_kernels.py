@@ -175,6 +175,13 @@ def test_refusals(tmp_path, capsys):
                  "--suffix", "x2"]) == 2
     assert "--suffix is for bicubic outputs" in capsys.readouterr().err
     assert not (tmp_path / "out").exists() and not (tmp_path / "o").exists()
+    # a folder that is not there, or holds no image, is a mistake, not a set of none (it said
+    # "degraded 0 image(s)" and exited 0)
+    (tmp_path / "empty").mkdir()
+    for where, why in ((tmp_path / "gone", "no such file or folder"), (tmp_path / "empty", "no images found")):
+        for random in ([], ["--random-kernels"]):
+            assert main(["degrade", str(where), "-o", str(tmp_path / "o2"), "--scale", "2", *random]) == 2
+            assert f"{where}: {why}" in capsys.readouterr().err
 
 
 @needs_data

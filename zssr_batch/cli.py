@@ -212,16 +212,25 @@ def cmd_samples(args: argparse.Namespace) -> int:
     return 0
 
 
+def _some(pairs: list, where: str) -> list:
+    """A degradation that found no image is a mistake (a wrong folder), not a set of none."""
+    if not pairs:
+        raise ValueError(f"{where}: no images found to degrade")
+    return pairs
+
+
 def cmd_degrade(args: argparse.Namespace) -> int:
     from .files.degrade import RANDOM_KERNEL_SET, degrade_path, degrade_random_kernels
 
+    if not os.path.exists(args.input):
+        raise ValueError(f"{args.input}: no such file or folder")
     if not args.random_kernels:
-        pairs = degrade_path(args.input, args.output, args.scale, args.suffix)
+        pairs = _some(degrade_path(args.input, args.output, args.scale, args.suffix), args.input)
         print(f"degraded {len(pairs)} image(s) by x{args.scale:g} into {args.output}")
         return 0
     if args.suffix:  # the set's names are fixed: they are how `run` pairs its files
         raise ValueError("--suffix is for bicubic outputs; a random-kernel set names its LR files NAMEx<s>")
-    pairs = degrade_random_kernels(args.input, args.output, args.scale, args.seed)
+    pairs = _some(degrade_random_kernels(args.input, args.output, args.scale, args.seed), args.input)
     s = int(args.scale)
     print(f"degraded {len(pairs)} image(s) by x{s} with random kernels (seed {args.seed}) into {args.output}: "
           f"HR/, {RANDOM_KERNEL_SET}/X{s}/, kernels/X{s}/; try: zssr-batch run --input {args.output} "
