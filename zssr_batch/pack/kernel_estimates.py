@@ -315,7 +315,8 @@ class EstimateRun:
 
 
 def estimate_packed(jobs: Iterable[EstimateJob | None], k: int, device: torch.device | str = "cpu",
-                    stop: Callable[[], bool] | None = None, dtype: torch.dtype = torch.float32) -> Iterator[Estimated]:
+                    stop: Callable[[], bool] | None = None,
+                    dtype: torch.dtype = torch.float32) -> Iterator[Estimated]:
     """Estimate every job's x2 kernel, K at a time in one pack; yields (key, kernel, seconds) as each
     one's steps end (``seconds``: its wall time in the pack, which K images shared).
 
