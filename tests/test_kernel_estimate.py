@@ -154,8 +154,8 @@ def test_an_estimate_beats_assuming_bicubic(one_thread):
             for name, k in (("estimated", est.kernel), ("bicubic", None))}
     # measured: 29.08 dB against bicubic's 28.10 (with either estimate above) since kernels are
     # centred with the authors' floor (before, 29.25 against 27.70: the bicubic arm also sat half a
-    # pixel off). A short fit moves by
-    # ~0.15 dB with a learning-rate cut (DESIGN.md): half a dB is a clear win, not luck
+    # pixel off). A short fit moves by ~0.15 dB with a learning-rate cut (DESIGN.md): half a dB is a
+    # clear win, not luck
     assert fits["estimated"] > fits["bicubic"] + 0.5, fits
 
 
