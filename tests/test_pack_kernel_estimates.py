@@ -87,6 +87,11 @@ def test_a_packed_run_estimates_each_kernel_and_fits_with_it(tmp_path, one_ray):
         assert float(r["kernel_width"]) == pytest.approx(kernel_moments(used)[0], abs=1e-4)
         if name == "woman":
             assert r["kernel_source"] == "bicubic fallback" and "too small to estimate" in r["notes"]
-        else:
-            assert r["kernel_source"] == "estimated" and float(r["kernel_seconds"]) > 0, r
+            continue
+        # each estimated in the pack; 20 GAN steps on a 40x40 input can end wild (4.5 px wide, or
+        # diverged: measured), and such an estimate falls back to bicubic, saying why
+        assert float(r["kernel_seconds"]) > 0, r
+        if r["kernel_source"] == "estimated":
             assert used.shape == (13, 13) and abs(used.sum() - 1) < 1e-9
+        else:
+            assert r["kernel_source"] == "bicubic fallback" and ("px wide" in r["notes"] or "diverged" in r["notes"]), r

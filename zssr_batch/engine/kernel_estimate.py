@@ -26,8 +26,8 @@ What differs, and why:
   64x64 crop: the same numbers and the same gradients (the net is linear), at ~1/40 of the work.
 - A budget below 3000 steps compresses the schedule (every interval scaled by steps / 3000).
 - The kernel keeps all its positive taps (``post_process``), not only its 40 largest.
-- An estimate narrower than ``trust_width`` (the ``real`` preset: 1.6 px) is not used: the fit
-  assumes bicubic instead.
+- An estimate narrower than ``trust_width`` (the ``real`` preset: 1.6 px), or wider than its 13
+  taps hold (``WIDEST``), is not used: the fit assumes bicubic instead.
 - The discriminator's input noise is drawn on the host, from the image's own stream: the same
   noise on any device, and in a pack (``pack.kernel_estimates``) each image's own.
 
@@ -62,6 +62,12 @@ SUM2ONE, BOUNDARIES, BICUBIC, CENTRALIZED, SPARSE = 0.5, 0.5, 5.0, 1.0, 5.0
 RIM_PENALTY = 30.0
 EDGE_SHAVE = 10  # the authors shave 10 pixels off synthetic images: their borders are padding
 MIN_SIDE = 32  # the crops shrink with a small image down to this side; below it, bicubic
+# The widest x2 estimate kept (HR pixels, ``kernel_moments``): a Gaussian keeps 99 % of its mass
+# within 2.58 std, so the 13 taps (6 a side) hold one of std 2.3 at most; an estimate wider than
+# that pushes against its support and its rim penalty (a failed run of the GAN, not a kernel:
+# BSD100 101085 came out 3.67 px wide where the truth is 1.80, and its fit lost 5 dB to bicubic).
+# The recipe's widest x2 kernels (variances up to 2.5 x 2) are 2.24 px.
+WIDEST = 2.5
 
 
 @dataclass(frozen=True)
@@ -356,15 +362,20 @@ def too_small(image: torch.Tensor) -> Estimate | None:
 
 def judged(k2: np.ndarray, scale: int, trust_width: float = 0.0) -> Estimate:
     """An x2 estimate at ``scale``, or bicubic where it is narrower than ``trust_width`` (HR pixels,
-    ``kernel_moments``). Estimates of sharp images come out too wide (1.44-1.56 px for
+    ``kernel_moments``), wider than its taps hold (``WIDEST``), or not a kernel at all (diverged). Estimates of sharp images come out too wide (1.44-1.56 px for
     bicubic-downscaled ones, where bicubic is 0.85), and a fit with a kernel wider than the truth
     sharpens far more than one with a narrower kernel blurs: the ``real`` preset's 1.6 guards camera
     photos against that, at the price of the gain on blurry images estimated narrow (on BSD100RK it
     discarded good estimates; docs/BENCHMARKS.md)."""
+    if not np.isfinite(k2).all() or k2.sum() <= 0:
+        return Estimate(None, "bicubic fallback", "its estimate diverged")
     width = kernel_moments(k2)[0]
     if width < trust_width:
         return Estimate(None, "bicubic fallback", f"its estimate is {width:.2f} px wide (x2), under the "
                                                   f"{trust_width:g} px it is trusted from")
+    if width > WIDEST:
+        return Estimate(None, "bicubic fallback", f"its estimate is {width:.2f} px wide (x2), more than the "
+                                                  f"{WIDEST:g} px its {K_SIZE} taps hold: a failed estimate")
     return Estimate(kernel_at(k2, scale), "estimated")
 
 
