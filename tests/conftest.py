@@ -91,7 +91,7 @@ def run_here(capsys, *args: str, cwd: Path | None = None) -> subprocess.Complete
 def pytest_configure(config):
     """Once, before any test process starts: Ray's auth token, which every local Ray and every
     `ray start` node of the tests reads from ~/.ray/auth_token. Each writes one if there is none;
-    two test processes doing so at once (pytest -n 2 on a fresh machine) could leave one with
+    two test processes doing so at once (pytest -n 3 on a fresh machine) could leave one with
     another's token."""
     if hasattr(config, "workerinput"):  # a pytest-xdist worker: the controller has done it
         return
@@ -102,7 +102,7 @@ def pytest_configure(config):
 
 
 def pytest_collection_modifyitems(config, items):  # noqa: ARG001
-    """The slow tests first: with two test processes (-n 2), the long ones (real clusters, killed
+    """The slow tests first: with several test processes (-n 3), the long ones (real clusters, killed
     workers, an S3 server) then run side by side from the start and the short ones fill the gaps,
     instead of one long test starting last and running alone at the end."""
     items.sort(key=lambda item: item.get_closest_marker("slow") is None)
