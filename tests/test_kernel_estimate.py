@@ -116,6 +116,12 @@ def test_a_small_image_or_a_narrow_estimate_falls_back_to_bicubic():
     est = judged(flat, 2)
     assert est.kernel is None and "3.74 px wide (x2), more than the 2.5 px its 13 taps hold" in est.note
     assert judged(np.full((13, 13), np.nan), 2).note == "its estimate diverged"
+    line = np.zeros((13, 13))  # a 60-step run on a 48-pixel crop ended as two taps in a corner
+    line[0, 0], line[2, 0] = 0.396, 0.604
+    assert "collapsed to a line or a point (0.00 px across" in judged(line, 2).note
+    corner = np.zeros((13, 13))  # a good shape, run off to a corner
+    corner[:7, :7] = _gaussian((1.0, 1.0), 0.0, 13)[3:10, 3:10]
+    assert judged(corner, 2).kernel is None and "px off its centre (more than 3)" in judged(corner, 2).note
     widest = random_kernel(2, np.random.default_rng(0)).kernel  # the recipe's kernels all pass
     assert judged(_gaussian((math.sqrt(5), math.sqrt(5)), 0.0, 13), 2).source == "estimated"
     assert judged(widest[4:17, 4:17] / widest[4:17, 4:17].sum(), 2).source == "estimated"

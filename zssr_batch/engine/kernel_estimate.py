@@ -68,6 +68,14 @@ MIN_SIDE = 32  # the crops shrink with a small image down to this side; below it
 # BSD100 101085 came out 3.67 px wide where the truth is 1.80, and its fit lost 5 dB to bicubic).
 # The recipe's widest x2 kernels (variances up to 2.5 x 2) are 2.24 px.
 WIDEST = 2.5
+# The narrowest a kept estimate may be across (its smaller principal std, HR pixels): a GAN run that
+# collapsed to a line or a point (at 60 steps a 48-pixel crop came out two taps two rows apart,
+# 1e6 times longer than wide) is no kernel; the recipe's narrowest kernels are 0.59 px across.
+NARROWEST_ACROSS = 0.3
+# How far a kept estimate's centre of mass may sit from its middle tap (HR pixels): the centring
+# loss holds good estimates within 0.6 of it; one run off to a corner failed (and the fit would
+# only see its shape, ``kernels.shift_kernel`` moves it back).
+OFF_CENTRE = 3.0
 
 
 @dataclass(frozen=True)
@@ -362,14 +370,25 @@ def too_small(image: torch.Tensor) -> Estimate | None:
 
 def judged(k2: np.ndarray, scale: int, trust_width: float = 0.0) -> Estimate:
     """An x2 estimate at ``scale``, or bicubic where it is narrower than ``trust_width`` (HR pixels,
-    ``kernel_moments``), wider than its taps hold (``WIDEST``), or not a kernel at all (diverged). Estimates of sharp images come out too wide (1.44-1.56 px for
+    ``kernel_moments``), wider than its taps hold (``WIDEST``), or not a kernel at all (diverged,
+    collapsed to a line or a point, or run off its centre). Estimates of sharp images come out too wide (1.44-1.56 px for
     bicubic-downscaled ones, where bicubic is 0.85), and a fit with a kernel wider than the truth
     sharpens far more than one with a narrower kernel blurs: the ``real`` preset's 1.6 guards camera
     photos against that, at the price of the gain on blurry images estimated narrow (on BSD100RK it
     discarded good estimates; docs/BENCHMARKS.md)."""
     if not np.isfinite(k2).all() or k2.sum() <= 0:
         return Estimate(None, "bicubic fallback", "its estimate diverged")
-    width = kernel_moments(k2)[0]
+    width, anisotropy = kernel_moments(k2)
+    across = 2 * width / (1 + anisotropy)  # the smaller principal std
+    if across < NARROWEST_ACROSS:
+        return Estimate(None, "bicubic fallback", f"its estimate collapsed to a line or a point ({across:.2f} px "
+                                                  f"across, under {NARROWEST_ACROSS:g}): a failed estimate")
+    from scipy import ndimage
+
+    off = float(np.hypot(*(np.array(ndimage.center_of_mass(k2)) - (np.array(k2.shape) - 1) / 2)))
+    if off > OFF_CENTRE:
+        return Estimate(None, "bicubic fallback", f"its estimate sits {off:.1f} px off its centre (more than "
+                                                  f"{OFF_CENTRE:g}): a failed estimate")
     if width < trust_width:
         return Estimate(None, "bicubic fallback", f"its estimate is {width:.2f} px wide (x2), under the "
                                                   f"{trust_width:g} px it is trusted from")
