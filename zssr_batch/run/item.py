@@ -27,6 +27,7 @@ from ..engine.kernel_estimate import Estimate
 from ..engine.metrics import score
 from ..engine.resize import imresize, output_size
 from ..engine.super_resolve import SRResult, pick_device, super_resolve
+from ..files import storage
 from ..files.degrade import degrade_picture
 from ..files.images import Picture, drops_alpha, keeps_profile, load_image, save_image, write_atomic
 from ..files.plan import REPORT_PICTURES, file_stamp, picture_name
@@ -157,6 +158,8 @@ def _write_extras(prep: Prepared, result: SRResult, output_path: str, cfg: FitCo
         buf = io.BytesIO()  # the kernel the fit used, beside the output: a user's to reuse with --kernel
         np.save(buf, prep.picked.shown)
         write_atomic(f"{stem}_kernel.npy", buf.getvalue())
+    elif storage.exists(f"{stem}_kernel.npy"):  # an earlier run's estimate: not this output's kernel
+        storage.remove(f"{stem}_kernel.npy")
     if extras.save_variants:
         for name, v in result.variants.items():
             save_image(f"{stem}_{name}{suffix}", _as_picture(v, prep.pic, alpha))
