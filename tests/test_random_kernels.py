@@ -182,6 +182,21 @@ def test_refusals(tmp_path, capsys):
         for random in ([], ["--random-kernels"]):
             assert main(["degrade", str(where), "-o", str(tmp_path / "o2"), "--scale", "2", *random]) == 2
             assert f"{where}: {why}" in capsys.readouterr().err
+    # one image that cannot be made (1 pixel high, not an image at all) costs only itself: a line
+    # naming it, the others made, exit 1 (it stopped the folder with no name, half a set written)
+    mixed = tmp_path / "mixed"
+    mixed.mkdir()
+    for name, size in (("a.png", (8, 8)), ("b.png", (40, 1)), ("c.png", (8, 6))):
+        Image.new("RGB", size).save(mixed / name)
+    (mixed / "d.png").write_bytes(b"not a picture")
+    for random, lr in (([], "o3/{}.png"), (["--random-kernels"], "o4/LR_randomkernel/X2/{}x2.png")):
+        out = tmp_path / lr.split("/")[0]
+        assert main(["degrade", str(mixed), "-o", str(out), "--scale", "2", *random]) == 1
+        err = capsys.readouterr().err.splitlines()
+        assert len(err) == 2 and f"{mixed / 'b.png'}: image 40x1 is smaller than the scale 2" in err[0], err
+        assert str(mixed / "d.png") in err[1] and "skipped" in err[1]
+        assert sorted(p.name for p in out.rglob("*.png") if "b" in p.name or "d" in p.name) == []
+        assert all((tmp_path / lr.format(n)).is_file() for n in ("a", "c"))
 
 
 @needs_data

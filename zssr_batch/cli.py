@@ -212,9 +212,9 @@ def cmd_samples(args: argparse.Namespace) -> int:
     return 0
 
 
-def _some(pairs: list, where: str) -> list:
+def _some(pairs: list, skipped: list[str], where: str) -> list:
     """A degradation that found no image is a mistake (a wrong folder), not a set of none."""
-    if not pairs:
+    if not pairs and not skipped:
         raise ValueError(f"{where}: no images found to degrade")
     return pairs
 
@@ -224,18 +224,28 @@ def cmd_degrade(args: argparse.Namespace) -> int:
 
     if not os.path.exists(args.input):
         raise ValueError(f"{args.input}: no such file or folder")
-    if not args.random_kernels:
-        pairs = _some(degrade_path(args.input, args.output, args.scale, args.suffix), args.input)
-        print(f"degraded {len(pairs)} image(s) by x{args.scale:g} into {args.output}")
-        return 0
-    if args.suffix:  # the set's names are fixed: they are how `run` pairs its files
+    if args.random_kernels and args.suffix:  # the set's names are fixed: they are how `run` pairs its files
         raise ValueError("--suffix is for bicubic outputs; a random-kernel set names its LR files NAMEx<s>")
-    pairs = _some(degrade_random_kernels(args.input, args.output, args.scale, args.seed), args.input)
+    skipped: list[str] = []
+
+    def skip(line: str) -> None:  # one bad image costs only itself: said at once, the others go on
+        skipped.append(line)
+        print(f"zssr-batch degrade: skipped {line}", file=sys.stderr, flush=True)
+
+    if not args.random_kernels:
+        pairs = _some(degrade_path(args.input, args.output, args.scale, args.suffix, skip), skipped, args.input)
+        print(f"degraded {len(pairs)} image(s) by x{args.scale:g} into {args.output}" + _skipped(skipped))
+        return 1 if skipped else 0
+    pairs = _some(degrade_random_kernels(args.input, args.output, args.scale, args.seed, skip), skipped, args.input)
     s = int(args.scale)
     print(f"degraded {len(pairs)} image(s) by x{s} with random kernels (seed {args.seed}) into {args.output}: "
           f"HR/, {RANDOM_KERNEL_SET}/X{s}/, kernels/X{s}/; try: zssr-batch run --input {args.output} "
-          f"--scale {s} --output OUT")
-    return 0
+          f"--scale {s} --output OUT" + _skipped(skipped))
+    return 1 if skipped else 0
+
+
+def _skipped(skipped: list[str]) -> str:
+    return f" ({len(skipped)} skipped, named above)" if skipped else ""
 
 
 def _at_least(low: int):

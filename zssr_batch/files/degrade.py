@@ -34,6 +34,7 @@ import hashlib
 import io
 import os
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -95,17 +96,41 @@ def _images_under(src: Path, skip: Path | None = None) -> list[Path]:
                   and not (skip_real and os.path.realpath(p).startswith(skip_real + os.sep)))
 
 
-def degrade_path(src: str | Path, dst: str | Path, scale: float, suffix: str = "") -> list[tuple[Path, Path]]:
-    """Degrade one file, or every image under a folder into the same layout; returns (input, output) pairs."""
+Skip = Callable[[str], None]
+
+
+def _read(path: Path, make: Callable[[Picture], Picture], skip: Skip | None) -> Picture | None:
+    """``make`` of the image at ``path``; where it cannot be read or made (not an image, smaller than
+    the scale), ``skip`` gets one line naming it and why and None comes back, so that one bad file
+    costs only itself. Without ``skip`` the error is raised. Writing is not covered: a full disk or
+    an output that cannot be written stops the whole set."""
+    try:
+        return make(load_image(path))
+    except (OSError, ValueError) as e:
+        if skip is None:
+            raise
+        said = str(e)
+        skip(said if str(path) in said else f"{path}: {said}")
+        return None
+
+
+def degrade_path(src: str | Path, dst: str | Path, scale: float, suffix: str = "",
+                 skip: Skip | None = None) -> list[tuple[Path, Path]]:
+    """Degrade one file, or every image under a folder into the same layout; returns the (input,
+    output) pairs written (``skip``: as ``_read``'s)."""
     src, dst = Path(src), Path(dst)
     if src.is_dir():
         pairs = [(p, (dst / p.relative_to(src)).with_name(p.stem + suffix + p.suffix)) for p in _images_under(src)]
     else:
         out = dst / (src.stem + suffix + src.suffix) if dst.is_dir() else dst
         pairs = [(src, out)]
+    done = []
     for a, b in pairs:
-        save_image(b, degrade_picture(load_image(a), scale))
-    return pairs
+        pic = _read(a, lambda p: degrade_picture(p, scale), skip)
+        if pic is not None:
+            save_image(b, pic)
+            done.append((a, b))
+    return done
 
 
 def kernel_rng(seed: int, scale: int, rel: str) -> np.random.Generator:
@@ -142,9 +167,11 @@ def _random_kernel_plan(src: Path, dst: Path) -> list[tuple[Path, str]]:
     return [(f, rel) for rel, f in named.items()]
 
 
-def degrade_random_kernels(src: str | Path, dst: str | Path, scale: float, seed: int = 0) -> list[tuple[Path, Path]]:
+def degrade_random_kernels(src: str | Path, dst: str | Path, scale: float, seed: int = 0,
+                           skip: Skip | None = None) -> list[tuple[Path, Path]]:
     """Make a random-kernel set under ``dst`` from the image ``src`` or every image under the folder
-    ``src`` (see the module's docstring); returns (input, LR image) pairs."""
+    ``src`` (see the module's docstring); returns the (input, LR image) pairs written (``skip``: as
+    ``_read``'s; an image skipped writes none of its four files)."""
     if not float(scale).is_integer() or scale < 2:
         raise ValueError(f"--random-kernels needs a whole scale of at least 2 (its folders are X<s>), got {scale:g}")
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
@@ -152,7 +179,9 @@ def degrade_random_kernels(src: str | Path, dst: str | Path, scale: float, seed:
     s, src, dst = int(scale), Path(src), Path(dst)
     pairs = []
     for f, rel in _random_kernel_plan(src, dst):
-        hr = _crop_to_multiple(load_image(f), s)
+        hr = _read(f, lambda p: _crop_to_multiple(p, s), skip)
+        if hr is None:
+            continue
         kernel = random_kernel(s, kernel_rng(seed, s, rel)).kernel
         stem = rel[: -len(".png")]
         lr_path = dst / RANDOM_KERNEL_SET / f"X{s}" / f"{stem}x{s}.png"
