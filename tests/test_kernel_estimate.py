@@ -101,6 +101,8 @@ def test_hashes_of_other_kernels_stay_and_estimate_is_checked():
     assert blind.kernel_trust_width == 0  # on BSD100RK every estimate was worth more than bicubic
     with pytest.raises(ValueError, match="kernel 'estimate' needs scale 2 or 4"):
         resolve("blind", overrides={"scale": "3"})
+    with pytest.raises(ValueError, match="kernel 'estimate' fits in one jump to x2 or x4, not in scale steps"):
+        resolve("gradual-x2", overrides={"kernel": "estimate"})  # its x2 kernel would serve x1.25 too
 
 
 def test_a_small_image_or_a_narrow_estimate_falls_back_to_bicubic():

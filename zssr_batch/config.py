@@ -62,8 +62,10 @@ class FitConfig:
     back_projection_iters: tuple[int, ...] = _knob(
         (10,), "back-projection steps per scale step (one value for all, or one per step); 0 = off")
     reinit_each_step: bool = _knob(False, "gradual: start each scale step from a fresh network")
-    kernel: str = _knob("", "downscaling kernel: '' for bicubic, a .npy / .mat ('Kernel') file, or 'estimate': "
-                            "each image's own, by KernelGAN (x2 and x4), before its fit")
+    kernel: str = _knob("", "downscaling kernel: '' for the set's own where the input has one (a "
+                            "kernels/X<s>/ folder, or a manifest's kernel column), else bicubic; 'bicubic'; "
+                            "a .npy / .mat ('Kernel') file; or 'estimate': each image's own, by KernelGAN "
+                            "(x2 and x4), before its fit")
     kernel_steps: int = _knob(3000, "--kernel estimate: KernelGAN's training steps (authors: 3000; fewer "
                                     "compress its schedule)")
     kernel_trust_width: float = _knob(0.0, "--kernel estimate: assume bicubic where the x2 estimate is narrower "
@@ -99,6 +101,9 @@ class FitConfig:
         if self.kernel == "estimate" and not (self.scale[0] == self.scale[1] and self.scale[0] in (2, 4)):
             problems.append(f"kernel 'estimate' needs scale 2 or 4 (KernelGAN estimates x2 kernels and makes x4 "
                             f"from them), got {self.scale}")
+        if self.kernel == "estimate" and len(self.scale_steps) > 1:  # one kernel, for one scale
+            problems.append(f"kernel 'estimate' fits in one jump to x2 or x4, not in scale steps "
+                            f"({len(self.scale_steps)} given)")
         if self.kernel_steps < 1 or self.kernel_trust_width < 0:
             problems.append(f"kernel_steps must be at least 1 and kernel_trust_width at least 0, got "
                             f"{self.kernel_steps} and {self.kernel_trust_width}")
