@@ -86,6 +86,23 @@ def test_kernel_moments_and_error():
     assert kernel_error(k, k) == 0
 
 
+def test_a_file_that_is_no_kernel_says_which_and_why(tmp_path):
+    # one line naming the file and its fault (before: numpy's advice to unpickle a text file, the
+    # shape of a NaN kernel, scipy's "Mat file appears to be truncated" with no file)
+    (tmp_path / "text.npy").write_text("0.1 0.2")
+    np.save(tmp_path / "nan.npy", np.full((3, 3), np.nan))
+    np.save(tmp_path / "negative.npy", -np.ones((3, 3)))
+    np.save(tmp_path / "cube.npy", np.ones((2, 2, 2)))
+    np.save(tmp_path / "words.npy", np.array(["a", "b"]))
+    (tmp_path / "short.mat").write_bytes(b"MATLAB")
+    for name, why in (("text.npy", "not a .npy array"), ("nan.npy", "must be finite, it holds NaN"),
+                      ("negative.npy", "must have a positive sum, got -9"), ("cube.npy", "got shape (2, 2, 2)"),
+                      ("words.npy", "an array of numbers"), ("short.mat", "not a .mat file scipy can read")):
+        with pytest.raises(ValueError) as e:
+            load_kernel(tmp_path / name)
+        assert str(e.value).startswith(f"{tmp_path / name}: ") and why in str(e.value) and "\n" not in str(e.value)
+
+
 def test_hashes_of_other_kernels_stay_and_estimate_is_checked():
     # the hashes before kernel_steps existed: resuming a run made then redoes nothing
     assert resolve("paper").hash() == "25676c0f80c0"

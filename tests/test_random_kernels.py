@@ -250,10 +250,19 @@ def test_a_manifest_names_each_rows_kernel_and_the_kernel_that_made_it(tmp_path)
                                        "a.png,estimate,k/a.npy\n"
                                        "b.png,bicubic,\n"
                                        "c.png,k/a.npy,k/a.npy\n"
-                                       "d.png,estimate,k/gone.npy\n")
-    a, b, c, d = scan(tmp_path / "list.csv", ScanOptions(output_dir=tmp_path / "out", scale=2))
+                                       "d.png,estimate,k/gone.npy\n"
+                                       "a.png,k/gone.npy,\n"
+                                       "b.png,5,\n")
+    a, b, c, d, e, f = scan(tmp_path / "list.csv", ScanOptions(output_dir=tmp_path / "out", scale=2))
     assert a.overrides == (("kernel", "estimate"),) and a.true_kernel == str(tmp_path / "k/a.npy") and a.error is None
     assert b.overrides == (("kernel", ""),) and b.true_kernel is None and b.error is None
     assert c.overrides == (("kernel", str(tmp_path / "k/a.npy")),) and c.true_kernel == str(tmp_path / "k/a.npy")
-    assert d.error == f"{tmp_path / 'k/gone.npy'}: no such file"
+    # a missing file names the manifest's line and column, at scan (a missing kernel failed on its
+    # worker, in numpy's words); a number is no kernel
+    assert d.error == f"list.csv line 5, column true_kernel: {tmp_path / 'k/gone.npy'}: no such file"
+    assert e.error == f"list.csv line 6, column kernel: {tmp_path / 'k/gone.npy'}: no such file"
+    assert f.error == f"list.csv line 7, column kernel: {tmp_path / '5'}: no such file"
+    (tmp_path / "list.jsonl").write_text('{"input": "a.png", "kernel": 5}\n')
+    (g,) = scan(tmp_path / "list.jsonl", ScanOptions(output_dir=tmp_path / "out", scale=2))
+    assert g.error == "list.jsonl line 1, column kernel: expected a file, 'estimate' or 'bicubic', got 5"
     assert resolve("paper", overrides=dict(a.overrides)).kernel == "estimate"

@@ -29,19 +29,34 @@ if TYPE_CHECKING:
 def load_kernel(path: str | Path) -> np.ndarray:
     p = Path(path)
     if p.suffix.lower() == ".npy":
-        kernel = np.load(p, allow_pickle=False)
+        try:
+            kernel = np.load(p, allow_pickle=False)
+        except ValueError as e:  # not an array file: numpy's advice to unpickle it is not for us
+            raise ValueError(f"{p}: not a .npy array (it would need unpickling, which is not done)"
+                             if "pickle" in str(e) else f"{p}: not a .npy array ({e})") from None
     elif p.suffix.lower() == ".mat":
         from scipy.io import loadmat
+        from scipy.io.matlab import MatReadError
 
-        data = loadmat(p)
+        try:
+            data = loadmat(p)
+        except (ValueError, TypeError, NotImplementedError, MatReadError) as e:  # scipy's words for a file it cannot read
+            raise ValueError(f"{p}: not a .mat file scipy can read ({e})") from None
         if "Kernel" not in data:
             raise ValueError(f"{p}: no variable named 'Kernel' in the .mat file")
         kernel = data["Kernel"]
     else:
         raise ValueError(f"{p}: a kernel must be a .npy or .mat file")
-    kernel = np.asarray(kernel, dtype=np.float64)
-    if kernel.ndim != 2 or min(kernel.shape) < 1 or not np.isfinite(kernel).all() or kernel.sum() <= 0:
-        raise ValueError(f"{p}: a kernel must be a finite 2-D array with a positive sum, got shape {kernel.shape}")
+    try:
+        kernel = np.asarray(kernel, dtype=np.float64)
+    except (ValueError, TypeError):
+        raise ValueError(f"{p}: a kernel must be an array of numbers, got {kernel.dtype}") from None
+    if kernel.ndim != 2 or min(kernel.shape) < 1:
+        raise ValueError(f"{p}: a kernel must be a 2-D array, got shape {kernel.shape}")
+    if not np.isfinite(kernel).all():
+        raise ValueError(f"{p}: a kernel must be finite, it holds NaN or infinity")
+    if kernel.sum() <= 0:
+        raise ValueError(f"{p}: a kernel must have a positive sum, got {kernel.sum():g}")
     return kernel / kernel.sum()
 
 

@@ -410,10 +410,15 @@ def read_manifest(path: str | Path, opts: ScanOptions) -> Iterator[WorkItem]:
             yield WorkItem(str(src_path), "", error=f"{where}: unknown column(s) {', '.join(unknown)}")
             continue
         kernel = row.get("kernel")
+        if kernel is not None and not isinstance(kernel, str):  # e.g. JSON's 5, or a CSV's 5 read as one
+            yield WorkItem(str(src_path), "", error=f"{where}, column kernel: expected a file, 'estimate' or "
+                                                    f"'bicubic', got {kernel!r}")
+            continue
+        kernel_file = None
         if kernel == "bicubic":  # said out loud, as --kernel bicubic
             row["kernel"] = ""
-        elif isinstance(kernel, str) and kernel not in ("", "estimate") and not Path(kernel).is_absolute():
-            row["kernel"] = at(kernel)  # a file, relative to the manifest, as its other paths
+        elif kernel not in (None, "", "estimate"):
+            kernel_file = row["kernel"] = at(kernel)  # a file, relative to the manifest, as its other paths
         overrides, bad = _overrides(row, knobs, where)
         if bad:
             yield WorkItem(str(src_path), "", error=bad)
@@ -434,7 +439,9 @@ def read_manifest(path: str | Path, opts: ScanOptions) -> Iterator[WorkItem]:
         if opts.degrade and not gt_path:
             gt_path = src_path
         true_path = at(true_kernel) if true_kernel else None
-        error = next((f"{p}: no such file" for p in (src_path, true_path) if p and not storage.exists(p)), None)
+        error = next((f"{p}: no such file" if column == "input" else f"{where}, column {column}: {p}: no such file"
+                      for column, p in (("input", src_path), ("kernel", kernel_file), ("true_kernel", true_path))
+                      if p and not storage.exists(p)), None)
         yield WorkItem(src_path, out_path, gt_path, rel, preset, overrides,
                        error, origin=where, true_kernel=true_path)
 
