@@ -40,7 +40,7 @@ def load_kernel(path: str | Path) -> np.ndarray:
 
         try:
             data = loadmat(p)
-        except (ValueError, TypeError, NotImplementedError, MatReadError) as e:  # scipy's words for a file it cannot read
+        except (ValueError, TypeError, NotImplementedError, MatReadError) as e:  # a file scipy cannot read
             raise ValueError(f"{p}: not a .mat file scipy can read ({e})") from None
         if "Kernel" not in data:
             raise ValueError(f"{p}: no variable named 'Kernel' in the .mat file")
