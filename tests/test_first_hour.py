@@ -199,3 +199,17 @@ def test_a_run_on_a_terminal_says_what_it_does(tmp_path):
         if m:
             assert int(m[1]) == int(m[2]) + int(m[3]), ln
     assert lines[-2] == f"rows:   {out / 'report.csv'}" and lines[-1] == f"report: {out / 'report.html'}"
+
+
+def test_the_bar_says_when_kernels_are_being_estimated():
+    # --kernel estimate at the authors' 3000 steps trains kernel estimators for minutes before a
+    # first fit steps: the bar said 'warming up' all along, as if nothing ran
+    from zssr_batch.run.progress import Progress
+
+    p = Progress(3, enabled=False, expected_steps=10)
+    assert p.describe("warming up ") == "warming up "  # nothing stepped yet
+    p.steps.kernels = 40
+    assert p.describe("warming up ") == "estimating kernels "
+    p.steps.total = 1  # a fit has stepped: the bar's own counts say the rest
+    assert p.describe("estimating kernels ") == "" and p.describe("warming up ") == ""
+    assert p.describe("stopping: Ctrl-C ") == "stopping: Ctrl-C "  # what the run says is not overwritten

@@ -12,6 +12,7 @@ from PIL import Image
 from conftest import lr_path, needs_data
 from report_rows import rows as _rows
 from zssr_batch.cli import main
+from zssr_batch.engine import tally
 from zssr_batch.engine.kernel_estimate import estimate_x2
 from zssr_batch.engine.kernels import kernel_moments
 from zssr_batch.pack.kernel_estimates import EstimateJob, estimate_packed
@@ -41,8 +42,11 @@ def test_each_slot_estimates_as_its_image_would_alone(one_thread):
     # decay and 4 steps with the centre and sparsity losses on.
     images = [_crop("baboon", 90, 100), _crop("zebra", 100, 110), _crop("lenna", 96, 106), _crop("pepper", 46, 60)]
     jobs = [EstimateJob(i, image, 10, seed=i) for i, image in enumerate(images)]
+    before = tally.trained()
     packed = {key: k for key, k, _ in estimate_packed(jobs, 2, dtype=torch.float64)}
     assert sorted(packed) == [0, 1, 2, 3]
+    # every estimator step is counted for the run's bar (one per live slot), none as a fit's
+    assert tally.trained() == (before.fits, before.kernels + 40)
     for i, image in enumerate(images):
         alone = estimate_x2(image, 10, seed=i, dtype=torch.float64)
         # measured 4e-10 to 1e-9: float64 rounding, grown by Adam's first steps

@@ -50,6 +50,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from . import tally
 from .kernels import analytic_kernel, bicubic_kernel, kernel_moments
 
 G_TAPS = (7, 5, 3, 1, 1, 1)  # the generator's layers (authors' G_structure)
@@ -319,6 +320,7 @@ def _train(G: DeepLinearKernel, D: Discriminator, s: Start, steps: int, device: 
         return F.conv2d(crop[:, None], k[None, None], stride=2).transpose(0, 1)
 
     for step in range(steps):
+        tally.add_estimated(1)
         g_in = s.g_crops()
         real = s.d_crops()[None]
         real = real + torch.randn(real.shape, generator=s.noise, dtype=dtype).to(device) * (2 / 255)  # 1/255 on [0, 1]

@@ -28,6 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..engine import tally
 from ..engine.kernel_estimate import (BETAS, BOUNDARIES, CENTRE, K_SIZE, LEARNING_RATE, SUM2ONE, Schedule,
                                       Start, bicubic_target, estimate_x2, output_side, post_process, rim_mask,
                                       start)
@@ -300,6 +301,7 @@ class EstimateRun:
         pack = self.pack
         assert pack is not None
         bicubic = pack.step(*self._inputs(live)).tolist()
+        tally.add_estimated(len(live))
         for i in live:
             s = self.slots[i]
             assert s is not None

@@ -52,8 +52,9 @@ class FitActor:
                 "gpu": ",".join(self.gpu_ids), "pid": os.getpid()}
 
     @ray.method(concurrency_group="progress")
-    def trained(self) -> int:
-        """Training steps this worker has taken (``engine.tally``), for the run's progress."""
+    def trained(self) -> tally.Steps:
+        """Training steps this worker has taken, fits' and kernel estimators' (``engine.tally``), for
+        the run's progress."""
         return tally.trained()
 
     def _one_by_one(self, items: list[WorkItem], cfgs: list[FitConfig]) -> Iterator[Result]:

@@ -19,6 +19,8 @@ from typing import Any
 
 import ray
 
+from ..engine.tally import Steps
+
 POLL_EVERY_S = 1.0  # how often the actors are asked for their step counts
 RATE_WINDOW_S = 60.0  # steps per second over this much of the recent past
 
@@ -28,20 +30,22 @@ def _line(msg: str) -> None:
 
 
 class StepCounts:
-    """Steps trained by the run's actors, asked of each about once a second without ever waiting.
+    """Steps trained by the run's actors, asked of each about once a second without ever waiting:
+    fit steps (``total``: the rate and the ETA) and kernel estimator steps (``kernels``).
 
     An actor that Ray restarted starts counting from zero again: what it had counted before stays
     counted (its steps were trained, if for nothing)."""
 
     def __init__(self) -> None:
         self.asked: dict[int, Any] = {}  # actor index -> the ref of its answer to come
-        self.last: dict[int, int] = {}  # actor index -> its count at its last answer
-        self.total = 0  # steps of every actor since the run began
+        self.last: dict[int, Steps] = {}  # actor index -> its counts at its last answer
+        self.total = 0  # fit steps of every actor since the run began
+        self.kernels = 0  # kernel estimator steps of every actor since the run began
         self.asked_at = 0.0
 
     def poll(self, actors: list) -> bool:
-        """Collect the answers that came, ask again those that answered; True when the total moved."""
-        before = self.total
+        """Collect the answers that came, ask again those that answered; True when a count moved."""
+        before = (self.total, self.kernels)
         if self.asked:
             done, _ = ray.wait(list(self.asked.values()), num_returns=len(self.asked), timeout=0)
             for a, ref in list(self.asked.items()):
@@ -52,15 +56,17 @@ class StepCounts:
                     now = ray.get(ref)
                 except Exception:  # noqa: BLE001 - a dead or restarting actor: its death is the dispatcher's
                     continue
-                last = self.last.get(a, 0)
-                self.total += now - last if now >= last else now
+                last = self.last.get(a, Steps(0, 0))
+                restarted = now.fits < last.fits or now.kernels < last.kernels
+                self.total += now.fits if restarted else now.fits - last.fits
+                self.kernels += now.kernels if restarted else now.kernels - last.kernels
                 self.last[a] = now
         if time.monotonic() - self.asked_at >= POLL_EVERY_S:
             self.asked_at = time.monotonic()
             for a, actor in enumerate(actors):
                 if a not in self.asked:
                     self.asked[a] = actor.trained.remote()
-        return self.total != before
+        return (self.total, self.kernels) != before
 
 
 class Progress:
@@ -130,13 +136,23 @@ class Progress:
         """Every turn of the dispatch loop: the actors' step counts, the clock."""
         if self.bar is None:
             return
-        if self.steps.poll(actors) and self.bar.desc.startswith("warming"):
-            self.bar.set_description_str("")
+        if self.steps.poll(actors):
+            self.bar.set_description_str(self.describe(self.bar.desc))
         now = time.monotonic()
         self.recent.append((now, self.steps.total))
         while len(self.recent) > 2 and now - self.recent[0][0] > RATE_WINDOW_S:
             self.recent.popleft()
         self._show()
+
+    def describe(self, desc: str) -> str:
+        """The bar's words before the count: 'warming up' until a step is counted, 'estimating
+        kernels' while only kernel estimators have stepped (--kernel estimate: minutes before a
+        first fit on a GPU at the authors' 3000 steps), nothing once the fits step."""
+        if not desc.startswith(("warming", "estimating")):
+            return desc
+        if self.steps.total:
+            return ""
+        return "estimating kernels " if self.steps.kernels else desc
 
     def _advance(self) -> None:
         if self.bar is not None:
