@@ -54,7 +54,7 @@ def _done(proc: subprocess.CompletedProcess) -> int:
 
 
 @pytest.mark.slow
-def test_hostile_names_each_get_their_own_output_and_row_and_nothing_leaves_the_output(tmp_path):
+def test_hostile_names_each_get_their_own_output_and_row_and_nothing_leaves_the_output(tmp_path, one_ray, capsys):
     src, out = tmp_path / "in", tmp_path / "out"
     names = ["b.png", "b.gif", "ctl\x01name.png", "new\nline.png", 'quote",comma.png', "l" * 246 + ".png",
              "thumbs/inner.png", "curves/inner.png", unicodedata.normalize("NFC", "café.png"),
@@ -63,12 +63,12 @@ def test_hostile_names_each_get_their_own_output_and_row_and_nothing_leaves_the_
         _img(src / n, i)
     outside = _tree(tmp_path)
     # b.png and b.gif would both write out/b.png: refused before any work, naming both
-    clash = _run("--input", str(src), "--output", str(out), *TINY)
+    clash = run_here(capsys, "--input", str(src), "--output", str(out), *TINY)
     assert clash.returncode == 2, clash.stderr
     assert "b.gif" in clash.stderr and "b.png" in clash.stderr and "would both write" in clash.stderr
     assert not (out / "report.csv").exists()
     # with the rule that keeps them apart, every input runs: one row each, distinct intact outputs
-    proc = _run("--input", str(src), "--output", str(out), "--keep-ext", *TINY[:-1])  # report pictures too
+    proc = run_here(capsys, "--input", str(src), "--output", str(out), "--keep-ext", *TINY[:-1])  # pictures too
     assert proc.returncode == 0, proc.stderr
     rows = _rows(out)
     assert sorted(os.path.relpath(r["input"], src) for r in rows) == sorted(names)
@@ -81,7 +81,10 @@ def test_hostile_names_each_get_their_own_output_and_row_and_nothing_leaves_the_
             assert im.size == (48, 40)
     assert _tree(tmp_path, skip=out) == outside  # nothing was written outside --output
     assert not [p for p in out.rglob("*.part")]
-    again = _run("--input", str(src), "--output", str(out), "--keep-ext", *TINY[:-1])
+    # the names reach the log as escapes: no raw control character splits a line or reaches the terminal
+    assert "new\\nline.png" in proc.stderr and "ctl\\x01name.png" in proc.stderr and "bad\\udcff.png" in proc.stderr
+    assert not [c for c in proc.stderr if not c.isprintable() and c != "\n"], proc.stderr
+    again = run_here(capsys, "--input", str(src), "--output", str(out), "--keep-ext", *TINY[:-1])
     assert again.returncode == 0 and _done(again) == len(names), again.stdout  # the report reads back whole
 
 

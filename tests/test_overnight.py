@@ -196,7 +196,7 @@ def test_driver_sigkill_then_rerun_is_exactly_once(tmp_path, one_ray, capsys):
 
 
 @pytest.mark.slow
-def test_worker_killed_mid_fit_is_retried_once(tmp_path):
+def test_worker_killed_mid_fit_is_retried_once(tmp_path, one_ray, capsys, monkeypatch):
     src = tmp_path / "in"
     _make_inputs(src, 6)
     # The restarted worker takes 3 s to start, as a GPU worker can on a busy node: work sent to it
@@ -205,9 +205,10 @@ def test_worker_killed_mid_fit_is_retried_once(tmp_path):
     for mode in ("packed", "single"):
         out = tmp_path / mode
         marker = tmp_path / f"killed-{mode}"
-        env = {**os.environ, "ZSSR_BATCH_FAULT": f"kill:001.png:{marker}", "ZSSR_BATCH_FAULT_RESTART_S": "3"}
+        monkeypatch.setenv("ZSSR_BATCH_FAULT", f"kill:001.png:{marker}")  # read by the run, sent to its actors
+        monkeypatch.setenv("ZSSR_BATCH_FAULT_RESTART_S", "3")
         more = ["--pack", "1"] if mode == "single" else []
-        res = subprocess.run(_cmd(src, out, *more), capture_output=True, text=True, env=env)
+        res = run_here(capsys, *_cmd(src, out, *more)[4:])
         assert res.returncode == 0, res.stderr
         assert marker.exists()  # the worker really died
         rows = {Path(r["input"]).name: r for r in _rows(out)}
@@ -230,12 +231,12 @@ def test_worker_killed_mid_fit_is_retried_once(tmp_path):
 
 
 @pytest.mark.slow
-def test_poison_image_costs_only_itself_and_its_pack(tmp_path):
+def test_poison_image_costs_only_itself_and_its_pack(tmp_path, one_ray, capsys, monkeypatch):
     # 001 kills its worker the moment it is read, every time (a decoder that segfaults on it).
     src, out = tmp_path / "in", tmp_path / "out"
     _make_inputs(src, 4)
-    env = {**os.environ, "ZSSR_BATCH_FAULT": "kill-on-read:001.png"}
-    res = subprocess.run(_cmd(src, out), capture_output=True, text=True, env=env)
+    monkeypatch.setenv("ZSSR_BATCH_FAULT", "kill-on-read:001.png")
+    res = run_here(capsys, *_cmd(src, out)[4:])
     assert res.returncode == 1, res.stderr  # some images failed
     rows = {Path(r["input"]).name: r for r in _rows(out)}
     assert {n: (r["status"], r["attempts"]) for n, r in rows.items()} == {

@@ -21,6 +21,7 @@ from typing import Any, NoReturn, Sequence
 
 from . import __version__
 from .config import PRESETS, FitConfig, load_config_file, resolve
+from .files.display import shown
 
 DESCRIPTION = """ZSSR super-resolution for whole image datasets: each image gets its own network, trained on
 that image alone, then upscales it.
@@ -169,10 +170,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         raise ValueError(f"{out}: --output is the input folder; outputs would lie among the inputs: choose another")
     items = list(scan(input_path, opts))
     for line in opts.skipped[:20]:
-        print(f"zssr-batch: skipped {line}", file=sys.stderr)
+        print(shown(f"zssr-batch: skipped {line}"), file=sys.stderr)
     if not items:  # nothing to do: no Ray, no output folder
         why = why_nothing(input_path, opts) if storage.isdir(input_path) else f"{input_path} lists no images"
-        print(f"zssr-batch: {why}", file=sys.stderr)
+        print(shown(f"zssr-batch: {why}"), file=sys.stderr)
         return 0
     if args.dry_run:
         from .run.preview import preview
@@ -230,7 +231,7 @@ def cmd_degrade(args: argparse.Namespace) -> int:
 
     def skip(line: str) -> None:  # one bad image costs only itself: said at once, the others go on
         skipped.append(line)
-        print(f"zssr-batch degrade: skipped {line}", file=sys.stderr, flush=True)
+        print(shown(f"zssr-batch degrade: skipped {line}"), file=sys.stderr, flush=True)
 
     if not args.random_kernels:
         pairs = _some(degrade_path(args.input, args.output, args.scale, args.suffix, skip), skipped, args.input)
@@ -494,7 +495,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return args.func(args)
     except (ValueError, OSError) as e:  # one clear line for the user, not a traceback
-        print(f"zssr-batch {args.command}: error: {e}", file=sys.stderr)
+        print(shown(f"zssr-batch {args.command}: error: {e}"), file=sys.stderr)
         return 2
     except (KeyboardInterrupt, Terminated) as e:  # a signal during start-up: one line, its own code
         name, code = ("SIGTERM", 143) if isinstance(e, Terminated) else ("Ctrl-C", 130)

@@ -22,6 +22,7 @@ from typing import Any, Callable, Iterable
 import ray
 
 from ..config import FitConfig
+from ..files.display import shown
 from ..files.sources import WorkItem
 from ..files import storage
 from ..files.plan import plan_outputs
@@ -97,10 +98,10 @@ def run(items: Iterable[WorkItem], config_for: Callable[[WorkItem], FitConfig], 
             mirror.pull()
             return _locked_run(plan.items, config_for, settings, out, mirror)
     except (FolderBusy, NoActors) as e:
-        print(f"zssr-batch run: error: {e}", file=sys.stderr)
+        print(shown(f"zssr-batch run: error: {e}"), file=sys.stderr)
         return EXIT_USAGE
     except DiskFull as e:
-        print(f"zssr-batch run: stopped: {e}", file=sys.stderr)
+        print(shown(f"zssr-batch run: stopped: {e}"), file=sys.stderr)
         return EXIT_DISK_FULL
     except OSError as e:
         if e.errno not in (errno.ENOSPC, errno.EDQUOT):
@@ -214,7 +215,7 @@ class Ending:
     def finish(self, stop_reason: str | None) -> int:
         out, work, counts = self.out, self.work, self.work.counts
         if work.stop_detail:
-            print(f"zssr-batch: stopped: {work.stop_detail}", file=sys.stderr)
+            print(shown(f"zssr-batch: stopped: {work.stop_detail}"), file=sys.stderr)
         t_end = time.time()
         table = _written(lambda: write_summary(out), "summary.csv") or ""
         _written(lambda: write_run_json(out, self.settings, counts, self.total, self.t_start, t_end, self.actors,

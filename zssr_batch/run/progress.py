@@ -20,13 +20,14 @@ from typing import Any
 import ray
 
 from ..engine.tally import Steps
+from ..files.display import shown
 
 POLL_EVERY_S = 1.0  # how often the actors are asked for their step counts
 RATE_WINDOW_S = 60.0  # steps per second over this much of the recent past
 
 
 def _line(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
+    print(shown(msg), file=sys.stderr, flush=True)
 
 
 class StepCounts:
@@ -97,7 +98,7 @@ class Progress:
 
     def say(self, msg: str) -> None:
         if self.bar is not None:
-            self.bar.write(msg, file=sys.stderr)
+            self.bar.write(shown(msg), file=sys.stderr)
         else:
             _line(msg)
 
