@@ -28,6 +28,11 @@ SMALL = ("--gpus", "0", "--threads", "1", "--max-iters", "30", "--crop", "16", "
          "--back-projection-iters", "1", "--ensemble", "none")
 
 
+# Runs that last long enough for a node to go mid-run: each image waits 1 s as a worker starts
+# reading it (the ``slow`` fault) instead of fitting for 1 s, which cost the suite a minute of CPU.
+SLOW = {**os.environ, "ZSSR_BATCH_FAULT": "slow:.png:1"}
+
+
 def _run(src: str, out: str, *more: str) -> list[str]:
     return [sys.executable, "-m", "zssr_batch", "run", "--input", src, "--output", out, *SMALL, "--no-progress", *more]
 
@@ -41,10 +46,10 @@ def test_losing_the_ray_head_stops_the_run_with_its_own_exit_code_and_a_whole_re
     head = RayNode(tmp_path / "head")
     try:
         wait_for_nodes(head.address, 1)
-        # ~1 s an image, so that the head goes mid-run
-        slow = ("--workers", "1", "--pack", "1", "--max-iters", "400")
-        proc = subprocess.Popen(_run(str(src), str(out), "--address", head.address, *slow),
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        # ~1 s an image (waited, not computed: ``slow``), so that the head goes mid-run
+        one = ("--workers", "1", "--pack", "1")
+        proc = subprocess.Popen(_run(str(src), str(out), "--address", head.address, *one),
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=SLOW)
         _wait_rows(out, 2, proc)
         head.kill("gcs_server")  # the head machine goes: its GCS and its raylet with it
         head.kill("raylet")
@@ -59,7 +64,7 @@ def test_losing_the_ray_head_stops_the_run_with_its_own_exit_code_and_a_whole_re
     assert 2 <= len(rows) < 8 and all(r["status"] == "ok" and Path(r["output"]).is_file() for r in rows), rows
     assert json.loads((out / "run.json").read_text())["stopped"] == "lost the Ray head"
     assert (out / "summary.csv").is_file() and (out / "report.html").is_file()
-    rerun = run_here(capsys, *_run(str(src), str(out), *slow)[4:])  # on this process's local Ray
+    rerun = run_here(capsys, *_run(str(src), str(out), *one)[4:])  # on this process's local Ray
     assert rerun.returncode == 0, rerun.stderr
     assert f"{len(rows)} already done" in rerun.stdout
     assert sorted(r["input"] for r in _rows(out)) == sorted(str(p) for p in src.glob("*.png"))
@@ -93,9 +98,8 @@ def test_two_real_nodes_from_their_own_folders_share_a_run_with_relative_paths(t
         wait_for_nodes(head.address, 1)
         worker = RayNode(tmp_path / "worker", address=head.address)
         wait_for_nodes(head.address, 2)
-        slow = ("--address", head.address, "--max-iters", "300", "--pack", "2")
-        proc = subprocess.Popen(_run("src", "out2", *slow), cwd=job, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                text=True)
+        proc = subprocess.Popen(_run("src", "out2", "--address", head.address, "--pack", "2"), cwd=job,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=SLOW)
         _wait_rows(job / "out2", 1, proc)
         worker.kill("raylet")
         joiner = RayNode(tmp_path / "joiner", address=head.address)

@@ -20,7 +20,7 @@ from PIL import Image
 
 from ray_nodes import free_port
 
-SMALL = ("--gpus", "0", "--workers", "1", "--threads", "1", "--max-iters", "300", "--crop", "16", "--width", "8",
+SMALL = ("--gpus", "0", "--workers", "1", "--threads", "1", "--max-iters", "30", "--crop", "16", "--width", "8",
          "--back-projection-iters", "1", "--ensemble", "none", "--pack", "1", "--no-progress")
 
 
@@ -81,8 +81,9 @@ def test_a_run_from_a_bucket_into_a_bucket_resumes_after_a_kill(s3, tmp_path):
     fs.pipe_file("zssr/in/.hidden.png", _png(9))
     args = ("--input", "s3://zssr/in", "--output", "s3://zssr/out")
 
-    proc = subprocess.Popen(_run(s3, *args), env=s3, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True)
+    # ~1 s an image (waited as each is read, not computed), so that the kill comes mid-run
+    proc = subprocess.Popen(_run(s3, *args), env={**s3, "ZSSR_BATCH_FAULT": "slow:.png:1"},
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     t0 = time.time()
     while _staged_rows(s3) < 2 and proc.poll() is None and time.time() - t0 < 180:
         time.sleep(0.2)

@@ -230,24 +230,36 @@ def test_scan_filters_suffix_and_hidden_files(tmp_path, one_ray):  # two runs, o
 
 
 @pytest.mark.slow
-def test_packed_batches_stream_a_row_per_image(tmp_path):
+def test_packed_batches_stream_a_row_per_image(tmp_path, one_ray):
     # One call carries 8 images fitted 2 at a time: the rows must arrive one by one
-    # while the call runs, not all 8 when it returns.
+    # while the call runs, not all 8 when it returns. (The run is this process's; a thread counts
+    # the report's rows while it goes.)
+    import threading
+
     src = tmp_path / "src"
     for i in range(8):
         _img(src / f"{i}.png", 24, 24, i)
     out = tmp_path / "out"
-    cmd = [sys.executable, "-m", "zssr_batch", "run", "--input", str(src), "--output", str(out), "--gpus", "0",
-           "--workers", "1", "--pack", "2", "--batch", "8", "--max-iters", "60", "--crop", "16", "--width", "16",
-           "--back-projection-iters", "1", "--no-progress"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    seen = set()
-    while proc.poll() is None:
-        if (out / "report.csv").exists():
-            with open(out / "report.csv", "rb") as f:
-                seen.add(max(0, f.read().count(b"\n") - 1))
-        time.sleep(0.05)
-    assert proc.returncode == 0
+    args = ["run", "--input", str(src), "--output", str(out), "--gpus", "0", "--workers", "1", "--pack", "2",
+            "--batch", "8", "--max-iters", "60", "--crop", "16", "--width", "16", "--back-projection-iters", "1",
+            "--no-progress"]
+    seen, done = set(), threading.Event()
+
+    def count() -> None:
+        while not done.is_set():
+            if (out / "report.csv").exists():
+                with open(out / "report.csv", "rb") as f:
+                    seen.add(max(0, f.read().count(b"\n") - 1))
+            time.sleep(0.05)
+
+    counter = threading.Thread(target=count)
+    counter.start()
+    try:
+        rc = main(args)
+    finally:
+        done.set()
+        counter.join()
+    assert rc == 0
     rows = _rows(out)
     assert len(rows) == 8
     assert len({n for n in seen if 0 < n < 8}) >= 3, sorted(seen)

@@ -7,8 +7,10 @@ contains NAME while the memory plan still has tiles of 512 or more; ``kill-on-re
 SIGKILLs the worker whenever it starts reading such an input (a poison image, as a decoder that
 segfaults on it would be); ``kill:NAME:MARKER`` SIGKILLs it mid-fit the first time (while the
 file MARKER does not exist yet), as a segfault or node loss would; ``diverge-in-pack:NAME``
-turns such an input's packed fit to NaN. ``ZSSR_BATCH_FAULT_RESTART_S`` slows a killed worker's
-restart.
+turns such an input's packed fit to NaN; ``slow:NAME:SECONDS`` makes the worker wait that long
+as it starts reading such an input, as a large image on a busy GPU would (a run long enough to
+lose a node in, without the CPU time of long fits). ``ZSSR_BATCH_FAULT_RESTART_S`` slows a
+killed worker's restart.
 """
 
 from __future__ import annotations
@@ -26,17 +28,21 @@ if TYPE_CHECKING:  # (torch only where a fault fires: the driver reads the fault
 
 @dataclass(frozen=True)
 class Faults:
-    kind: str = ""  # 'oom', 'kill-on-read', 'kill' or 'diverge-in-pack'; '' = none
+    kind: str = ""  # 'oom', 'kill-on-read', 'kill', 'diverge-in-pack' or 'slow'; '' = none
     name: str = ""  # the inputs it hits: those whose path contains this
     marker: str = ""  # kill: the file that says the worker was killed once already
     restart_s: float = 0.0  # kill: how long a worker that starts after the kill sleeps first
+    read_s: float = 0.0  # slow: how long a worker waits as it starts reading an input
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] = os.environ) -> "Faults":
-        """The one reader of ``ZSSR_BATCH_FAULT`` (``KIND:NAME[:MARKER]``) and ``ZSSR_BATCH_FAULT_RESTART_S``."""
+        """The one reader of ``ZSSR_BATCH_FAULT`` (``KIND:NAME[:MARKER or SECONDS]``) and
+        ``ZSSR_BATCH_FAULT_RESTART_S``."""
         kind, _, rest = env.get("ZSSR_BATCH_FAULT", "").partition(":")
         name, _, marker = rest.partition(":")
         restart_s = float(env.get("ZSSR_BATCH_FAULT_RESTART_S") or 0) if kind == "kill" else 0.0
+        if kind == "slow":
+            return cls(kind, name, read_s=float(marker or 1))
         return cls(kind, name, marker, restart_s)
 
     def _hits(self, kind: str, path: str) -> bool:
@@ -60,9 +66,12 @@ class Faults:
         return fault
 
     def on_read(self, path: str) -> None:
-        """``kill-on-read``: SIGKILL the worker as it starts reading ``path``, every time."""
+        """``kill-on-read``: SIGKILL the worker as it starts reading ``path``, every time; ``slow``:
+        wait ``read_s`` first."""
         if self._hits("kill-on-read", path):
             os.kill(os.getpid(), signal.SIGKILL)
+        if self._hits("slow", path):
+            time.sleep(self.read_s)
 
     def diverge(self, path: str, result: "SRResult") -> None:
         """``diverge-in-pack``: turn ``path``'s packed fit to NaN, as a pack's own fault would (see
