@@ -213,3 +213,22 @@ def test_the_bar_says_when_kernels_are_being_estimated():
     p.steps.total = 1  # a fit has stepped: the bar's own counts say the rest
     assert p.describe("estimating kernels ") == "" and p.describe("warming up ") == ""
     assert p.describe("stopping: Ctrl-C ") == "stopping: Ctrl-C "  # what the run says is not overwritten
+
+
+def test_a_stdout_that_cannot_encode_a_name_writes_it_as_an_escape():
+    # PYTHONIOENCODING=ascii (or an old locale): a finished run printed its summary, met a folder
+    # named café, and ended "error: 'ascii' codec can't encode" with exit 2
+    import io
+
+    from zssr_batch.files.display import tolerant_output
+
+    out = io.TextIOWrapper(io.BytesIO(), encoding="ascii")
+    saved = sys.stdout
+    sys.stdout = out
+    try:
+        tolerant_output()
+        print("café/ \udcff")
+        out.flush()
+    finally:
+        sys.stdout = saved
+    assert out.buffer.getvalue() == b"caf\\xe9/ \\udcff\n"

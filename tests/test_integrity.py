@@ -58,7 +58,7 @@ def test_hostile_names_each_get_their_own_output_and_row_and_nothing_leaves_the_
     src, out = tmp_path / "in", tmp_path / "out"
     names = ["b.png", "b.gif", "ctl\x01name.png", "new\nline.png", 'quote",comma.png', "l" * 246 + ".png",
              "thumbs/inner.png", "curves/inner.png", unicodedata.normalize("NFC", "café.png"),
-             unicodedata.normalize("NFD", "café.png"), os.fsdecode(b"bad\xff.png")]
+             unicodedata.normalize("NFD", "café.png"), os.fsdecode(b"bad\xff.png"), "sub\x1b[41m/inner.png"]
     for i, n in enumerate(names):
         _img(src / n, i)
     outside = _tree(tmp_path)
@@ -83,7 +83,8 @@ def test_hostile_names_each_get_their_own_output_and_row_and_nothing_leaves_the_
     assert not [p for p in out.rglob("*.part")]
     # the names reach the log as escapes: no raw control character splits a line or reaches the terminal
     assert "new\\nline.png" in proc.stderr and "ctl\\x01name.png" in proc.stderr and "bad\\udcff.png" in proc.stderr
-    assert not [c for c in proc.stderr if not c.isprintable() and c != "\n"], proc.stderr
+    assert not [c for c in proc.stderr + proc.stdout if not c.isprintable() and c != "\n"], proc.stderr + proc.stdout
+    assert "sub\\x1b[41m" in proc.stdout  # the summary's folder column
     again = run_here(capsys, "--input", str(src), "--output", str(out), "--keep-ext", *TINY[:-1])
     assert again.returncode == 0 and _done(again) == len(names), again.stdout  # the report reads back whole
 

@@ -21,7 +21,7 @@ from typing import Any, NoReturn, Sequence
 
 from . import __version__
 from .config import PRESETS, FitConfig, load_config_file, resolve
-from .files.display import shown
+from .files.display import shown, tolerant_output
 
 DESCRIPTION = """ZSSR super-resolution for whole image datasets: each image gets its own network, trained on
 that image alone, then upscales it.
@@ -112,6 +112,14 @@ def cmd_fit(args: argparse.Namespace) -> int:
     return 0
 
 
+def _utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+        return True
+    except UnicodeEncodeError:
+        return False
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from functools import lru_cache
 
@@ -121,6 +129,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     from .run.settings import Extras, RunSettings, check_address
 
     check_address(args.address)
+    for flag, value in (("--input", args.input), ("--output", args.output), ("--gt", args.gt)):
+        if value and not _utf8(value):  # Ray carries the driver's command line and fails on it, after the folder is made
+            raise ValueError(f"{shown(value)}: {flag} is not valid UTF-8 (a name in another encoding): Ray cannot carry "
+                             f"it; rename it, or give its parent folder (names found inside a folder are fine)")
     base_preset, file_values, cli = engine_sources(args)
     base = resolve(base_preset, file_values, cli)  # fails early on bad settings
     if base.kernel not in ("", "estimate") and not os.path.isfile(base.kernel):  # (it failed every row, after Ray had started)
@@ -235,13 +247,13 @@ def cmd_degrade(args: argparse.Namespace) -> int:
 
     if not args.random_kernels:
         pairs = _some(degrade_path(args.input, args.output, args.scale, args.suffix, skip), skipped, args.input)
-        print(f"degraded {len(pairs)} image(s) by x{args.scale:g} into {args.output}" + _skipped(skipped))
+        print(shown(f"degraded {len(pairs)} image(s) by x{args.scale:g} into {args.output}" + _skipped(skipped)))
         return 1 if skipped else 0
     pairs = _some(degrade_random_kernels(args.input, args.output, args.scale, args.seed, skip), skipped, args.input)
     s = int(args.scale)
-    print(f"degraded {len(pairs)} image(s) by x{s} with random kernels (seed {args.seed}) into {args.output}: "
-          f"HR/, {RANDOM_KERNEL_SET}/X{s}/, kernels/X{s}/; try: zssr-batch run --input {args.output} "
-          f"--scale {s} --output OUT" + _skipped(skipped))
+    print(shown(f"degraded {len(pairs)} image(s) by x{s} with random kernels (seed {args.seed}) into {args.output}: "
+                f"HR/, {RANDOM_KERNEL_SET}/X{s}/, kernels/X{s}/; try: zssr-batch run --input {args.output} "
+                f"--scale {s} --output OUT" + _skipped(skipped)))
     return 1 if skipped else 0
 
 
@@ -479,6 +491,7 @@ def _terminated(signum, frame) -> None:  # noqa: ARG001
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    tolerant_output()
     parser = build_parser()
     argv = list(sys.argv[1:] if argv is None else argv)
     command = next((a for a in argv if not a.startswith("-")), None)

@@ -22,7 +22,7 @@ from typing import Any, Callable, Iterable
 import ray
 
 from ..config import FitConfig
-from ..files.display import shown
+from ..files.display import shown, shown_lines
 from ..files.sources import WorkItem
 from ..files import storage
 from ..files.plan import plan_outputs
@@ -223,12 +223,12 @@ class Ending:
         _written(lambda: write_html_report(out), "report.html")
         if self.mirror.on:
             _written(self.mirror.push, f"the report to {self.settings.output_dir}")
-        print(table)
+        print(shown_lines(table))
         where = str(self.settings.output_dir)
         print(f"zssr-batch: {counts['ok']} ok, {counts['failed']} failed, {counts['skipped']} already done "
               f"of {self.total} in {t_end - self.t_start:.1f} s" + (f" (stopped: {stop_reason})" if stop_reason else ""))
-        print(f"  rows:   {storage.join(where, 'report.csv')}")
-        print(f"  report: {storage.join(where, 'report.html')}", flush=True)
+        print(shown(f"  rows:   {storage.join(where, 'report.csv')}"))
+        print(shown(f"  report: {storage.join(where, 'report.html')}"), flush=True)
         return exit_code(stop_reason, counts["failed"])
 
 
