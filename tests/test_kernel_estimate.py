@@ -16,7 +16,7 @@ from conftest import hr_path, needs_data
 from report_rows import rows as _rows
 from zssr_batch.cli import main
 from zssr_batch.config import resolve
-from zssr_batch.engine.kernel_estimate import DeepLinearKernel, estimate_kernel, estimate_x2, judged
+from zssr_batch.engine.kernel_estimate import WIDEST_X4, DeepLinearKernel, estimate_kernel, estimate_x2, judged
 from zssr_batch.engine.kernels import (analytic_kernel, bicubic_kernel, kernel_error, kernel_moments, load_kernel,
                                        random_kernel, remade_psnr)
 from zssr_batch.engine.metrics import score
@@ -144,6 +144,15 @@ def test_a_small_image_or_a_narrow_estimate_falls_back_to_bicubic():
     widest = random_kernel(2, np.random.default_rng(0)).kernel  # the recipe's kernels all pass
     assert judged(_gaussian((math.sqrt(5), math.sqrt(5)), 0.0, 13), 2).source == "estimated"
     assert judged(widest[4:17, 4:17] / widest[4:17, 4:17].sum(), 2).source == "estimated"
+    # at x4, a kernel wider than the blind recipe's widest: the x2 estimates' ~1.5-1.9 px floor made
+    # x4 kernels of 3.2-4.2 px that lost to bicubic on every image measured
+    at_floor = _gaussian((1.7, 1.7), 0.0, 13)
+    assert judged(at_floor, 2).source == "estimated"
+    est = judged(at_floor, 4)
+    assert est.kernel is None and "x4 kernel is 3.78 px wide" in est.note and "more than the 3.5 px trusted at x4" in est.note
+    assert judged(_gaussian((1.0, 1.2), 0.5, 13), 4).source == "estimated"  # a sharp one is kept
+    rng = np.random.default_rng(1)  # and no x4 kernel of the recipe is that wide
+    assert max(kernel_moments(random_kernel(4, rng).kernel)[0] for _ in range(300)) < WIDEST_X4
 
 
 @pytest.fixture

@@ -29,8 +29,9 @@ What differs, and why:
 - Both nets' crop centres come from the image's own gradient map, its magnitude term thresholded
   as its x and y terms are; the authors draw the generator's from the map of the image shrunk by
   2 and add the magnitude whole. Measured both ways: the same estimates within a draw's noise.
-- An estimate narrower than ``trust_width`` (the ``real`` preset: 1.6 px), or wider than its 13
-  taps hold (``WIDEST``), is not used: the fit assumes bicubic instead.
+- An estimate narrower than ``trust_width`` (the ``real`` preset: 1.6 px), wider than its 13
+  taps hold (``WIDEST``), or at x4 wider than any kernel of the blind recipe (``WIDEST_X4``), is
+  not used: the fit assumes bicubic instead.
 - The discriminator's input noise is drawn on the host, from the image's own stream: the same
   noise on any device, and in a pack (``pack.kernel_estimates``) each image's own.
 
@@ -72,6 +73,13 @@ MIN_SIDE = 32  # the crops shrink with a small image down to this side; below it
 # BSD100 101085 came out 3.67 px wide where the truth is 1.80, and its fit lost 5 dB to bicubic).
 # The recipe's widest x2 kernels (variances up to 2.5 x 2) are 2.24 px.
 WIDEST = 2.5
+# The widest x4 kernel kept (its width, as ``kernel_at`` makes it from the x2 estimate): the blind
+# recipe's widest x4 kernel is 3.14 px over 300 draws (x2: 2.23), and this is as far beyond it as
+# ``WIDEST`` is at x2. The x2 estimates do not go below ~1.5 px (docs/BENCHMARKS.md), so their x4
+# kernels came out 3.2-4.2 px where the truths were 1.4-2.7, and every one of those fits lost to
+# assuming bicubic (by 1.84 dB on the benchmark's three): a kernel wider than the truth sharpens
+# far more than a narrower one blurs.
+WIDEST_X4 = 3.5
 # The narrowest a kept estimate may be across (its smaller principal std, HR pixels): a GAN run that
 # collapsed to a line or a point (at 60 steps a 48-pixel crop came out two taps two rows apart,
 # 1e6 times longer than wide) is no kernel; the recipe's narrowest kernels are 0.59 px across.
@@ -375,7 +383,8 @@ def too_small(image: torch.Tensor) -> Estimate | None:
 
 def judged(k2: np.ndarray, scale: int, trust_width: float = 0.0) -> Estimate:
     """An x2 estimate at ``scale``, or bicubic where it is narrower than ``trust_width`` (HR pixels,
-    ``kernel_moments``), wider than its taps hold (``WIDEST``), or not a kernel at all (diverged,
+    ``kernel_moments``), wider than its taps hold (``WIDEST``), at x4 wider than ``WIDEST_X4``,
+    or not a kernel at all (diverged,
     collapsed to a line or a point, or run off its centre). Estimates of sharp images come out too
     wide (1.44-1.56 px for bicubic-downscaled ones, where bicubic is 0.85), and a fit with a kernel
     wider than the truth sharpens far more than one with a narrower kernel blurs: the ``real``
@@ -400,7 +409,11 @@ def judged(k2: np.ndarray, scale: int, trust_width: float = 0.0) -> Estimate:
     if width > WIDEST:
         return Estimate(None, "bicubic fallback", f"its estimate is {width:.2f} px wide (x2), more than the "
                                                   f"{WIDEST:g} px its {K_SIZE} taps hold: a failed estimate")
-    return Estimate(kernel_at(k2, scale), "estimated")
+    kernel = kernel_at(k2, scale)
+    if scale == 4 and (wide := kernel_moments(kernel)[0]) > WIDEST_X4:
+        return Estimate(None, "bicubic fallback", f"its x4 kernel is {wide:.2f} px wide, more than the {WIDEST_X4:g} "
+                                                  f"px trusted at x4 (the blind recipe's widest is 3.14)")
+    return Estimate(kernel, "estimated")
 
 
 def estimate_kernel(image: torch.Tensor, scale: int, steps: int = STEPS, seed: int = 0,
