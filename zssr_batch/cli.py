@@ -130,9 +130,10 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     check_address(args.address)
     for flag, value in (("--input", args.input), ("--output", args.output), ("--gt", args.gt)):
-        if value and not _utf8(value):  # Ray carries the driver's command line and fails on it, after the folder is made
-            raise ValueError(f"{shown(value)}: {flag} is not valid UTF-8 (a name in another encoding): Ray cannot carry "
-                             f"it; rename it, or give its parent folder (names found inside a folder are fine)")
+        # Ray carries the driver's command line, and failed on such a name after the folder was made
+        if value and not _utf8(value):
+            raise ValueError(f"{shown(value)}: {flag} is not valid UTF-8 (a name in another encoding): Ray cannot "
+                             f"carry it; rename it, or give its parent folder (names found inside a folder are fine)")
     base_preset, file_values, cli = engine_sources(args)
     base = resolve(base_preset, file_values, cli)  # fails early on bad settings
     if base.kernel not in ("", "estimate") and not os.path.isfile(base.kernel):  # (it failed every row, after Ray had started)

@@ -383,13 +383,13 @@ def too_small(image: torch.Tensor) -> Estimate | None:
 
 def judged(k2: np.ndarray, scale: int, trust_width: float = 0.0) -> Estimate:
     """An x2 estimate at ``scale``, or bicubic where it is narrower than ``trust_width`` (HR pixels,
-    ``kernel_moments``), wider than its taps hold (``WIDEST``), at x4 wider than ``WIDEST_X4``,
-    or not a kernel at all (diverged,
-    collapsed to a line or a point, or run off its centre). Estimates of sharp images come out too
-    wide (1.44-1.56 px for bicubic-downscaled ones, where bicubic is 0.85), and a fit with a kernel
-    wider than the truth sharpens far more than one with a narrower kernel blurs: the ``real``
-    preset's 1.6 guards camera photos against that, at the price of the gain on blurry images
-    estimated narrow (on BSD100RK it discarded good estimates; docs/BENCHMARKS.md)."""
+    ``kernel_moments``), wider than its taps hold (``WIDEST``), at x4 wider than ``WIDEST_X4``, or
+    not a kernel at all (diverged, collapsed to a line or a point, or run off its centre).
+    Estimates of sharp images come out too wide (1.44-1.56 px for bicubic-downscaled ones, where
+    bicubic is 0.85), and a fit with a kernel wider than the truth sharpens far more than one with a
+    narrower kernel blurs: the ``real`` preset's 1.6 guards camera photos against that, at the price
+    of the gain on blurry images estimated narrow (on BSD100RK it discarded good estimates;
+    docs/BENCHMARKS.md)."""
     if not np.isfinite(k2).all() or k2.sum() <= 0:
         return Estimate(None, "bicubic fallback", "its estimate diverged")
     width, anisotropy = kernel_moments(k2)

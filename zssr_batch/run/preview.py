@@ -14,6 +14,7 @@ from typing import Callable, TextIO
 
 from ..config import FitConfig
 from ..files import storage
+from ..files.display import shown
 from ..files.images import image_size
 from ..files.plan import plan_outputs
 from ..files.sources import WorkItem
@@ -23,15 +24,14 @@ from .resume import kept_rows, redo_reason
 
 
 def _shown(path: str | None) -> str:
-    """A path as short as it can be said (relative to the working directory when under it), with
-    control characters escaped: a name holding a newline or an escape sequence must not redraw
-    the terminal."""
+    """A path as short as it can be said (relative to the working directory when under it), its
+    control characters escaped (``files.display.shown``)."""
     if not path:
         return "-"
     if not storage.is_url(path):
         rel = os.path.relpath(path)
         path = rel if not rel.startswith("..") else path
-    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in path)
+    return shown(path)
 
 
 def _settings(cfg: FitConfig, preset: str) -> str:
