@@ -70,22 +70,25 @@ def test_losing_the_ray_head_stops_the_run_with_its_own_exit_code_and_a_whole_re
     assert sorted(r["input"] for r in _rows(out)) == sorted(str(p) for p in src.glob("*.png"))
 
 
+def _sends(log: str) -> list[tuple[str, str]]:
+    """(image, node) of each sending, in order, from the run's log lines ('sent NAME to actor A (node N)')."""
+    return [(ln[5:].split(" to actor ")[0], ln.split("(node ")[1].split(")")[0])
+            for ln in log.splitlines() if ln.startswith("sent ") and "(node " in ln]
+
+
 def _first_sent_to(log: str) -> dict[str, str]:
-    """The node each image was first sent to, from the run's log lines."""
+    """The node each image was first sent to."""
     first: dict[str, str] = {}
-    for ln in log.splitlines():
-        if ln.startswith("sent ") and "(node " in ln:
-            first.setdefault(ln[5:].split(" to actor ")[0], ln.split("(node ")[1].split(")")[0])
+    for name, node in _sends(log):
+        first.setdefault(name, node)
     return first
 
 
 def _sent_to(log: str) -> dict[str, set[str]]:
-    """Which images each node was sent, from the run's log lines ('sent NAME to actor A (node N)')."""
+    """Which images each node was sent."""
     sent: dict[str, set[str]] = {}
-    for ln in log.splitlines():
-        if ln.startswith("sent ") and "(node " in ln:
-            name, node = ln[5:].split(" to actor ")[0], ln.split("(node ")[1].split(")")[0]
-            sent.setdefault(node, set()).add(name)
+    for name, node in _sends(log):
+        sent.setdefault(node, set()).add(name)
     return sent
 
 
