@@ -31,6 +31,9 @@ SMALL = ("--gpus", "0", "--threads", "1", "--max-iters", "30", "--crop", "16", "
 # Runs that last long enough for a node to go mid-run: each image waits 1 s as a worker starts
 # reading it (the ``slow`` fault) instead of fitting for 1 s, which cost the suite a minute of CPU.
 SLOW = {**os.environ, "ZSSR_BATCH_FAULT": "slow:.png:1"}
+# The two-node run must outlast a node's start (it asserts that the node that joined mid-run was
+# seen): at 1 s an image it ended 15 s after the joiner was started on an idle machine.
+SLOWER = {**os.environ, "ZSSR_BATCH_FAULT": "slow:.png:2"}
 
 
 def _run(src: str, out: str, *more: str) -> list[str]:
@@ -111,7 +114,7 @@ def test_two_real_nodes_from_their_own_folders_share_a_run_with_relative_paths(t
         worker = RayNode(tmp_path / "worker", address=head.address)
         wait_for_nodes(head.address, 2)
         proc = subprocess.Popen(_run("src", "out2", "--address", head.address, "--pack", "2"), cwd=job,
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=SLOW)
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=SLOWER)
         _wait_rows(job / "out2", 1, proc)
         worker.kill("raylet")
         joiner = RayNode(tmp_path / "joiner", address=head.address)
