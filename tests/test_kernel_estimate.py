@@ -16,7 +16,8 @@ from conftest import hr_path, needs_data
 from report_rows import rows as _rows
 from zssr_batch.cli import main
 from zssr_batch.config import resolve
-from zssr_batch.engine.kernel_estimate import WIDEST_X4, DeepLinearKernel, estimate_kernel, estimate_x2, judged
+from zssr_batch.engine.kernel_estimate import (WIDEST_X4, DeepLinearKernel, combined, estimate_kernel, estimate_x2,
+                                              judged)
 from zssr_batch.engine.kernels import (analytic_kernel, bicubic_kernel, kernel_error, kernel_moments, load_kernel,
                                        random_kernel, remade_psnr)
 from zssr_batch.engine.metrics import score
@@ -111,6 +112,11 @@ def test_hashes_of_other_kernels_stay_and_estimate_is_checked():
     assert resolve("paper", overrides={"kernel_steps": 10}).hash() == "25676c0f80c0"
     est = resolve("paper", overrides={"kernel": "estimate"})
     assert est.hash() != resolve("paper", overrides={"kernel": "estimate", "kernel_steps": 10}).hash()
+    # one run of the GAN an image, as before restarts existed: the same hash; more runs, another
+    assert est.hash() == "9d622f0ba8a2" and resolve("blind").hash() == "48076ed28068"
+    assert resolve("blind", overrides={"kernel_restarts": 3}).hash() != resolve("blind").hash()
+    with pytest.raises(ValueError, match="kernel_restarts must be at least 1"):
+        resolve("blind", overrides={"kernel_restarts": 0})
     blind = resolve("blind")
     assert (blind.kernel, blind.ensemble, blind.back_projection_iters, blind.p_as_is) == ("estimate", "none", (2,), 1)
     real = resolve("real", overrides={"kernel": "estimate"})
@@ -129,7 +135,9 @@ def test_a_small_image_or_a_narrow_estimate_falls_back_to_bicubic():
     assert estimate_x2(image, steps=5).shape == (13, 13)
     assert judged(_gaussian((1.0, 1.3), 0.3, 13), 4).kernel.shape == (25, 25)  # x4 from the 13x13 x2 estimate
     est = estimate_kernel(image, 4, steps=5, trust_width=20)  # no 13x13 kernel is 20 px wide
-    assert est.kernel is None and "under the 20 px it is trusted from" in est.note
+    assert est.kernel is None and est.source == "bicubic fallback"
+    est = judged(_gaussian((1.0, 1.3), 0.3, 13), 2, trust_width=20)
+    assert est.kernel is None and "is 1.15 px wide (x2), under the 20 px it is trusted from" in est.note
     # an estimate that fills its support (a failed run of the GAN) or is no kernel at all
     flat = np.ones((13, 13)) / 169  # 3.74 px wide
     est = judged(flat, 2)
@@ -153,6 +161,34 @@ def test_a_small_image_or_a_narrow_estimate_falls_back_to_bicubic():
     assert judged(_gaussian((1.0, 1.2), 0.5, 13), 4).source == "estimated"  # a sharp one is kept
     rng = np.random.default_rng(1)  # and no x4 kernel of the recipe is that wide
     assert max(kernel_moments(random_kernel(4, rng).kernel)[0] for _ in range(300)) < WIDEST_X4
+
+
+def test_restarts_drop_the_failed_runs_and_average_the_others_centred():
+    good = _gaussian((1.0, 1.5), 0.4, 13)
+    # a draw a fraction of a pixel off is moved back before the mean: two half-pixel-apart copies
+    # of one kernel average to that kernel (to the cubic shift's smoothing), not to a wider one
+    from scipy import ndimage
+
+    left, right = (np.clip(ndimage.shift(good, (0, d), order=3), 0, None) for d in (-0.5, 0.5))
+    est = combined([left / left.sum(), right / right.sum()], 2)
+    assert est.source == "estimated" and est.note == "the mean of its 2 runs"
+    # (each copy is 0.024 from it after its own cubic half-pixel shift; their plain mean, 0.10)
+    assert kernel_error(est.kernel, good) < 0.03, kernel_error(est.kernel, good)
+    naive = (left / left.sum() + right / right.sum()) / 2  # what a plain mean would give
+    assert kernel_moments(naive)[0] > kernel_moments(est.kernel)[0] + 0.05
+    # a failed run (wider than its taps hold, or diverged) is dropped and said
+    flat, nan = np.ones((13, 13)) / 169, np.full((13, 13), np.nan)
+    est = combined([flat, good, nan], 2)
+    assert est.source == "estimated" and est.note == "the mean of 1 of its 3 runs (2 failed)"
+    np.testing.assert_allclose(est.kernel, good / good.sum(), atol=1e-12)  # one kept: itself
+    # every run failed: bicubic, with the first one's reason
+    est = combined([flat, nan], 2)
+    assert est.kernel is None and est.note.startswith("each of its 2 runs failed (its estimate is 3.74 px wide")
+    # the mean is judged as one estimate: at x4, too wide for the x4 guard
+    wide = _gaussian((1.7, 1.7), 0.0, 13)
+    est = combined([wide, wide], 4)
+    assert est.kernel is None and "x4 kernel is 3.78 px wide" in est.note and est.note.endswith("(the mean of its 2 runs)")
+    assert combined([good], 2).note == "" and combined([flat], 2).note == judged(flat, 2).note  # one run: as before
 
 
 @pytest.fixture

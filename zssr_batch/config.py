@@ -70,6 +70,8 @@ class FitConfig:
                                     "compress its schedule)")
     kernel_trust_width: float = _knob(0.0, "--kernel estimate: assume bicubic where the x2 estimate is narrower "
                                            "than this (HR pixels); 0 = always use it")
+    kernel_restarts: int = _knob(1, "--kernel estimate: KernelGAN runs an image, each its own seed; the failed "
+                                    "ones dropped, the mean of the others used")
     seed: int = _knob(0, "random seed of the weights and the training pairs")
 
     def __post_init__(self) -> None:
@@ -104,9 +106,9 @@ class FitConfig:
         if self.kernel == "estimate" and len(self.scale_steps) > 1:  # one kernel, for one scale
             problems.append(f"kernel 'estimate' fits in one jump to x2 or x4, not in scale steps "
                             f"({len(self.scale_steps)} given)")
-        if self.kernel_steps < 1 or self.kernel_trust_width < 0:
-            problems.append(f"kernel_steps must be at least 1 and kernel_trust_width at least 0, got "
-                            f"{self.kernel_steps} and {self.kernel_trust_width}")
+        if self.kernel_steps < 1 or self.kernel_restarts < 1 or self.kernel_trust_width < 0:
+            problems.append(f"kernel_steps and kernel_restarts must be at least 1 and kernel_trust_width at "
+                            f"least 0, got {self.kernel_steps}, {self.kernel_restarts} and {self.kernel_trust_width}")
         if self.noise_std < 0 or self.learning_rate <= 0:
             problems.append("noise_std must be >= 0 and learning_rate > 0")
         if problems:
@@ -141,11 +143,15 @@ class FitConfig:
                 del d[name]
             if self.kernel and Path(self.kernel).is_file():
                 d["kernel"] = hashlib.sha256(Path(self.kernel).read_bytes()).hexdigest()
+        for name, value in ESTIMATOR_NEUTRAL.items():  # added later: where it changes nothing, the old hash
+            if d.get(name) == value:
+                del d[name]
         blob = json.dumps(d, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
 
-ESTIMATOR_FIELDS = ("kernel_steps", "kernel_trust_width")  # settings of --kernel estimate alone (see ``hash``)
+ESTIMATOR_FIELDS = ("kernel_steps", "kernel_trust_width", "kernel_restarts")  # of --kernel estimate alone (``hash``)
+ESTIMATOR_NEUTRAL = {"kernel_restarts": 1}  # estimator settings added later, at the value that adds nothing
 
 GRADUAL_X2 = ((1.0, 1.5), (1.5, 1.0), (1.5, 1.5), (1.5, 2.0), (2.0, 1.5), (2.0, 2.0))
 # The authors ship no x3 or x4 schedule. These walk x2's six steps, then the same pattern on (its

@@ -32,6 +32,8 @@ What differs, and why:
 - An estimate narrower than ``trust_width`` (the ``real`` preset: 1.6 px), wider than its 13
   taps hold (``WIDEST``), or at x4 wider than any kernel of the blind recipe (``WIDEST_X4``), is
   not used: the fit assumes bicubic instead.
+- ``restarts`` runs of the GAN an image (their own seeds) can stand for one: the failed runs
+  dropped, the mean of the others kept (``combined``).
 - The discriminator's input noise is drawn on the host, from the image's own stream: the same
   noise on any device, and in a pack (``pack.kernel_estimates``) each image's own.
 
@@ -94,7 +96,7 @@ OFF_CENTRE = 3.0
 class Estimate:
     kernel: np.ndarray | None  # the kernel at the asked scale, sums to 1; None: fall back to bicubic
     source: str  # 'estimated' or 'bicubic fallback'
-    note: str = ""  # why it fell back
+    note: str = ""  # why it fell back; or, kept, what it is the mean of (``combined``)
 
 
 def _even_crop(side: int, limit: int) -> int:
@@ -381,34 +383,42 @@ def too_small(image: torch.Tensor) -> Estimate | None:
     return None
 
 
+def failed(k2: np.ndarray) -> str | None:
+    """Why an x2 estimate is a failed run of the GAN and no kernel, or None: diverged, collapsed to a
+    line or a point, run off its centre, or wider than its taps hold (``WIDEST``)."""
+    if not np.isfinite(k2).all() or k2.sum() <= 0:
+        return "its estimate diverged"
+    width, anisotropy = kernel_moments(k2)
+    across = 2 * width / (1 + anisotropy)  # the smaller principal std
+    if across < NARROWEST_ACROSS:
+        return (f"its estimate collapsed to a line or a point ({across:.2f} px across, under "
+                f"{NARROWEST_ACROSS:g}): a failed estimate")
+    from scipy import ndimage
+
+    off = float(np.hypot(*(np.array(ndimage.center_of_mass(k2)) - (np.array(k2.shape) - 1) / 2)))
+    if off > OFF_CENTRE:
+        return f"its estimate sits {off:.1f} px off its centre (more than {OFF_CENTRE:g}): a failed estimate"
+    if width > WIDEST:
+        return (f"its estimate is {width:.2f} px wide (x2), more than the {WIDEST:g} px its {K_SIZE} taps hold: "
+                f"a failed estimate")
+    return None
+
+
 def judged(k2: np.ndarray, scale: int, trust_width: float = 0.0) -> Estimate:
-    """An x2 estimate at ``scale``, or bicubic where it is narrower than ``trust_width`` (HR pixels,
-    ``kernel_moments``), wider than its taps hold (``WIDEST``), at x4 wider than ``WIDEST_X4``, or
-    not a kernel at all (diverged, collapsed to a line or a point, or run off its centre).
+    """An x2 estimate at ``scale``, or bicubic where it is a failed run (``failed``), narrower than
+    ``trust_width`` (HR pixels, ``kernel_moments``), or at x4 wider than ``WIDEST_X4``.
     Estimates of sharp images come out too wide (1.44-1.56 px for bicubic-downscaled ones, where
     bicubic is 0.85), and a fit with a kernel wider than the truth sharpens far more than one with a
     narrower kernel blurs: the ``real`` preset's 1.6 guards camera photos against that, at the price
     of the gain on blurry images estimated narrow (on BSD100RK it discarded good estimates;
     docs/BENCHMARKS.md)."""
-    if not np.isfinite(k2).all() or k2.sum() <= 0:
-        return Estimate(None, "bicubic fallback", "its estimate diverged")
-    width, anisotropy = kernel_moments(k2)
-    across = 2 * width / (1 + anisotropy)  # the smaller principal std
-    if across < NARROWEST_ACROSS:
-        return Estimate(None, "bicubic fallback", f"its estimate collapsed to a line or a point ({across:.2f} px "
-                                                  f"across, under {NARROWEST_ACROSS:g}): a failed estimate")
-    from scipy import ndimage
-
-    off = float(np.hypot(*(np.array(ndimage.center_of_mass(k2)) - (np.array(k2.shape) - 1) / 2)))
-    if off > OFF_CENTRE:
-        return Estimate(None, "bicubic fallback", f"its estimate sits {off:.1f} px off its centre (more than "
-                                                  f"{OFF_CENTRE:g}): a failed estimate")
+    why = failed(k2)
+    if why:
+        return Estimate(None, "bicubic fallback", why)
+    width = kernel_moments(k2)[0]
     if width < trust_width:
         return Estimate(None, "bicubic fallback", f"its estimate is {width:.2f} px wide (x2), under the "
                                                   f"{trust_width:g} px it is trusted from")
-    if width > WIDEST:
-        return Estimate(None, "bicubic fallback", f"its estimate is {width:.2f} px wide (x2), more than the "
-                                                  f"{WIDEST:g} px its {K_SIZE} taps hold: a failed estimate")
     kernel = kernel_at(k2, scale)
     if scale == 4 and (wide := kernel_moments(kernel)[0]) > WIDEST_X4:
         return Estimate(None, "bicubic fallback", f"its x4 kernel is {wide:.2f} px wide, more than the {WIDEST_X4:g} "
@@ -416,9 +426,50 @@ def judged(k2: np.ndarray, scale: int, trust_width: float = 0.0) -> Estimate:
     return Estimate(kernel, "estimated")
 
 
+def _centred_mean(kernels: list[np.ndarray]) -> np.ndarray:
+    """The mean of x2 estimates, each first moved (sub-pixel) so that its centre of mass is at their
+    mean centre: draws that sit a fraction of a pixel apart would otherwise average to a wider kernel."""
+    from scipy import ndimage
+
+    centres = [np.array(ndimage.center_of_mass(k)) for k in kernels]
+    at = np.mean(centres, axis=0)
+    moved = [np.clip(ndimage.shift(k, at - c, order=3, mode="constant"), 0, None) for k, c in zip(kernels, centres)]
+    mean = np.mean([m / m.sum() for m in moved], axis=0)
+    return mean / mean.sum()
+
+
+def combined(draws: list[np.ndarray], scale: int, trust_width: float = 0.0) -> Estimate:
+    """One estimate from several runs of the GAN on the same image (``kernel_restarts``, each its own
+    seed): the failed runs (``failed``) dropped, the others' centred mean judged as one estimate
+    (``judged``). One draw is ``judged`` itself. A run fails now and then (BSD100 101085 came out 3.67
+    px wide in one pack, 1.59 in another), and alone it costs the image its estimate; the mean of
+    two good draws is also a little closer to the truth than either (docs/BENCHMARKS.md)."""
+    if len(draws) == 1:
+        return judged(draws[0], scale, trust_width)
+    reasons = [failed(k) for k in draws]
+    kept = [k for k, why in zip(draws, reasons) if why is None]
+    if not kept:
+        return Estimate(None, "bicubic fallback", f"each of its {len(draws)} runs failed ({reasons[0]})")
+    est = judged(_centred_mean(kept), scale, trust_width)
+    dropped = len(draws) - len(kept)
+    said = f"the mean of {len(kept)} of its {len(draws)} runs ({dropped} failed)" if dropped else \
+        f"the mean of its {len(draws)} runs"
+    if est.kernel is None:
+        return Estimate(None, est.source, f"{est.note} ({said})")
+    return Estimate(est.kernel, est.source, said)
+
+
+def restart_seeds(seed: int, restarts: int) -> list[int]:
+    """The seeds of an image's ``restarts`` runs of the GAN: the first is ``seed``, so that one run is
+    the estimate it always was."""
+    return [seed + r for r in range(restarts)]
+
+
 def estimate_kernel(image: torch.Tensor, scale: int, steps: int = STEPS, seed: int = 0,
-                    device: torch.device | str = "cpu", trust_width: float = 0.0) -> Estimate:
+                    device: torch.device | str = "cpu", trust_width: float = 0.0, restarts: int = 1) -> Estimate:
     """The downscaling kernel of ``image`` (C, H, W) in [0, 1] at ``scale`` 2 or 4, estimated alone
-    (``estimate_x2``); bicubic where the image is too small (``too_small``) or the estimate is not
-    trusted (``judged``). ``pack.kernel_estimates`` estimates many at once, each as here."""
-    return too_small(image) or judged(estimate_x2(image, steps, seed, device), scale, trust_width)
+    (``estimate_x2``, ``restarts`` times: ``combined``); bicubic where the image is too small
+    (``too_small``) or the estimate is not trusted. ``pack.kernel_estimates`` estimates many at once,
+    each as here."""
+    return too_small(image) or combined([estimate_x2(image, steps, s, device) for s in restart_seeds(seed, restarts)],
+                                        scale, trust_width)

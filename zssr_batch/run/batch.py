@@ -19,11 +19,12 @@ import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Iterator
 
+import numpy as np
 import torch
 
 from ..config import FitConfig
 from ..engine.infer import MemoryPlan
-from ..engine.kernel_estimate import judged, too_small
+from ..engine.kernel_estimate import combined, restart_seeds, too_small
 from ..engine.resize import output_size
 from ..engine.super_resolve import SRResult, pick_device, super_resolve
 from ..files.images import image_size
@@ -174,17 +175,24 @@ class PackedCall:
             cfg = self.cfgs[i]
             small = too_small(prep.color)
             if prep.picked is None and small is None:
-                yield EstimateJob((i, prep), prep.color, cfg.kernel_steps, cfg.seed)
+                for seed in restart_seeds(cfg.seed, cfg.kernel_restarts):  # each run its own slot
+                    yield EstimateJob((i, prep), prep.color, cfg.kernel_steps, seed)
             else:
                 self.estimated.put((i, prep if small is None else with_estimate(prep, cfg, small, 0.0, self.dev)))
 
     def _estimate_all(self) -> None:
         """The estimator pack's thread: each image's kernel, then the image on to the fits."""
+        draws: dict[int, list[tuple[np.ndarray, float]]] = {}  # an image's runs so far (--kernel-restarts)
         try:
             for (i, prep), k2, seconds in estimate_packed(self._to_estimate(), self.k, self.dev, self.stop.is_set):
                 cfg = self.cfgs[i]
-                estimate = judged(k2, int(cfg.scale[0]), cfg.kernel_trust_width)
-                self.estimated.put((i, with_estimate(prep, cfg, estimate, seconds, self.dev)))
+                mine = draws.setdefault(i, [])
+                mine.append((k2, seconds))
+                if len(mine) < cfg.kernel_restarts:
+                    continue
+                del draws[i]
+                estimate = combined([k for k, _ in mine], int(cfg.scale[0]), cfg.kernel_trust_width)
+                self.estimated.put((i, with_estimate(prep, cfg, estimate, sum(t for _, t in mine), self.dev)))
             self.estimated.put(None)
         except BaseException as e:  # noqa: BLE001 - handed to the fit pack's thread
             self.estimated.put(e)

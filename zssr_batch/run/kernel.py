@@ -53,12 +53,13 @@ def pick_kernel(color: torch.Tensor, cfg: FitConfig, gt: np.ndarray | None = Non
     if cfg.kernel == "estimate":
         if estimated is None:
             t0 = time.perf_counter()
-            est = estimate_kernel(color, int(cfg.scale[0]), cfg.kernel_steps, cfg.seed, device, cfg.kernel_trust_width)
+            est = estimate_kernel(color, int(cfg.scale[0]), cfg.kernel_steps, cfg.seed, device, cfg.kernel_trust_width,
+                                  cfg.kernel_restarts)
             seconds = round(time.perf_counter() - t0, 3)
         else:
             est, seconds = estimated[0], round(estimated[1], 3)
         kernel, source = est.kernel, est.source
-        notes = (f"kernel: bicubic, {est.note}",) if est.note else ()
+        notes = (f"kernel: {'bicubic, ' if kernel is None else ''}{est.note}",) if est.note else ()
     elif cfg.kernel:
         kernel, source = load_kernel(cfg.kernel), "given"
     else:
