@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -170,7 +168,11 @@ def test_a_gpu_that_torch_cannot_use_fails_the_start_in_one_line(tmp_path, capsy
 
 
 @pytest.mark.slow
-def test_streaming_1000_images_keeps_driver_memory_flat_and_rows_arrive_during_the_run(tmp_path):
+def test_streaming_1000_images_keeps_driver_memory_flat_and_rows_arrive_during_the_run(tmp_path, one_ray):
+    # The driver is this process (its Ray started once for the test process: ``one_ray``); a thread
+    # reads its memory and the report's rows while the run goes.
+    import threading
+
     import psutil
 
     src = tmp_path / "src"
@@ -180,24 +182,30 @@ def test_streaming_1000_images_keeps_driver_memory_flat_and_rows_arrive_during_t
         d.mkdir(parents=True, exist_ok=True)
         Image.fromarray(rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)).save(d / f"{i:04d}.png")
     out = tmp_path / "out"
-    cmd = [sys.executable, "-m", "zssr_batch", "run", "--input", str(src), "--output", str(out), "--gpus", "0",
-           "--workers", "2", "--threads", "1", "--max-iters", "0", "--ensemble", "none",
-           "--back-projection-iters", "0", "--no-progress"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    ps = psutil.Process(proc.pid)
+    args = ["run", "--input", str(src), "--output", str(out), "--gpus", "0", "--workers", "2", "--threads", "1",
+            "--max-iters", "0", "--ensemble", "none", "--back-projection-iters", "0", "--no-progress"]
+    me = psutil.Process()
     samples = []  # (rows in the report, driver RSS in MB)
-    while proc.poll() is None:
-        try:
-            rss = ps.memory_info().rss / 2**20
-        except psutil.NoSuchProcess:
-            break
-        n = 0
-        if (out / "report.csv").exists():
-            with open(out / "report.csv", "rb") as f:
-                n = max(0, f.read().count(b"\n") - 1)
-        samples.append((n, rss))
-        time.sleep(0.2)
-    assert proc.returncode == 0
+    done = threading.Event()
+
+    def sample() -> None:
+        while not done.is_set():
+            rss = me.memory_info().rss / 2**20
+            n = 0
+            if (out / "report.csv").exists():
+                with open(out / "report.csv", "rb") as f:
+                    n = max(0, f.read().count(b"\n") - 1)
+            samples.append((n, rss))
+            time.sleep(0.2)
+
+    sampler = threading.Thread(target=sample)
+    sampler.start()
+    try:
+        rc = main(args)
+    finally:
+        done.set()
+        sampler.join()
+    assert rc == 0
     assert len(_rows(out)) == 1000
     during = [n for n, _ in samples if 0 < n < 1000]
     assert len(set(during)) >= 5, "the report should grow while the run goes"

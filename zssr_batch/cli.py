@@ -172,6 +172,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         precision=args.precision,
         cpu_workers=args.workers,
         threads_per_worker=args.threads, address=args.address, device=args.device, wait_for_gpus=args.wait_for_gpus,
+        head_timeout=args.head_timeout,
         retries=args.retries,
         max_failures=args.max_failures, overwrite=args.overwrite, progress=not args.no_progress,
         verbose=args.verbose,
@@ -375,6 +376,9 @@ def add_run_options(run: argparse.ArgumentParser) -> None:
                    help="with --gpus N on a cluster that has fewer: the run asks the autoscaler for N GPUs, uses "
                         "each as its node joins, and waits up to S seconds for the first if it has none "
                         "(default: 600)")
+    g.add_argument("--head-timeout", type=_at_least(1), default=15, metavar="S",
+                   help="stop the run (exit 5, its report whole) once the Ray head has not answered for S "
+                        "seconds; a head with fault-tolerant GCS that restarts slower needs more (default: 15)")
 
     g = run.add_argument_group("report")
     g.add_argument("--no-report-images", action="store_true",

@@ -152,7 +152,7 @@ def _locked_run(items: list[WorkItem], config_for: Callable[[WorkItem], FitConfi
         os._exit(end.finish(LOST_HEAD))
 
     with Interrupt() as interrupt, HeadWatch(ray.get_runtime_context().gcs_address if needs_ray else None,
-                                             head_lost):
+                                             head_lost, settings.head_timeout):
         try:
             work.run(lambda: interrupt.reason)
         finally:

@@ -15,8 +15,8 @@ import threading
 import time
 from typing import Callable
 
-# How long the GCS may not answer before the head counts as lost: long enough for a GCS that
-# restarts (fault-tolerant heads come back within seconds), well inside Ray's own 60 s.
+# How long the GCS may not answer before the head counts as lost (``--head-timeout``): long enough
+# for a GCS that restarts (fault-tolerant heads come back within seconds), well inside Ray's own 60 s.
 LOST_AFTER_S = 15.0
 PROBE_EVERY_S = 1.0
 

@@ -49,6 +49,7 @@ class RunSettings:
     address: str | None = None
     device: str = "auto"  # 'cpu': CPU actors only, whatever GPUs there are; 'cuda': GPUs or refuse
     wait_for_gpus: float = 600.0  # --gpus N on an autoscaling cluster with none yet: how long to wait for the first
+    head_timeout: float = 15.0  # how long the Ray head may not answer before the run stops (``headwatch``)
     retries: int = 2
     max_failures: int | None = None
     overwrite: bool = False
