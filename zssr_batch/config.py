@@ -70,8 +70,8 @@ class FitConfig:
                                     "compress its schedule)")
     kernel_trust_width: float = _knob(0.0, "--kernel estimate: assume bicubic where the x2 estimate is narrower "
                                            "than this (HR pixels); 0 = always use it")
-    kernel_restarts: int = _knob(1, "--kernel estimate: KernelGAN runs an image, each its own seed; the failed "
-                                    "ones dropped, the mean of the others used")
+    kernel_restarts: int = _knob(3, "--kernel estimate: KernelGAN runs an image, each its own seed; the failed "
+                                    "ones dropped, the mean of the others used (1: the authors' one run)")
     seed: int = _knob(0, "random seed of the weights and the training pairs")
 
     def __post_init__(self) -> None:
@@ -151,7 +151,9 @@ class FitConfig:
 
 
 ESTIMATOR_FIELDS = ("kernel_steps", "kernel_trust_width", "kernel_restarts")  # of --kernel estimate alone (``hash``)
-ESTIMATOR_NEUTRAL = {"kernel_restarts": 1}  # estimator settings added later, at the value that adds nothing
+# Estimator settings added later, at the value that changes nothing: a run made before they existed
+# resumes as done when it is asked for again with that value.
+ESTIMATOR_NEUTRAL = {"kernel_restarts": 1}
 
 GRADUAL_X2 = ((1.0, 1.5), (1.5, 1.0), (1.5, 1.5), (1.5, 2.0), (2.0, 1.5), (2.0, 2.0))
 # The authors ship no x3 or x4 schedule. These walk x2's six steps, then the same pattern on (its
