@@ -65,8 +65,12 @@ def start_ray(address: str | None, verbose: bool = False) -> bool:
         gpus = torch.cuda.device_count()
     except Exception:  # noqa: BLE001 - no torch/CUDA in the driver is fine: CPU only
         gpus = 0
+    # No worker processes started ahead of need: for its first driver Ray starts one a CPU, of which
+    # a run's actors (one a GPU, or a few CPU ones) take as many as they are; on a GPU box with many
+    # cores the rest sit idle for the whole run, each a Python process polling the raylet (on this
+    # 2-core machine an idle one used 0.01 CPU-s a second). Each actor starts its own instead.
     ray.init(num_cpus=os.cpu_count() or 1, num_gpus=gpus, include_dashboard=False, log_to_driver=False,
-             configure_logging=False)
+             configure_logging=False, _system_config={"prestart_worker_first_driver": False})
     return True
 
 
