@@ -50,6 +50,16 @@ def one_ray():
         ray.shutdown()
 
 
+@pytest.fixture
+def joining_one_ray(one_ray):
+    """The environment of a driver that must be a process of its own (a test signals it) but need
+    not start a Ray of its own: it joins this process's (``one_ray``, by RAY_ADDRESS), as a driver
+    joins a cluster, and saves a local Ray's start (some 7 CPU-seconds)."""
+    import ray
+
+    return {**os.environ, "RAY_ADDRESS": ray.get_runtime_context().gcs_address}
+
+
 @contextlib.contextmanager
 def own_ray(**init):
     """A Ray of the test's own (``ray.init(**init)``) for the block; the shared one (``one_ray``)

@@ -35,12 +35,12 @@ def _run(*args: str, cwd: Path | None = None, timeout: float = 300) -> subproces
                           text=True, errors="replace", timeout=timeout)
 
 
-def _images_and_start(src: Path, out: Path, n: int, *more: str) -> subprocess.Popen:
+def _images_and_start(src: Path, out: Path, n: int, *more: str, env: dict[str, str] | None = None) -> subprocess.Popen:
     """``n`` 40x40 inputs, and a run over them started in the background."""
     for i in range(n):
         _img(src / f"{i}.png", i, 40, 40)
     return subprocess.Popen([sys.executable, "-m", "zssr_batch", "run", "--input", str(src), "--output", str(out),
-                             *TINY, *more], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                             *TINY, *more], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
 
 
 def _tree(root: Path, skip: Path | None = None) -> set[str]:
@@ -90,9 +90,9 @@ def test_hostile_names_each_get_their_own_output_and_row_and_nothing_leaves_the_
 
 
 @pytest.mark.slow
-def test_a_second_run_on_one_folder_is_refused_and_the_first_keeps_every_row(tmp_path):
+def test_a_second_run_on_one_folder_is_refused_and_the_first_keeps_every_row(tmp_path, joining_one_ray):
     src, out = tmp_path / "in", tmp_path / "out"
-    first = _images_and_start(src, out, 6, "--max-iters", "40")
+    first = _images_and_start(src, out, 6, "--max-iters", "40", env=joining_one_ray)
     t0 = time.time()
     while not (out / "report.csv").exists() and time.time() - t0 < 120:
         time.sleep(0.1)
@@ -143,9 +143,9 @@ def test_resume_redoes_exactly_what_changed(tmp_path, one_ray, monkeypatch):  # 
 
 
 @pytest.mark.slow
-def test_sigterm_ends_like_a_first_ctrl_c(tmp_path, one_ray, capsys):
+def test_sigterm_ends_like_a_first_ctrl_c(tmp_path, joining_one_ray, capsys):
     src, out = tmp_path / "in", tmp_path / "out"
-    proc = _images_and_start(src, out, 8, "--max-iters", "60", "--pack", "1")
+    proc = _images_and_start(src, out, 8, "--max-iters", "60", "--pack", "1", env=joining_one_ray)
     t0 = time.time()
     while (not (out / "report.csv").exists() or len(_rows(out)) < 1) and time.time() - t0 < 180:
         time.sleep(0.2)

@@ -364,10 +364,11 @@ def test_tiled_inference_has_no_seams():
 
 
 @pytest.mark.slow
-def test_ctrl_c_stops_cleanly_and_rerun_completes(tmp_path, one_ray, capsys):
+def test_ctrl_c_stops_cleanly_and_rerun_completes(tmp_path, joining_one_ray, capsys):
     src, out = tmp_path / "in", tmp_path / "out"
     _make_inputs(src, 10)
-    proc = subprocess.Popen(_cmd(src, out), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(_cmd(src, out), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=joining_one_ray)
     _wait_rows(out, 2, proc)
     proc.send_signal(signal.SIGINT)
     stdout, stderr = proc.communicate(timeout=120)
