@@ -8,17 +8,21 @@ import os
 import pty
 import re
 import select
+import shutil
 import struct
 import subprocess
 import sys
+import tempfile
 import termios
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
 from conftest import DATA, needs_data
+from ray_nodes import free_port
 from zssr_batch.cli import main
 
 
@@ -178,11 +182,21 @@ def test_a_run_on_a_terminal_says_what_it_does(tmp_path):
     for i in range(3):
         Image.fromarray(rng.integers(0, 255, (20, 20, 3), dtype=np.uint8)).save(src / f"{i}.png")
     marker = tmp_path / "killed"
-    env = {**os.environ, "ZSSR_BATCH_FAULT": f"kill:1.png:{marker}", "PYTHONUNBUFFERED": "1"}
+    # A cluster once started on this machine with `ray start`, and dead since: Ray's temp folder still
+    # names it (ray_current_cluster), and a plain ray.init() would try to join it and fail. The run
+    # starts its own, as it says. (A temp folder of the test's: Ray's socket paths must be short.)
+    ray_tmp = Path(tempfile.mkdtemp(prefix="zr", dir="/tmp"))
+    (ray_tmp / "ray").mkdir()
+    (ray_tmp / "ray" / "ray_current_cluster").write_text(f"127.0.0.1:{free_port()}")
+    env = {**os.environ, "ZSSR_BATCH_FAULT": f"kill:1.png:{marker}", "PYTHONUNBUFFERED": "1",
+           "RAY_TMPDIR": str(ray_tmp)}
     env.pop("RAY_AUTH_MODE", None)  # as a newcomer's shell: Ray would announce its token mode
-    said = _pty_run([sys.executable, "-m", "zssr_batch", "run", "--input", str(src), "--output", str(out),
-                     "--gpus", "0", "--workers", "1", "--threads", "1", "--pack", "1", "--max-iters", "600",
-                     "--min-iters", "600", "--crop", "12", "--width", "8", "--back-projection-iters", "1"], env)
+    try:
+        said = _pty_run([sys.executable, "-m", "zssr_batch", "run", "--input", str(src), "--output", str(out),
+                         "--gpus", "0", "--workers", "1", "--threads", "1", "--pack", "1", "--max-iters", "600",
+                         "--min-iters", "600", "--crop", "12", "--width", "8", "--back-projection-iters", "1"], env)
+    finally:
+        shutil.rmtree(ray_tmp, ignore_errors=True)
     # (600 steps: a few seconds of training an image, so that the bar's once-a-second polls see steps)
     lines = [ln.strip() for ln in re.split(r"[\r\n]+", re.sub(r"\x1b\[[0-9;]*[A-Za-z]", "", said)) if ln.strip()]
     assert marker.exists()  # the worker was killed mid-fit, with the bar on

@@ -69,8 +69,12 @@ def start_ray(address: str | None, verbose: bool = False) -> bool:
     # a run's actors (one a GPU, or a few CPU ones) take as many as they are; on a GPU box with many
     # cores the rest sit idle for the whole run, each a Python process polling the raylet (on this
     # 2-core machine an idle one used 0.01 CPU-s a second). Each actor starts its own instead.
-    ray.init(num_cpus=os.cpu_count() or 1, num_gpus=gpus, include_dashboard=False, log_to_driver=False,
-             configure_logging=False, _system_config={"prestart_worker_first_driver": False})
+    # address 'local': a Ray of the run's own, as the run says. With no address Ray would join the
+    # last cluster started with `ray start` on this machine (its temp folder's ray_current_cluster),
+    # even a dead one, and refuse our CPU count for it ("When connecting to an existing cluster,
+    # num_cpus and num_gpus must not be provided"). Joining a cluster is --address's job.
+    ray.init(address="local", num_cpus=os.cpu_count() or 1, num_gpus=gpus, include_dashboard=False,
+             log_to_driver=False, configure_logging=False, _system_config={"prestart_worker_first_driver": False})
     return True
 
 
