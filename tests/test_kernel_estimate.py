@@ -117,8 +117,9 @@ def test_hashes_of_other_kernels_stay_and_estimate_is_checked():
     assert resolve("paper", overrides={"kernel": "estimate", **one}).hash() == "9d622f0ba8a2"
     assert resolve("blind", overrides=one).hash() == "48076ed28068" != resolve("blind").hash()
     assert est.kernel_restarts == 3 and resolve("paper").hash() == resolve("paper", overrides=one).hash()
-    with pytest.raises(ValueError, match="kernel_restarts must be at least 1"):
-        resolve("blind", overrides={"kernel_restarts": 0})
+    for bad in (0, 17, 10**20):  # (a huge one once built 10^20 seeds, and the actor died of it)
+        with pytest.raises(ValueError, match=f"kernel_restarts from 1 to 16 .*got 3000, {bad} and"):
+            resolve("blind", overrides={"kernel_restarts": bad})
     blind = resolve("blind")
     assert (blind.kernel, blind.ensemble, blind.back_projection_iters, blind.p_as_is) == ("estimate", "none", (2,), 1)
     real = resolve("real", overrides={"kernel": "estimate"})
@@ -181,15 +182,15 @@ def test_restarts_drop_the_failed_runs_and_average_the_others_centred():
     # a failed run (wider than its taps hold, or diverged) is dropped and said
     flat, nan = np.ones((13, 13)) / 169, np.full((13, 13), np.nan)
     est = combined([flat, good, nan], 2)
-    assert est.source == "estimated" and est.note == "the mean of 1 of its 3 runs (2 failed)"
+    assert est.source == "estimated" and est.note == "the mean of 1 of its 3 runs, 2 failed"
     np.testing.assert_allclose(est.kernel, good / good.sum(), atol=1e-12)  # one kept: itself
     # every run failed: bicubic, with the first one's reason
     est = combined([flat, nan], 2)
-    assert est.kernel is None and est.note.startswith("each of its 2 runs failed (its estimate is 3.74 px wide")
+    assert est.kernel is None and est.note.startswith("each of its 2 runs failed; the first: its estimate is 3.74 px wide")
     # the mean is judged as one estimate: at x4, too wide for the x4 guard
     wide = _gaussian((1.7, 1.7), 0.0, 13)
     est = combined([wide, wide], 4)
-    assert est.kernel is None and "x4 kernel is 3.78 px wide" in est.note and est.note.endswith("(the mean of its 2 runs)")
+    assert est.kernel is None and "x4 kernel is 3.78 px wide" in est.note and est.note.endswith("; it was the mean of its 2 runs")
     assert combined([good], 2).note == "" and combined([flat], 2).note == judged(flat, 2).note  # one run: as before
 
 

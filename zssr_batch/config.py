@@ -106,9 +106,10 @@ class FitConfig:
         if self.kernel == "estimate" and len(self.scale_steps) > 1:  # one kernel, for one scale
             problems.append(f"kernel 'estimate' fits in one jump to x2 or x4, not in scale steps "
                             f"({len(self.scale_steps)} given)")
-        if self.kernel_steps < 1 or self.kernel_restarts < 1 or self.kernel_trust_width < 0:
-            problems.append(f"kernel_steps and kernel_restarts must be at least 1 and kernel_trust_width at "
-                            f"least 0, got {self.kernel_steps}, {self.kernel_restarts} and {self.kernel_trust_width}")
+        if self.kernel_steps < 1 or not 1 <= self.kernel_restarts <= MOST_RESTARTS or self.kernel_trust_width < 0:
+            problems.append(f"kernel_steps must be at least 1, kernel_restarts from 1 to {MOST_RESTARTS} and "
+                            f"kernel_trust_width at least 0, got {self.kernel_steps}, {self.kernel_restarts} and "
+                            f"{self.kernel_trust_width}")
         if self.noise_std < 0 or self.learning_rate <= 0:
             problems.append("noise_std must be >= 0 and learning_rate > 0")
         if problems:
@@ -150,6 +151,9 @@ class FitConfig:
         return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
 
+# Each run of the estimator costs an estimate's time (3 already cost more than the fit on a CPU):
+# past this many, a typo, not a choice.
+MOST_RESTARTS = 16
 ESTIMATOR_FIELDS = ("kernel_steps", "kernel_trust_width", "kernel_restarts")  # of --kernel estimate alone (``hash``)
 # Estimator settings added later, at the value that changes nothing: a run made before they existed
 # resumes as done when it is asked for again with that value.

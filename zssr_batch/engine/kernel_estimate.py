@@ -449,13 +449,13 @@ def combined(draws: list[np.ndarray], scale: int, trust_width: float = 0.0) -> E
     reasons = [failed(k) for k in draws]
     kept = [k for k, why in zip(draws, reasons) if why is None]
     if not kept:
-        return Estimate(None, "bicubic fallback", f"each of its {len(draws)} runs failed ({reasons[0]})")
+        return Estimate(None, "bicubic fallback", f"each of its {len(draws)} runs failed; the first: {reasons[0]}")
     est = judged(_centred_mean(kept), scale, trust_width)
     dropped = len(draws) - len(kept)
-    said = f"the mean of {len(kept)} of its {len(draws)} runs ({dropped} failed)" if dropped else \
+    said = f"the mean of {len(kept)} of its {len(draws)} runs, {dropped} failed" if dropped else \
         f"the mean of its {len(draws)} runs"
     if est.kernel is None:
-        return Estimate(None, est.source, f"{est.note} ({said})")
+        return Estimate(None, est.source, f"{est.note}; it was {said}")
     return Estimate(est.kernel, est.source, said)
 
 
