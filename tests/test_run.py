@@ -167,14 +167,38 @@ def test_a_gpu_that_torch_cannot_use_fails_the_start_in_one_line(tmp_path, capsy
     assert "zssr-batch run: error:" in err
 
 
-@pytest.mark.slow
-def test_streaming_1000_images_keeps_driver_memory_flat_and_rows_arrive_during_the_run(tmp_path, one_ray):
-    # The driver is this process (its Ray started once for the test process: ``one_ray``); a thread
-    # reads its memory and the report's rows while the run goes.
+def _main_sampled(args: list[str], out: Path, every: float) -> tuple[int, list[tuple[int, float]]]:
+    """``main(args)`` in this process, and what a thread read every ``every`` seconds while it ran:
+    (rows in ``out``'s report, this process's RSS in MB)."""
     import threading
 
     import psutil
 
+    me, samples, done = psutil.Process(), [], threading.Event()
+
+    def sample() -> None:
+        while not done.is_set():
+            n = 0
+            if (out / "report.csv").exists():
+                with open(out / "report.csv", "rb") as f:
+                    n = max(0, f.read().count(b"\n") - 1)
+            samples.append((n, me.memory_info().rss / 2**20))
+            time.sleep(every)
+
+    sampler = threading.Thread(target=sample)
+    sampler.start()
+    try:
+        rc = main(args)
+    finally:
+        done.set()
+        sampler.join()
+    return rc, samples
+
+
+@pytest.mark.slow
+def test_streaming_1000_images_keeps_driver_memory_flat_and_rows_arrive_during_the_run(tmp_path, one_ray):
+    # The driver is this process (its Ray started once for the test process: ``one_ray``); a thread
+    # reads its memory and the report's rows while the run goes.
     src = tmp_path / "src"
     rng = np.random.default_rng(0)
     for i in range(1000):
@@ -184,27 +208,7 @@ def test_streaming_1000_images_keeps_driver_memory_flat_and_rows_arrive_during_t
     out = tmp_path / "out"
     args = ["run", "--input", str(src), "--output", str(out), "--gpus", "0", "--workers", "2", "--threads", "1",
             "--max-iters", "0", "--ensemble", "none", "--back-projection-iters", "0", "--no-progress"]
-    me = psutil.Process()
-    samples = []  # (rows in the report, driver RSS in MB)
-    done = threading.Event()
-
-    def sample() -> None:
-        while not done.is_set():
-            rss = me.memory_info().rss / 2**20
-            n = 0
-            if (out / "report.csv").exists():
-                with open(out / "report.csv", "rb") as f:
-                    n = max(0, f.read().count(b"\n") - 1)
-            samples.append((n, rss))
-            time.sleep(0.2)
-
-    sampler = threading.Thread(target=sample)
-    sampler.start()
-    try:
-        rc = main(args)
-    finally:
-        done.set()
-        sampler.join()
+    rc, samples = _main_sampled(args, out, 0.2)  # (rows in the report, driver RSS in MB)
     assert rc == 0
     assert len(_rows(out)) == 1000
     during = [n for n, _ in samples if 0 < n < 1000]
@@ -242,8 +246,6 @@ def test_packed_batches_stream_a_row_per_image(tmp_path, one_ray):
     # One call carries 8 images fitted 2 at a time: the rows must arrive one by one
     # while the call runs, not all 8 when it returns. (The run is this process's; a thread counts
     # the report's rows while it goes.)
-    import threading
-
     src = tmp_path / "src"
     for i in range(8):
         _img(src / f"{i}.png", 24, 24, i)
@@ -251,22 +253,8 @@ def test_packed_batches_stream_a_row_per_image(tmp_path, one_ray):
     args = ["run", "--input", str(src), "--output", str(out), "--gpus", "0", "--workers", "1", "--pack", "2",
             "--batch", "8", "--max-iters", "60", "--crop", "16", "--width", "16", "--back-projection-iters", "1",
             "--no-progress"]
-    seen, done = set(), threading.Event()
-
-    def count() -> None:
-        while not done.is_set():
-            if (out / "report.csv").exists():
-                with open(out / "report.csv", "rb") as f:
-                    seen.add(max(0, f.read().count(b"\n") - 1))
-            time.sleep(0.05)
-
-    counter = threading.Thread(target=count)
-    counter.start()
-    try:
-        rc = main(args)
-    finally:
-        done.set()
-        counter.join()
+    rc, samples = _main_sampled(args, out, 0.05)
+    seen = {n for n, _ in samples}
     assert rc == 0
     rows = _rows(out)
     assert len(rows) == 8
