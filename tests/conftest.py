@@ -62,7 +62,8 @@ def joining_one_ray(one_ray):
 
 @contextlib.contextmanager
 def own_ray(**init):
-    """A Ray of the test's own (``ray.init(**init)``) for the block; the shared one (``one_ray``)
+    """A Ray of the test's own (``ray.init(**init)``, a new local one as ``start_ray`` starts it,
+    whatever cluster was last started on the machine) for the block; the shared one (``one_ray``)
     is stopped for it and started again after."""
     import ray
 
@@ -71,7 +72,7 @@ def own_ray(**init):
     shared = ray.is_initialized()
     if shared:
         ray.shutdown()
-    ray.init(**init)
+    ray.init(address="local", **init)
     try:
         yield
     finally:
