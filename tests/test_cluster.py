@@ -64,6 +64,7 @@ def test_losing_the_ray_head_stops_the_run_with_its_own_exit_code_and_a_whole_re
     assert proc.returncode == 5, stderr
     lines = [ln for ln in stderr.splitlines() if "lost the Ray head" in ln]
     assert len(lines) == 1 and head.address.split(":")[1] in lines[0] and "for 3 s" in lines[0], stderr
+    assert "Connect" not in stderr, stderr  # Ray's own "Connecting to existing Ray cluster" lines: only with -v
     assert "report.csv" in stdout and "(stopped: lost the Ray head)" in stdout
     rows = _rows(out)  # whole rows only, each of a finished image
     assert 2 <= len(rows) < 8 and all(r["status"] == "ok" and Path(r["output"]).is_file() for r in rows), rows
@@ -270,3 +271,25 @@ def test_a_node_that_cannot_see_the_shared_folders_stops_the_run_before_any_work
     line = [ln for ln in res.stderr.splitlines() if "cannot see" in ln]
     assert len(line) == 1 and str(shared / "in") in line[0] and "every node must see" in line[0], res.stderr
     assert not list((shared / "out").glob("*.png"))  # no work was done
+
+
+def test_an_address_where_no_head_answers_is_one_line_not_minutes_of_retries(tmp_path, monkeypatch):
+    # Ray's own join retried a dead address for minutes, printing its warnings; the run now gives it
+    # 10 s (a head that is starting) and says so in one line. RAY_ADDRESS=local is Ray's word for a
+    # new local instance: no cluster to join.
+    from ray_nodes import free_port
+    from zssr_batch.run.settings import cluster_address
+
+    _img(tmp_path / "in" / "a.png", 24, 0)
+    dead = f"127.0.0.1:{free_port()}"
+    res = subprocess.run(_run(str(tmp_path / "in"), str(tmp_path / "out"), "--address", dead), capture_output=True,
+                         text=True, timeout=120)
+    err = res.stderr.strip().splitlines()
+    assert res.returncode == 2 and len(err) == 2, res.stderr  # the status line, then the refusal
+    assert err[0] == f"zssr-batch: joining the Ray cluster at {dead}", res.stderr
+    assert f"{dead}: no Ray head answers there" in err[1] and "--address / RAY_ADDRESS" in err[1], res.stderr
+    monkeypatch.setenv("RAY_ADDRESS", "local")
+    assert cluster_address(None) is None and cluster_address("10.0.0.1:6379") == "10.0.0.1:6379"
+    monkeypatch.setenv("RAY_ADDRESS", "10.0.0.2:6379")
+    assert cluster_address(None) == "10.0.0.2:6379" and cluster_address("local") is None
+

@@ -9,6 +9,7 @@ from __future__ import annotations
 import itertools
 import logging
 import os
+import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,7 +19,8 @@ import ray
 
 from ..files import storage
 from ..files.images import write_atomic
-from .settings import ActorSettings, RunSettings, check_address
+from .headwatch import gcs_answers
+from .settings import ActorSettings, RunSettings, check_address, cluster_address
 
 
 def use_token_if_any() -> None:
@@ -47,7 +49,7 @@ def start_ray(address: str | None, verbose: bool = False) -> bool:
 
     Ray's own lines (its token notice, 'Started a local Ray instance') are kept off the terminal
     unless ``verbose``: the run says what it is doing in its own words."""
-    address = address or os.environ.get("RAY_ADDRESS")
+    address = cluster_address(address)
     check_address(address)
     if ray.is_initialized():
         return False
@@ -56,7 +58,8 @@ def start_ray(address: str | None, verbose: bool = False) -> bool:
         _quiet_worker_deaths()
     if address:
         use_token_if_any()
-        ray.init(address=address, log_to_driver=False)
+        head_answers(address)
+        ray.init(address=address, log_to_driver=False, configure_logging=verbose)
         return False
     gpus = 0
     try:
@@ -76,6 +79,21 @@ def start_ray(address: str | None, verbose: bool = False) -> bool:
     ray.init(address="local", num_cpus=os.cpu_count() or 1, num_gpus=gpus, include_dashboard=False,
              log_to_driver=False, configure_logging=False, _system_config={"prestart_worker_first_driver": False})
     return True
+
+
+def head_answers(address: str, wait_s: float = 10.0) -> None:
+    """Refuse, in one line, a ``host:port`` where no head answers within ``wait_s`` (a head that is
+    starting gets that long): ``ray.init`` would retry a dead one for minutes, printing Ray's own
+    warnings. Addresses of other forms ('auto') are left to Ray."""
+    host, _, port = address.rpartition(":")
+    if not (host and port.isdigit()):
+        return
+    t0 = time.monotonic()
+    while not gcs_answers(address):
+        if time.monotonic() - t0 >= wait_s:
+            raise ConnectionError(f"{address}: no Ray head answers there (nothing took a connection at that port for "
+                                  f"{wait_s:.0f} s); start the cluster's head, or check --address / RAY_ADDRESS")
+        time.sleep(1.0)
 
 
 def _quiet_worker_deaths() -> None:

@@ -38,7 +38,7 @@ from .mirror import Mirror, local_home
 from .progress import Progress
 from .resume import kept_rows
 from .runinfo import write_run_json
-from .settings import RunSettings
+from .settings import RunSettings, cluster_address
 
 # Exit codes (documented in the README).
 EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE, EXIT_TOO_MANY_FAILURES = 0, 1, 2, 3
@@ -176,7 +176,7 @@ def _actors(settings: RunSettings, items: list[WorkItem], progress: Progress) ->
     placed: (whether we started Ray, whether we asked for GPUs, the plan, the actors, where each
     runs, the storage probe, for nodes that join later)."""
     say = progress.say
-    address = settings.address or os.environ.get("RAY_ADDRESS")
+    address = cluster_address(settings.address)
     progress.status(f"joining the Ray cluster at {address}" if address else "starting Ray on this machine")
     started_ray = start_ray(settings.address, settings.verbose)
     asked = False

@@ -10,7 +10,6 @@ the next call on. The request is withdrawn at the end, so the autoscaler can sca
 from __future__ import annotations
 
 import dataclasses
-import os
 import time
 from typing import Any, Callable
 
@@ -18,7 +17,7 @@ import ray
 from ray.exceptions import RayActorError
 
 from .cluster import Placement, StorageProbe, actors_per_gpu, live_nodes, plan_actors, start_failure
-from .settings import ActorSettings, RunSettings
+from .settings import ActorSettings, RunSettings, cluster_address
 
 JOIN_EVERY_S = 5.0  # how often the live nodes are read again for newcomers
 SAY_EVERY_S = 30.0  # how often a wait for GPUs says it is still waiting
@@ -31,7 +30,7 @@ def _gpus(nodes: list[dict[str, Any]]) -> int:
 def ask_for_gpus(settings: RunSettings, nodes: list[dict[str, Any]], log: Callable[[str], None]) -> bool:
     """On a cluster joined (``--address`` or RAY_ADDRESS) with fewer GPUs than ``--gpus N``: ask the
     autoscaler for N. A local Ray has no autoscaler to ask: it runs with what it has."""
-    joined = settings.address or os.environ.get("RAY_ADDRESS")
+    joined = cluster_address(settings.address)
     if not joined or not settings.gpus or settings.device == "cpu" or settings.gpus <= _gpus(nodes):
         return False
     from ray.autoscaler.sdk import request_resources

@@ -79,9 +79,16 @@ class ActorSettings:
     faults: Faults = Faults()  # what to break, for the robustness tests (read once, in the driver)
 
 
+def cluster_address(address: str | None) -> str | None:
+    """The cluster a run joins: ``--address``, else RAY_ADDRESS; None, a Ray of the run's own, where
+    neither is set or the one given is 'local' (Ray's word for a new local instance)."""
+    address = address or os.environ.get("RAY_ADDRESS") or None
+    return None if address == "local" else address
+
+
 def check_address(address: str | None) -> None:
     """Refuse, in one line, a cluster address this run cannot join."""
-    address = address or os.environ.get("RAY_ADDRESS") or ""
+    address = cluster_address(address) or ""
     if address.startswith("ray://"):
         raise ValueError(f"{address}: Ray Client (ray://) addresses are not supported: the driver must join the "
                          "cluster itself (it watches the head, probes each node's storage, reads and writes the "
