@@ -11,6 +11,7 @@ import sys
 import time
 import unicodedata
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import pytest
@@ -39,6 +40,11 @@ def _images_and_start(src: Path, out: Path, n: int, *more: str, env: dict[str, s
     """``n`` 40x40 inputs, and a run over them started in the background."""
     for i in range(n):
         _img(src / f"{i}.png", i, 40, 40)
+    return _start(src, out, *more, env=env)
+
+
+def _start(src: Path, out: Path, *more: str, env: dict[str, str] | None = None) -> subprocess.Popen:
+    """A run over ``src`` started in the background."""
     return subprocess.Popen([sys.executable, "-m", "zssr_batch", "run", "--input", str(src), "--output", str(out),
                              *TINY, *more], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
 
@@ -142,20 +148,38 @@ def test_resume_redoes_exactly_what_changed(tmp_path, one_ray, monkeypatch):  # 
     assert len(rows) == 3 and all(Path(r["output"]).stem.endswith("_x2") for r in rows)
 
 
-@pytest.mark.slow
-def test_sigterm_ends_like_a_first_ctrl_c(tmp_path, joining_one_ray, capsys):
-    src, out = tmp_path / "in", tmp_path / "out"
-    proc = _images_and_start(src, out, 8, "--max-iters", "60", "--pack", "1", env=joining_one_ray)
+def _terminated_after(proc: subprocess.Popen, out: Path, count: int, new: Callable[[dict[str, str]], bool]) -> None:
+    """SIGTERM ``proc`` once report.csv has ``count`` rows that ``new`` says it wrote; it ends as a stop does."""
     t0 = time.time()
-    while (not (out / "report.csv").exists() or len(_rows(out)) < 1) and time.time() - t0 < 180:
+    while not (out / "report.csv").exists() or sum(map(new, _rows(out))) < count:
+        assert time.time() - t0 < 180, "no row in 3 minutes"
         time.sleep(0.2)
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=120) == 143
-    finished = [r for r in _rows(out) if r["status"] == "ok"]
+
+
+@pytest.mark.slow
+def test_sigterm_ends_like_a_first_ctrl_c_and_a_stopped_rerun_keeps_every_row(tmp_path, joining_one_ray, capsys):
+    src, out = tmp_path / "in", tmp_path / "out"
+    proc = _images_and_start(src, out, 8, "--max-iters", "60", "--pack", "1", env=joining_one_ray)
+    _terminated_after(proc, out, 3, lambda r: True)
+    finished = {r["input"]: r for r in _rows(out) if r["status"] == "ok"}
     assert finished and (out / "summary.csv").is_file() and (out / "run.json").is_file()
     assert "terminated" in (out / "run.json").read_text()
-    again = run_here(capsys, "--input", str(src), "--output", str(out), *TINY, "--max-iters", "60", "--pack", "1")
-    assert again.returncode == 0 and _done(again) == len(finished)
+    # A rerun with other settings, stopped after its first image: the first run's other rows stay
+    # (each still describes its output on disk) until the new settings redo their images.
+    proc = _start(src, out, "--max-iters", "61", "--pack", "1", env=joining_one_ray)
+    old_hash = next(iter(finished.values()))["config_hash"]
+    _terminated_after(proc, out, 1, lambda r: r["config_hash"] != old_hash)
+    rows = {r["input"]: r for r in _rows(out)}
+    assert len(_rows(out)) == len(rows)  # one row per image: the redone image's old row went
+    redone = {i for i, r in rows.items() if r["config_hash"] != old_hash}
+    assert redone and set(finished) <= set(rows) and set(finished) - redone, (sorted(finished), sorted(rows))
+    assert all(rows[i] == finished[i] for i in set(finished) - redone)
+    summary = (out / "summary.csv").read_text().splitlines()
+    assert summary[1].split(",")[1] == str(len(rows)), summary  # ALL's images: each row once
+    again = run_here(capsys, "--input", str(src), "--output", str(out), *TINY, "--max-iters", "61", "--pack", "1")
+    assert again.returncode == 0 and _done(again) == len(redone)
 
 
 def _mount_tmpfs(where: Path, size: str) -> None:

@@ -133,14 +133,27 @@ def _full(e: OSError, path: Path) -> OSError:
     return e
 
 
+def compact(path: Path) -> None:
+    """Rewrite report.csv (atomically) with one row per key, its last: a run that redid an image
+    appended its new row after the old one, which it kept until then (``run.resume.kept_rows``)."""
+    if path.exists():
+        write_rows(path, read_rows(path).values())
+
+
 def read_report(report_csv: Path, numbers: Iterable[str] = ()):
-    """report.csv as a pandas DataFrame: names as text whatever they look like ('NA.png', '1e5',
-    bytes that are not UTF-8), only an empty cell missing, and ``numbers`` as numbers (NaN where
-    a cell is not one)."""
+    """report.csv as a pandas DataFrame, one row per key (its last, as ``read_rows``: a report read
+    while a run appends may hold an image's old row and its new one): names as text whatever they
+    look like ('NA.png', '1e5', bytes that are not UTF-8), only an empty cell missing, and
+    ``numbers`` as numbers (NaN where a cell is not one)."""
     import pandas as pd
 
-    df = pd.read_csv(report_csv, dtype={c: str for c in ("input", "output", "gt", "rel", "error", "node", "scale")},
+    df = pd.read_csv(report_csv, dtype={c: str for c in ("input", "output", "gt", "rel", "error", "node", "scale",
+                                                          "key")},
                      encoding=ENCODING, encoding_errors=ERRORS, keep_default_na=False, na_values=[""])
+    if not df.empty:
+        keys = [row_key(r) for r in df[["key", "input"]].fillna("").to_dict("records")] if "key" in df \
+            else [os.path.realpath(p) for p in df["input"].fillna("")]
+        df = df[~pd.Series(keys, index=df.index).duplicated(keep="last")].reset_index(drop=True)
     for c in numbers:
         df[c] = pd.to_numeric(df[c], errors="coerce")
     return df

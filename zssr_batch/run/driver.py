@@ -27,7 +27,7 @@ from ..files.sources import WorkItem
 from ..files import storage
 from ..files.plan import plan_outputs
 from ..report.html import write_html_report
-from ..report.table import DISK_FULL, DiskFull, ReportWriter, write_summary
+from ..report.table import DISK_FULL, DiskFull, ReportWriter, compact, write_summary
 from .cluster import NoActors, Placement, StorageProbe, live_nodes, plan_actors, start_actors, start_ray
 from .dispatch import Dispatcher, call_bounds
 from .faults import Faults
@@ -118,22 +118,23 @@ def _locked_run(items: list[WorkItem], config_for: Callable[[WorkItem], FitConfi
     t_start = time.time()
     if mirror.on:  # one listing fills the store's cache: resume then asks for no output one by one
         storage.listing(str(settings.output_dir))
-    keep = kept_rows(items, config_for, out / "report.csv", settings.overwrite, settings.precision)
-    writer = ReportWriter(out / "report.csv", keep.values())
+    resumed = kept_rows(items, config_for, out / "report.csv", settings.overwrite, settings.precision)
+    writer = ReportWriter(out / "report.csv", resumed.rows.values())
+    done = resumed.done
 
     progress = Progress(len(items), settings.progress, expected_steps(settings.engine))
     # Ray only when there is work: a rerun with everything done ends in about a second
-    needs_ray = any(not i.error and i.key not in keep for i in items)
+    needs_ray = any(not i.error and i.key not in done for i in items)
     started_ray, asked, plan, actors, where, probe = _actors(settings, items, progress) if needs_ray \
         else (False, False, [], [], {}, None)
     joiner = Joiner(settings, plan, settings.for_actors(Faults.from_env()), probe, progress.say) if probe else None
     on_gpus = bool(plan and plan[0].resources.get("num_gpus"))
     if actors:  # (no bar for a run with nothing to fit: its last lines say it all)
-        progress.status(f"{len(actors)} actor(s) placed; fitting {sum(i.key not in keep for i in items)} image(s)")
+        progress.status(f"{len(actors)} actor(s) placed; fitting {sum(i.key not in done for i in items)} image(s)")
         progress.start()
     work = Dispatcher(settings, actors, where, call_bounds(settings, on_gpus), iter(items), len(items), config_for,
-                      set(keep), writer, progress)
-    del keep
+                      done, writer, progress)
+    del resumed
 
     def tick() -> None:  # every turn of the dispatch loop: the report's copy, nodes that joined
         mirror.tick()
@@ -217,6 +218,7 @@ class Ending:
         if work.stop_detail:
             print(shown(f"zssr-batch: stopped: {work.stop_detail}"), file=sys.stderr)
         t_end = time.time()
+        _written(lambda: compact(out / "report.csv"), "report.csv")  # an image redone: its old row goes
         table = _written(lambda: write_summary(out), "summary.csv") or ""
         _written(lambda: write_run_json(out, self.settings, counts, self.total, self.t_start, t_end, self.actors,
                                         stop_reason, work.pack_ways), "run.json")

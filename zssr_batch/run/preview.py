@@ -74,7 +74,7 @@ def preview(items: list[WorkItem], config_for: Callable[[WorkItem], FitConfig], 
     with tempfile.TemporaryDirectory() as scratch:
         report = _earlier_rows(output_dir, Path(scratch))
         old = read_rows(report) if report.is_file() and not overwrite else {}
-        keep = kept_rows(planned, config_for, report, overwrite, precision) if old else {}
+        done = kept_rows(planned, config_for, report, overwrite, precision).done if old else set()
     counts = {"to do": 0, "done": 0, "refused": 0}
     print(f"dry run: nothing is written and Ray is not started; outputs go to {_shown(output_dir)}", file=out)
     for n, item in enumerate(planned, 1):
@@ -85,9 +85,9 @@ def preview(items: list[WorkItem], config_for: Callable[[WorkItem], FitConfig], 
                 cfg = config_for(item)
             except ValueError as e:
                 why = f"{item.input}{f' ({item.origin})' if item.origin else ''}: {e}"
-        if not why and item.key not in keep:
+        if not why and item.key not in done:
             why = _unreadable(item, max_pixels)
-        state = "refused" if why else "done" if item.key in keep else "to do"
+        state = "refused" if why else "done" if item.key in done else "to do"
         counts[state] += 1
         print(f"{n:>4}  {state:<7}  {_shown(item.input)}", file=out)
         if why:

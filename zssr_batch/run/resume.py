@@ -4,6 +4,7 @@ skips. No Ray here: ``--dry-run`` asks the same question without starting anythi
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -53,15 +54,27 @@ def _same_path(a: str | None, b: str | None) -> bool:
     return (not a and not b) or bool(a and b and resolved(a) == resolved(b))
 
 
+@dataclass(frozen=True)
+class Resumed:
+    rows: dict[str, dict[str, str]]  # by key: the rows the report starts with
+    done: set[str]  # the keys of this run's items it skips (their rows are among ``rows``)
+
+
 def kept_rows(items: list[WorkItem], config_for: Callable[[WorkItem], FitConfig], report_path: Path,
-              overwrite: bool, precision: str = "bf16") -> dict[str, dict[str, str]]:
-    """The old rows this run keeps, by key: those of its items still done, and the ok rows of other
-    items (earlier runs into the same folder) whose outputs this run does not write, so that the
-    compacted report keeps one row per key and one per output. Old failed rows of items this run
-    does not hold are dropped: they were of a manifest line since fixed, or of other settings."""
+              overwrite: bool, precision: str = "bf16") -> Resumed:
+    """The old rows this run keeps, by key, and which of its items are done.
+
+    Kept: the rows of its items still done; the rows of its items done with other settings, until
+    the new result replaces them, as long as they still describe the output on disk (a rerun with
+    other settings that is stopped early must not take a night's rows with it); and the ok rows of
+    other items (earlier runs into the same folder) whose outputs this run does not write, so that
+    the compacted report keeps one row per key and one per output. Dropped: rows whose output is
+    gone or was written over, whose input or ground truth changed (their scores are stale), and old
+    failed rows of items this run does not hold (of a manifest line since fixed, or of other settings)."""
     old = {} if overwrite else read_rows(report_path)
     ours = {resolved(i.output) for i in items if i.output}
     keep = {k: r for k, r in old.items() if r.get("status") == "ok" and resolved(r.get("output") or "") not in ours}
+    done: set[str] = set()
     for item in items:
         try:
             h = None if item.error else config_for(item).hash()
@@ -70,9 +83,12 @@ def kept_rows(items: list[WorkItem], config_for: Callable[[WorkItem], FitConfig]
         row = old.get(item.key)
         if h is not None and is_done(row, item, h, precision):
             keep[item.key] = _restamped(row, item)
+            done.add(item.key)
+        elif row and row.get("status") == "ok" and is_done(row, item, row.get("config_hash", ""), "bf16"):
+            keep[item.key] = row  # true of its output under its own settings, until replaced
         else:
             keep.pop(item.key, None)
-    return keep
+    return Resumed(keep, done)
 
 
 def _restamped(row: dict[str, str], item: WorkItem) -> dict[str, str]:
