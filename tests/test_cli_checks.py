@@ -37,6 +37,8 @@ def test_a_benchmark_set_without_the_asked_scale_is_refused(tmp_path, capsys):
     ("--learning-rate", "nan", "learning_rate: expected a finite number"),
     ("--address", "ray://10.0.0.1:10001", "Ray Client (ray://) addresses are not supported"),
     ("--kernel", "/nonexistent/k.npy", "/nonexistent/k.npy: no such kernel file"),
+    ("--scale", "1", "scale must be at least 1 on each axis and more than 1 on one (an upscale), got (1.0, 1.0)"),
+    ("--scale", "0.5,2", "more than 1 on one (an upscale), got (0.5, 2.0)"),  # (both were accepted)
 ])
 def test_settings_that_cannot_work_say_so_naming_themselves(tmp_path, capsys, setting, value, says):
     # (they once said "invalid literal for int()", started Ray to fail every row, or a traceback)

@@ -76,11 +76,14 @@ class FitConfig:
 
     def __post_init__(self) -> None:
         problems = []
-        if not all(s > 0 and math.isfinite(s) for s in self.scale):
-            problems.append(f"scale must be positive, got {self.scale}")
+        # An upscaler's factors: 1 on one axis is an anisotropic upscale (2,1); 1 on both is the
+        # input again, and under 1 a shrink, which a network trained to upscale cannot do.
+        if not all(s >= 1 and math.isfinite(s) for s in self.scale) or max(self.scale) == 1:
+            problems.append(f"scale must be at least 1 on each axis and more than 1 on one (an upscale), "
+                            f"got {self.scale}")
         for st in self.scale_steps:
-            if len(st) != 2 or not all(s > 0 for s in st):
-                problems.append(f"every scale step must be a positive pair, got {st}")
+            if len(st) != 2 or not all(s >= 1 and math.isfinite(s) for s in st):
+                problems.append(f"every scale step must be a pair of factors of at least 1, got {st}")
         if self.scale_steps and tuple(self.scale_steps[-1]) != tuple(self.scale):
             problems.append(f"the last scale step {self.scale_steps[-1]} must equal scale {self.scale}")
         n_steps = max(1, len(self.scale_steps))
