@@ -449,7 +449,8 @@ def combined(draws: list[np.ndarray], scale: int, trust_width: float = 0.0) -> E
     reasons = [failed(k) for k in draws]
     kept = [k for k, why in zip(draws, reasons) if why is None]
     if not kept:
-        return Estimate(None, "bicubic fallback", f"each of its {len(draws)} runs failed; the first: {reasons[0]}")
+        said = " / ".join(str(why).removesuffix(": a failed estimate") for why in reasons)
+        return Estimate(None, "bicubic fallback", f"each of its {len(draws)} runs failed: {said}")
     est = judged(_centred_mean(kept), scale, trust_width)
     dropped = len(draws) - len(kept)
     said = f"the mean of {len(kept)} of its {len(draws)} runs, {dropped} failed" if dropped else \
