@@ -12,15 +12,18 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from conftest import hr_path, needs_data
+from conftest import DATA, hr_path, needs_data
 from report_rows import rows as _rows
 from zssr_batch.cli import main
 from zssr_batch.config import resolve
-from zssr_batch.engine.kernel_estimate import (WIDEST_X4, DeepLinearKernel, combined, estimate_kernel, estimate_x2,
-                                              judged)
+from zssr_batch.engine.kernel_estimate import (WIDEST_X4, DeepLinearKernel, Estimate, combined, estimate_kernel,
+                                              estimate_x2, judged, vetoed)
 from zssr_batch.engine.kernels import (analytic_kernel, bicubic_kernel, kernel_error, kernel_moments, load_kernel,
                                        random_kernel, remade_psnr)
 from zssr_batch.engine.metrics import score
+from zssr_batch.engine.recurrence import recurrence_width
+from zssr_batch.files.degrade import degrade_random_kernels
+from zssr_batch.files.images import load_image
 from zssr_batch.engine.resize import imresize, kernel_downscale
 from zssr_batch.engine.super_resolve import super_resolve
 
@@ -287,3 +290,46 @@ def test_a_run_records_the_kernel(tmp_path, one_ray):
     # the first folder redone assuming bicubic: the estimate beside each output goes with its fit
     assert main(["run", *tiny, "--output", str(out), "--kernel", "bicubic"]) == 0
     assert {r["kernel_source"] for r in _rows(out)} == {"bicubic"} and not list(out.rglob("*_kernel.npy"))
+
+
+def _color(path: Path) -> torch.Tensor:
+    return torch.from_numpy(np.asarray(load_image(path).color, dtype=np.float64))
+
+
+@needs_data
+def test_a_sharp_image_measures_sharp_where_the_estimate_cannot_tell(tmp_path):
+    # BSD100 101087 as its bicubic-downscaled input, and the same ground truth blurred by the blind
+    # recipe's kernel (seed 0: 2.05 px). Over 20 such pairs each blurred input measured wider than
+    # its sharp one, and KernelGAN gave both kinds 1.5-1.8 px (docs/BENCHMARKS.md).
+    sharp = _color(DATA / "BSD100/LR_bicubic/X2/101087x2.png")
+    degrade_random_kernels(DATA / "BSD100/HR/101087.png", tmp_path, 2, seed=0)
+    blurred = _color(tmp_path / "LR_randomkernel/X2/101087x2.png")
+    least = resolve("real", overrides={"kernel": "estimate"}).kernel_trust_recurrence
+    assert recurrence_width(sharp) < least <= recurrence_width(blurred), (recurrence_width(sharp), least)
+    # a 1.7 px estimate of either (what KernelGAN says of both): the sharp one falls back, saying why
+    kept = Estimate(_gaussian((1.7, 1.7), 0.0, 13), "estimated", "the mean of its 3 runs")
+    est = vetoed(kept, sharp, least)
+    assert est.kernel is None and est.source == "bicubic fallback", est
+    assert est.note.startswith("the image's own patches recur best at a ") and est.note.endswith(
+        f" px shrink, under the {least:g} px an estimate is trusted from: a sharp image (its estimate: 1.70 px "
+        "wide, the mean of its 3 runs)"), est.note
+    assert vetoed(kept, blurred, least) is kept and vetoed(kept, sharp, 0.0) is kept  # 0: no check (blind)
+    fell = Estimate(None, "bicubic fallback", "its estimate diverged")
+    assert vetoed(fell, sharp, least) is fell  # (nothing to check)
+    assert "too small to check that it is not sharp" in vetoed(kept, sharp[:, :36, :36], least).note
+
+
+@needs_data
+@pytest.mark.slow
+def test_the_real_preset_fits_a_sharp_photo_assuming_bicubic(tmp_path, one_ray):
+    # Set5's butterfly, bicubic-downscaled: KernelGAN's three runs (150 steps each here) call it
+    # 1.75-2.2 px wide; its patches say it is sharp, and the packed run falls back, saying why
+    src = tmp_path / "in"
+    src.mkdir()
+    (src / "butterfly.png").write_bytes((DATA / "Set5/LR_bicubic/X2/butterflyx2.png").read_bytes())
+    assert main(["run", "--input", str(src), "--output", str(tmp_path / "out"), "--preset", "real", "--kernel",
+                 "estimate", "--kernel-steps", "150", "--kernel-trust-width", "0", "--max-iters", "10", "--crop", "16",
+                 "--gpus", "0", "--no-progress", "--no-report-images"]) == 0
+    (row,) = _rows(tmp_path / "out")
+    assert row["status"] == "ok" and row["kernel_source"] == "bicubic fallback", row
+    assert "a sharp image (its estimate: " in row["notes"] and float(row["kernel_seconds"]) > 0, row["notes"]

@@ -72,6 +72,9 @@ class FitConfig:
                                            "than this (HR pixels); 0 = always use it")
     kernel_restarts: int = _knob(3, "--kernel estimate: KernelGAN runs an image, each its own seed; the failed "
                                     "ones dropped, the mean of the others used (1: the authors' one run)")
+    kernel_trust_recurrence: float = _knob(0.0, "--kernel estimate: assume bicubic where the image's own patches "
+                                                "recur best at a shrink narrower than this (HR pixels): a sharp "
+                                                "image, whatever the estimate says; 0 = no such check")
     seed: int = _knob(0, "random seed of the weights and the training pairs")
 
     def __post_init__(self) -> None:
@@ -109,6 +112,8 @@ class FitConfig:
         if self.kernel == "estimate" and len(self.scale_steps) > 1:  # one kernel, for one scale
             problems.append(f"kernel 'estimate' fits in one jump to x2 or x4, not in scale steps "
                             f"({len(self.scale_steps)} given)")
+        if self.kernel_trust_recurrence < 0 or not math.isfinite(self.kernel_trust_recurrence):
+            problems.append(f"kernel_trust_recurrence must be at least 0, got {self.kernel_trust_recurrence}")
         if self.kernel_steps < 1 or not 1 <= self.kernel_restarts <= MOST_RESTARTS or self.kernel_trust_width < 0:
             problems.append(f"kernel_steps must be at least 1, kernel_restarts from 1 to {MOST_RESTARTS} and "
                             f"kernel_trust_width at least 0, got {self.kernel_steps}, {self.kernel_restarts} and "
@@ -157,10 +162,11 @@ class FitConfig:
 # Each run of the estimator costs an estimate's time (3 already cost more than the fit on a CPU):
 # past this many, a typo, not a choice.
 MOST_RESTARTS = 16
-ESTIMATOR_FIELDS = ("kernel_steps", "kernel_trust_width", "kernel_restarts")  # of --kernel estimate alone (``hash``)
+# Of --kernel estimate alone (``hash``)
+ESTIMATOR_FIELDS = ("kernel_steps", "kernel_trust_width", "kernel_restarts", "kernel_trust_recurrence")
 # Estimator settings added later, at the value that changes nothing: a run made before they existed
 # resumes as done when it is asked for again with that value.
-ESTIMATOR_NEUTRAL = {"kernel_restarts": 1}
+ESTIMATOR_NEUTRAL = {"kernel_restarts": 1, "kernel_trust_recurrence": 0.0}
 
 GRADUAL_X2 = ((1.0, 1.5), (1.5, 1.0), (1.5, 1.5), (1.5, 2.0), (2.0, 1.5), (2.0, 2.0))
 # The authors ship no x3 or x4 schedule. These walk x2's six steps, then the same pattern on (its
@@ -182,10 +188,14 @@ PRESETS: dict[str, dict[str, Any]] = {
                    "back_projection_iters": (6, 7, 7, 8, 8, 9, 9, 10, 10, 11, 11, 12)},
     # X2_REAL_CONF: mild noise, no rotations (kernels may be asymmetric), no ensemble, no back-projection.
     # With --kernel estimate (camera photos): KernelGAN's estimates of sharp, bicubic-downscaled images
-    # came out 1.44-1.56 px wide where bicubic is 0.85, and fits with them lost 9.5-14 dB to assuming
-    # bicubic; a photo whose estimate is that narrow is fitted assuming bicubic (docs/BENCHMARKS.md).
+    # came out 1.5-2.2 px wide where bicubic is 0.85 (7 of 8 over 1.6 with three runs), and fits with
+    # such kernels lost 9.5-14 dB to assuming bicubic. Its width does not tell a sharp image from a
+    # blurred one; where the image's own patches recur does (``engine.recurrence``: 1.0-1.8 px on 39
+    # sharp inputs, 1.8-2.4 on 20 blurred ones): a photo that measures sharp is fitted assuming
+    # bicubic (docs/BENCHMARKS.md, "Does the estimate follow the truth?").
     "real": {"ensemble": "none", "back_projection_iters": (0,), "noise_std": 0.0125, "rotation": "none",
-             "scale_diff_sigma": 0.0, "shear_sigma": 0.0, "augment_min_scale": 0.75, "kernel_trust_width": 1.6},
+             "scale_diff_sigma": 0.0, "shear_sigma": 0.0, "augment_min_scale": 0.75, "kernel_trust_width": 1.6,
+             "kernel_trust_recurrence": 1.9},
     # The Keras article: crop 96, 1500 steps, fathers downscaled by [0.4, 0.95] with 8-way flips,
     # fixed halving schedule, no back-projection (noise 30/255 optional via --noise-std 0.1176).
     "article": {"crop": 96, "max_iters": 1500, "lr_schedule": "halving", "p_as_is": 0.0, "p_no_interp": 0.0,

@@ -460,6 +460,26 @@ def combined(draws: list[np.ndarray], scale: int, trust_width: float = 0.0) -> E
     return Estimate(est.kernel, est.source, said)
 
 
+def vetoed(est: Estimate, image: torch.Tensor, least: float) -> Estimate:
+    """``est``, or bicubic where ``image`` (C, H, W) in [0, 1] measures sharp: its own patches recur
+    best at a shrink narrower than ``least`` px (``recurrence.recurrence_width``; 0: no check). The
+    estimate's own width cannot say it: KernelGAN gave sharp, bicubic-downscaled inputs kernels of
+    1.5-2.2 px, as wide as it gave the blind recipe's (docs/BENCHMARKS.md)."""
+    if est.kernel is None or least <= 0:
+        return est
+    from .recurrence import SMALLEST, recurrence_width
+
+    was = f"its estimate: {kernel_moments(est.kernel)[0]:.2f} px wide" + (f", {est.note}" if est.note else "")
+    if min(image.shape[-2:]) < SMALLEST:
+        return Estimate(None, "bicubic fallback", f"a side under {SMALLEST} pixels: too small to check that it is not "
+                                                  f"sharp ({was})")
+    width = recurrence_width(image)
+    if width >= least:
+        return est
+    return Estimate(None, "bicubic fallback", f"the image's own patches recur best at a {width:.1f} px shrink, under "
+                                              f"the {least:g} px an estimate is trusted from: a sharp image ({was})")
+
+
 def restart_seeds(seed: int, restarts: int) -> list[int]:
     """The seeds of an image's ``restarts`` runs of the GAN: the first is ``seed``, so that one run is
     the estimate it always was."""
@@ -467,10 +487,12 @@ def restart_seeds(seed: int, restarts: int) -> list[int]:
 
 
 def estimate_kernel(image: torch.Tensor, scale: int, steps: int = STEPS, seed: int = 0,
-                    device: torch.device | str = "cpu", trust_width: float = 0.0, restarts: int = 1) -> Estimate:
+                    device: torch.device | str = "cpu", trust_width: float = 0.0, restarts: int = 1,
+                    trust_recurrence: float = 0.0) -> Estimate:
     """The downscaling kernel of ``image`` (C, H, W) in [0, 1] at ``scale`` 2 or 4, estimated alone
     (``estimate_x2``, ``restarts`` times: ``combined``); bicubic where the image is too small
-    (``too_small``) or the estimate is not trusted. ``pack.kernel_estimates`` estimates many at once,
-    each as here."""
-    return too_small(image) or combined([estimate_x2(image, steps, s, device) for s in restart_seeds(seed, restarts)],
-                                        scale, trust_width)
+    (``too_small``), the estimate is not trusted, or the image measures sharp (``vetoed``).
+    ``pack.kernel_estimates`` estimates many at once, each as here."""
+    est = too_small(image) or combined([estimate_x2(image, steps, s, device) for s in restart_seeds(seed, restarts)],
+                                       scale, trust_width)
+    return vetoed(est, image.to(device), trust_recurrence)

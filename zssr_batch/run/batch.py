@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import queue
 import threading
+import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Iterator
 
@@ -24,7 +25,7 @@ import torch
 
 from ..config import FitConfig
 from ..engine.infer import MemoryPlan
-from ..engine.kernel_estimate import combined, restart_seeds, too_small
+from ..engine.kernel_estimate import combined, restart_seeds, too_small, vetoed
 from ..engine.resize import output_size
 from ..engine.super_resolve import SRResult, pick_device, super_resolve
 from ..files.images import image_size
@@ -191,8 +192,11 @@ class PackedCall:
                 if len(mine) < cfg.kernel_restarts:
                     continue
                 del draws[i]
-                estimate = combined([k for k, _ in mine], int(cfg.scale[0]), cfg.kernel_trust_width)
-                self.estimated.put((i, with_estimate(prep, cfg, estimate, sum(t for _, t in mine), self.dev)))
+                t0 = time.perf_counter()  # (the sharpness check counts as estimating)
+                estimate = vetoed(combined([k for k, _ in mine], int(cfg.scale[0]), cfg.kernel_trust_width),
+                                  prep.color.to(self.dev), cfg.kernel_trust_recurrence)
+                seconds = sum(t for _, t in mine) + time.perf_counter() - t0
+                self.estimated.put((i, with_estimate(prep, cfg, estimate, seconds, self.dev)))
             self.estimated.put(None)
         except BaseException as e:  # noqa: BLE001 - handed to the fit pack's thread
             self.estimated.put(e)
