@@ -19,6 +19,11 @@ from PIL import Image
 
 from conftest import run_here
 from report_rows import rows as _rows
+from zssr_batch.config import resolve
+from zssr_batch.files.plan import file_stamp
+from zssr_batch.files.sources import WorkItem
+from zssr_batch.report.table import ReportWriter, compact, write_rows
+from zssr_batch.run.resume import kept_rows
 
 TINY = ["--max-iters", "2", "--crop", "12", "--width", "8", "--back-projection-iters", "1", "--no-progress",
         "--gpus", "0", "--workers", "1", "--no-report-images"]
@@ -162,24 +167,53 @@ def _terminated_after(proc: subprocess.Popen, out: Path, count: int, new: Callab
 def test_sigterm_ends_like_a_first_ctrl_c_and_a_stopped_rerun_keeps_every_row(tmp_path, joining_one_ray, capsys):
     src, out = tmp_path / "in", tmp_path / "out"
     proc = _images_and_start(src, out, 8, "--max-iters", "60", "--pack", "1", env=joining_one_ray)
-    _terminated_after(proc, out, 3, lambda r: True)
+    _terminated_after(proc, out, 6, lambda r: True)
     finished = {r["input"]: r for r in _rows(out) if r["status"] == "ok"}
     assert finished and (out / "summary.csv").is_file() and (out / "run.json").is_file()
     assert "terminated" in (out / "run.json").read_text()
-    # A rerun with other settings, stopped after its first image: the first run's other rows stay
-    # (each still describes its output on disk) until the new settings redo their images.
-    proc = _start(src, out, "--max-iters", "61", "--pack", "1", env=joining_one_ray)
+    # A rerun with other settings (two images a pack), stopped after its first images: the first
+    # run's rows stay (each still describes its output on disk) until the new settings redo their
+    # images; those the stopped run's last pack wrote over, with no row, go with it.
+    stamps = {i: file_stamp(r["output"]) for i, r in finished.items()}
+    proc = _start(src, out, "--max-iters", "61", "--pack", "2", env=joining_one_ray)
     old_hash = next(iter(finished.values()))["config_hash"]
     _terminated_after(proc, out, 1, lambda r: r["config_hash"] != old_hash)
     rows = {r["input"]: r for r in _rows(out)}
-    assert len(_rows(out)) == len(rows)  # one row per image: the redone image's old row went
+    assert len(_rows(out)) == len(rows)  # one row per image: the redone images' old rows went
+    assert all(file_stamp(r["output"]) == r["output_stat"] for r in rows.values())  # each true of its file
+    untouched = {i for i in finished if file_stamp(finished[i]["output"]) == stamps[i]}
+    assert untouched, "the stopped rerun wrote every output: nothing left to keep"
+    assert all(rows[i] == finished[i] for i in untouched)
     redone = {i for i, r in rows.items() if r["config_hash"] != old_hash}
-    assert redone and set(finished) <= set(rows) and set(finished) - redone, (sorted(finished), sorted(rows))
-    assert all(rows[i] == finished[i] for i in set(finished) - redone)
     summary = (out / "summary.csv").read_text().splitlines()
     assert summary[1].split(",")[1] == str(len(rows)), summary  # ALL's images: each row once
     again = run_here(capsys, "--input", str(src), "--output", str(out), *TINY, "--max-iters", "61", "--pack", "1")
     assert again.returncode == 0 and _done(again) == len(redone)
+
+
+def test_rows_of_other_keys_stay_until_their_outputs_are_written_and_go_once_their_files_do(tmp_path):
+    # (no Ray) a folder run's rows, and a manifest whose rows carry settings of their own: other keys
+    # for the same outputs. Its first rows replace the old ones; an old row whose output is deleted,
+    # or written over by a stopped fit that wrote no row, goes.
+    out, report = tmp_path / "out", tmp_path / "out" / "report.csv"
+    rows = []
+    for name in "abcd":
+        _img(out / f"{name}.png", ord(name))
+        rows.append({"input": str(tmp_path / f"in/{name}.png"), "output": str(out / f"{name}.png"), "status": "ok",
+                     "key": f"folder {name}", "output_stat": file_stamp(out / f"{name}.png")})
+    write_rows(report, rows)
+    (out / "c.png").unlink()  # by hand
+    manifest = [WorkItem(str(tmp_path / f"in/{n}.png"), str(out / f"{n}.png"), key=f"manifest {n}") for n in "ad"]
+    kept = kept_rows(manifest, lambda item: resolve("fast"), report, overwrite=False)
+    assert set(kept.rows) == {"folder a", "folder b", "folder d"} and kept.done == set()
+    assert kept.provisional == {"folder a", "folder d"}  # the manifest writes their outputs
+    writer = ReportWriter(report, kept.rows.values())
+    _img(out / "a.png", 9)  # the manifest's first image, and its row
+    writer.write({**rows[0], "key": "manifest a", "output_stat": file_stamp(out / "a.png")})
+    _img(out / "d.png", 10)  # its second, in flight when the run stopped: written, no row
+    writer.close()
+    compact(report, kept.provisional)
+    assert [r["key"] for r in _rows(out)] == ["folder b", "manifest a"]
 
 
 def _mount_tmpfs(where: Path, size: str) -> None:

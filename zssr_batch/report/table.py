@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 from ..files.images import write_atomic
+from ..files.plan import file_stamp, resolved
 from .row import COLUMNS, SCORES, SUMMARY_MEANS, TABLE_MEANS, WORK, Y_SCORES
 
 # report.csv is UTF-8; a file name that is not (Linux allows any bytes) is kept in it as the bytes it
@@ -42,24 +43,59 @@ def row_key(row: Mapping[str, str]) -> str:
     return row.get("key") or os.path.realpath(row.get("input") or "")
 
 
-def read_rows(path: Path) -> dict[str, dict[str, str]]:
-    """key -> its last complete row (a row cut short by a crash is ignored).
+def _complete_rows(path: Path) -> list[dict[str, str]]:
+    """report.csv's whole rows in file order (a row cut short by a crash is left out).
 
     Read back with the surrogates a file name that is not UTF-8 was written with, so that every
     name a file system allows round-trips."""
-    rows: dict[str, dict[str, str]] = {}
     if not path.exists():
-        return rows
+        return []
     with open(path, newline="", encoding=ENCODING, errors=ERRORS) as f:
         text = f.read()
     if text and not text.endswith("\n"):
         text = text[: text.rfind("\n") + 1]  # torn last line
     reader = csv.DictReader(io.StringIO(text, newline=""))
+    out = []
     for row in reader:
         complete = None not in row and None not in row.values()  # not cut short, nor with cells to spare
         if row.get("input") and complete and len(row) == len(reader.fieldnames or []):
-            rows[row_key(row)] = row
-    return rows
+            out.append(row)
+    return out
+
+
+def read_rows(path: Path) -> dict[str, dict[str, str]]:
+    """key -> its last complete row."""
+    return {row_key(row): row for row in _complete_rows(path)}
+
+
+def current(rows: list[Mapping[str, str]]) -> list[int]:
+    """The indices of the rows still current, in file order: each key's last row, less an ok row
+    whose output a later ok row (of another key: a manifest row with settings of its own) names."""
+    last: dict[str, int] = {}
+    for n, row in enumerate(rows):
+        last[row_key(row)] = n
+    keep, outputs = [], set()
+    for n in sorted(last.values(), reverse=True):
+        row = rows[n]
+        if row.get("status") == "ok" and row.get("output"):
+            out = resolved(row["output"])
+            if out in outputs:
+                continue
+            outputs.add(out)
+        keep.append(n)
+    return keep[::-1]
+
+
+def output_holds(row: Mapping[str, str]) -> bool:
+    """Whether the file a row's output names is still the one it wrote (the same stamp). A row
+    made before stamps were kept is taken at its word."""
+    stamp = row.get("output_stat")
+    if not stamp:
+        return True
+    try:
+        return file_stamp(row.get("output") or "") == stamp
+    except OSError:
+        return False
 
 
 DISK_FULL = "disk full"  # how a failed row names a full disk (the driver stops the run on it)
@@ -133,16 +169,20 @@ def _full(e: OSError, path: Path) -> OSError:
     return e
 
 
-def compact(path: Path) -> None:
-    """Rewrite report.csv (atomically) with one row per key, its last: a run that redid an image
-    appended its new row after the old one, which it kept until then (``run.resume.kept_rows``)."""
-    if path.exists():
-        write_rows(path, read_rows(path).values())
+def compact(path: Path, provisional: Iterable[str] = ()) -> None:
+    """Rewrite report.csv (atomically) with its current rows (``current``): a run that redid an
+    image appended its new row after the old one, which it kept until then (``run.resume.kept_rows``).
+    The ``provisional`` keys' rows are dropped where their output is no longer what they wrote: a
+    stopped run's last fits write their outputs, and no row."""
+    if not path.exists():
+        return
+    rows, provisional = _complete_rows(path), set(provisional)
+    write_rows(path, [rows[n] for n in current(rows) if row_key(rows[n]) not in provisional or output_holds(rows[n])])
 
 
 def read_report(report_csv: Path, numbers: Iterable[str] = ()):
-    """report.csv as a pandas DataFrame, one row per key (its last, as ``read_rows``: a report read
-    while a run appends may hold an image's old row and its new one): names as text whatever they
+    """report.csv as a pandas DataFrame of its current rows (``current``: a report read while a run
+    appends may hold an image's old row and its new one): names as text whatever they
     look like ('NA.png', '1e5', bytes that are not UTF-8), only an empty cell missing, and
     ``numbers`` as numbers (NaN where a cell is not one)."""
     import pandas as pd
@@ -151,9 +191,8 @@ def read_report(report_csv: Path, numbers: Iterable[str] = ()):
                                                           "key")},
                      encoding=ENCODING, encoding_errors=ERRORS, keep_default_na=False, na_values=[""])
     if not df.empty:
-        keys = [row_key(r) for r in df[["key", "input"]].fillna("").to_dict("records")] if "key" in df \
-            else [os.path.realpath(p) for p in df["input"].fillna("")]
-        df = df[~pd.Series(keys, index=df.index).duplicated(keep="last")].reset_index(drop=True)
+        cells = [c for c in ("key", "input", "output", "status") if c in df]
+        df = df.iloc[current(df[cells].fillna("").astype(str).to_dict("records"))].reset_index(drop=True)
     for c in numbers:
         df[c] = pd.to_numeric(df[c], errors="coerce")
     return df

@@ -120,7 +120,7 @@ def _locked_run(items: list[WorkItem], config_for: Callable[[WorkItem], FitConfi
         storage.listing(str(settings.output_dir))
     resumed = kept_rows(items, config_for, out / "report.csv", settings.overwrite, settings.precision)
     writer = ReportWriter(out / "report.csv", resumed.rows.values())
-    done = resumed.done
+    done, provisional = resumed.done, resumed.provisional
 
     progress = Progress(len(items), settings.progress, expected_steps(settings.engine))
     # Ray only when there is work: a rerun with everything done ends in about a second
@@ -142,7 +142,7 @@ def _locked_run(items: list[WorkItem], config_for: Callable[[WorkItem], FitConfi
             work.add_actor(actor, at)
 
     work.tick = tick
-    end = Ending(settings, work, len(items), t_start, actors_info(plan, where), out, mirror)
+    end = Ending(settings, work, len(items), t_start, actors_info(plan, where), out, mirror, provisional)
 
     def head_lost(why: str) -> None:
         """From the watch's thread, with the main one perhaps blocked in Ray: no row after this,
@@ -208,8 +208,9 @@ class Ending:
     (``HeadWatch``) when Ray can no longer answer."""
 
     def __init__(self, settings: RunSettings, work: Dispatcher, total: int, t_start: float,
-                 actors: dict[str, Any], out: Path, mirror: Mirror) -> None:
+                 actors: dict[str, Any], out: Path, mirror: Mirror, provisional: set[str]) -> None:
         self.settings, self.work, self.total, self.t_start = settings, work, total, t_start
+        self.provisional = provisional  # old rows kept until replaced (``resume.kept_rows``)
         self.actors = actors  # run.json's 'actors'
         self.out, self.mirror = out, mirror  # where the end files are written; their copy to a URL
 
@@ -218,7 +219,7 @@ class Ending:
         if work.stop_detail:
             print(shown(f"zssr-batch: stopped: {work.stop_detail}"), file=sys.stderr)
         t_end = time.time()
-        _written(lambda: compact(out / "report.csv"), "report.csv")  # an image redone: its old row goes
+        _written(lambda: compact(out / "report.csv", self.provisional), "report.csv")  # old rows replaced go
         table = _written(lambda: write_summary(out), "summary.csv") or ""
         _written(lambda: write_run_json(out, self.settings, counts, self.total, self.t_start, t_end, self.actors,
                                         stop_reason, work.pack_ways), "run.json")

@@ -11,7 +11,7 @@ from typing import Callable
 from ..config import FitConfig
 from ..files.plan import file_stamp, resolved, unchanged
 from ..files.sources import WorkItem
-from ..report.table import read_rows
+from ..report.table import output_holds, read_rows
 
 
 def redo_reason(row: dict[str, str] | None, item: WorkItem, cfg_hash: str, precision: str) -> str | None:
@@ -58,22 +58,31 @@ def _same_path(a: str | None, b: str | None) -> bool:
 class Resumed:
     rows: dict[str, dict[str, str]]  # by key: the rows the report starts with
     done: set[str]  # the keys of this run's items it skips (their rows are among ``rows``)
+    provisional: set[str]  # keys of rows kept only until this run replaces them (``report.table.compact``)
 
 
 def kept_rows(items: list[WorkItem], config_for: Callable[[WorkItem], FitConfig], report_path: Path,
               overwrite: bool, precision: str = "bf16") -> Resumed:
     """The old rows this run keeps, by key, and which of its items are done.
 
-    Kept: the rows of its items still done; the rows of its items done with other settings, until
-    the new result replaces them, as long as they still describe the output on disk (a rerun with
-    other settings that is stopped early must not take a night's rows with it); and the ok rows of
-    other items (earlier runs into the same folder) whose outputs this run does not write, so that
-    the compacted report keeps one row per key and one per output. Dropped: rows whose output is
-    gone or was written over, whose input or ground truth changed (their scores are stale), and old
-    failed rows of items this run does not hold (of a manifest line since fixed, or of other settings)."""
+    Kept: the rows of its items still done; the ok rows of other images (earlier runs into the same
+    folder) while their outputs are still what they wrote; and, until the new result replaces them,
+    the rows of its items done with other settings and the rows of other keys whose outputs it
+    writes (a manifest row with settings of its own), while they still describe the output on disk
+    (a rerun stopped early must not take a night's rows with it). Those are provisional: at the
+    run's end, one whose output a stopped fit wrote over goes. Dropped: rows whose output is gone
+    or was written over, whose input or ground truth changed (their scores are stale), and old failed
+    rows of items this run does not hold (of a manifest line since fixed, or of other settings)."""
     old = {} if overwrite else read_rows(report_path)
     ours = {resolved(i.output) for i in items if i.output}
-    keep = {k: r for k, r in old.items() if r.get("status") == "ok" and resolved(r.get("output") or "") not in ours}
+    mine = {i.key for i in items}
+    keep: dict[str, dict[str, str]] = {}
+    provisional: set[str] = set()
+    for k, r in old.items():
+        if k not in mine and r.get("status") == "ok" and output_holds(r):
+            keep[k] = r
+            if resolved(r.get("output") or "") in ours:
+                provisional.add(k)
     done: set[str] = set()
     for item in items:
         try:
@@ -86,9 +95,8 @@ def kept_rows(items: list[WorkItem], config_for: Callable[[WorkItem], FitConfig]
             done.add(item.key)
         elif row and row.get("status") == "ok" and is_done(row, item, row.get("config_hash", ""), "bf16"):
             keep[item.key] = row  # true of its output under its own settings, until replaced
-        else:
-            keep.pop(item.key, None)
-    return Resumed(keep, done)
+            provisional.add(item.key)
+    return Resumed(keep, done, provisional)
 
 
 def _restamped(row: dict[str, str], item: WorkItem) -> dict[str, str]:
