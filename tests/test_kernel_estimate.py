@@ -317,6 +317,7 @@ def test_a_sharp_image_measures_sharp_where_the_estimate_cannot_tell(tmp_path):
     fell = Estimate(None, "bicubic fallback", "its estimate diverged")
     assert vetoed(fell, sharp, least) is fell  # (nothing to check)
     assert "too small to check that it is not sharp" in vetoed(kept, sharp[:, :36, :36], least).note
+    assert "too little detail to check" in vetoed(kept, torch.full((3, 60, 60), 0.5), least).note  # (was 'sharp')
 
 
 @needs_data

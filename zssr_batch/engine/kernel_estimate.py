@@ -474,6 +474,9 @@ def vetoed(est: Estimate, image: torch.Tensor, least: float) -> Estimate:
         return Estimate(None, "bicubic fallback", f"a side under {SMALLEST} pixels: too small to check that it is not "
                                                   f"sharp ({was})")
     width = recurrence_width(image)
+    if width is None:
+        return Estimate(None, "bicubic fallback", f"the image has too little detail to check that it is not sharp "
+                                                  f"({was})")
     if width >= least:
         return est
     return Estimate(None, "bicubic fallback", f"the image's own patches recur best at a {width:.1f} px shrink, under "

@@ -25,6 +25,7 @@ PATCH = 7
 QUERIES = 4000  # patches of the image sampled (a fixed draw: the same image, the same answer)
 SIDE = 384  # a larger image is measured on its central SIDE x SIDE: the search is quadratic
 TAPS = 13
+FLAT = 1e-4  # luma's spread under which an image has no detail to measure (0.03 of an 8-bit level)
 SMALLEST = 2 * (TAPS + PATCH)  # a side under this leaves the shrunk copy too few patches to search
 
 
@@ -46,16 +47,18 @@ def _patches(y: torch.Tensor) -> torch.Tensor:
     return F.unfold(y[None, None], PATCH)[0].T  # (N, 49)
 
 
-def recurrence_width(image: torch.Tensor) -> float:
+def recurrence_width(image: torch.Tensor) -> float | None:
     """The shrink width (HR pixels, of ``WIDTHS``) at which the patches of ``image`` (C, H, W) in
-    [0, 1] recur best in its own copy shrunk by 2, measured on the image's device (float64). Needs a
-    side of at least ``SMALLEST``."""
+    [0, 1] recur best in its own copy shrunk by 2, measured on the image's device (float64); None
+    where no shrink is better than another (a flat image). Needs a side of at least ``SMALLEST``."""
     y = _luma(image)
     h, w = y.shape
     if min(h, w) < SMALLEST:
         raise ValueError(f"image {w}x{h} is too small to measure its patch recurrence")
     top, left = max(0, (h - SIDE) // 2), max(0, (w - SIDE) // 2)
     y = y[top:top + SIDE, left:left + SIDE]
+    if float(y.std()) < FLAT:  # every shrink of a flat image is the image: no width is better
+        return None
     mine = _patches(y)
     pick = np.random.default_rng(0).choice(len(mine), min(QUERIES, len(mine)), replace=False)
     mine = mine[torch.from_numpy(pick).to(y.device)]
