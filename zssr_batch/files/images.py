@@ -19,6 +19,7 @@ import tempfile
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Iterable
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -292,6 +293,20 @@ def write_atomic(path: str | os.PathLike, data: bytes) -> None:
         except FileNotFoundError:
             pass
         raise
+
+
+def remove_parts(folders: Iterable[str | os.PathLike]) -> None:
+    """Delete the temporary files ``write_atomic`` left in ``folders`` (not below them): a worker
+    killed while it wrote an output (a run that stopped kills its workers) leaves one, never a
+    torn output. URLs have none (one PUT)."""
+    for folder in folders:
+        if storage.is_url(folder):
+            continue
+        for part in Path(folder).glob(".zssr-*.part"):
+            try:
+                part.unlink()
+            except FileNotFoundError:
+                pass
 
 
 def save_image(path: str | os.PathLike, pic: Picture) -> None:

@@ -9,6 +9,7 @@ object refs however long the input list is. A worker's death sends its images th
 
 from __future__ import annotations
 
+import posixpath
 import time
 from collections import Counter, deque
 from typing import Any, Callable, Iterator
@@ -254,6 +255,12 @@ class Dispatcher:
             if not batch:
                 break
             self.submit(batch, a)
+
+    def unfinished_folders(self) -> set[str]:
+        """The folders of the outputs of images still in a call: once their workers are killed, one
+        may hold the temporary file of an output it was writing (``files.images.remove_parts``)."""
+        return {posixpath.dirname(e.item.output) for call in self.pending.values() for e in call.left.values()
+                if e.item.output}
 
     def run(self, asked_to_stop: Callable[[], str | None]) -> None:
         """Dispatch until the work is done or the run stops (``stop_reason``); ``asked_to_stop`` gives

@@ -25,6 +25,7 @@ from ..config import FitConfig
 from ..files.display import shown, shown_lines
 from ..files.sources import WorkItem
 from ..files import storage
+from ..files.images import remove_parts
 from ..files.plan import plan_outputs
 from ..report.html import write_html_report
 from ..report.table import DISK_FULL, DiskFull, ReportWriter, compact, write_summary
@@ -167,6 +168,7 @@ def _locked_run(items: list[WorkItem], config_for: Callable[[WorkItem], FitConfi
             progress.close()
             if started_ray:
                 ray.shutdown()
+            remove_parts(work.unfinished_folders())  # a worker killed as it wrote an output left its part
         return end.finish(work.stop_reason)
 
 
