@@ -78,7 +78,10 @@ class RayNode:
 
     def kill(self, name: str) -> None:
         for pid in self.pids(name):
-            os.kill(pid, signal.SIGKILL)
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:  # gone between pgrep and now (a raylet ends when its GCS does)
+                pass
 
     def stop(self) -> None:
         if self.proc.poll() is None:
