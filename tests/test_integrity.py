@@ -187,8 +187,10 @@ def test_sigterm_ends_like_a_first_ctrl_c_and_a_stopped_rerun_keeps_every_row(tm
     redone = {i for i, r in rows.items() if r["config_hash"] != old_hash}
     summary = (out / "summary.csv").read_text().splitlines()
     assert summary[1].split(",")[1] == str(len(rows)), summary  # ALL's images: each row once
+    (out / ".zssr-killed.part").write_bytes(b"\x89PNG")  # what a run killed as it wrote a file leaves
     again = run_here(capsys, "--input", str(src), "--output", str(out), *TINY, "--max-iters", "61", "--pack", "1")
     assert again.returncode == 0 and _done(again) == len(redone)
+    assert not list(out.rglob("*.part"))
 
 
 def test_rows_of_other_keys_stay_until_their_outputs_are_written_and_go_once_their_files_do(tmp_path):
@@ -203,6 +205,7 @@ def test_rows_of_other_keys_stay_until_their_outputs_are_written_and_go_once_the
                      "key": f"folder {name}", "output_stat": file_stamp(out / f"{name}.png")})
     write_rows(report, rows)
     (out / "c.png").unlink()  # by hand
+    os.chmod(out / "b.png", 0o640)  # its ctime moves, not its image (as a cp -a of the folder does)
     manifest = [WorkItem(str(tmp_path / f"in/{n}.png"), str(out / f"{n}.png"), key=f"manifest {n}") for n in "ad"]
     kept = kept_rows(manifest, lambda item: resolve("fast"), report, overwrite=False)
     assert set(kept.rows) == {"folder a", "folder b", "folder d"} and kept.done == set()
