@@ -460,9 +460,10 @@ def combined(draws: list[np.ndarray], scale: int, trust_width: float = 0.0) -> E
     return Estimate(est.kernel, est.source, said)
 
 
-def vetoed(est: Estimate, image: torch.Tensor, least: float) -> Estimate:
+def vetoed(est: Estimate, image: torch.Tensor, least: float, device: torch.device | str = "cpu") -> Estimate:
     """``est``, or bicubic where ``image`` (C, H, W) in [0, 1] measures sharp: its own patches recur
-    best at a shrink narrower than ``least`` px (``recurrence.recurrence_width``; 0: no check). The
+    best at a shrink narrower than ``least`` px (``recurrence.recurrence_width``, on ``device``; 0: no
+    check, and the image goes nowhere). The
     estimate's own width cannot say it: KernelGAN gave sharp, bicubic-downscaled inputs kernels of
     1.5-2.2 px, as wide as it gave the blind recipe's (docs/BENCHMARKS.md)."""
     if est.kernel is None or least <= 0:
@@ -473,7 +474,7 @@ def vetoed(est: Estimate, image: torch.Tensor, least: float) -> Estimate:
     if min(image.shape[-2:]) < SMALLEST:
         return Estimate(None, "bicubic fallback", f"a side under {SMALLEST} pixels: too small to check that it is not "
                                                   f"sharp ({was})")
-    width = recurrence_width(image)
+    width = recurrence_width(image.to(device))
     if width is None:
         return Estimate(None, "bicubic fallback", f"the image has too little detail to check that it is not sharp "
                                                   f"({was})")
@@ -498,4 +499,4 @@ def estimate_kernel(image: torch.Tensor, scale: int, steps: int = STEPS, seed: i
     ``pack.kernel_estimates`` estimates many at once, each as here."""
     est = too_small(image) or combined([estimate_x2(image, steps, s, device) for s in restart_seeds(seed, restarts)],
                                        scale, trust_width)
-    return vetoed(est, image.to(device), trust_recurrence)
+    return vetoed(est, image, trust_recurrence, device)

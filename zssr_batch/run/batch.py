@@ -194,7 +194,7 @@ class PackedCall:
                 del draws[i]
                 t0 = time.perf_counter()  # (the sharpness check counts as estimating)
                 estimate = vetoed(combined([k for k, _ in mine], int(cfg.scale[0]), cfg.kernel_trust_width),
-                                  prep.color.to(self.dev), cfg.kernel_trust_recurrence)
+                                  prep.color, cfg.kernel_trust_recurrence, self.dev)
                 seconds = sum(t for _, t in mine) + time.perf_counter() - t0
                 self.estimated.put((i, with_estimate(prep, cfg, estimate, seconds, self.dev)))
             self.estimated.put(None)

@@ -120,7 +120,7 @@ def _locked_run(items: list[WorkItem], config_for: Callable[[WorkItem], FitConfi
     if mirror.on:  # one listing fills the store's cache: resume then asks for no output one by one
         storage.listing(str(settings.output_dir))
     # a run killed as it wrote an output or a report file left its temporary file (never a torn one)
-    remove_parts({out} | {posixpath.dirname(i.output) for i in items if i.output})
+    remove_parts({str(out)} | {posixpath.dirname(i.output) for i in items if i.output})
     resumed = kept_rows(items, config_for, out / "report.csv", settings.overwrite, settings.precision)
     writer = ReportWriter(out / "report.csv", resumed.rows.values())
     done, provisional = resumed.done, resumed.provisional
