@@ -167,15 +167,15 @@ def _terminated_after(proc: subprocess.Popen, out: Path, count: int, new: Callab
 def test_sigterm_ends_like_a_first_ctrl_c_and_a_stopped_rerun_keeps_every_row(tmp_path, joining_one_ray, capsys):
     src, out = tmp_path / "in", tmp_path / "out"
     proc = _images_and_start(src, out, 8, "--max-iters", "60", "--pack", "1", env=joining_one_ray)
-    _terminated_after(proc, out, 6, lambda r: True)
+    _terminated_after(proc, out, 4, lambda r: True)
     finished = {r["input"]: r for r in _rows(out) if r["status"] == "ok"}
     assert finished and (out / "summary.csv").is_file() and (out / "run.json").is_file()
     assert "terminated" in (out / "run.json").read_text()
-    # A rerun with other settings (two images a pack), stopped after its first images: the first
+    # A rerun with other settings, stopped after its first image (one more in flight): the first
     # run's rows stay (each still describes its output on disk) until the new settings redo their
     # images; those the stopped run's last pack wrote over, with no row, go with it.
     stamps = {i: file_stamp(r["output"]) for i, r in finished.items()}
-    proc = _start(src, out, "--max-iters", "61", "--pack", "2", env=joining_one_ray)
+    proc = _start(src, out, "--max-iters", "61", "--pack", "1", env=joining_one_ray)
     old_hash = next(iter(finished.values()))["config_hash"]
     _terminated_after(proc, out, 1, lambda r: r["config_hash"] != old_hash)
     rows = {r["input"]: r for r in _rows(out)}
