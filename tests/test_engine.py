@@ -88,17 +88,19 @@ def test_zero_iterations_give_bicubic_then_back_projection():
 @pytest.mark.slow
 def test_network_earns_its_keep_on_bird_x2():
     # A short CPU fit (200 steps of 48x48 crops) beats bicubic by >= 2.0 dB PSNR-Y and
-    # bicubic + back-projection alone by >= 0.5 dB. How long it takes is a benchmark's
-    # question, not a test's: a busy machine must not fail it.
+    # bicubic + back-projection alone by >= 0.5 dB, on the mean of three seeds: one 200-step fit's
+    # PSNR-Y spreads over a dB with its seed (seeds 0-5 gave 39.02-40.02 on an AVX-512 Xeon,
+    # 2026-12-07; seed 0 gave 39.47 on the CPU of 2026-11-26), so one seed tests the CPU's rounding as
+    # much as the network. How long it takes is a benchmark's question, not a test's.
     lr, hr = _load("bird")
-    zssr = super_resolve(lr, resolve("fast"))
+    fits = [super_resolve(lr, resolve("fast", overrides={"seed": seed})) for seed in range(3)]
     # Bicubic + back-projection: with no training the network adds nothing (the zero-iteration test
     # above), so its 8-way ensemble would only repeat one pass (the same PSNR-Y to 1e-3 dB).
     bp_only = super_resolve(lr, resolve("fast", overrides={"max_iters": 0, "ensemble": "none"}))
     bicubic = score(imresize(lr, 2), hr, 2)["psnr_y"]
-    ours = score(zssr.output, hr, 2)["psnr_y"]
+    ours = float(np.mean([score(zssr.output, hr, 2)["psnr_y"] for zssr in fits]))
     bp = score(bp_only.output, hr, 2)["psnr_y"]
-    assert zssr.iterations == 200
+    assert all(zssr.iterations == 200 for zssr in fits)
     assert ours - bicubic >= 2.0, (ours, bicubic)
     assert ours - bp >= 0.5, (ours, bp)
 

@@ -98,8 +98,11 @@ def _assert_alone(packed: dict, jobs: list[Job]) -> None:
         assert p.log.test_steps == alone.log.test_steps and p.log.lr_changes == alone.log.lr_changes, job.key
         assert np.allclose(p.log.rec_mse, alone.log.rec_mse, rtol=1e-4, atol=1e-7), job.key
         assert np.allclose(p.log.loss, alone.log.loss, atol=1e-5), job.key
+        # Weights to 1e-4, not to rounding: Adam divides each gradient by its own running RMS, so a weight
+        # whose gradient is at rounding level steps by up to lr in a direction rounding picks. Measured on an
+        # AVX-512 Xeon: one weight of job 3 (bicubic, 6 steps) 3.5e-5 apart, its outputs 3e-7 apart.
         for name, w in alone.state_dict.items():
-            assert torch.allclose(p.state_dict[name], w, atol=2e-5, rtol=1e-4), (job.key, name)
+            assert torch.allclose(p.state_dict[name], w, atol=1e-4, rtol=1e-4), (job.key, name)
         assert torch.allclose(p.output, alone.output, atol=1e-4), job.key
 
 
