@@ -324,3 +324,25 @@ def test_a_hostile_testers_second_round_each_case_ends_with_one_right_row(tmp_pa
     (tmp_path / "o7" / ".report").symlink_to(tmp_path / "elsewhere")
     assert _main("--input", str(tmp_path / "x1"), "--output", str(tmp_path / "o7"), *report_pictures)[0] == 2
     assert "is a symlink" in capsys.readouterr().err and not list((tmp_path / "elsewhere").iterdir())
+
+
+def test_a_manifest_column_that_repeats_the_runs_setting_redoes_nothing(tmp_path, one_ray, capsys):
+    # A folder run, then a manifest of the same images beside them (its outputs are the same files) whose
+    # `scale` column says what the run asks anyway: the same settings, input and output under another
+    # report key. Nothing is fitted again, the dry run says so, and each image keeps one row. A row of
+    # other settings is redone, and the dry run says why.
+    src, out = tmp_path / "in", tmp_path / "out"
+    for i in range(2):
+        _img(src / f"{i}.png", i)
+    assert run_here(capsys, "--input", str(src), "--output", str(out), *TINY).returncode == 0
+    stats = {p.name: p.stat().st_mtime_ns for p in out.glob("*.png")}
+    (src / "m.csv").write_text("input,scale\n0.png,2\n1.png,\n")
+    dry = run_here(capsys, "--input", str(src / "m.csv"), "--output", str(out), "--dry-run", *TINY)
+    assert "2 item(s): 0 to do, 2 done before" in dry.stdout, dry.stdout
+    again = run_here(capsys, "--input", str(src / "m.csv"), "--output", str(out), *TINY)
+    assert again.returncode == 0 and _done(again) == 2, again.stdout
+    assert {p.name: p.stat().st_mtime_ns for p in out.glob("*.png")} == stats
+    assert sorted(Path(r["output"]).name for r in _rows(out)) == ["0.png", "1.png"]
+    (src / "m.csv").write_text("input,max_iters\n0.png,3\n1.png,\n")
+    dry = run_here(capsys, "--input", str(src / "m.csv"), "--output", str(out), "--dry-run", *TINY)
+    assert "1 to do, 1 done before" in dry.stdout and "(other settings)" in dry.stdout, dry.stdout

@@ -20,7 +20,7 @@ from ..files.plan import plan_outputs
 from ..files.sources import WorkItem
 from ..report.table import read_rows
 from .mirror import Mirror, local_home
-from .resume import kept_rows, redo_reason
+from .resume import earlier_row, kept_rows, redo_reason
 
 
 def _shown(path: str | None) -> str:
@@ -95,8 +95,8 @@ def preview(items: list[WorkItem], config_for: Callable[[WorkItem], FitConfig], 
             continue
         assert cfg is not None
         kernel = _shown(cfg.kernel) if cfg.kernel else "bicubic"
-        again = f" ({redo_reason(old[item.key], item, cfg.hash(), precision)})" \
-            if state == "to do" and item.key in old else ""
+        earlier = earlier_row(item, old) if state == "to do" else None
+        again = f" ({redo_reason(earlier, item, cfg.hash(), precision)})" if earlier else ""
         print(f"      {'':<7}  -> {_shown(item.output)}{again}", file=out)
         print(f"      {'':<7}  gt: {_shown(item.gt) if item.gt else 'none (no scores)'}; kernel: {kernel}; "
               f"settings: {_settings(cfg, item.preset or base_preset)}", file=out)

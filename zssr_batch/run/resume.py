@@ -84,12 +84,22 @@ def kept_rows(items: list[WorkItem], config_for: Callable[[WorkItem], FitConfig]
             if resolved(r.get("output") or "") in ours:
                 provisional.add(k)
     done: set[str] = set()
+    by_output = _by_output(old, mine)
     for item in items:
         try:
             h = None if item.error else config_for(item).hash()
         except ValueError:
             h = None
         row = old.get(item.key)
+        if h is not None and not is_done(row, item, h, precision):
+            # The same work under another key: a manifest column that repeats what the run asks of
+            # every image (``scale: 2`` in a x2 run), or a folder run's row of a manifest's image, is
+            # the same settings hash, input and output. Its row is this item's, not a reason to redo it.
+            other = next((k for k in by_output.get(resolved(item.output or ""), ())
+                          if k in keep and is_done(old[k], item, h, precision)), None)
+            if other is not None:
+                row = dict(keep.pop(other), key=item.key)
+                provisional.discard(other)
         if h is not None and is_done(row, item, h, precision):
             keep[item.key] = _restamped(row, item)
             done.add(item.key)
@@ -97,6 +107,25 @@ def kept_rows(items: list[WorkItem], config_for: Callable[[WorkItem], FitConfig]
             keep[item.key] = row  # true of its output under its own settings, until replaced
             provisional.add(item.key)
     return Resumed(keep, done, provisional)
+
+
+def _by_output(rows: dict[str, dict[str, str]], mine: set[str]) -> dict[str, list[str]]:
+    """resolved output -> the keys of the ok rows (of keys other than this run's items) that wrote it."""
+    out: dict[str, list[str]] = {}
+    for k, r in rows.items():
+        if k not in mine and r.get("status") == "ok" and r.get("output"):
+            out.setdefault(resolved(r["output"]), []).append(k)
+    return out
+
+
+def earlier_row(item: WorkItem, rows: dict[str, dict[str, str]]) -> dict[str, str] | None:
+    """The row an item's "to do" is explained by: its own key's, else the last ok row that wrote its
+    output under another key (done with other settings: a manifest's own column, a folder run's)."""
+    if item.key in rows:
+        return rows[item.key]
+    out = resolved(item.output or "")
+    return next((r for r in reversed(rows.values()) if r.get("status") == "ok" and r.get("output")
+                 and resolved(r["output"]) == out), None)
 
 
 def _restamped(row: dict[str, str], item: WorkItem) -> dict[str, str]:
