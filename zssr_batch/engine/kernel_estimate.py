@@ -453,7 +453,8 @@ def combined(draws: list[np.ndarray], scale: int, trust_width: float = 0.0) -> E
         return Estimate(None, "bicubic fallback", f"each of its {len(draws)} runs failed: {said}")
     est = judged(_centred_mean(kept), scale, trust_width)
     dropped = len(draws) - len(kept)
-    said = f"the mean of {len(kept)} of its {len(draws)} runs, {dropped} failed" if dropped else \
+    why_dropped = " / ".join(str(why).removesuffix(": a failed estimate") for why in reasons if why)
+    said = f"the mean of {len(kept)} of its {len(draws)} runs, {dropped} failed ({why_dropped})" if dropped else \
         f"the mean of its {len(draws)} runs"
     if est.kernel is None:
         return Estimate(None, est.source, f"{est.note}; it was {said}")
