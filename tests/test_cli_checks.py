@@ -47,3 +47,14 @@ def test_settings_that_cannot_work_say_so_naming_themselves(tmp_path, capsys, se
     err = capsys.readouterr().err
     assert rc == 2 and says in err and len(err.strip().splitlines()) == 1, err
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("value", ["0.5", "1", "nan"])
+def test_degrade_refuses_a_scale_that_would_not_shrink(tmp_path, capsys, value):
+    # degrade --scale 0.5 enlarged each image, and 1 copied it: neither is a low-resolution input
+    from PIL import Image
+
+    Image.new("RGB", (8, 8)).save(tmp_path / "a.png")
+    assert main(["degrade", str(tmp_path / "a.png"), "-o", str(tmp_path / "out.png"), "--scale", value]) == 2
+    assert f"it must be over 1, got {float(value):g}" in capsys.readouterr().err
+    assert not (tmp_path / "out.png").exists()

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import math
 import os
 from pathlib import Path
 from typing import Callable
@@ -118,6 +119,8 @@ def degrade_path(src: str | Path, dst: str | Path, scale: float, suffix: str = "
                  skip: Skip | None = None) -> list[tuple[Path, Path]]:
     """Degrade one file, or every image under a folder into the same layout; returns the (input,
     output) pairs written (``skip``: as ``_read``'s)."""
+    if not (math.isfinite(scale) and scale > 1):  # 0.5 would enlarge, 1 copy: neither makes an LR input
+        raise ValueError(f"degrade shrinks by --scale: it must be over 1, got {scale:g}")
     src, dst = Path(src), Path(dst)
     if src.is_dir():
         pairs = [(p, (dst / p.relative_to(src)).with_name(p.stem + suffix + p.suffix)) for p in _images_under(src)]
