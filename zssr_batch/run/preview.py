@@ -74,7 +74,7 @@ def preview(items: list[WorkItem], config_for: Callable[[WorkItem], FitConfig], 
     with tempfile.TemporaryDirectory() as scratch:
         report = _earlier_rows(output_dir, Path(scratch))
         old = read_rows(report) if report.is_file() and not overwrite else {}
-        done = kept_rows(planned, config_for, report, overwrite, precision).done if old else set()
+        done = kept_rows(planned, config_for, report, overwrite, precision, old).done if old else set()
     counts = {"to do": 0, "done": 0, "refused": 0}
     print(f"dry run: nothing is written and Ray is not started; outputs go to {_shown(output_dir)}", file=out)
     for n, item in enumerate(planned, 1):

@@ -62,7 +62,7 @@ class Resumed:
 
 
 def kept_rows(items: list[WorkItem], config_for: Callable[[WorkItem], FitConfig], report_path: Path,
-              overwrite: bool, precision: str = "bf16") -> Resumed:
+              overwrite: bool, precision: str = "bf16", old: dict[str, dict[str, str]] | None = None) -> Resumed:
     """The old rows this run keeps, by key, and which of its items are done.
 
     Kept: the rows of its items still done; the ok rows of other images (earlier runs into the same
@@ -73,7 +73,8 @@ def kept_rows(items: list[WorkItem], config_for: Callable[[WorkItem], FitConfig]
     run's end, one whose output a stopped fit wrote over goes. Dropped: rows whose output is gone
     or was written over, whose input or ground truth changed (their scores are stale), and old failed
     rows of items this run does not hold (of a manifest line since fixed, or of other settings)."""
-    old = {} if overwrite else read_rows(report_path)
+    if old is None:  # (the dry run has read them already)
+        old = {} if overwrite else read_rows(report_path)
     ours = {resolved(i.output) for i in items if i.output}
     mine = {i.key for i in items}
     keep: dict[str, dict[str, str]] = {}
