@@ -56,5 +56,5 @@ def test_degrade_refuses_a_scale_that_would_not_shrink(tmp_path, capsys, value):
 
     Image.new("RGB", (8, 8)).save(tmp_path / "a.png")
     assert main(["degrade", str(tmp_path / "a.png"), "-o", str(tmp_path / "out.png"), "--scale", value]) == 2
-    assert f"it must be over 1, got {float(value):g}" in capsys.readouterr().err
+    assert f"it must be a finite number over 1, got {float(value):g}" in capsys.readouterr().err
     assert not (tmp_path / "out.png").exists()

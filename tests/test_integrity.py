@@ -149,8 +149,10 @@ def test_resume_redoes_exactly_what_changed(tmp_path, one_ray, monkeypatch):  # 
     assert _done(run(*base[:4], *TINY)) == 0
     proc = run(*base, "--suffix", "_x2")
     assert _done(proc) == 0
+    # the new outputs' rows, and the old outputs' (still on disk, still what they wrote) beside them
     rows = _rows(out)
-    assert len(rows) == 3 and all(Path(r["output"]).stem.endswith("_x2") for r in rows)
+    assert sorted(Path(r["output"]).name for r in rows) == ["0.png", "0_x2.png", "1.png", "1_x2.png", "2.png", "2_x2.png"]
+    assert all(r["output_stat"] == file_stamp(r["output"]) for r in rows)
 
 
 def _terminated_after(proc: subprocess.Popen, out: Path, count: int, new: Callable[[dict[str, str]], bool]) -> None:
@@ -346,3 +348,57 @@ def test_a_manifest_column_that_repeats_the_runs_setting_redoes_nothing(tmp_path
     (src / "m.csv").write_text("input,max_iters\n0.png,3\n1.png,\n")
     dry = run_here(capsys, "--input", str(src / "m.csv"), "--output", str(out), "--dry-run", *TINY)
     assert "1 to do, 1 done before" in dry.stdout and "(other settings)" in dry.stdout, dry.stdout
+
+
+def test_rows_follow_their_outputs_when_a_manifest_points_images_elsewhere(tmp_path, one_ray, capsys):
+    # A hostile tester's cases against moving rows between report keys: an image listed twice in one
+    # manifest, one line taking the folder run's output and one writing a new one; a manifest that
+    # points an image at a new output (the old output's row stays its row); a byte-identical copy of
+    # an input is another input; --overwrite with --glob redoes only what it covers; --glob filters a
+    # manifest's lines.
+    src, out = tmp_path / "in", tmp_path / "out"
+    for i in range(2):
+        _img(src / f"{i}.png", i)
+
+    def run(*args: str) -> subprocess.CompletedProcess:
+        proc = run_here(capsys, "--output", str(out), *TINY, *args)
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        return proc
+
+    def stamps() -> dict[str, int]:
+        return {p.name: p.stat().st_mtime_ns for p in out.glob("*.png")}
+
+    def outputs() -> list[str]:
+        return sorted(Path(r["output"]).name for r in _rows(out))
+
+    run("--input", str(src))
+    (src / "m.csv").write_text("input,scale,output\n0.png,,0b.png\n0.png,2,0.png\n")
+    dry = run("--input", str(src / "m.csv"), "--dry-run")
+    assert "1 to do, 1 done before" in dry.stdout and "(None)" not in dry.stdout, dry.stdout
+    before = stamps()
+    run("--input", str(src / "m.csv"))
+    assert stamps()["0.png"] == before["0.png"]  # the same work under another key: not fitted again
+    assert outputs() == ["0.png", "0b.png", "1.png"]
+    before = stamps()
+    assert _done(run("--input", str(src))) == 2 and stamps() == before
+    assert outputs() == ["0.png", "0b.png", "1.png"]  # 0b.png's row stays while 0b.png is its result
+    (src / "m.csv").write_text("input,output\n1.png,1new.png\n")
+    run("--input", str(src / "m.csv"))
+    assert outputs() == ["0.png", "0b.png", "1.png", "1new.png"]
+    assert _done(run("--input", str(src))) == 2 and stamps() == {**before, "1new.png": stamps()["1new.png"]}
+    # a copy with the same bytes is another input: its line is fitted, not taken as done
+    (tmp_path / "w").mkdir()
+    (tmp_path / "w" / "0.png").write_bytes((src / "0.png").read_bytes())
+    (tmp_path / "w" / "m.csv").write_text("input,output\n0.png,0.png\n")
+    dry = run("--input", str(tmp_path / "w" / "m.csv"), "--dry-run")
+    assert "1 to do, 0 done before" in dry.stdout, dry.stdout
+    # --overwrite redoes what the run covers and keeps the rest
+    before = stamps()
+    run("--input", str(src), "--overwrite", "--glob", "1*")
+    after = stamps()
+    assert after["1.png"] != before["1.png"] and after["0.png"] == before["0.png"]
+    assert outputs() == ["0.png", "0b.png", "1.png", "1new.png"]
+    # --glob takes a manifest's lines by their input's path
+    (src / "m.csv").write_text("input,max_iters\n0.png,3\n1.png,3\n")
+    dry = run("--input", str(src / "m.csv"), "--glob", "1*", "--dry-run")
+    assert "1 item(s): 1 to do" in dry.stdout, dry.stdout

@@ -322,7 +322,8 @@ def add_run_options(run: argparse.ArgumentParser) -> None:
     g.add_argument("--degrade", action="store_true",
                    help="the inputs are ground truth: make LR inputs with MATLAB bicubic, upscale, score")
     g.add_argument("--glob", metavar="PATTERN",
-                   help="only inputs whose relative path matches, e.g. '*.png' (default: every image)")
+                   help="only inputs whose relative path matches, e.g. '*.png'; in a manifest, the input "
+                        "column's path (default: every image)")
     g.add_argument("--extensions", metavar="EXT[,EXT]", help="extensions to pick up (default: all supported)")
     g.add_argument("--no-recursive", action="store_true", help="do not descend into subfolders")
     g.add_argument("--max-pixels", type=_at_least(64), default=100_000_000, metavar="N",

@@ -42,7 +42,7 @@ import torch
 
 from .images import EXTENSIONS, Picture, load_image, save_image, write_atomic
 from ..engine.kernels import random_kernel
-from ..engine.resize import kernel_downscale, matlab_imresize_quantized
+from ..engine.resize import kernel_downscale, matlab_imresize_quantized, output_size
 
 RANDOM_KERNEL_SET = "LR_randomkernel"  # the LR folder of a random-kernel set (beside LR_bicubic)
 MAT_HEADER = b"MATLAB 5.0 MAT-file, written by zssr-batch degrade --random-kernels".ljust(116)
@@ -65,6 +65,9 @@ def degrade_picture(pic: Picture, scale: float) -> Picture:
         raise ValueError(f"scale must be positive, got {scale}")
     if float(scale).is_integer():
         pic = _crop_to_multiple(pic, int(scale))
+    h, w = pic.size
+    if output_size((h, w), 1.0 / scale) == (h, w):  # a scale a hair over 1: a copy, not an input
+        raise ValueError(f"x{scale:g} leaves this {w}x{h} image {w}x{h}: nothing would be shrunk")
     levels = 65535 if pic.bit_depth == 16 else 255
 
     def shrink(a):
@@ -120,7 +123,7 @@ def degrade_path(src: str | Path, dst: str | Path, scale: float, suffix: str = "
     """Degrade one file, or every image under a folder into the same layout; returns the (input,
     output) pairs written (``skip``: as ``_read``'s)."""
     if not (math.isfinite(scale) and scale > 1):  # 0.5 would enlarge, 1 copy: neither makes an LR input
-        raise ValueError(f"degrade shrinks by --scale: it must be over 1, got {scale:g}")
+        raise ValueError(f"degrade shrinks by --scale: it must be a finite number over 1, got {scale:g}")
     src, dst = Path(src), Path(dst)
     if src.is_dir():
         pairs = [(p, (dst / p.relative_to(src)).with_name(p.stem + suffix + p.suffix)) for p in _images_under(src)]

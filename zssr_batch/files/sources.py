@@ -428,9 +428,14 @@ def read_manifest(path: str | Path, opts: ScanOptions) -> Iterator[WorkItem]:
             rel = posixpath.basename(src)
         else:
             rel = Path(src).as_posix()
+        if opts.glob and not PurePosixPath(rel).match(opts.glob):  # as a folder's images, by the path written
+            opts.passed[f"not matching --glob {opts.glob!r}"] += 1
+            continue
         if out:
             if Path(out).is_absolute() or ".." in Path(out).parts:
-                yield WorkItem(str(src_path), "", error=f"{where}: output {out!r} escapes the output folder")
+                how = "is absolute: it is a path relative to the output folder" if Path(out).is_absolute() else \
+                    "escapes the output folder"
+                yield WorkItem(str(src_path), "", error=f"{where}: output {out!r} {how}")
                 continue
             out_path = storage.join(os.fspath(opts.output_dir), out)
         else:

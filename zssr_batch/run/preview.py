@@ -91,12 +91,12 @@ def preview(items: list[WorkItem], config_for: Callable[[WorkItem], FitConfig], 
         counts[state] += 1
         print(f"{n:>4}  {state:<7}  {_shown(item.input)}", file=out)
         if why:
-            print(f"      {'':<7}  {_shown(why)}", file=out)
+            print(f"      {'':<7}  {shown(why)}", file=out)
             continue
         assert cfg is not None
         kernel = _shown(cfg.kernel) if cfg.kernel else "bicubic"
-        earlier = earlier_row(item, old) if state == "to do" else None
-        again = f" ({redo_reason(earlier, item, cfg.hash(), precision)})" if earlier else ""
+        why_again = redo_reason(earlier_row(item, old), item, cfg.hash(), precision) if state == "to do" else None
+        again = f" ({why_again})" if why_again and why_again != "not done before" else ""
         print(f"      {'':<7}  -> {_shown(item.output)}{again}", file=out)
         print(f"      {'':<7}  gt: {_shown(item.gt) if item.gt else 'none (no scores)'}; kernel: {kernel}; "
               f"settings: {_settings(cfg, item.preset or base_preset)}", file=out)

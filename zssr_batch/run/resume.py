@@ -63,18 +63,21 @@ class Resumed:
 
 def kept_rows(items: list[WorkItem], config_for: Callable[[WorkItem], FitConfig], report_path: Path,
               overwrite: bool, precision: str = "bf16", old: dict[str, dict[str, str]] | None = None) -> Resumed:
-    """The old rows this run keeps, by key, and which of its items are done.
+    """The old rows this run keeps, by key, and which of its items are done (none with ``overwrite``).
 
-    Kept: the rows of its items still done; the ok rows of other images (earlier runs into the same
-    folder) while their outputs are still what they wrote; and, until the new result replaces them,
-    the rows of its items done with other settings and the rows of other keys whose outputs it
-    writes (a manifest row with settings of its own), while they still describe the output on disk
-    (a rerun stopped early must not take a night's rows with it). Those are provisional: at the
-    run's end, one whose output a stopped fit wrote over goes. Dropped: rows whose output is gone
-    or was written over, whose input or ground truth changed (their scores are stale), and old failed
-    rows of items this run does not hold (of a manifest line since fixed, or of other settings)."""
+    Kept: the rows of its items still done, under its own key or, the same work, under another
+    (``_moved``); the ok rows of other images (earlier runs into the same folder) while their outputs
+    are still what they wrote; and, until the new result replaces them, the rows of its items done
+    with other settings and the rows of other keys whose outputs it writes (a manifest row with
+    settings of its own), while they still describe the output on disk (a rerun stopped early must
+    not take a night's rows with it). Those are provisional: at the run's end, one whose output a
+    stopped fit wrote over goes. An item's old row of another output (a manifest that points the
+    image elsewhere) stays as that output's row while the file is what it wrote (``_set_aside``).
+    Dropped: rows whose output is gone or was written over, whose input or ground truth changed
+    (their scores are stale), and old failed rows of items this run does not hold (of a manifest
+    line since fixed, or of other settings)."""
     if old is None:  # (the dry run has read them already)
-        old = {} if overwrite else read_rows(report_path)
+        old = read_rows(report_path)
     ours = {resolved(i.output) for i in items if i.output}
     mine = {i.key for i in items}
     keep: dict[str, dict[str, str]] = {}
@@ -84,37 +87,87 @@ def kept_rows(items: list[WorkItem], config_for: Callable[[WorkItem], FitConfig]
             keep[k] = r
             if resolved(r.get("output") or "") in ours:
                 provisional.add(k)
+    hashes = {item.key: _hash(item, config_for) for item in items}
     done: set[str] = set()
-    by_output = _by_output(old, mine)
+    if not overwrite:
+        for item in items:
+            h = hashes[item.key]
+            if h is not None and is_done(old.get(item.key), item, h, precision):
+                keep[item.key] = _restamped(old[item.key], item)
+                done.add(item.key)
+    own = set(done)
+    taken = _moved(items, hashes, old, precision, keep, provisional, done) if not overwrite else set()
     for item in items:
-        try:
-            h = None if item.error else config_for(item).hash()
-        except ValueError:
-            h = None
         row = old.get(item.key)
-        if h is not None and not is_done(row, item, h, precision):
-            # The same work under another key: a manifest column that repeats what the run asks of
-            # every image (``scale: 2`` in a x2 run), or a folder run's row of a manifest's image, is
-            # the same settings hash, input and output. Its row is this item's, not a reason to redo it.
-            other = next((k for k in by_output.get(resolved(item.output or ""), ())
-                          if k in keep and is_done(old[k], item, h, precision)), None)
-            if other is not None:
-                row = dict(keep.pop(other), key=item.key)
-                provisional.discard(other)
-        if h is not None and is_done(row, item, h, precision):
-            keep[item.key] = _restamped(row, item)
-            done.add(item.key)
-        elif row and row.get("status") == "ok" and is_done(row, item, row.get("config_hash", ""), "bf16"):
-            keep[item.key] = row  # true of its output under its own settings, until replaced
-            provisional.add(item.key)
+        if item.key in taken or item.key in own:
+            continue  # its row is another item's now, or its own still
+        if item.key in done:  # done by another key's row: its own old row, if of another output, stays
+            _set_aside(item, row, keep, provisional, ours)
+        elif row and row.get("status") == "ok":
+            if is_done(row, item, row.get("config_hash", ""), "bf16"):
+                keep[item.key] = row  # true of its output under its own settings, until replaced
+                provisional.add(item.key)
+            else:
+                _set_aside(item, row, keep, provisional, ours)
     return Resumed(keep, done, provisional)
 
 
-def _by_output(rows: dict[str, dict[str, str]], mine: set[str]) -> dict[str, list[str]]:
-    """resolved output -> the keys of the ok rows (of keys other than this run's items) that wrote it."""
+def _hash(item: WorkItem, config_for: Callable[[WorkItem], FitConfig]) -> str | None:
+    try:
+        return None if item.error else config_for(item).hash()
+    except ValueError:
+        return None
+
+
+def _moved(items: list[WorkItem], hashes: dict[str, str | None], old: dict[str, dict[str, str]], precision: str,
+           keep: dict[str, dict[str, str]], provisional: set[str], done: set[str]) -> set[str]:
+    """Mark done the items whose work an old row of another key holds, moving that row to the item's
+    key; returns the keys whose rows were moved. The same settings hash, the same input (its path,
+    not a copy of it) and output: a manifest column that repeats what the run asks of every image
+    (``scale: 2`` in a x2 run), a manifest beside a folder run's images, or another line of the
+    same manifest whose output this one now names."""
+    by_output = _by_output(old)
+    taken: set[str] = set()
+    for item in items:
+        h = hashes[item.key]
+        if item.key in done or h is None:
+            continue
+        for k in by_output.get(resolved(item.output or ""), ()):
+            row = old[k]
+            if k == item.key or k in done or k in taken or not _same_path(row.get("input"), item.input):
+                continue
+            if is_done(row, item, h, precision):
+                keep.pop(k, None)
+                provisional.discard(k)
+                keep[item.key] = _restamped(dict(row, key=item.key), item)
+                done.add(item.key)
+                taken.add(k)
+                break
+    return taken
+
+
+def _set_aside(item: WorkItem, row: dict[str, str] | None, keep: dict[str, dict[str, str]], provisional: set[str],
+               ours: set[str]) -> None:
+    """Keep an item's old ok row of another output than the item's, under a key of its own (the
+    item's and that output), while the file is what it wrote: a key holds one row, and the item's
+    new row (or a moved one) takes its key, but the other output is still that image's result. A
+    later run that asks for that output finds it there (``_moved``)."""
+    if not row or row.get("status") != "ok" or not row.get("output") or _same_path(row["output"], item.output):
+        return
+    if not output_holds(row):
+        return
+    out = resolved(row["output"])
+    aside = f"{item.key} -> {out}"
+    keep[aside] = dict(row, key=aside)
+    if out in ours:
+        provisional.add(aside)
+
+
+def _by_output(rows: dict[str, dict[str, str]]) -> dict[str, list[str]]:
+    """resolved output -> the keys of the ok rows that wrote it."""
     out: dict[str, list[str]] = {}
     for k, r in rows.items():
-        if k not in mine and r.get("status") == "ok" and r.get("output"):
+        if r.get("status") == "ok" and r.get("output"):
             out.setdefault(resolved(r["output"]), []).append(k)
     return out
 
