@@ -382,6 +382,8 @@ def test_rows_follow_their_outputs_when_a_manifest_points_images_elsewhere(tmp_p
     before = stamps()
     assert _done(run("--input", str(src))) == 2 and stamps() == before
     assert outputs() == ["0.png", "0b.png", "1.png"]  # 0b.png's row stays while 0b.png is its result
+    dry = run("--input", str(src / "m.csv"), "--dry-run")  # and back again: each line finds its row
+    assert "0 to do, 2 done before" in dry.stdout, dry.stdout
     (src / "m.csv").write_text("input,output\n1.png,1new.png\n")
     run("--input", str(src / "m.csv"))
     assert outputs() == ["0.png", "0b.png", "1.png", "1new.png"]
@@ -391,7 +393,7 @@ def test_rows_follow_their_outputs_when_a_manifest_points_images_elsewhere(tmp_p
     (tmp_path / "w" / "0.png").write_bytes((src / "0.png").read_bytes())
     (tmp_path / "w" / "m.csv").write_text("input,output\n0.png,0.png\n")
     dry = run("--input", str(tmp_path / "w" / "m.csv"), "--dry-run")
-    assert "1 to do, 0 done before" in dry.stdout, dry.stdout
+    assert "1 to do, 0 done before" in dry.stdout and f"(its output holds the result of {src / '0.png'})" in dry.stdout
     # --overwrite redoes what the run covers and keeps the rest
     before = stamps()
     run("--input", str(src), "--overwrite", "--glob", "1*")

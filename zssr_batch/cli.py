@@ -186,7 +186,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     for line in opts.skipped[:20]:
         print(shown(f"zssr-batch: skipped {line}"), file=sys.stderr)
     if not items:  # nothing to do: no Ray, no output folder
-        why = why_nothing(input_path, opts) if storage.isdir(input_path) else f"{input_path} lists no images"
+        why = why_nothing(input_path, opts) if storage.isdir(input_path) or opts.passed else \
+            f"{input_path} lists no images"
         print(shown(f"zssr-batch: {why}"), file=sys.stderr)
         return 0
     if args.dry_run:

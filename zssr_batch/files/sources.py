@@ -428,7 +428,7 @@ def read_manifest(path: str | Path, opts: ScanOptions) -> Iterator[WorkItem]:
             rel = posixpath.basename(src)
         else:
             rel = Path(src).as_posix()
-        if opts.glob and not PurePosixPath(rel).match(opts.glob):  # as a folder's images, by the path written
+        if opts.glob and not PurePosixPath(src).match(opts.glob):  # as a folder's images, by the path written
             opts.passed[f"not matching --glob {opts.glob!r}"] += 1
             continue
         if out:

@@ -24,6 +24,8 @@ def redo_reason(row: dict[str, str] | None, item: WorkItem, cfg_hash: str, preci
         return "not done before"
     if row.get("status") != "ok":
         return "it failed before"
+    if row.get("input") and not _same_path(row["input"], item.input):  # a row of another key, at its output
+        return f"its output holds the result of {row['input']}"
     if row.get("config_hash") != cfg_hash:
         return "other settings"
     if precision == "fp32" and "bf16" in (row.get("pack_way") or ""):
@@ -96,7 +98,7 @@ def kept_rows(items: list[WorkItem], config_for: Callable[[WorkItem], FitConfig]
                 keep[item.key] = _restamped(old[item.key], item)
                 done.add(item.key)
     own = set(done)
-    taken = _moved(items, hashes, old, precision, keep, provisional, done) if not overwrite else set()
+    taken = _moved(items, hashes, old, precision, keep, provisional, done, own) if not overwrite else set()
     for item in items:
         row = old.get(item.key)
         if item.key in taken or item.key in own:
@@ -120,12 +122,13 @@ def _hash(item: WorkItem, config_for: Callable[[WorkItem], FitConfig]) -> str | 
 
 
 def _moved(items: list[WorkItem], hashes: dict[str, str | None], old: dict[str, dict[str, str]], precision: str,
-           keep: dict[str, dict[str, str]], provisional: set[str], done: set[str]) -> set[str]:
+           keep: dict[str, dict[str, str]], provisional: set[str], done: set[str], own: set[str]) -> set[str]:
     """Mark done the items whose work an old row of another key holds, moving that row to the item's
     key; returns the keys whose rows were moved. The same settings hash, the same input (its path,
     not a copy of it) and output: a manifest column that repeats what the run asks of every image
     (``scale: 2`` in a x2 run), a manifest beside a folder run's images, or another line of the
-    same manifest whose output this one now names."""
+    same manifest whose output this one now names. Not the row of an item done by its own row
+    (``own``); an item done by another's row leaves its own to take."""
     by_output = _by_output(old)
     taken: set[str] = set()
     for item in items:
@@ -134,7 +137,7 @@ def _moved(items: list[WorkItem], hashes: dict[str, str | None], old: dict[str, 
             continue
         for k in by_output.get(resolved(item.output or ""), ()):
             row = old[k]
-            if k == item.key or k in done or k in taken or not _same_path(row.get("input"), item.input):
+            if k == item.key or k in own or k in taken:
                 continue
             if is_done(row, item, h, precision):
                 keep.pop(k, None)
@@ -173,13 +176,14 @@ def _by_output(rows: dict[str, dict[str, str]]) -> dict[str, list[str]]:
 
 
 def earlier_row(item: WorkItem, rows: dict[str, dict[str, str]]) -> dict[str, str] | None:
-    """The row an item's "to do" is explained by: its own key's, else the last ok row that wrote its
-    output under another key (done with other settings: a manifest's own column, a folder run's)."""
-    if item.key in rows:
-        return rows[item.key]
+    """The row an item's "to do" is explained by: the one that wrote its output (its own key's
+    first, else the last of another key: other settings, another input), else its own key's."""
     out = resolved(item.output or "")
-    return next((r for r in reversed(rows.values()) if r.get("status") == "ok" and r.get("output")
-                 and resolved(r["output"]) == out), None)
+    own = rows.get(item.key)
+    at_output = [r for r in rows.values() if r.get("status") == "ok" and r.get("output") and resolved(r["output"]) == out]
+    if own is not None and (own in at_output or not at_output):
+        return own
+    return at_output[-1] if at_output else None
 
 
 def _restamped(row: dict[str, str], item: WorkItem) -> dict[str, str]:
