@@ -170,8 +170,33 @@ def _locked_run(items: list[WorkItem], config_for: Callable[[WorkItem], FitConfi
             progress.close()
             if started_ray:
                 ray.shutdown()
+            _gone(list(where.values()))
             remove_parts(work.unfinished_folders())  # a worker killed as it wrote an output left its part
         return end.finish(work.stop_reason)
+
+
+def _gone(workers: list[dict], wait_s: float = 5.0) -> None:
+    """Wait (at most ``wait_s``) for the killed workers of this machine to end: ``ray.kill`` only asks,
+    and a worker still alive as the run sweeps its temporary files can leave one more (the full-disk
+    test found one). Workers of other machines are not waited for: their pids mean nothing here."""
+    import socket
+
+    here = socket.gethostname()
+    pids = [w["pid"] for w in workers if w.get("host") == here and w.get("pid")]
+    t0 = time.monotonic()
+    while pids and time.monotonic() - t0 < wait_s:
+        pids = [p for p in pids if _running(p)]
+        if pids:
+            time.sleep(0.05)
+
+
+def _running(pid: int) -> bool:
+    """Whether process ``pid`` still runs (a zombie, killed and not yet reaped, does not)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            return f.read().rsplit(b")", 1)[1].split()[0] not in (b"Z", b"X")
+    except (OSError, IndexError):
+        return False
 
 
 def _actors(settings: RunSettings, items: list[WorkItem], progress: Progress) -> tuple[

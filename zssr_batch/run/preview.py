@@ -20,7 +20,7 @@ from ..files.plan import plan_outputs
 from ..files.sources import WorkItem
 from ..report.table import read_rows
 from .mirror import Mirror, local_home
-from .resume import earlier_row, kept_rows, redo_reason
+from .resume import earlier_row, kept_rows, redo_reason, rows_by_output
 
 
 def _shown(path: str | None) -> str:
@@ -75,6 +75,7 @@ def preview(items: list[WorkItem], config_for: Callable[[WorkItem], FitConfig], 
         report = _earlier_rows(output_dir, Path(scratch))
         old = read_rows(report) if report.is_file() and not overwrite else {}
         done = kept_rows(planned, config_for, report, overwrite, precision, old).done if old else set()
+    by_output = rows_by_output(old)
     counts = {"to do": 0, "done": 0, "refused": 0}
     print(f"dry run: nothing is written and Ray is not started; outputs go to {_shown(output_dir)}", file=out)
     for n, item in enumerate(planned, 1):
@@ -95,7 +96,7 @@ def preview(items: list[WorkItem], config_for: Callable[[WorkItem], FitConfig], 
             continue
         assert cfg is not None
         kernel = _shown(cfg.kernel) if cfg.kernel else "bicubic"
-        why_again = redo_reason(earlier_row(item, old), item, cfg.hash(), precision) if state == "to do" else None
+        why_again = redo_reason(earlier_row(item, old, by_output), item, cfg.hash(), precision) if state == "to do" else None
         again = f" ({why_again})" if why_again and why_again != "not done before" else ""
         print(f"      {'':<7}  -> {_shown(item.output)}{again}", file=out)
         print(f"      {'':<7}  gt: {_shown(item.gt) if item.gt else 'none (no scores)'}; kernel: {kernel}; "

@@ -129,7 +129,7 @@ def _moved(items: list[WorkItem], hashes: dict[str, str | None], old: dict[str, 
     (``scale: 2`` in a x2 run), a manifest beside a folder run's images, or another line of the
     same manifest whose output this one now names. Not the row of an item done by its own row
     (``own``); an item done by another's row leaves its own to take."""
-    by_output = _by_output(old)
+    by_output = rows_by_output(old)
     taken: set[str] = set()
     for item in items:
         h = hashes[item.key]
@@ -166,7 +166,7 @@ def _set_aside(item: WorkItem, row: dict[str, str] | None, keep: dict[str, dict[
         provisional.add(aside)
 
 
-def _by_output(rows: dict[str, dict[str, str]]) -> dict[str, list[str]]:
+def rows_by_output(rows: dict[str, dict[str, str]]) -> dict[str, list[str]]:
     """resolved output -> the keys of the ok rows that wrote it."""
     out: dict[str, list[str]] = {}
     for k, r in rows.items():
@@ -175,15 +175,16 @@ def _by_output(rows: dict[str, dict[str, str]]) -> dict[str, list[str]]:
     return out
 
 
-def earlier_row(item: WorkItem, rows: dict[str, dict[str, str]]) -> dict[str, str] | None:
-    """The row an item's "to do" is explained by: the one that wrote its output (its own key's
-    first, else the last of another key: other settings, another input), else its own key's."""
-    out = resolved(item.output or "")
+def earlier_row(item: WorkItem, rows: dict[str, dict[str, str]], by_output: dict[str, list[str]]) -> dict[str, str] | None:
+    """The row an item's "to do" is explained by: its own key's where it failed or wrote the item's
+    output, else the last ok row of another key that wrote the output (other settings, another
+    input), else its own key's.
+    ``by_output``: ``rows_by_output(rows)``, made once for all the items."""
+    at_output = by_output.get(resolved(item.output or ""), [])
     own = rows.get(item.key)
-    at_output = [r for r in rows.values() if r.get("status") == "ok" and r.get("output") and resolved(r["output"]) == out]
-    if own is not None and (own in at_output or not at_output):
-        return own
-    return at_output[-1] if at_output else None
+    if own is not None and (item.key in at_output or not at_output or own.get("status") != "ok"):
+        return own  # (a failed row: that it failed is the reason)
+    return rows[at_output[-1]] if at_output else None
 
 
 def _restamped(row: dict[str, str], item: WorkItem) -> dict[str, str]:
