@@ -13,6 +13,7 @@ import json
 import os
 import posixpath
 import signal
+import socket
 import sys
 import time
 from collections import Counter
@@ -179,8 +180,6 @@ def _gone(workers: list[dict], wait_s: float = 5.0) -> None:
     """Wait (at most ``wait_s``) for the killed workers of this machine to end: ``ray.kill`` only asks,
     and a worker still alive as the run sweeps its temporary files can leave one more (the full-disk
     test found one). Workers of other machines are not waited for: their pids mean nothing here."""
-    import socket
-
     here = socket.gethostname()
     pids = [w["pid"] for w in workers if w.get("host") == here and w.get("pid")]
     t0 = time.monotonic()
