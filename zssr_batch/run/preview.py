@@ -20,7 +20,7 @@ from ..files.plan import plan_outputs
 from ..files.sources import WorkItem
 from ..report.table import read_rows
 from .mirror import Mirror, local_home
-from .resume import earlier_row, kept_rows, redo_reason, rows_by_output
+from .resume import earlier_row, kept_rows, redo_reason
 
 
 def _shown(path: str | None) -> str:
@@ -74,8 +74,8 @@ def preview(items: list[WorkItem], config_for: Callable[[WorkItem], FitConfig], 
     with tempfile.TemporaryDirectory() as scratch:
         report = _earlier_rows(output_dir, Path(scratch))
         old = read_rows(report) if report.is_file() and not overwrite else {}
-        done = kept_rows(planned, config_for, report, overwrite, precision, old).done if old else set()
-    by_output = rows_by_output(old)
+        resumed = kept_rows(planned, config_for, report, overwrite, precision, old) if old else None
+    done, by_output = (resumed.done, resumed.by_output) if resumed else (set(), {})
     counts = {"to do": 0, "done": 0, "refused": 0}
     print(f"dry run: nothing is written and Ray is not started; outputs go to {_shown(output_dir)}", file=out)
     for n, item in enumerate(planned, 1):

@@ -61,6 +61,7 @@ class Resumed:
     rows: dict[str, dict[str, str]]  # by key: the rows the report starts with
     done: set[str]  # the keys of this run's items it skips (their rows are among ``rows``)
     provisional: set[str]  # keys of rows kept only until this run replaces them (``report.table.compact``)
+    by_output: dict[str, list[str]]  # the old rows by output (``rows_by_output``): the dry run's reasons use it too
 
 
 def kept_rows(items: list[WorkItem], config_for: Callable[[WorkItem], FitConfig], report_path: Path,
@@ -98,7 +99,8 @@ def kept_rows(items: list[WorkItem], config_for: Callable[[WorkItem], FitConfig]
                 keep[item.key] = _restamped(old[item.key], item)
                 done.add(item.key)
     own = set(done)
-    taken = _moved(items, hashes, old, precision, keep, provisional, done, own) if not overwrite else set()
+    by_output = rows_by_output(old)
+    taken = _moved(items, hashes, old, by_output, precision, keep, provisional, done, own) if not overwrite else set()
     for item in items:
         row = old.get(item.key)
         if item.key in taken or item.key in own:
@@ -111,7 +113,7 @@ def kept_rows(items: list[WorkItem], config_for: Callable[[WorkItem], FitConfig]
                 provisional.add(item.key)
             else:
                 _set_aside(item, row, keep, provisional, ours)
-    return Resumed(keep, done, provisional)
+    return Resumed(keep, done, provisional, by_output)
 
 
 def _hash(item: WorkItem, config_for: Callable[[WorkItem], FitConfig]) -> str | None:
@@ -121,15 +123,14 @@ def _hash(item: WorkItem, config_for: Callable[[WorkItem], FitConfig]) -> str | 
         return None
 
 
-def _moved(items: list[WorkItem], hashes: dict[str, str | None], old: dict[str, dict[str, str]], precision: str,
-           keep: dict[str, dict[str, str]], provisional: set[str], done: set[str], own: set[str]) -> set[str]:
+def _moved(items: list[WorkItem], hashes: dict[str, str | None], old: dict[str, dict[str, str]],
+           by_output: dict[str, list[str]], precision: str, keep: dict[str, dict[str, str]], provisional: set[str], done: set[str], own: set[str]) -> set[str]:
     """Mark done the items whose work an old row of another key holds, moving that row to the item's
     key; returns the keys whose rows were moved. The same settings hash, the same input (its path,
     not a copy of it) and output: a manifest column that repeats what the run asks of every image
     (``scale: 2`` in a x2 run), a manifest beside a folder run's images, or another line of the
     same manifest whose output this one now names. Not the row of an item done by its own row
     (``own``); an item done by another's row leaves its own to take."""
-    by_output = rows_by_output(old)
     taken: set[str] = set()
     for item in items:
         h = hashes[item.key]
@@ -179,7 +180,7 @@ def earlier_row(item: WorkItem, rows: dict[str, dict[str, str]], by_output: dict
     """The row an item's "to do" is explained by: its own key's where it failed or wrote the item's
     output, else the last ok row of another key that wrote the output (other settings, another
     input), else its own key's.
-    ``by_output``: ``rows_by_output(rows)``, made once for all the items."""
+    ``by_output``: ``rows_by_output(rows)`` (``Resumed.by_output``), made once for all the items."""
     at_output = by_output.get(resolved(item.output or ""), [])
     own = rows.get(item.key)
     if own is not None and (item.key in at_output or not at_output or own.get("status") != "ok"):
