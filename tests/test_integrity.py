@@ -4,7 +4,9 @@ per folder, signals and a full disk end cleanly. Each test runs the real command
 
 from __future__ import annotations
 
+import csv
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -153,6 +155,73 @@ def test_resume_redoes_exactly_what_changed(tmp_path, one_ray, monkeypatch):  # 
     rows = _rows(out)
     assert sorted(Path(r["output"]).name for r in rows) == ["0.png", "0_x2.png", "1.png", "1_x2.png", "2.png", "2_x2.png"]
     assert all(r["output_stat"] == file_stamp(r["output"]) for r in rows)
+
+
+def test_a_folder_moved_whole_resumes_where_it_is_now(tmp_path, one_ray, capsys):
+    # A night of work was fitted again once its folder moved (mv keeps the outputs' stamps) or the
+    # symlink it was given through went: the rows named the outputs by their old absolute paths. Each
+    # row now names its output where the folder is. What is not the file its row wrote is still redone:
+    # an output edited by hand, and a copy (cp gives it new stamps, and no row holds its output's hash).
+    src, real, link, elsewhere = tmp_path / "in", tmp_path / "real", tmp_path / "link", tmp_path / "elsewhere"
+    for i in range(3):
+        _img(src / f"{i}.png", i)
+    real.mkdir()
+    elsewhere.mkdir()
+    link.symlink_to(real)
+
+    def run(out: Path) -> subprocess.CompletedProcess:
+        proc = run_here(capsys, "--input", str(src), "--output", str(out), *TINY)
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        return proc
+
+    def stamps(out: Path) -> dict[str, str]:
+        return {p.name: file_stamp(p) for p in out.glob("*.png")}
+
+    def named_at(out: Path) -> None:  # each row names its output at the folder's place, and is true of it
+        rows = _rows(out)
+        assert sorted(r["output"] for r in rows) == [str(out / f"{i}.png") for i in range(3)]
+        assert all(r["output_stat"] == file_stamp(r["output"]) and r["output_rel"] for r in rows)
+
+    run(link)
+    first = stamps(real)
+    link.unlink()
+    link.symlink_to(elsewhere)  # the link the folder was given through now points elsewhere
+    dry = run_here(capsys, "--input", str(src), "--output", str(real), "--dry-run", *TINY)
+    assert "3 item(s): 0 to do, 3 done before" in dry.stdout, dry.stdout
+    assert _done(run(real)) == 3 and stamps(real) == first
+    named_at(real)
+    moved = tmp_path / "moved"
+    real.rename(moved)  # mv, on the same file system
+    real.symlink_to(elsewhere)  # and a link left at its old name, pointing elsewhere
+    assert _done(run(moved)) == 3 and stamps(moved) == first
+    named_at(moved)
+    # a report made before rows kept output_rel resumes in place as it did, and gains the column
+    old = _rows(moved)
+    with open(moved / "report.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, [c for c in old[0] if c != "output_rel"], extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(old)
+    assert "output_rel" not in (moved / "report.csv").read_text()
+    assert _done(run(moved)) == 3 and _rows(moved) == old
+    # moved again, with one output edited by hand: that one is fitted again, the others kept
+    moved.rename(tmp_path / "again")
+    moved = tmp_path / "again"
+    with Image.open(moved / "1.png") as im:
+        im.load()
+        im.putpixel((0, 0), (0, 0, 0))
+        im.save(moved / "1.png")
+    dry = run_here(capsys, "--input", str(src), "--output", str(moved), "--dry-run", *TINY)
+    assert "1 to do, 2 done before" in dry.stdout and "its output is not the file its row wrote" in dry.stdout
+    assert _done(run(moved)) == 2
+    assert {n: s for n, s in stamps(moved).items() if n != "1.png"} == {n: first[n] for n in ("0.png", "2.png")}
+    named_at(moved)
+    # a copy (new stamps) is fitted again, into the copy; the original is left as it was
+    copy = tmp_path / "copy"
+    shutil.copytree(moved, copy)
+    before = (moved / "report.csv").read_bytes()
+    assert _done(run(copy)) == 0
+    named_at(copy)
+    assert (moved / "report.csv").read_bytes() == before
 
 
 def _terminated_after(proc: subprocess.Popen, out: Path, count: int, new: Callable[[dict[str, str]], bool]) -> None:

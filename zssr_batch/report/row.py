@@ -76,6 +76,9 @@ class Row:
     kernel_error: float | None = _col("kernel")  # |k - true| / |true|, both centred; where the true kernel is known
     kernel_lr_psnr: float | None = _col("kernel")  # PSNR-Y (dB) of the input remade from the ground truth with it
     kernel_seconds: float | None = _col("kernel")  # estimating it (--kernel estimate)
+    # The output's path inside the folder of report.csv (``report.table``, for a local output there): a
+    # folder moved whole (``mv``) finds its outputs, and resumes, at its new place.
+    output_rel: str | None = _col()
 
     @classmethod
     def of(cls, item: WorkItem, **known: Any) -> "Row":

@@ -17,6 +17,7 @@ import threading
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
+from ..files import storage
 from ..files.images import write_atomic
 from ..files.plan import file_stamp, resolved
 from .row import COLUMNS, SCORES, SUMMARY_MEANS, TABLE_MEANS, WORK, Y_SCORES
@@ -37,6 +38,34 @@ def _cell(v: Any) -> str:
     return str(v)
 
 
+def output_rel(output: str | None, home: str) -> str:
+    """A row's ``output_rel``: the path of its local output inside ``home`` (the folder of report.csv,
+    absolute), or '' where it lies elsewhere (an object store's: a URL run's report is on this machine).
+    Resolved where the path does not lie under ``home`` as written: a row of a run that named the
+    folder another way (through a symlink)."""
+    if not output or storage.is_url(output):
+        return ""
+    for path, root in ((os.path.abspath(output), home), (os.path.realpath(output), os.path.realpath(home))):
+        root = root.rstrip(os.sep) + os.sep
+        if path.startswith(root):
+            return path[len(root):]
+    return ""
+
+
+def _placed(row: dict[str, str], home: str) -> dict[str, str]:
+    """``row`` naming its output where the folder of report.csv (``home``) is now: where it was, unless
+    the folder was moved whole (``mv`` keeps the outputs' stamps, so their rows still hold and resume
+    keeps them) or is named another way (the symlink it was given through is gone)."""
+    if row.get("output_rel"):
+        row["output"] = os.path.join(home, row["output_rel"])
+    return row
+
+
+def _cells(row: Mapping[str, Any], home: str) -> dict[str, str]:
+    """A row's cells, its ``output_rel`` made from its output."""
+    return {**{k: _cell(row.get(k)) for k in COLUMNS}, "output_rel": output_rel(row.get("output"), home)}
+
+
 def row_key(row: Mapping[str, str]) -> str:
     """A row's key: its ``key`` column, or for a row of a report made before there was one, its
     resolved input (which is what the key of an item with no settings of its own is)."""
@@ -44,7 +73,8 @@ def row_key(row: Mapping[str, str]) -> str:
 
 
 def _complete_rows(path: Path) -> list[dict[str, str]]:
-    """report.csv's whole rows in file order (a row cut short by a crash is left out).
+    """report.csv's whole rows in file order (a row cut short by a crash is left out), each naming
+    its output where the folder now is (``_placed``).
 
     Read back with the surrogates a file name that is not UTF-8 was written with, so that every
     name a file system allows round-trips."""
@@ -55,11 +85,11 @@ def _complete_rows(path: Path) -> list[dict[str, str]]:
     if text and not text.endswith("\n"):
         text = text[: text.rfind("\n") + 1]  # torn last line
     reader = csv.DictReader(io.StringIO(text, newline=""))
-    out = []
+    out, home = [], os.path.abspath(path.parent)
     for row in reader:
         complete = None not in row and None not in row.values()  # not cut short, nor with cells to spare
         if row.get("input") and complete and len(row) == len(reader.fieldnames or []):
-            out.append(row)
+            out.append(_placed(row, home))
     return out
 
 
@@ -113,8 +143,9 @@ def write_rows(path: Path, rows: Iterable[Mapping[str, str]]) -> None:
     buf = io.StringIO(newline="")
     w = csv.DictWriter(buf, COLUMNS, extrasaction="ignore", lineterminator=EOL)
     w.writeheader()
+    home = os.path.abspath(path.parent)
     for row in rows:
-        w.writerow({k: row.get(k, "") for k in COLUMNS})
+        w.writerow(_cells(row, home))
     try:
         write_atomic(path, buf.getvalue().encode(ENCODING, ERRORS))
     except OSError as e:
@@ -127,14 +158,14 @@ class ReportWriter:
 
     def __init__(self, path: Path, keep: Iterable[Mapping[str, str]] = ()) -> None:
         self.path = path
+        self.home = os.path.abspath(path.parent)  # the rows' output_rel are inside it
         write_rows(path, keep)  # compacted copy of what is kept
         self.f = open(path, "ab")
         self.lock = threading.Lock()  # one row at a time; held for good by ``hold``
 
     def write(self, record: Mapping[str, Any]) -> None:
         buf = io.StringIO(newline="")
-        csv.DictWriter(buf, COLUMNS, extrasaction="ignore", lineterminator=EOL).writerow(
-            {k: _cell(record.get(k)) for k in COLUMNS})
+        csv.DictWriter(buf, COLUMNS, extrasaction="ignore", lineterminator=EOL).writerow(_cells(record, self.home))
         data = buf.getvalue().encode(ENCODING, ERRORS)
         with self.lock:
             end = self.f.tell()
@@ -184,14 +215,19 @@ def compact(path: Path, provisional: Iterable[str] = ()) -> None:
 
 def read_report(report_csv: Path, numbers: Iterable[str] = ()):
     """report.csv as a pandas DataFrame of its current rows (``current``: a report read while a run
-    appends may hold an image's old row and its new one): names as text whatever they
+    appends may hold an image's old row and its new one), outputs where the folder now is
+    (``_placed``): names as text whatever they
     look like ('NA.png', '1e5', bytes that are not UTF-8), only an empty cell missing, and
     ``numbers`` as numbers (NaN where a cell is not one)."""
     import pandas as pd
 
     df = pd.read_csv(report_csv, dtype={c: str for c in ("input", "output", "gt", "rel", "error", "node", "scale",
-                                                          "key")},
+                                                          "key", "output_rel")},
                      encoding=ENCODING, encoding_errors=ERRORS, keep_default_na=False, na_values=[""])
+    if "output_rel" in df:  # (a report made before the column has none)
+        home = os.path.abspath(report_csv.parent)
+        df["output"] = [os.path.join(home, rel) if isinstance(rel, str) else out
+                        for rel, out in zip(df["output_rel"], df["output"])]
     if not df.empty:
         cells = [c for c in ("key", "input", "output", "status") if c in df]
         df = df.iloc[current(df[cells].fillna("").astype(str).to_dict("records"))].reset_index(drop=True)

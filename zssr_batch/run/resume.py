@@ -19,7 +19,8 @@ def redo_reason(row: dict[str, str] | None, item: WorkItem, cfg_hash: str, preci
     are not what an fp32 run asks for), into the same output (which still holds what that row
     wrote), against the same ground truth (or none), from an input and a ground truth whose contents
     have not changed since; else why the item is fitted again. Paths compare resolved: an --output
-    or --gt given through a symlink is the same run."""
+    or --gt given through a symlink is the same run. A row names its output where its folder is now
+    (``report.table``): a folder moved whole resumes there."""
     if not row:
         return "not done before"
     if row.get("status") != "ok":
@@ -40,7 +41,9 @@ def redo_reason(row: dict[str, str] | None, item: WorkItem, cfg_hash: str, preci
     except OSError:
         return "its output is gone"
     if row.get("output_stat") and output_now != row["output_stat"]:
-        return "its output was written over since"  # by another run, or by hand: it is another image
+        # another run's or one edited by hand (another image), or a copy: cp gives new stamps, and the
+        # row keeps no hash of its output that would prove the copy the same
+        return "its output is not the file its row wrote (written over, or a copy)"
     if not unchanged(item.input, row.get("input_stat"), row.get("input_sha256")):
         return "the input changed"
     if item.gt and not unchanged(item.gt, row.get("gt_stat"), row.get("gt_sha256")):
