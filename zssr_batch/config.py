@@ -15,9 +15,38 @@ import math
 import tomllib
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence, Union
 
 Scale = tuple[float, float]  # (vertical, horizontal) scale factors
+ScaleLike = Union[float, Sequence[float]]  # one factor for both axes, or a (vertical, horizontal) pair
+
+
+# What a scale makes of a size lives here, below every wing: the settings check a scale with it.
+def scale_pair(value: ScaleLike, name: str = "scale") -> tuple[float, float]:
+    if isinstance(value, (int, float)):
+        pair = (float(value), float(value))
+    else:
+        pair = tuple(float(v) for v in value)  # type: ignore[assignment]
+        if len(pair) != 2:
+            raise ValueError(f"{name} must be a number or a (vertical, horizontal) pair, got {value!r}")
+    if not all(v > 0 and math.isfinite(v) for v in pair):
+        raise ValueError(f"{name} must be positive and finite, got {value!r}")
+    return pair  # type: ignore[return-value]
+
+
+def output_size(in_hw: Sequence[int], scale: ScaleLike) -> tuple[int, int]:
+    """``ceil(in * scale)`` per axis, with a guard against float noise (0.5 * 2.0000001), as MATLAB's
+    ``imresize`` sizes its output (``engine.resize``)."""
+    sv, sh = scale_pair(scale)
+    return tuple(max(1, int(math.ceil(n * s - 1e-9))) for n, s in zip(in_hw, (sv, sh)))  # type: ignore[return-value]
+
+
+def stays(hw: Sequence[int], scale: ScaleLike) -> bool:
+    """Whether an image of ``hw`` shrunk by ``scale`` keeps its size: a scale so near 1 that it is
+    under a pixel there (x1.0000001 on 128 pixels). A shrink by it makes no low-resolution input
+    (``files.degrade``), and a fit to it has nothing to learn: ZSSR's sons are its crops shrunk by it."""
+    sv, sh = scale_pair(scale)
+    return output_size(hw, (1 / sv, 1 / sh)) == tuple(hw)
 
 
 def _knob(default: Any, help: str) -> Any:

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-ScaleLike = Union[float, Sequence[float]]
+from ..config import ScaleLike, output_size, scale_pair
 
 
 def _cubic(x: np.ndarray) -> np.ndarray:
@@ -98,24 +98,6 @@ def contributions(
     return weights[:, keep], idx[:, keep]
 
 
-def _as_pair(value: ScaleLike, name: str) -> tuple[float, float]:
-    if isinstance(value, (int, float)):
-        pair = (float(value), float(value))
-    else:
-        pair = tuple(float(v) for v in value)  # type: ignore[assignment]
-        if len(pair) != 2:
-            raise ValueError(f"{name} must be a number or a (vertical, horizontal) pair, got {value!r}")
-    if not all(v > 0 and math.isfinite(v) for v in pair):
-        raise ValueError(f"{name} must be positive and finite, got {value!r}")
-    return pair  # type: ignore[return-value]
-
-
-def output_size(in_hw: Sequence[int], scale: ScaleLike) -> tuple[int, int]:
-    """``ceil(in * scale)`` per axis, with a guard against float noise (0.5 * 2.0000001)."""
-    sv, sh = _as_pair(scale, "scale")
-    return tuple(max(1, int(math.ceil(n * s - 1e-9))) for n, s in zip(in_hw, (sv, sh)))  # type: ignore[return-value]
-
-
 @lru_cache(maxsize=512)
 def _device_contributions(in_len: int, out_len: int, scale: float, method: str, antialias: bool,
                           device: torch.device, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
@@ -162,7 +144,7 @@ def imresize(
         raise ValueError("imresize needs a scale or an out_shape")
     if scale is None:
         scale = (out_shape[0] / in_hw[0], out_shape[1] / in_hw[1])  # type: ignore[index]
-    sv, sh = _as_pair(scale, "scale")
+    sv, sh = scale_pair(scale)
     if out_shape is None:
         out_shape = output_size(in_hw, (sv, sh))
     out_h, out_w = int(out_shape[0]), int(out_shape[1])
@@ -194,7 +176,7 @@ def kernel_downscale(x: torch.Tensor, kernel: Union[torch.Tensor, np.ndarray], s
         k = torch.as_tensor(np.asarray(kernel), dtype=x.dtype, device=x.device)
     if k.dim() != 2:
         raise ValueError(f"downscaling kernel must be 2-D, got shape {tuple(k.shape)}")
-    sv, sh = _as_pair(scale, "scale")
+    sv, sh = scale_pair(scale)
     h, w = x.shape[-2:]
     rows, cols, ri, ci = _kernel_indices(h, w, *k.shape, sv, sh, int(out_shape[0]), int(out_shape[1]), x.device)
     lead = x.shape[:-2]
@@ -228,7 +210,7 @@ def matlab_imresize_quantized(x: torch.Tensor, scale: ScaleLike, levels: int = 2
     image is rounded to uint8 after the rows and again after the columns. ``x``
     holds values in [0, 1] on a grid of ``levels`` steps; computed in float64.
     """
-    sv, sh = _as_pair(scale, "scale")
+    sv, sh = scale_pair(scale)
     # Work on the integer scale (0..levels) so that ties land exactly on .5 as in MATLAB.
     out = torch.round(x.to(torch.float64) * levels)
     out_h, out_w = output_size(x.shape[-2:], (sv, sh))

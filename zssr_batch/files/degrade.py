@@ -41,8 +41,9 @@ import numpy as np
 import torch
 
 from .images import EXTENSIONS, Picture, load_image, save_image, write_atomic
+from ..config import stays
 from ..engine.kernels import random_kernel
-from ..engine.resize import kernel_downscale, matlab_imresize_quantized, output_size
+from ..engine.resize import kernel_downscale, matlab_imresize_quantized
 
 RANDOM_KERNEL_SET = "LR_randomkernel"  # the LR folder of a random-kernel set (beside LR_bicubic)
 MAT_HEADER = b"MATLAB 5.0 MAT-file, written by zssr-batch degrade --random-kernels".ljust(116)
@@ -66,7 +67,7 @@ def degrade_picture(pic: Picture, scale: float) -> Picture:
     if float(scale).is_integer():
         pic = _crop_to_multiple(pic, int(scale))
     h, w = pic.size
-    if output_size((h, w), 1.0 / scale) == (h, w):  # a scale a hair over 1: a copy, not an input
+    if stays((h, w), scale):  # a scale a hair over 1: a copy, not an input
         raise ValueError(f"x{scale:g} leaves this {w}x{h} image {w}x{h}: nothing would be shrunk")
     levels = 65535 if pic.bit_depth == 16 else 255
 
