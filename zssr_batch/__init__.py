@@ -2,7 +2,7 @@
 
 The package is five wings; imports go one way, down this list's arrows only::
 
-    cli, config      the command line; typed settings and presets (every wing may import config)
+    cli, config      the command line; typed settings and presets, the size a scale makes (every wing may import config)
     tables           benchmark tables: sets x scales x presets through the command line's run
     run/      ──►    the only wing that imports Ray: run settings, the actor, dispatch over
                      actors, recovery after a worker dies, per-item and per-batch work, faults

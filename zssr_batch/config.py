@@ -113,6 +113,11 @@ class FitConfig:
         if not all(s >= 1 and math.isfinite(s) for s in self.scale) or max(self.scale) == 1:
             problems.append(f"scale must be at least 1 on each axis and more than 1 on one (an upscale), "
                             f"got {self.scale}")
+        elif self.crop > 1 and self.under_a_pixel(self.crop):  # x1.0000001
+            c = self.crop
+            problems.append(f"scale {self.scale}: a factor of {self.under_a_pixel(c)!r} is under a pixel on the "
+                            f"{c}x{c} training crops (shrunk by it, a crop keeps its {c} pixels), so the fit would "
+                            f"learn nothing; a factor over 1 must be at least {c}/{c - 1}")
         for st in self.scale_steps:
             if len(st) != 2 or not all(s >= 1 and math.isfinite(s) for s in st):
                 problems.append(f"every scale step must be a pair of factors of at least 1, got {st}")
@@ -151,6 +156,12 @@ class FitConfig:
             problems.append("noise_std must be >= 0 and learning_rate > 0")
         if problems:
             raise ValueError("invalid settings: " + "; ".join(problems))
+
+    def under_a_pixel(self, side: int) -> float | None:
+        """A factor over 1 of ``scale`` too small for ``side`` x ``side`` training crops: shrunk by it, a
+        crop keeps its size, so the fit has nothing to learn (and the output grows by a rounded-up
+        pixel). None where there is none."""
+        return next((f for f in self.scale if f > 1 and stays((side, side), f)), None)
 
     @property
     def steps(self) -> tuple[Scale, ...]:

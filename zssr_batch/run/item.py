@@ -129,6 +129,11 @@ def prepare(input_path: str | Path, cfg: FitConfig, gt_path: str | Path | None =
     h, w = pic.size
     if min(h, w) < MIN_SIDE:
         raise ValueError(f"{input_path}: image {w}x{h} is smaller than the minimum {MIN_SIDE}x{MIN_SIDE}")
+    side = min(cfg.crop, h, w)  # its training crops' (the settings checked a whole crop)
+    factor = cfg.under_a_pixel(side)
+    if factor:
+        raise ValueError(f"{input_path}: image {w}x{h} is too small for x{scale_label(cfg)}: a factor of {factor!r} "
+                         f"is under a pixel on its {side}x{side} training crops, so the fit would learn nothing")
     if gt_pic is None and gt_path:
         gt_stamp = _stamp(os.fspath(gt_path))
         gt_pic = load_image(gt_path, max_pixels)
