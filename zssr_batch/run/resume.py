@@ -43,7 +43,7 @@ def redo_reason(row: dict[str, str] | None, item: WorkItem, cfg_hash: str, preci
     if row.get("output_stat") and output_now != row["output_stat"]:
         # another run's or one edited by hand (another image), or a copy: cp gives new stamps, and the
         # row keeps no hash of its output that would prove the copy the same
-        return "its output is not the file its row wrote (written over, or a copy)"
+        return "its output is not the file its row wrote: written over since, or a copy"
     if not unchanged(item.input, row.get("input_stat"), row.get("input_sha256")):
         return "the input changed"
     if item.gt and not unchanged(item.gt, row.get("gt_stat"), row.get("gt_sha256")):
