@@ -38,7 +38,7 @@ def _cell(v: Any) -> str:
     return str(v)
 
 
-def output_rel(output: str | None, home: str) -> str:
+def _output_rel(output: str | None, home: str) -> str:
     """A row's ``output_rel``: the path of its local output inside ``home`` (the folder of report.csv,
     absolute), or '' where it lies elsewhere (an object store's: a URL run's report is on this machine).
     Resolved where the path does not lie under ``home`` as written: a row of a run that named the
@@ -63,7 +63,7 @@ def _placed(row: dict[str, str], home: str) -> dict[str, str]:
 
 def _cells(row: Mapping[str, Any], home: str) -> dict[str, str]:
     """A row's cells, its ``output_rel`` made from its output."""
-    return {**{k: _cell(row.get(k)) for k in COLUMNS}, "output_rel": output_rel(row.get("output"), home)}
+    return {**{k: _cell(row.get(k)) for k in COLUMNS}, "output_rel": _output_rel(row.get("output"), home)}
 
 
 def row_key(row: Mapping[str, str]) -> str:
