@@ -22,6 +22,7 @@ from PIL import Image
 from conftest import run_here
 from report_rows import rows as _rows
 from zssr_batch.config import resolve
+from zssr_batch.files import storage
 from zssr_batch.files.plan import file_stamp
 from zssr_batch.files.sources import WorkItem
 from zssr_batch.report.table import ReportWriter, compact, write_rows
@@ -222,6 +223,81 @@ def test_a_folder_moved_whole_resumes_where_it_is_now(tmp_path, one_ray, capsys)
     assert _done(run(copy)) == 0
     named_at(copy)
     assert (moved / "report.csv").read_bytes() == before
+
+
+def test_metadata_alone_fits_nothing_again_and_an_output_written_over_is(tmp_path, one_ray, capsys, monkeypatch):
+    # A hostile tester's third round: resume compared an output's whole stamp, ctime included, so a
+    # chmod of one output fitted it again, and a hard-link snapshot of the folder (cp -al, as
+    # rsnapshot makes one) moved every output's ctime: the folder itself, never moved, was fitted
+    # again whole. Metadata (chmod, chown, an xattr, a new hard link) leaves each image the file its
+    # row wrote; what another run or an editor writes does not: a file renamed over an output (another
+    # inode) even of the same size with its mtime put back to the nanosecond, and one written in place.
+    src, out, snap = tmp_path / "in", tmp_path / "out", tmp_path / "snap"
+    for i in range(3):
+        _img(src / f"{i}.png", i)
+
+    def run(folder: Path, *more: str) -> subprocess.CompletedProcess:
+        proc = run_here(capsys, "--input", str(src), "--output", str(folder), *TINY, *more)
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        return proc
+
+    def held() -> dict[str, tuple[int, int, int]]:  # what tells one output file from another
+        return {p.name: (p.stat().st_size, p.stat().st_mtime_ns, p.stat().st_ino) for p in out.glob("*.png")}
+
+    hashed: list[str] = []  # the inputs hashed again (a moved stamp costs a hash, not a fit)
+    sha256 = storage.sha256
+    monkeypatch.setattr(storage, "sha256", lambda p: hashed.append(Path(p).name) or sha256(p))
+    run(out)
+    first = held()
+    os.chmod(out / "0.png", 0o444)
+    os.chmod(out / "0.png", 0o644)
+    os.chown(out / "1.png", os.getuid(), os.getgid())
+    try:
+        os.setxattr(out / "2.png", "user.checked", b"yes")
+    except OSError:
+        pass  # (a file system without user xattrs)
+    subprocess.run(["cp", "-al", str(out), str(snap)], check=True)  # every output's link count and ctime move
+    os.chmod(src / "0.png", 0o444)  # an input's ctime: hashed again once, not fitted
+    hashed.clear()
+    for folder in (out, snap):
+        dry = run(folder, "--dry-run")
+        assert "3 item(s): 0 to do, 3 done before" in dry.stdout, dry.stdout
+    assert hashed == ["0.png", "0.png"]
+    hashed.clear()
+    assert _done(run(out)) == 3 and held() == first
+    assert hashed == ["0.png"]  # and its row restamped: the next run hashes nothing
+    hashed.clear()
+    assert "0 to do, 3 done before" in run(out, "--dry-run").stdout and not hashed
+    # a report of an earlier version, its stamps without the inode, resumes as it did, hashing nothing
+    rows = _rows(out)
+    for r in rows:
+        for c in ("input_stat", "output_stat"):
+            r[c] = ":".join(r[c].split(":")[:3])
+    with open(out / "report.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    assert _done(run(out)) == 3 and held() == first and not hashed
+    assert all(r["output_stat"] == file_stamp(r["output"]) for r in _rows(out))  # restamped, the inode in
+    # 1.png: other bytes renamed over it, of its size and mtime; 2.png: other bytes written in place
+    for name, how in (("1.png", "replaced since by another file, or a copy"), ("2.png", "written over (or touched) since")):
+        data, st = bytearray((out / name).read_bytes()), (out / name).stat()
+        data[-20] ^= 0xFF
+        if name == "1.png":
+            (out / "other.tmp").write_bytes(data)
+            os.utime(out / "other.tmp", ns=(st.st_atime_ns, st.st_mtime_ns))
+            os.replace(out / "other.tmp", out / name)
+            assert (out / name).stat().st_size == st.st_size and (out / name).stat().st_mtime_ns == st.st_mtime_ns
+        else:
+            (out / name).write_bytes(data)
+        dry = run(out, "--dry-run")
+        assert f"{name} (its output is not the file its row wrote: {how})" in dry.stdout, dry.stdout
+    assert "3 item(s): 2 to do, 1 done before" in dry.stdout
+    assert _done(run(out)) == 1 and held()["0.png"] == first["0.png"]
+    # the snapshot is a folder of its own: its 1.png is still the file its row wrote, its 2.png (one
+    # file with the folder's, written in place) not
+    dry = run(snap, "--dry-run")
+    assert "3 item(s): 1 to do, 2 done before" in dry.stdout and "snap/2.png (its output is not" in dry.stdout
 
 
 def _terminated_after(proc: subprocess.Popen, out: Path, count: int, new: Callable[[dict[str, str]], bool]) -> None:

@@ -75,9 +75,44 @@ def unchanged(path: str | os.PathLike, stamp: str | None, sha256: str | None) ->
     if not stamp or not sha256:
         return False
     try:
-        return file_stamp(path) == stamp or storage.sha256(path) == sha256
+        return _same_stamp(path, file_stamp(path), stamp) or storage.sha256(path) == sha256
     except OSError:
         return False
+
+
+def _same_stamp(path: str | os.PathLike, now: str, then: str) -> bool:
+    """The whole stamp, ctime included (a moved ctime only costs a hash: a chmod, a hard link); a
+    local stamp kept before it held the inode ('size:mtime_ns:ctime_ns') on its three parts, so
+    that a report of an earlier version does not hash every input again."""
+    return now == then or (not storage.is_url(path) and then.count(":") == 2 and now.rsplit(":", 1)[0] == then)
+
+
+def output_changed(path: str | os.PathLike, stamp: str | None) -> str | None:
+    """Why the file at ``path`` is no longer the output a row wrote, whose stamp it kept
+    (``output_stat``); None while it is, or where the row kept none (made before stamps were:
+    taken at its word). Raises OSError where the file is gone.
+
+    A local output is its size, its mtime to the nanosecond and its inode: any write moves the
+    mtime, and another run (``write_atomic``) or an editor that saves by renaming replaces the file
+    (a new inode, even within the file system's clock tick). Not its ctime, which metadata alone
+    moves, the image untouched: chmod, chown, an ACL or an xattr, a new hard link (``cp -al``, a
+    snapshot) — no row keeps a hash of its output that would prove the file the same, so each of
+    those fitted it again. ``mv`` on one file system keeps all three; a copy is another inode
+    (``cp -a`` keeps the mtime), and so is a move to another file system. A stamp kept before the
+    inode was ('size:mtime_ns:ctime_ns') is compared on size and mtime. An object: its whole
+    stamp (size and ETag)."""
+    now = file_stamp(path)
+    if not stamp or now == stamp:
+        return None
+    if storage.is_url(path):
+        return "written over since"
+    size, mtime, _, ino = now.split(":")
+    was = stamp.split(":")
+    if was[:2] != [size, mtime]:
+        return "written over (or touched) since"
+    if len(was) > 3 and was[3] != ino and "0" not in (was[3], ino):  # (0: a file system with no inodes)
+        return "replaced since by another file, or a copy"
+    return None
 
 
 def resolved(path: str) -> str:

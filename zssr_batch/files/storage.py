@@ -114,12 +114,14 @@ def isdir(path: str | os.PathLike) -> bool:
 
 @_plainly
 def stamp(path: str | os.PathLike) -> str:
-    """What resume compares first, before hashing: 'size:mtime_ns:ctime_ns' of a local file (a
-    rewrite of the same size whose mtime was put back keeps the first two; no one can put a ctime
-    back), 'size:ETag' of an object (a store gives every write a new ETag)."""
+    """What resume compares first, before hashing: 'size:mtime_ns:ctime_ns:inode' of a local file,
+    'size:ETag' of an object (a store gives every write a new ETag). Which parts tell a file changed
+    is the reader's choice (``files.plan``: ``unchanged`` for an input, ``output_changed`` for an
+    output): the ctime also moves on a chmod or a new hard link, the image untouched; the inode
+    tells a file replaced (renamed over it) or copied."""
     if not is_url(path):
         st = os.stat(path)
-        return f"{st.st_size}:{st.st_mtime_ns}:{st.st_ctime_ns}"
+        return f"{st.st_size}:{st.st_mtime_ns}:{st.st_ctime_ns}:{st.st_ino}"
     fs, key = fs_of(os.fspath(path))
     info = fs.info(key)
     tag = info.get("ETag") or info.get("etag") or info.get("md5Hash") or info.get("mtime") or info.get("LastModified")

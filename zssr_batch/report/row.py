@@ -65,7 +65,7 @@ class Row:
     pack_way: str | None = _col()  # how its pack ran, e.g. 'triton+pad8+bf16' (``run.batch.pack_way``); empty alone
     key: str | None = _col()  # names the row across runs: the resolved input and its own settings (files.plan)
     input_sha256: str | None = _col()  # the input file's content when it was read (resume: unchanged?)
-    input_stat: str | None = _col()  # its 'size:mtime_ns' then: the cheap first check before hashing again
+    input_stat: str | None = _col()  # its stamp then (files.storage.stamp): the cheap first check before hashing again
     gt_sha256: str | None = _col()  # the same for the ground truth
     gt_stat: str | None = _col()
     output_stat: str | None = _col()  # the output's stamp when written: resume knows another run wrote over it

@@ -19,7 +19,7 @@ from typing import Any, Iterable, Mapping
 
 from ..files import storage
 from ..files.images import write_atomic
-from ..files.plan import file_stamp, resolved
+from ..files.plan import output_changed, resolved
 from .row import COLUMNS, SCORES, SUMMARY_MEANS, TABLE_MEANS, WORK, Y_SCORES
 
 # report.csv is UTF-8; a file name that is not (Linux allows any bytes) is kept in it as the bytes it
@@ -117,15 +117,15 @@ def current(rows: list[Mapping[str, str]]) -> list[int]:
 
 
 def output_holds(row: Mapping[str, str]) -> bool:
-    """Whether the file a row's output names is still the one it wrote: the same size and mtime
-    (a write makes a new mtime). Not the ctime, which a chmod or a ``cp -a`` of the folder moves
-    without touching the image (the row would go, and the image keep no row). A row made before
-    stamps were kept is taken at its word."""
+    """Whether the file a row's output names is still the one it wrote, as resume decides it for
+    an image it would fit (``files.plan.output_changed``: a chmod or a hard link leaves it the
+    one; a write, a file renamed over it or a copy does not). A row made before stamps were kept
+    is taken at its word."""
     stamp = row.get("output_stat")
     if not stamp:
         return True
     try:
-        return file_stamp(row.get("output") or "").split(":")[:2] == stamp.split(":")[:2]
+        return output_changed(row.get("output") or "", stamp) is None
     except OSError:
         return False
 

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Callable
 
 from ..config import FitConfig
-from ..files.plan import file_stamp, resolved, unchanged
+from ..files.plan import file_stamp, output_changed, resolved, unchanged
 from ..files.sources import WorkItem
 from ..report.table import output_holds, read_rows
 
@@ -37,13 +37,11 @@ def redo_reason(row: dict[str, str] | None, item: WorkItem, cfg_hash: str, preci
         return "other ground truth" if item.gt and row.get("gt") else \
             "now scored against ground truth" if item.gt else "no ground truth now"
     try:
-        output_now = file_stamp(item.output)
+        changed = output_changed(item.output, row.get("output_stat"))  # (a chmod or a hard link: not changed)
     except OSError:
         return "its output is gone"
-    if row.get("output_stat") and output_now != row["output_stat"]:
-        # another run's or one edited by hand (another image), or a copy: cp gives new stamps, and the
-        # row keeps no hash of its output that would prove the copy the same
-        return "its output is not the file its row wrote: written over since, or a copy"
+    if changed:  # another run's, one edited by hand, or a copy (no row keeps a hash to prove it the same)
+        return f"its output is not the file its row wrote: {changed}"
     if not unchanged(item.input, row.get("input_stat"), row.get("input_sha256")):
         return "the input changed"
     if item.gt and not unchanged(item.gt, row.get("gt_stat"), row.get("gt_sha256")):
@@ -193,8 +191,11 @@ def earlier_row(item: WorkItem, rows: dict[str, dict[str, str]], by_output: dict
 
 def _restamped(row: dict[str, str], item: WorkItem) -> dict[str, str]:
     """A kept row with its files' stamps as they are now (proven the same content), so that a
-    copied or touched dataset is hashed once, not at every rerun."""
+    copied or touched dataset is hashed once, not at every rerun; its output's too (proven the
+    file it wrote), so that a stamp of an earlier version gains the inode."""
     row = dict(row, input_stat=file_stamp(item.input))
+    if row.get("output_stat") and item.output:
+        row["output_stat"] = file_stamp(item.output)
     if item.gt:
         row["gt_stat"] = file_stamp(item.gt)
     return row
