@@ -25,7 +25,7 @@ from zssr_batch.config import resolve
 from zssr_batch.files import storage
 from zssr_batch.files.plan import file_stamp
 from zssr_batch.files.sources import WorkItem
-from zssr_batch.report.table import ReportWriter, compact, write_rows
+from zssr_batch.report.table import ReportWriter, compact, read_report, read_rows, write_rows
 from zssr_batch.run.resume import kept_rows
 
 TINY = ["--max-iters", "2", "--crop", "12", "--width", "8", "--back-projection-iters", "1", "--no-progress",
@@ -298,6 +298,37 @@ def test_metadata_alone_fits_nothing_again_and_an_output_written_over_is(tmp_pat
     # file with the folder's, written in place) not
     dry = run(snap, "--dry-run")
     assert "3 item(s): 1 to do, 2 done before" in dry.stdout and "snap/2.png (its output is not" in dry.stdout
+
+
+def test_an_output_rel_that_leaves_the_folder_is_not_followed(tmp_path):
+    # (no Ray) report.csv edited by hand: an output_rel that is absolute, climbs out with '..', or
+    # leads out through a symlink in the folder placed its row's output outside the folder (another
+    # row for one input, two outputs counted in summary.csv). Such a cell is not followed, as a
+    # manifest's output that leaves the folder is refused: the row keeps its output as written.
+    out, elsewhere, report = tmp_path / "out", tmp_path / "elsewhere", tmp_path / "out" / "report.csv"
+    rows = []
+    elsewhere.mkdir()
+    for name in "abc":
+        _img(out / f"{name}.png", ord(name))
+        shutil.copy2(out / f"{name}.png", elsewhere / f"{name}.png")  # the same size and mtime there
+        rows.append({"input": str(tmp_path / f"in/{name}.png"), "output": str(out / f"{name}.png"), "status": "ok",
+                     "key": f"folder {name}", "rel": f"{name}.png", "output_stat": file_stamp(out / f"{name}.png")})
+    (out / "link").symlink_to(elsewhere)
+    write_rows(report, rows)
+    edited = _rows(out)
+    assert [r["output_rel"] for r in edited] == ["a.png", "b.png", "c.png"]
+    for r, rel in zip(edited, (str(elsewhere / "a.png"), "../elsewhere/b.png", "link/c.png")):
+        r["output_rel"] = rel
+    with open(report, "w", newline="") as f:
+        writer = csv.DictWriter(f, list(edited[0]))
+        writer.writeheader()
+        writer.writerows(edited)
+    assert sorted(r["output"] for r in read_rows(report).values()) == [str(out / f"{n}.png") for n in "abc"]
+    assert sorted(read_report(report)["output"]) == [str(out / f"{n}.png") for n in "abc"]
+    kept = kept_rows([], lambda item: resolve("fast"), report, overwrite=False)
+    assert sorted(r["output"] for r in kept.rows.values()) == [str(out / f"{n}.png") for n in "abc"]
+    write_rows(report, kept.rows.values())  # what a run starts its report with: each output_rel its own again
+    assert [r["output_rel"] for r in _rows(out)] == ["a.png", "b.png", "c.png"]
 
 
 def _terminated_after(proc: subprocess.Popen, out: Path, count: int, new: Callable[[dict[str, str]], bool]) -> None:

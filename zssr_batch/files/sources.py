@@ -60,6 +60,16 @@ class ScanOptions:
     passed: Counter = field(default_factory=Counter)  # files passed over by reason: the answer to "no images"
 
 
+def leaves_folder(rel: str) -> str | None:
+    """How a path meant inside the output folder, relative to it, as written by hand (a manifest's
+    ``output``, report.csv's ``output_rel``), would leave it: absolute, or with a ``..`` part (even
+    one that comes back: no path the run makes has one); None where it does not. (A symlink in the
+    folder that leads out is ``files.plan.inside``'s to find.)"""
+    if Path(rel).is_absolute():
+        return "is absolute: it is a path relative to the output folder"
+    return "escapes the output folder" if ".." in Path(rel).parts else None
+
+
 def output_for(rel: str, opts: ScanOptions) -> str:
     p = Path(rel)
     # GIF holds 256 colours: an upscaled GIF is written as PNG unless --ext says otherwise
@@ -432,9 +442,8 @@ def read_manifest(path: str | Path, opts: ScanOptions) -> Iterator[WorkItem]:
             opts.passed[f"not matching --glob {opts.glob!r}"] += 1
             continue
         if out:
-            if Path(out).is_absolute() or ".." in Path(out).parts:
-                how = "is absolute: it is a path relative to the output folder" if Path(out).is_absolute() else \
-                    "escapes the output folder"
+            how = leaves_folder(out)
+            if how:
                 yield WorkItem(str(src_path), "", error=f"{where}: output {out!r} {how}")
                 continue
             out_path = storage.join(os.fspath(opts.output_dir), out)

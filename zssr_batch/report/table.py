@@ -19,7 +19,8 @@ from typing import Any, Iterable, Mapping
 
 from ..files import storage
 from ..files.images import write_atomic
-from ..files.plan import output_changed, resolved
+from ..files.plan import inside, output_changed, resolved
+from ..files.sources import leaves_folder
 from .row import COLUMNS, SCORES, SUMMARY_MEANS, TABLE_MEANS, WORK, Y_SCORES
 
 # report.csv is UTF-8; a file name that is not (Linux allows any bytes) is kept in it as the bytes it
@@ -56,9 +57,19 @@ def _placed(row: dict[str, str], home: str) -> dict[str, str]:
     """``row`` naming its output where the folder of report.csv (``home``) is now: where it was, unless
     the folder was moved whole (``mv`` keeps the outputs' stamps, so their rows still hold and resume
     keeps them) or is named another way (the symlink it was given through is gone)."""
-    if row.get("output_rel"):
-        row["output"] = os.path.join(home, row["output_rel"])
+    row["output"] = _at_home(row.get("output"), row.get("output_rel"), home)
     return row
+
+
+def _at_home(output: Any, rel: Any, home: str) -> Any:
+    """A row's output where the folder of report.csv (``home``, absolute) is now: its ``output_rel``
+    there. An ``output_rel`` that leaves the folder, which no run writes (a hand edit: absolute, a
+    ``..`` part, as a manifest's ``output`` is refused, or through a symlink that leads out), is
+    not followed: the row keeps its ``output`` as written, as a report made before the column."""
+    if not isinstance(rel, str) or not rel or "\0" in rel or leaves_folder(rel):
+        return output
+    path = os.path.join(home, rel)
+    return path if inside(path, os.path.realpath(home)) else output
 
 
 def _cells(row: Mapping[str, Any], home: str) -> dict[str, str]:
@@ -226,8 +237,7 @@ def read_report(report_csv: Path, numbers: Iterable[str] = ()):
                      encoding=ENCODING, encoding_errors=ERRORS, keep_default_na=False, na_values=[""])
     if "output_rel" in df:  # (a report made before the column has none)
         home = os.path.abspath(report_csv.parent)
-        df["output"] = [os.path.join(home, rel) if isinstance(rel, str) else out
-                        for rel, out in zip(df["output_rel"], df["output"])]
+        df["output"] = [_at_home(out, rel, home) for rel, out in zip(df["output_rel"], df["output"])]
     if not df.empty:
         cells = [c for c in ("key", "input", "output", "status") if c in df]
         df = df.iloc[current(df[cells].fillna("").astype(str).to_dict("records"))].reset_index(drop=True)
