@@ -7,7 +7,8 @@ kernel, and with its true kernel, on the same random-kernel inputs.
 The set is made as a user makes one: ``zssr-batch degrade HR --random-kernels --seed 0`` (the authors'
 BlindSR_dataset_generator recipe), at each scale. Each way is one ``zssr-batch run`` over the set with
 the same settings but the kernel: ``--kernel bicubic`` (assume bicubic, whatever the set's kernels),
-``--kernel estimate`` (KernelGAN on each image first), and no ``--kernel`` (the set's own kernels).
+``--kernel estimate`` (each image's kernel estimated first: KernelGAN, or with ``--kernel-estimator
+recurrence`` its patch recurrence), and no ``--kernel`` (the set's own kernels).
 Prints a Markdown table per scale (mean PSNR-Y / SSIM-Y, the estimate's gain over bicubic and the
 share of the bicubic-to-true gap it closes, mean kernel error and remade-input PSNR, seconds per
 image) and one JSON line per scale and way. Reads ../shared/data (or --hr).
@@ -86,6 +87,7 @@ def main() -> None:
     ap.add_argument("--crop", type=int, default=None)
     ap.add_argument("--kernel-steps", type=int, default=None)
     ap.add_argument("--kernel-restarts", type=int, default=None, help="KernelGAN runs an image (run --kernel-restarts)")
+    ap.add_argument("--kernel-estimator", default=None, help="run --kernel-estimator: kernelgan or recurrence")
     ap.add_argument("--ways", nargs="+", choices=list(WAYS), default=list(WAYS),
                     help="the kernels to score with (default: all three; the table needs all three)")
     ap.add_argument("--gpus", default=None, help="run --gpus (0: CPU workers)")
@@ -96,6 +98,7 @@ def main() -> None:
     common = ["--preset", args.preset, "--no-progress"]
     for flag, value in (("--max-iters", args.max_iters), ("--crop", args.crop),
                         ("--kernel-steps", args.kernel_steps), ("--kernel-restarts", args.kernel_restarts),
+                        ("--kernel-estimator", args.kernel_estimator),
                         ("--gpus", args.gpus)):
         if value is not None:
             common += [flag, str(value)]
@@ -112,7 +115,8 @@ def main() -> None:
             results[s][way] = summary(out)
             print(json.dumps({"scale": s, "kernel": way, "preset": args.preset, "max_iters": args.max_iters,
                               "crop": args.crop, "kernel_steps": args.kernel_steps,
-                              "kernel_restarts": args.kernel_restarts, **results[s][way]}), flush=True)
+                              "kernel_restarts": args.kernel_restarts,
+                              "kernel_estimator": args.kernel_estimator, **results[s][way]}), flush=True)
     for s, res in results.items():
         if set(res) == set(WAYS):
             print(table(s, res), "\n")

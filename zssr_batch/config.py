@@ -95,6 +95,9 @@ class FitConfig:
                             "kernels/X<s>/ folder, or a manifest's kernel column), else bicubic; 'bicubic'; "
                             "a .npy / .mat ('Kernel') file; or 'estimate': each image's own, by KernelGAN "
                             "(x2 and x4), before its fit")
+    kernel_estimator: str = _knob("kernelgan", "--kernel estimate: 'kernelgan' (the authors' GAN, trained on the "
+                                                "image) or 'recurrence' (a Gaussian as wide as the image's own "
+                                                "patches recur, no training)")
     kernel_steps: int = _knob(3000, "--kernel estimate: KernelGAN's training steps (authors: 3000; fewer "
                                     "compress its schedule)")
     kernel_trust_width: float = _knob(0.0, "--kernel estimate: assume bicubic where the x2 estimate is narrower "
@@ -148,6 +151,8 @@ class FitConfig:
                             f"({len(self.scale_steps)} given)")
         if self.kernel_trust_recurrence < 0 or not math.isfinite(self.kernel_trust_recurrence):
             problems.append(f"kernel_trust_recurrence must be at least 0, got {self.kernel_trust_recurrence}")
+        if self.kernel_estimator not in ESTIMATORS:
+            problems.append(f"kernel_estimator must be one of {', '.join(ESTIMATORS)}, got {self.kernel_estimator!r}")
         if self.kernel_steps < 1 or not 1 <= self.kernel_restarts <= MOST_RESTARTS or self.kernel_trust_width < 0:
             problems.append(f"kernel_steps must be at least 1, kernel_restarts from 1 to {MOST_RESTARTS} and "
                             f"kernel_trust_width at least 0, got {self.kernel_steps}, {self.kernel_restarts} and "
@@ -202,11 +207,13 @@ class FitConfig:
 # Each run of the estimator costs an estimate's time (3 already cost more than the fit on a CPU):
 # past this many, a typo, not a choice.
 MOST_RESTARTS = 16
+ESTIMATORS = ("kernelgan", "recurrence")  # --kernel-estimator (``engine.kernel_estimate.estimate_kernel``)
 # Of --kernel estimate alone (``hash``)
-ESTIMATOR_FIELDS = ("kernel_steps", "kernel_trust_width", "kernel_restarts", "kernel_trust_recurrence")
+ESTIMATOR_FIELDS = ("kernel_steps", "kernel_trust_width", "kernel_restarts", "kernel_trust_recurrence",
+                    "kernel_estimator")
 # Estimator settings added later, at the value that changes nothing: a run made before they existed
 # resumes as done when it is asked for again with that value.
-ESTIMATOR_NEUTRAL = {"kernel_restarts": 1, "kernel_trust_recurrence": 0.0}
+ESTIMATOR_NEUTRAL = {"kernel_restarts": 1, "kernel_trust_recurrence": 0.0, "kernel_estimator": "kernelgan"}
 
 GRADUAL_X2 = ((1.0, 1.5), (1.5, 1.0), (1.5, 1.5), (1.5, 2.0), (2.0, 1.5), (2.0, 2.0))
 # The authors ship no x3 or x4 schedule. These walk x2's six steps, then the same pattern on (its

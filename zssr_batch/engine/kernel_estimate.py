@@ -53,6 +53,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ..config import ESTIMATORS
 from . import tally
 from .kernels import analytic_kernel, bicubic_kernel, kernel_moments
 
@@ -491,13 +492,63 @@ def restart_seeds(seed: int, restarts: int) -> list[int]:
     return [seed + r for r in range(restarts)]
 
 
+# A recurrence estimate narrower than this (HR pixels, at the scale) is a sharp image's: the bicubic
+# inputs of the calibration's dead-leaves images fall at 0.63-0.69 px on its x2 line and 1.04-1.50 on
+# its x4 line (a Gaussian that narrow is no better a kernel for them than bicubic, which made them).
+SHARPEST = {2: 0.7, 4: 1.5}
+
+
+def gaussian_kernel(width: float) -> np.ndarray:
+    """An isotropic Gaussian of std ``width`` (HR pixels) on an odd grid that holds 3 std a side
+    (``K_SIZE`` at least), centred on its middle tap, summing to 1."""
+    half = max(K_SIZE // 2, int(np.ceil(3 * width)))
+    z = np.arange(-half, half + 1, dtype=np.float64)
+    g = np.exp(-z ** 2 / (2 * width ** 2))
+    return np.outer(g, g) / g.sum() ** 2
+
+
+def by_recurrence(image: torch.Tensor, scale: int, trust_width: float = 0.0,
+                  device: torch.device | str = "cpu") -> Estimate:
+    """The ``recurrence`` estimator: an isotropic Gaussian as wide as the image's own patch recurrence
+    says the kernel at ``scale`` (2 or 4) was (``recurrence.calibrated_width``, a line of its own at
+    each scale); bicubic where the image measures sharp (``SHARPEST``), has no detail, is too small
+    to measure, measures wider than any kernel trusted (``WIDEST``, ``WIDEST_X4``), or (x2 width
+    under ``trust_width``, an x4 width over sqrt 5 as ``judged``'s). No training: seconds an image on
+    a CPU. Its width follows the truth's where KernelGAN's does not, and it has no shape
+    (docs/BENCHMARKS.md, "Patch recurrence, calibrated")."""
+    from .recurrence import SMALLEST, calibrated_width
+
+    if min(image.shape[-2:]) < SMALLEST:
+        return Estimate(None, "bicubic fallback", f"a side under {SMALLEST} pixels: too small to measure its patch "
+                                                  f"recurrence")
+    width = calibrated_width(image.to(device), scale)
+    if width is None:
+        return Estimate(None, "bicubic fallback", "the image has too little detail to measure its patch recurrence")
+    if width < SHARPEST[scale]:
+        return Estimate(None, "bicubic fallback", f"its patches recur as a sharp image's ({width:.2f} px at x{scale}, "
+                                                  f"under {SHARPEST[scale]:g})")
+    widest = WIDEST if scale == 2 else WIDEST_X4  # past each line's range, and the recipe's widest (2.24, 3.14 px)
+    if width > widest:
+        return Estimate(None, "bicubic fallback", f"its patches recur as an image blurred by {width:.2f} px at "
+                                                  f"x{scale}, more than the {widest:g} px trusted")
+    x2 = width if scale == 2 else width / 5 ** 0.5
+    if x2 < trust_width:
+        return Estimate(None, "bicubic fallback", f"its estimate is {x2:.2f} px wide (x2), under the "
+                                                  f"{trust_width:g} px it is trusted from")
+    return Estimate(gaussian_kernel(width), "estimated")
+
+
 def estimate_kernel(image: torch.Tensor, scale: int, steps: int = STEPS, seed: int = 0,
                     device: torch.device | str = "cpu", trust_width: float = 0.0, restarts: int = 1,
-                    trust_recurrence: float = 0.0) -> Estimate:
-    """The downscaling kernel of ``image`` (C, H, W) in [0, 1] at ``scale`` 2 or 4, estimated alone
-    (``estimate_x2``, ``restarts`` times: ``combined``); bicubic where the image is too small
-    (``too_small``), the estimate is not trusted, or the image measures sharp (``vetoed``).
-    ``pack.kernel_estimates`` estimates many at once, each as here."""
-    est = too_small(image) or combined([estimate_x2(image, steps, s, device) for s in restart_seeds(seed, restarts)],
-                                       scale, trust_width)
+                    trust_recurrence: float = 0.0, estimator: str = "kernelgan") -> Estimate:
+    """The downscaling kernel of ``image`` (C, H, W) in [0, 1] at ``scale`` 2 or 4, estimated alone:
+    by KernelGAN (``estimate_x2``, ``restarts`` times: ``combined``), or by the image's patch
+    recurrence (``by_recurrence``); bicubic where the image is too small (``too_small``), the estimate
+    is not trusted, or the image measures sharp (``vetoed``). ``pack.kernel_estimates`` makes many
+    KernelGAN estimates at once, each as here."""
+    if estimator not in ESTIMATORS:
+        raise ValueError(f"estimator must be one of {', '.join(ESTIMATORS)}, got {estimator!r}")
+    est = too_small(image) or (
+        by_recurrence(image, scale, trust_width, device) if estimator == "recurrence" else
+        combined([estimate_x2(image, steps, s, device) for s in restart_seeds(seed, restarts)], scale, trust_width))
     return vetoed(est, image, trust_recurrence, device)

@@ -25,7 +25,7 @@ import torch
 
 from ..config import FitConfig
 from ..engine.infer import MemoryPlan
-from ..engine.kernel_estimate import combined, restart_seeds, too_small, vetoed
+from ..engine.kernel_estimate import combined, estimate_kernel, restart_seeds, too_small, vetoed
 from ..engine.resize import output_size
 from ..engine.super_resolve import SRResult, pick_device, super_resolve
 from ..files.images import image_size
@@ -175,7 +175,13 @@ class PackedCall:
             i, prep = ready
             cfg = self.cfgs[i]
             small = too_small(prep.color)
-            if prep.picked is None and small is None:
+            if prep.picked is None and small is None and cfg.kernel_estimator == "recurrence":  # no training to pack
+                t0 = time.perf_counter()
+                estimate = estimate_kernel(prep.color, int(cfg.scale[0]), device=self.dev,
+                                           trust_width=cfg.kernel_trust_width,
+                                           trust_recurrence=cfg.kernel_trust_recurrence, estimator="recurrence")
+                self.estimated.put((i, with_estimate(prep, cfg, estimate, time.perf_counter() - t0, self.dev)))
+            elif prep.picked is None and small is None:
                 for seed in restart_seeds(cfg.seed, cfg.kernel_restarts):  # each run its own slot
                     yield EstimateJob((i, prep), prep.color, cfg.kernel_steps, seed)
             else:

@@ -54,7 +54,7 @@ def pick_kernel(color: torch.Tensor, cfg: FitConfig, gt: np.ndarray | None = Non
         if estimated is None:
             t0 = time.perf_counter()
             est = estimate_kernel(color, int(cfg.scale[0]), cfg.kernel_steps, cfg.seed, device, cfg.kernel_trust_width,
-                                  cfg.kernel_restarts, cfg.kernel_trust_recurrence)
+                                  cfg.kernel_restarts, cfg.kernel_trust_recurrence, cfg.kernel_estimator)
             seconds = round(time.perf_counter() - t0, 3)
         else:
             est, seconds = estimated[0], round(estimated[1], 3)
