@@ -93,20 +93,20 @@ class FitConfig:
     reinit_each_step: bool = _knob(False, "gradual: start each scale step from a fresh network")
     kernel: str = _knob("", "downscaling kernel: '' for the set's own where the input has one (a "
                             "kernels/X<s>/ folder, or a manifest's kernel column), else bicubic; 'bicubic'; "
-                            "a .npy / .mat ('Kernel') file; or 'estimate': each image's own, by KernelGAN "
-                            "(x2 and x4), before its fit")
+                            "a .npy / .mat ('Kernel') file; or 'estimate': each image's own (x2 and x4), "
+                            "read from the image before its fit (--kernel-estimator)")
     kernel_estimator: str = _knob("kernelgan", "--kernel estimate: 'kernelgan' (the authors' GAN, trained on the "
                                                 "image) or 'recurrence' (a Gaussian as wide as the image's own "
                                                 "patches recur, no training)")
     kernel_steps: int = _knob(3000, "--kernel estimate: KernelGAN's training steps (authors: 3000; fewer "
                                     "compress its schedule)")
-    kernel_trust_width: float = _knob(0.0, "--kernel estimate: assume bicubic where the x2 estimate is narrower "
-                                           "than this (HR pixels); 0 = always use it")
+    kernel_trust_width: float = _knob(0.0, "--kernel estimate, KernelGAN: assume bicubic where the x2 estimate is "
+                                           "narrower than this (HR pixels); 0 = always use it")
     kernel_restarts: int = _knob(3, "--kernel estimate: KernelGAN runs an image, each its own seed; the failed "
                                     "ones dropped, the mean of the others used (1: the authors' one run)")
-    kernel_trust_recurrence: float = _knob(0.0, "--kernel estimate: assume bicubic where the image's own patches "
-                                                "recur best at a shrink narrower than this (HR pixels): a sharp "
-                                                "image, whatever the estimate says; 0 = no such check")
+    kernel_trust_recurrence: float = _knob(0.0, "--kernel estimate, KernelGAN: assume bicubic where the image's "
+                                                "own patches recur best at a shrink narrower than this (HR "
+                                                "pixels): a sharp image, whatever the estimate says; 0 = no check")
     seed: int = _knob(0, "random seed of the weights and the training pairs")
 
     def __post_init__(self) -> None:
@@ -144,8 +144,8 @@ class FitConfig:
         if not (0 <= self.p_as_is and 0 <= self.p_no_interp and self.p_as_is + self.p_no_interp <= 1):
             problems.append("p_as_is and p_no_interp must be probabilities summing to at most 1")
         if self.kernel == "estimate" and not (self.scale[0] == self.scale[1] and self.scale[0] in (2, 4)):
-            problems.append(f"kernel 'estimate' needs scale 2 or 4 (KernelGAN estimates x2 kernels and makes x4 "
-                            f"from them), got {self.scale}")
+            problems.append(f"kernel 'estimate' needs scale 2 or 4 (each estimator reads an x2 kernel, or an x4 "
+                            f"one), got {self.scale}")
         if self.kernel == "estimate" and len(self.scale_steps) > 1:  # one kernel, for one scale
             problems.append(f"kernel 'estimate' fits in one jump to x2 or x4, not in scale steps "
                             f"({len(self.scale_steps)} given)")
@@ -195,6 +195,9 @@ class FitConfig:
         if self.kernel != "estimate":
             for name in ESTIMATOR_FIELDS:
                 del d[name]
+        elif self.kernel_estimator == "recurrence":  # the others are KernelGAN's: changing them changes nothing
+            for name in KERNELGAN_FIELDS:
+                del d[name]
             if self.kernel and Path(self.kernel).is_file():
                 d["kernel"] = hashlib.sha256(Path(self.kernel).read_bytes()).hexdigest()
         for name, value in ESTIMATOR_NEUTRAL.items():  # added later: where it changes nothing, the old hash
@@ -209,8 +212,8 @@ class FitConfig:
 MOST_RESTARTS = 16
 ESTIMATORS = ("kernelgan", "recurrence")  # --kernel-estimator (``engine.kernel_estimate.estimate_kernel``)
 # Of --kernel estimate alone (``hash``)
-ESTIMATOR_FIELDS = ("kernel_steps", "kernel_trust_width", "kernel_restarts", "kernel_trust_recurrence",
-                    "kernel_estimator")
+KERNELGAN_FIELDS = ("kernel_steps", "kernel_trust_width", "kernel_restarts", "kernel_trust_recurrence")
+ESTIMATOR_FIELDS = ("kernel_estimator", *KERNELGAN_FIELDS)
 # Estimator settings added later, at the value that changes nothing: a run made before they existed
 # resumes as done when it is asked for again with that value.
 ESTIMATOR_NEUTRAL = {"kernel_restarts": 1, "kernel_trust_recurrence": 0.0, "kernel_estimator": "kernelgan"}

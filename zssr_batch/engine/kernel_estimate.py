@@ -496,6 +496,11 @@ def restart_seeds(seed: int, restarts: int) -> list[int]:
 # inputs of the calibration's dead-leaves images fall at 0.63-0.69 px on its x2 line and 1.04-1.50 on
 # its x4 line (a Gaussian that narrow is no better a kernel for them than bicubic, which made them).
 SHARPEST = {2: 0.7, 4: 1.5}
+# The smallest side the recurrence estimator reads a kernel from. The lines were fitted on inputs of
+# 256 (x2) and 128 pixels (x4), and a small image reads wide: centre crops of four sharp BSD100 x2
+# inputs read 2.7-3.3 px at 40 pixels, 0.7-2.3 at 64 and 0.7-1.6 at 96 (bicubic: 0.85), which a fit
+# takes for a blurred image (a hostile tester's, 2026-12-08).
+RECURRENCE_SIDE = 96
 
 
 def gaussian_kernel(width: float) -> np.ndarray:
@@ -507,34 +512,30 @@ def gaussian_kernel(width: float) -> np.ndarray:
     return np.outer(g, g) / g.sum() ** 2
 
 
-def by_recurrence(image: torch.Tensor, scale: int, trust_width: float = 0.0,
-                  device: torch.device | str = "cpu") -> Estimate:
+def by_recurrence(image: torch.Tensor, scale: int, device: torch.device | str = "cpu") -> Estimate:
     """The ``recurrence`` estimator: an isotropic Gaussian as wide as the image's own patch recurrence
     says the kernel at ``scale`` (2 or 4) was (``recurrence.calibrated_width``, a line of its own at
-    each scale); bicubic where the image measures sharp (``SHARPEST``), has no detail, is too small
-    to measure, measures wider than any kernel trusted (``WIDEST``, ``WIDEST_X4``), or (x2 width
-    under ``trust_width``, an x4 width over sqrt 5 as ``judged``'s). No training: seconds an image on
-    a CPU. Its width follows the truth's where KernelGAN's does not, and it has no shape
-    (docs/BENCHMARKS.md, "Patch recurrence, calibrated")."""
-    from .recurrence import SMALLEST, calibrated_width
+    each scale); bicubic where the image reads as sharp (``SHARPEST``), has no detail, is under
+    ``RECURRENCE_SIDE``, or reads wider than any kernel trusted (``WIDEST``, ``WIDEST_X4``). No
+    training: seconds an image on a CPU. Its width follows the truth's where KernelGAN's does not,
+    and it has no shape (docs/BENCHMARKS.md, "Patch recurrence, calibrated"). KernelGAN's own
+    guards (``kernel_trust_width``, ``kernel_trust_recurrence``: set for its habit of reading sharp
+    images 1.5-2 px wide) are not this estimator's."""
+    from .recurrence import calibrated_width
 
-    if min(image.shape[-2:]) < SMALLEST:
-        return Estimate(None, "bicubic fallback", f"a side under {SMALLEST} pixels: too small to measure its patch "
-                                                  f"recurrence")
+    if min(image.shape[-2:]) < RECURRENCE_SIDE:
+        return Estimate(None, "bicubic fallback", f"a side under {RECURRENCE_SIDE} pixels: too small to read a kernel "
+                                                  f"from its patch recurrence")
     width = calibrated_width(image.to(device), scale)
     if width is None:
         return Estimate(None, "bicubic fallback", "the image has too little detail to measure its patch recurrence")
     if width < SHARPEST[scale]:
-        return Estimate(None, "bicubic fallback", f"its patches recur as a sharp image's ({width:.2f} px at x{scale}, "
-                                                  f"under {SHARPEST[scale]:g})")
+        return Estimate(None, "bicubic fallback", f"its patches recur as a sharp image's (they read {width:.2f} px at "
+                                                  f"x{scale} on the calibration's line, under {SHARPEST[scale]:g})")
     widest = WIDEST if scale == 2 else WIDEST_X4  # past each line's range, and the recipe's widest (2.24, 3.14 px)
     if width > widest:
         return Estimate(None, "bicubic fallback", f"its patches recur as an image blurred by {width:.2f} px at "
                                                   f"x{scale}, more than the {widest:g} px trusted")
-    x2 = width if scale == 2 else width / 5 ** 0.5
-    if x2 < trust_width:
-        return Estimate(None, "bicubic fallback", f"its estimate is {x2:.2f} px wide (x2), under the "
-                                                  f"{trust_width:g} px it is trusted from")
     return Estimate(gaussian_kernel(width), "estimated")
 
 
@@ -542,13 +543,14 @@ def estimate_kernel(image: torch.Tensor, scale: int, steps: int = STEPS, seed: i
                     device: torch.device | str = "cpu", trust_width: float = 0.0, restarts: int = 1,
                     trust_recurrence: float = 0.0, estimator: str = "kernelgan") -> Estimate:
     """The downscaling kernel of ``image`` (C, H, W) in [0, 1] at ``scale`` 2 or 4, estimated alone:
-    by KernelGAN (``estimate_x2``, ``restarts`` times: ``combined``), or by the image's patch
-    recurrence (``by_recurrence``); bicubic where the image is too small (``too_small``), the estimate
-    is not trusted, or the image measures sharp (``vetoed``). ``pack.kernel_estimates`` makes many
+    by KernelGAN (``estimate_x2``, ``restarts`` times: ``combined``; bicubic where the image is too
+    small, ``too_small``, the estimate is not trusted, or the image measures sharp, ``vetoed``), or by
+    the image's patch recurrence (``by_recurrence``, with guards of its own). ``pack.kernel_estimates`` makes many
     KernelGAN estimates at once, each as here."""
     if estimator not in ESTIMATORS:
         raise ValueError(f"estimator must be one of {', '.join(ESTIMATORS)}, got {estimator!r}")
-    est = too_small(image) or (
-        by_recurrence(image, scale, trust_width, device) if estimator == "recurrence" else
-        combined([estimate_x2(image, steps, s, device) for s in restart_seeds(seed, restarts)], scale, trust_width))
+    if estimator == "recurrence":  # (steps, restarts and the two trust settings are KernelGAN's)
+        return by_recurrence(image, scale, device)
+    est = too_small(image) or combined([estimate_x2(image, steps, s, device) for s in restart_seeds(seed, restarts)],
+                                       scale, trust_width)
     return vetoed(est, image, trust_recurrence, device)

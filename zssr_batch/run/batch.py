@@ -177,9 +177,7 @@ class PackedCall:
             small = too_small(prep.color)
             if prep.picked is None and small is None and cfg.kernel_estimator == "recurrence":  # no training to pack
                 t0 = time.perf_counter()
-                estimate = estimate_kernel(prep.color, int(cfg.scale[0]), device=self.dev,
-                                           trust_width=cfg.kernel_trust_width,
-                                           trust_recurrence=cfg.kernel_trust_recurrence, estimator="recurrence")
+                estimate = estimate_kernel(prep.color, int(cfg.scale[0]), device=self.dev, estimator="recurrence")
                 self.estimated.put((i, with_estimate(prep, cfg, estimate, time.perf_counter() - t0, self.dev)))
             elif prep.picked is None and small is None:
                 for seed in restart_seeds(cfg.seed, cfg.kernel_restarts):  # each run its own slot
