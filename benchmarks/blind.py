@@ -2,13 +2,15 @@
 kernel, and with its true kernel, on the same random-kernel inputs.
 
     python benchmarks/blind.py                      # the whole thing: BSD100, x2 and x4, blind preset (a GPU)
-    python benchmarks/blind.py --limit 3 --max-iters 300 --crop 64 --kernel-steps 1000 --gpus 0   # a CPU's taste
+    python benchmarks/blind.py --limit 3 --max-iters 300 --crop 64 --gpus 0   # a CPU's taste
+    python benchmarks/blind.py --kernel-estimator kernelgan --gpus 1          # the same with KernelGAN
 
 The set is made as a user makes one: ``zssr-batch degrade HR --random-kernels --seed 0`` (the authors'
 BlindSR_dataset_generator recipe), at each scale. Each way is one ``zssr-batch run`` over the set with
 the same settings but the kernel: ``--kernel bicubic`` (assume bicubic, whatever the set's kernels),
-``--kernel estimate`` (each image's kernel estimated first: KernelGAN, or with ``--kernel-estimator
-recurrence`` its patch recurrence), and no ``--kernel`` (the set's own kernels).
+``--kernel estimate`` (each image's kernel estimated first: by its patch recurrence, the ``blind``
+preset's, or with ``--kernel-estimator kernelgan`` by KernelGAN), and no ``--kernel`` (the set's
+own kernels).
 Prints a Markdown table per scale (mean PSNR-Y / SSIM-Y, the estimate's gain over bicubic and the
 share of the bicubic-to-true gap it closes, mean kernel error and remade-input PSNR, seconds per
 image) and one JSON line per scale and way. Reads ../shared/data (or --hr).

@@ -119,13 +119,15 @@ def test_hashes_of_other_kernels_stay_and_estimate_is_checked():
     # one run of the GAN an image, as before restarts existed: the same hash; more (3 by default), another
     one = {"kernel_restarts": 1}
     assert resolve("paper", overrides={"kernel": "estimate", **one}).hash() == "9d622f0ba8a2"
-    assert resolve("blind", overrides=one).hash() == "48076ed28068" != resolve("blind").hash()
+    kernelgan = {"kernel_estimator": "kernelgan", **one}  # (blind's estimator since 2026-12-08: recurrence)
+    assert resolve("blind", overrides=kernelgan).hash() == "48076ed28068" != resolve("blind", overrides=one).hash()
     assert est.kernel_restarts == 3 and resolve("paper").hash() == resolve("paper", overrides=one).hash()
     for bad in (0, 17, 10**20):  # (a huge one once built 10^20 seeds, and the actor died of it)
         with pytest.raises(ValueError, match=f"kernel_restarts from 1 to 16 .*got 3000, {bad} and"):
             resolve("blind", overrides={"kernel_restarts": bad})
     blind = resolve("blind")
-    assert (blind.kernel, blind.ensemble, blind.back_projection_iters, blind.p_as_is) == ("estimate", "none", (2,), 1)
+    assert (blind.kernel, blind.kernel_estimator, blind.ensemble, blind.back_projection_iters, blind.p_as_is) == (
+        "estimate", "recurrence", "none", (2,), 1)
     real = resolve("real", overrides={"kernel": "estimate"})
     assert real.noise_std == 0.0125 and real.back_projection_iters == (0,) and real.kernel_trust_width == 1.6
     assert blind.kernel_trust_width == 0  # on BSD100RK every estimate was worth more than bicubic
@@ -396,7 +398,7 @@ def test_a_run_estimates_by_recurrence_without_training(tmp_path):
     degrade_random_kernels(DATA / "BSD100/HR/101087.png", tmp_path, 2, seed=0)
     item = WorkItem(str(tmp_path / "LR_randomkernel/X2/101087x2.png"), str(tmp_path / "out.png"),
                     true_kernel=str(tmp_path / "kernels/X2/101087x2.npy"))
-    cfg = resolve("blind", overrides={"kernel_estimator": "recurrence", "max_iters": 10, "crop": 16})
+    cfg = resolve("blind", overrides={"max_iters": 10, "crop": 16})  # (blind's estimator: recurrence)
     before = tally.trained().kernels
     ((_, row),) = list(run_packed([item], [cfg], "cpu", pack=1))
     assert row["status"] == "ok" and row["kernel_source"] == "estimated", row
@@ -407,7 +409,8 @@ def test_a_run_estimates_by_recurrence_without_training(tmp_path):
     assert tally.trained().kernels == before  # no estimator step taken
     # another estimator is other settings: a run with KernelGAN redoes the image; KernelGAN's own
     # settings are not this estimator's (nothing to redo where only they change)
-    assert cfg.hash() != resolve("blind", overrides={"max_iters": 10, "crop": 16}).hash()
+    assert cfg.hash() != resolve("blind", overrides={"kernel_estimator": "kernelgan", "max_iters": 10,
+                                                     "crop": 16}).hash()
     kernelgans = {"kernel_steps": 10, "kernel_restarts": 1, "kernel_trust_width": 1.6, "kernel_trust_recurrence": 1.9}
     assert cfg.hash() == resolve("blind", overrides={"kernel_estimator": "recurrence", "max_iters": 10, "crop": 16,
                                                      **kernelgans}).hash()
