@@ -108,7 +108,13 @@ def test_a_file_that_is_no_kernel_says_which_and_why(tmp_path):
         assert str(e.value).startswith(f"{tmp_path / name}: ") and why in str(e.value) and "\n" not in str(e.value)
 
 
-def test_hashes_of_other_kernels_stay_and_estimate_is_checked():
+def test_hashes_of_other_kernels_stay_and_estimate_is_checked(tmp_path):
+    # a kernel file counts by its content: the same path with another kernel is other settings
+    k = tmp_path / "k.npy"
+    np.save(k, bicubic_kernel(2))
+    before = resolve("paper", overrides={"kernel": str(k)}).hash()
+    np.save(k, _gaussian((1.5, 1.5), 0.0, 13))
+    assert resolve("paper", overrides={"kernel": str(k)}).hash() != before
     # the hashes before kernel_steps existed: resuming a run made then redoes nothing
     assert resolve("paper").hash() == "25676c0f80c0"
     assert resolve("fast").hash() == "c4bb79c07c7e"

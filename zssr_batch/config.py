@@ -195,11 +195,11 @@ class FitConfig:
         if self.kernel != "estimate":
             for name in ESTIMATOR_FIELDS:
                 del d[name]
+            if self.kernel and Path(self.kernel).is_file():
+                d["kernel"] = hashlib.sha256(Path(self.kernel).read_bytes()).hexdigest()
         elif self.kernel_estimator == "recurrence":  # the others are KernelGAN's: changing them changes nothing
             for name in KERNELGAN_FIELDS:
                 del d[name]
-            if self.kernel and Path(self.kernel).is_file():
-                d["kernel"] = hashlib.sha256(Path(self.kernel).read_bytes()).hexdigest()
         for name, value in ESTIMATOR_NEUTRAL.items():  # added later: where it changes nothing, the old hash
             if d.get(name) == value:
                 del d[name]
