@@ -175,7 +175,7 @@ class PackedCall:
             i, prep = ready
             cfg = self.cfgs[i]
             small = too_small(prep.color)
-            if prep.picked is None and small is None and cfg.kernel_estimator == "recurrence":  # no training to pack
+            if prep.picked is None and cfg.kernel_estimator == "recurrence":  # no training to pack: at once, as alone
                 t0 = time.perf_counter()
                 estimate = estimate_kernel(prep.color, int(cfg.scale[0]), device=self.dev, estimator="recurrence")
                 self.estimated.put((i, with_estimate(prep, cfg, estimate, time.perf_counter() - t0, self.dev)))
