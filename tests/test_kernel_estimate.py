@@ -390,6 +390,13 @@ def test_the_recurrence_estimate_follows_a_photos_blur(one_thread):
     # a small image reads wide (the lines were fitted on 256 and 128 pixels): under 96 a side, bicubic
     small = estimate_kernel(eight_bit(imresize(hr, 0.5))[:, :95, :95], 2, estimator="recurrence")
     assert small.kernel is None and "a side under 96 pixels" in small.note, small
+    # a featureless image says nothing of its blur: a ramp (its profile moved 0.03 %), and noise reads
+    # below the line's range without quoting a negative width
+    ramp = torch.linspace(0, 1, 160, dtype=torch.float64).expand(3, 120, 160).clone()
+    assert "too little detail" in estimate_kernel(ramp, 2, estimator="recurrence").note
+    noise = estimate_kernel(torch.rand(3, 128, 128, generator=torch.Generator().manual_seed(0)), 2,
+                            estimator="recurrence")
+    assert noise.kernel is None and "they read under 0 px" in noise.note, noise
     with pytest.raises(ValueError, match="estimator must be one of kernelgan, recurrence"):
         estimate_kernel(hr.float(), 2, estimator="gan")
 

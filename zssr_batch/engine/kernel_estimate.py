@@ -530,8 +530,9 @@ def by_recurrence(image: torch.Tensor, scale: int, device: torch.device | str = 
     if width is None:
         return Estimate(None, "bicubic fallback", "the image has too little detail to measure its patch recurrence")
     if width < SHARPEST[scale]:
-        return Estimate(None, "bicubic fallback", f"its patches recur as a sharp image's (they read {width:.2f} px at "
-                                                  f"x{scale} on the calibration's line, under {SHARPEST[scale]:g})")
+        read = f"{width:.2f} px" if width > 0 else "under 0 px"  # (the line holds over its calibration's range)
+        return Estimate(None, "bicubic fallback", f"its patches recur as a sharp image's (they read {read} at x{scale} "
+                                                  f"on the calibration's line, under {SHARPEST[scale]:g})")
     widest = WIDEST if scale == 2 else WIDEST_X4  # past each line's range, and the recipe's widest (2.24, 3.14 px)
     if width > widest:
         return Estimate(None, "bicubic fallback", f"its patches recur as an image blurred by {width:.2f} px at "

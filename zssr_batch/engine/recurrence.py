@@ -42,6 +42,9 @@ QUERIES = 4000  # patches of the image sampled (a fixed draw: the same image, th
 SIDE = 384  # a larger image is measured on its central SIDE x SIDE: the search is quadratic
 TAPS = 13
 FLAT = 1e-4  # luma's spread under which an image has no detail to measure (0.03 of an 8-bit level)
+# A fine profile that moves less than this share across 0.5-3 px says nothing of the blur: a linear
+# ramp's moved 0.03 % (a hostile tester's), a photo's and a dead-leaves image's move many times over
+FEATURELESS = 1e-3
 SMALLEST = 2 * (TAPS + PATCH)  # a side under this leaves the shrunk copy too few patches to search
 
 
@@ -96,9 +99,10 @@ def recurrence_width(image: torch.Tensor) -> float | None:
 
 def measured_width(image: torch.Tensor) -> float | None:
     """``recurrence_width`` on ``FINE``'s steps, the least placed between them by the parabola through
-    the best step and its neighbours (an end of the range stays where it is)."""
+    the best step and its neighbours (an end of the range stays where it is); None where no shrink is
+    better than another (a flat image, or a featureless one such as a ramp)."""
     d = _profile(image, FINE)
-    if d is None:
+    if d is None or max(d) - min(d) <= FEATURELESS * max(d):  # a ramp: every shrink alike, its least is noise
         return None
     i = int(np.argmin(d))
     if 0 < i < len(d) - 1 and (bend := d[i - 1] - 2 * d[i] + d[i + 1]) > 0:
